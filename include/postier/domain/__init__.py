@@ -1,0 +1,1 @@
+"""Pure domain: send states, the treatment catalogue, selection criteria, invoices, money."""

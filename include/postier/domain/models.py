@@ -1,0 +1,136 @@
+"""Invoices as the documents and delivery layers see them: immutable values loaded by the store."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from postier.domain.money import to_cents
+from postier.domain.states import Channel, InvoiceKind, PaymentMode, SendState
+
+
+@dataclass(frozen=True)
+class Address:
+    line1: str
+    line2: str | None
+    postal_code: str
+    city: str
+    country: str = "FR"
+
+    def lines(self) -> list[str]:
+        out = [self.line1]
+        if self.line2:
+            out.append(self.line2)
+        out.append(f"{self.postal_code} {self.city}")
+        if self.country != "FR":
+            out.append(self.country)
+        return out
+
+
+@dataclass(frozen=True)
+class Customer:
+    code: str
+    name: str
+    address: Address
+    emails: tuple[str, ...]
+    channel: Channel
+    contact_name: str | None = None
+    siren: str | None = None
+    siret: str | None = None
+    vat_number: str | None = None
+    chorus_service_code: str | None = None
+    chorus_service_required: bool = False
+    chorus_engagement_required: bool = False
+    iban: str | None = None
+    bic: str | None = None
+
+
+@dataclass(frozen=True)
+class Seller:
+    """The issuer's identity and legal mentions, from the settings table."""
+
+    name: str
+    legal_form: str
+    capital: str
+    address: Address
+    siren: str
+    siret: str
+    vat_number: str
+    rcs: str
+    iban: str
+    bic: str
+    email: str
+    late_penalty_rate: str
+    discount_terms: str
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    position: int
+    description: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    vat_rate: Decimal
+    net_amount: Decimal
+
+
+@dataclass(frozen=True)
+class DueDate:
+    due_date: date
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class VatLine:
+    rate: Decimal
+    base: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Invoice:
+    id: int
+    number: str
+    kind: InvoiceKind
+    customer: Customer
+    invoice_date: date
+    due_date: date
+    batch_number: int
+    created_by: str
+    created_at: datetime
+    payment_mode: PaymentMode
+    total_net: Decimal
+    total_vat: Decimal
+    total_gross: Decimal
+    currency: str
+    send_state: SendState
+    lines: tuple[InvoiceLine, ...]
+    due_dates: tuple[DueDate, ...]
+    edited_at: datetime | None = None
+    edited_by: str | None = None
+    sent_at: datetime | None = None
+    sent_by: str | None = None
+    dematerialized: bool = False
+    chorus_service_code: str | None = None
+    chorus_engagement_number: str | None = None
+
+    @property
+    def is_credit_note(self) -> bool:
+        return self.kind is InvoiceKind.AVOIR
+
+    def vat_breakdown(self) -> list[VatLine]:
+        """VAT per rate, computed on the sum of the line nets of that rate (rounded per rate)."""
+        bases: dict[Decimal, Decimal] = defaultdict(Decimal)
+        for line in self.lines:
+            bases[line.vat_rate] += line.net_amount
+        return [
+            VatLine(rate, base, to_cents(base * rate / 100))
+            for rate, base in sorted(bases.items(), reverse=True)
+        ]
+
+    def schedule(self) -> tuple[DueDate, ...]:
+        """Due dates to print: the split schedule when there is one, else the single due date."""
+        return self.due_dates or (DueDate(self.due_date, self.total_gross),)

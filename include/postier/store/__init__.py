@@ -1,0 +1,1 @@
+"""PostgreSQL access (psycopg 3): local cluster, migrations, selection, transitions, loaders."""

@@ -1,0 +1,173 @@
+"""A local PostgreSQL cluster that the project creates and starts itself.
+
+Used when no database is configured (`POSTIER_DB_DSN` unset, no `postier_db` connection), and by
+the test harness. The server listens on a free loopback port only (no Unix socket); as root it runs
+as the `postgres` user, since PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from postier.errors import ConfigurationError
+
+SUPERUSER = "postier"
+DEFAULT_DATABASE = "postier"
+INSTALL_HINT = (
+    "PostgreSQL introuvable : installez les binaires du serveur PostgreSQL "
+    "(Debian/Ubuntu : « apt-get install postgresql ») ou indiquez une base existante "
+    "avec POSTIER_DB_DSN."
+)
+
+
+def find_binaries() -> Path:
+    """Folder holding `initdb` and `pg_ctl`: on PATH, else the newest /usr/lib/postgresql/*/bin."""
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(os.path.realpath(on_path)).parent
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+    )
+    for folder in reversed(candidates):
+        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    raise ConfigurationError(INSTALL_HINT)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class LocalCluster:
+    """A cluster under `base` (`data/`, `port`, `server.log`)."""
+
+    base: Path
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def port_file(self) -> Path:
+        return self.base / "port"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base / "server.log"
+
+    @property
+    def port(self) -> int:
+        return int(self.port_file.read_text().strip())
+
+    def dsn(self, database: str = DEFAULT_DATABASE) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _run_as(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise ConfigurationError(
+                "Exécuté en root, le serveur PostgreSQL doit tourner sous l'utilisateur "
+                "« postgres », qui n'existe pas : installez le paquet postgresql."
+            ) from None
+        return "postgres"
+
+    def _pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [str(find_binaries() / tool), *args]
+        done = subprocess.run(
+            cmd, user=self._run_as(), capture_output=True, text=True, check=False, cwd="/"
+        )
+        if check and done.returncode != 0:
+            log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+            raise ConfigurationError(
+                f"PostgreSQL local : « {tool} » a échoué ({done.returncode}) : "
+                f"{done.stderr.strip() or done.stdout.strip()}\n{log}"
+            )
+        return done
+
+    def initialised(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        if self.initialised():
+            return
+        self.base.mkdir(parents=True, exist_ok=True)
+        user = self._run_as()
+        if user:
+            shutil.chown(self.base, user, user)
+        # Trust on loopback only: a developer's throwaway cluster, never a production database.
+        self._pg(
+            "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
+            "--no-locale", "--no-sync",
+        )
+
+    def running(self) -> bool:
+        if not self.initialised():
+            return False
+        return self._pg("pg_ctl", "status", "-D", str(self.data), check=False).returncode == 0
+
+    def start(self) -> str:
+        """Initialise if needed, start if not running, create the default database; the DSN."""
+        self.init()
+        if not self.running():
+            port = self.port if self.port_file.exists() else free_port()
+            if not _port_is_free(port):
+                port = free_port()
+            self.port_file.write_text(f"{port}\n")
+            options = (
+                f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+                "-c fsync=off -c full_page_writes=off -c max_connections=200"
+            )
+            self._pg(
+                "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log_file), "-w",
+                "-t", "60", "-o", options,
+            )
+        self.create_database(DEFAULT_DATABASE)
+        return self.dsn()
+
+    def stop(self) -> None:
+        if self.running():
+            self._pg("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+                if template:
+                    stmt += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+                conn.execute(stmt)
+        return self.dsn(name)
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -1,0 +1,33 @@
+"""Where the ERP database is, and connections to it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+
+from postier import INCLUDE_DIR
+from postier.store.cluster import LocalCluster
+
+
+def home() -> Path:
+    """Local state of the project (cluster, GED folder, outbox, reports): `POSTIER_HOME`."""
+    return Path(os.environ.get("POSTIER_HOME") or INCLUDE_DIR.parent / ".postier")
+
+
+def local_cluster() -> LocalCluster:
+    return LocalCluster(home() / "pg")
+
+
+def resolve_dsn(start_local: bool = True) -> str:
+    """`POSTIER_DB_DSN` when set; otherwise the project's own local cluster, started if needed."""
+    dsn = os.environ.get("POSTIER_DB_DSN")
+    if dsn:
+        return dsn
+    cluster = local_cluster()
+    return cluster.start() if start_local else cluster.dsn()
+
+
+def connect(dsn: str, **kwargs: object) -> psycopg.Connection:
+    return psycopg.connect(dsn, application_name="postier", **kwargs)  # type: ignore[arg-type]

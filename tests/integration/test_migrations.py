@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import psycopg
+
+from postier.store.migrations import migrate, migration_files
+
+
+def test_migrate_is_idempotent_and_records_each_file(conn: psycopg.Connection) -> None:
+    # The template is already migrated: a second run applies nothing.
+    assert migrate(conn) == []
+    names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    assert names == [p.name for p in migration_files()]
+
+
+def test_default_settings_are_seeded(conn: psycopg.Connection) -> None:
+    value = conn.execute(
+        "SELECT value FROM settings WHERE key = 'NB_JOURS_AVANT_ENVOI_FACTURES'"
+    ).fetchone()
+    assert value is not None and int(value[0]) > 0
