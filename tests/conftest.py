@@ -60,7 +60,7 @@ def postier_env(db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Tests under integration/ and e2e/ need real services; mark them so `-m "not integration"` works.
+    # Tests under integration/ and e2e/ need real services: mark them for `-m`.
     for item in items:
         parts = Path(str(item.fspath)).parts
         if "integration" in parts:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-#: Root of the `include/` folder: SQL migrations, named queries and templates live beside the package.
+#: Root of `include/`: SQL migrations and templates live beside the package.
 INCLUDE_DIR = Path(__file__).resolve().parent.parent
 SQL_DIR = INCLUDE_DIR / "sql"
 TEMPLATES_DIR = INCLUDE_DIR / "templates"

@@ -20,7 +20,7 @@ def format_amount(amount: Decimal, currency: str | None = "EUR") -> str:
     rounded = to_cents(amount)
     sign = "-" if rounded < 0 else ""
     whole, _, cents = f"{abs(rounded):.2f}".partition(".")
-    groups = []
+    groups: list[str] = []
     while len(whole) > 3:
         groups.insert(0, whole[-3:])
         whole = whole[:-3]

@@ -215,9 +215,7 @@ def _operator(params: Mapping[str, Any], key: str, problems: list[str]) -> str |
     return text
 
 
-def _states(
-    params: Mapping[str, Any], t: Treatment, problems: list[str]
-) -> frozenset[SendState]:
+def _states(params: Mapping[str, Any], t: Treatment, problems: list[str]) -> frozenset[SendState]:
     value = params.get("etats")
     if value is None or value == [] or value == "":
         return frozenset(t.default_states)
@@ -248,7 +246,14 @@ def _switch(params: Mapping[str, Any], key: str, t: Treatment, problems: list[st
     value = params.get(key)
     if value is None:
         return t.print_switches
-    if isinstance(value, str) and value.strip().lower() in {"true", "oui", "1", "false", "non", "0"}:
+    if isinstance(value, str) and value.strip().lower() in {
+        "true",
+        "oui",
+        "1",
+        "false",
+        "non",
+        "0",
+    }:
         value = value.strip().lower() in {"true", "oui", "1"}
     if not isinstance(value, bool):
         problems.append(f"{PARAM_LABELS[key]} : oui ou non attendu (reçu {value!r})")

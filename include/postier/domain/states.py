@@ -47,7 +47,9 @@ PAYMENT_MODE_LABELS: dict[PaymentMode, str] = {
 }
 
 #: Payment modes for which bills of exchange (traites) are printed.
-BILL_OF_EXCHANGE_MODES: frozenset[PaymentMode] = frozenset({PaymentMode.LCR, PaymentMode.BILLET_ORDRE})
+BILL_OF_EXCHANGE_MODES: frozenset[PaymentMode] = frozenset(
+    {PaymentMode.LCR, PaymentMode.BILLET_ORDRE}
+)
 
 
 class Channel(StrEnum):

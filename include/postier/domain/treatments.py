@@ -168,4 +168,6 @@ def treatment(treatment_id: str | TreatmentId) -> Treatment:
         return CATALOGUE[TreatmentId(treatment_id)]
     except ValueError:
         known = ", ".join(t.value for t in TreatmentId)
-        raise SelectionError([f"traitement inconnu « {treatment_id} » (connus : {known})"]) from None
+        raise SelectionError(
+            [f"traitement inconnu « {treatment_id} » (connus : {known})"]
+        ) from None

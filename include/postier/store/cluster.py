@@ -124,8 +124,16 @@ class LocalCluster:
             shutil.chown(self.base, user, user)
         # Trust on loopback only: a developer's throwaway cluster, never a production database.
         self._pg(
-            "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
-            "--no-locale", "--no-sync",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
         )
 
     def running(self) -> bool:
@@ -146,8 +154,17 @@ class LocalCluster:
                 "-c fsync=off -c full_page_writes=off -c max_connections=200"
             )
             self._pg(
-                "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log_file), "-w",
-                "-t", "60", "-o", options,
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
             )
         self.create_database(DEFAULT_DATABASE)
         return self.dsn()
@@ -158,7 +175,9 @@ class LocalCluster:
 
     def create_database(self, name: str, template: str | None = None) -> str:
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
                 if template:

@@ -1,0 +1,119 @@
+"""`postier` command line: database, demo data, selections (and, later, documents)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from postier.domain.selection import PARAM_LABELS, Selection
+from postier.domain.treatments import TreatmentId
+from postier.errors import PostierError
+from postier.store import database
+from postier.store.migrations import migrate
+from postier.store.selection import select_frame
+
+
+def _db_command(args: argparse.Namespace) -> int:
+    cluster = database.local_cluster()
+    if args.action == "start":
+        print(f"PostgreSQL local démarré : {cluster.start()}")
+    elif args.action == "stop":
+        cluster.stop()
+        print("PostgreSQL local arrêté.")
+    elif args.action == "status":
+        if cluster.running():
+            print(f"PostgreSQL local en marche : {cluster.dsn()}")
+        else:
+            print("PostgreSQL local arrêté.")
+            return 3
+    elif args.action == "migrate":
+        with database.connect(database.resolve_dsn()) as conn:
+            applied = migrate(conn)
+        print("Migrations appliquées : " + (", ".join(applied) if applied else "aucune (à jour)"))
+    return 0
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    from postier import demo_data
+
+    with database.connect(database.resolve_dsn()) as conn:
+        migrate(conn)
+        summary = demo_data.seed(conn, args.invoices, args.seed)
+    print(
+        f"Données de démonstration : {summary.invoices} factures, {summary.customers} clients, "
+        f"{summary.lines} lignes en {summary.duration_s:.1f} s."
+    )
+    return 0
+
+
+def _criteria(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key in PARAM_LABELS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if key in {"sans_date_edition", "sans_dematerialisation"}:
+            value = value == "oui"
+        params[key] = value
+    return params
+
+
+def _select_command(args: argparse.Namespace) -> int:
+    selection = Selection.from_params(args.treatment, _criteria(args))
+    with database.connect(database.resolve_dsn()) as conn:
+        frame = select_frame(conn, selection, limit=args.limit)
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(frame.to_string(index=False) if len(frame) else "Aucune facture sélectionnée.")
+    print(f"{len(frame)} facture(s).", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postier",
+        description="Postier : impression, signature, archivage et envoi des factures client.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="base de données : migrate, start, stop, status")
+    db.add_argument("action", choices=["migrate", "start", "stop", "status"])
+    db.set_defaults(func=_db_command)
+
+    demo = sub.add_parser("demo", help="données de démonstration")
+    demo.add_argument("action", choices=["seed"])
+    demo.add_argument("--invoices", type=int, default=2000, help="nombre de factures")
+    demo.add_argument("--seed", type=int, default=1, help="graine (reproductible)")
+    demo.set_defaults(func=_demo_command)
+
+    sel = sub.add_parser("select", help="afficher les factures que sélectionne un traitement")
+    sel.add_argument("--treatment", required=True, choices=[t.value for t in TreatmentId])
+    for key, label in PARAM_LABELS.items():
+        flag = "--" + key.replace("_", "-")
+        if key in {"sans_date_edition", "sans_dematerialisation"}:
+            sel.add_argument(flag, dest=key, choices=["oui", "non"], help=label)
+        else:
+            sel.add_argument(flag, dest=key, help=label)
+    sel.add_argument("--limit", type=int, default=None, help="nombre maximal de lignes")
+    sel.add_argument("--format", choices=["table", "csv"], default="table")
+    sel.set_defaults(func=_select_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PostierError as error:
+        print(f"Erreur : {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Load whole invoices (header, customer, lines, due dates) for a chunk: three queries, not 3×N."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+
+import psycopg
+from psycopg.rows import dict_row
+
+from postier.domain.models import Address, Customer, DueDate, Invoice, InvoiceLine
+from postier.domain.states import Channel, InvoiceKind, PaymentMode, SendState
+
+_HEADER = """
+SELECT i.id, i.number, i.kind, i.invoice_date, i.due_date, i.batch_number, i.created_by,
+       i.created_at, i.payment_mode, i.total_net, i.total_vat, i.total_gross, i.currency,
+       i.send_state, i.edited_at, i.edited_by, i.sent_at, i.sent_by, i.dematerialized,
+       i.chorus_service_code, i.chorus_engagement_number,
+       c.code, c.name, c.contact_name, c.address_line1, c.address_line2, c.postal_code, c.city,
+       c.country, c.emails, c.siren, c.siret, c.vat_number, c.channel,
+       c.chorus_service_code AS customer_service_code, c.chorus_service_required,
+       c.chorus_engagement_required, c.iban, c.bic
+FROM invoices i JOIN customers c ON c.id = i.customer_id
+WHERE i.id = ANY(%s)
+"""
+
+
+def load_invoices(conn: psycopg.Connection, invoice_ids: Sequence[int]) -> list[Invoice]:
+    """The invoices in the order of `invoice_ids` (missing ids are left out)."""
+    ids = list(invoice_ids)
+    lines: dict[int, list[InvoiceLine]] = defaultdict(list)
+    for r in conn.execute(
+        "SELECT invoice_id, position, description, quantity, unit, unit_price, vat_rate, "
+        "net_amount FROM invoice_lines WHERE invoice_id = ANY(%s) ORDER BY invoice_id, position",
+        (ids,),
+    ):
+        lines[r[0]].append(InvoiceLine(*r[1:]))
+    due: dict[int, list[DueDate]] = defaultdict(list)
+    for r in conn.execute(
+        "SELECT invoice_id, due_date, amount FROM invoice_due_dates "
+        "WHERE invoice_id = ANY(%s) ORDER BY invoice_id, position",
+        (ids,),
+    ):
+        due[r[0]].append(DueDate(r[1], r[2]))
+    by_id: dict[int, Invoice] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for h in cur.execute(_HEADER, (ids,)):
+            customer = Customer(
+                code=h["code"],
+                name=h["name"],
+                contact_name=h["contact_name"],
+                address=Address(
+                    h["address_line1"],
+                    h["address_line2"],
+                    h["postal_code"],
+                    h["city"],
+                    h["country"],
+                ),
+                emails=tuple(h["emails"] or ()),
+                channel=Channel(h["channel"]),
+                siren=h["siren"],
+                siret=h["siret"],
+                vat_number=h["vat_number"],
+                chorus_service_code=h["customer_service_code"],
+                chorus_service_required=h["chorus_service_required"],
+                chorus_engagement_required=h["chorus_engagement_required"],
+                iban=h["iban"],
+                bic=h["bic"],
+            )
+            by_id[h["id"]] = Invoice(
+                id=h["id"],
+                number=h["number"],
+                kind=InvoiceKind(h["kind"]),
+                customer=customer,
+                invoice_date=h["invoice_date"],
+                due_date=h["due_date"],
+                batch_number=h["batch_number"],
+                created_by=h["created_by"],
+                created_at=h["created_at"],
+                payment_mode=PaymentMode(h["payment_mode"]),
+                total_net=h["total_net"],
+                total_vat=h["total_vat"],
+                total_gross=h["total_gross"],
+                currency=h["currency"],
+                send_state=SendState(h["send_state"]),
+                lines=tuple(lines.get(h["id"], ())),
+                due_dates=tuple(due.get(h["id"], ())),
+                edited_at=h["edited_at"],
+                edited_by=h["edited_by"],
+                sent_at=h["sent_at"],
+                sent_by=h["sent_by"],
+                dematerialized=h["dematerialized"],
+                chorus_service_code=h["chorus_service_code"],
+                chorus_engagement_number=h["chorus_engagement_number"],
+            )
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def fingerprint(invoice: Invoice) -> str:
+    """sha256 of what the customer sees (header, lines, due dates): detects later edits."""
+    content = {
+        "number": invoice.number,
+        "kind": invoice.kind.value,
+        "customer": invoice.customer.code,
+        "date": invoice.invoice_date.isoformat(),
+        "due": invoice.due_date.isoformat(),
+        "mode": invoice.payment_mode.value,
+        "totals": [str(invoice.total_net), str(invoice.total_vat), str(invoice.total_gross)],
+        "lines": [
+            [
+                ln.description,
+                str(ln.quantity),
+                ln.unit,
+                str(ln.unit_price),
+                str(ln.vat_rate),
+                str(ln.net_amount),
+            ]
+            for ln in invoice.lines
+        ],
+        "schedule": [[d.due_date.isoformat(), str(d.amount)] for d in invoice.due_dates],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,95 @@
+"""Business settings of the `settings` table, typed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from postier.domain.models import Address, Seller
+from postier.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: dict[str, str | int | bool]
+
+    def __getitem__(self, key: str) -> str | int | bool:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise ConfigurationError(f"paramètre « {key} » absent de la table settings") from None
+
+    def flag(self, key: str) -> bool:
+        return bool(self[key])
+
+    def number(self, key: str) -> int:
+        return int(self[key])
+
+    def text(self, key: str) -> str:
+        return str(self[key])
+
+    @property
+    def archiving(self) -> bool:
+        return self.flag("ARCHIVAGE_FACTURES")
+
+    @property
+    def demat_artis(self) -> bool:
+        return self.flag("DEMAT_ARTIS")
+
+    @property
+    def demat_chorus(self) -> bool:
+        return self.flag("DEMAT_CHORUS")
+
+    @property
+    def days_before_send(self) -> int:
+        return self.number("NB_JOURS_AVANT_ENVOI_FACTURES")
+
+    def seller(self) -> Seller:
+        t = self.text
+        return Seller(
+            name=t("EMETTEUR_NOM"),
+            legal_form=t("EMETTEUR_FORME_JURIDIQUE"),
+            capital=t("EMETTEUR_CAPITAL"),
+            address=Address(
+                t("EMETTEUR_ADRESSE"), None, t("EMETTEUR_CODE_POSTAL"), t("EMETTEUR_VILLE")
+            ),
+            siren=t("EMETTEUR_SIREN"),
+            siret=t("EMETTEUR_SIRET"),
+            vat_number=t("EMETTEUR_TVA"),
+            rcs=t("EMETTEUR_RCS"),
+            iban=t("EMETTEUR_IBAN"),
+            bic=t("EMETTEUR_BIC"),
+            email=t("EMETTEUR_COURRIEL"),
+            late_penalty_rate=t("TAUX_PENALITES_RETARD"),
+            discount_terms=t("CONDITIONS_ESCOMPTE"),
+        )
+
+
+def _typed(value: str, value_type: str, key: str) -> str | int | bool:
+    if value_type == "bool":
+        lowered = value.strip().lower()
+        if lowered not in {"true", "false", "oui", "non", "1", "0"}:
+            raise ConfigurationError(f"paramètre {key} : oui/non attendu, reçu « {value} »")
+        return lowered in {"true", "oui", "1"}
+    if value_type == "int":
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"paramètre {key} : nombre attendu, reçu « {value} »"
+            ) from None
+    return value
+
+
+def load_settings(conn: psycopg.Connection) -> Settings:
+    rows = conn.execute("SELECT key, value, value_type FROM settings").fetchall()
+    return Settings({key: _typed(value, vtype, key) for key, value, vtype in rows})
+
+
+def set_setting(conn: psycopg.Connection, key: str, value: str | int | bool) -> None:
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    with conn.transaction():
+        cur = conn.execute("UPDATE settings SET value = %s WHERE key = %s", (text, key))
+        if cur.rowcount == 0:
+            raise ConfigurationError(f"paramètre « {key} » inconnu")

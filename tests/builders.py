@@ -1,0 +1,84 @@
+"""Small builders that insert customers and invoices with sensible defaults, for precise tests."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from postier.domain.selection import PARIS
+
+_counter = itertools.count(1)
+
+
+def insert_customer(conn: psycopg.Connection, **values: Any) -> int:
+    n = next(_counter)
+    row: dict[str, Any] = {
+        "code": f"C{n:05d}",
+        "name": f"Client {n}",
+        "address_line1": "1 rue de la Paix",
+        "postal_code": "75002",
+        "city": "Paris",
+        "emails": [f"client{n}@example.fr"],
+        "channel": "portail",
+        "siren": "732829320",
+        "siret": "73282932000074",
+    } | values
+    cols = list(row)
+    query = sql.SQL("INSERT INTO customers ({}) VALUES ({}) RETURNING id").format(
+        sql.SQL(", ").join(map(sql.Identifier, cols)),
+        sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+    )
+    return int(conn.execute(query, [row[c] for c in cols]).fetchone()[0])  # type: ignore[index]
+
+
+def insert_invoice(
+    conn: psycopg.Connection, customer_id: int | None = None, lines: int = 1, **values: Any
+) -> int:
+    """An invoice of `lines` lines of 100 € HT at 20 % VAT; `values` override header columns."""
+    if customer_id is None:
+        customer_id = insert_customer(conn)
+    n = next(_counter)
+    net = Decimal("100.00") * lines
+    vat = net * Decimal("0.20")
+    state = values.pop("send_state", "EN_ATTENTE")
+    row: dict[str, Any] = {
+        "number": f"FA-{n:08d}",
+        "customer_id": customer_id,
+        "invoice_date": date(2026, 11, 2),
+        "due_date": date(2026, 12, 2),
+        "batch_number": 100,
+        "created_by": "mdupont",
+        "created_at": datetime(2026, 11, 2, 9, 0, tzinfo=PARIS),
+        "payment_mode": "virement",
+        "total_net": net,
+        "total_vat": vat,
+        "total_gross": net + vat,
+    } | values
+    cols = list(row)
+    query = sql.SQL("INSERT INTO invoices ({}) VALUES ({}) RETURNING id").format(
+        sql.SQL(", ").join(map(sql.Identifier, cols)),
+        sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+    )
+    invoice_id = int(conn.execute(query, [row[c] for c in cols]).fetchone()[0])  # type: ignore[index]
+    for pos in range(1, lines + 1):
+        conn.execute(
+            "INSERT INTO invoice_lines (invoice_id, position, description, quantity, unit, "
+            "unit_price, vat_rate, net_amount) VALUES (%s, %s, %s, 1, 'U', 100, 20, 100)",
+            (invoice_id, pos, f"Prestation {pos}"),
+        )
+    if state != "EN_ATTENTE":
+        stamps = ", sent_at = now(), sent_by = 'mdupont'" if state == "ENVOYE" else ""
+        conn.execute(
+            sql.SQL("UPDATE invoices SET send_state = %s{} WHERE id = %s").format(sql.SQL(stamps)),
+            (state, invoice_id),
+        )
+    return invoice_id
+
+
+def days_ago(n: int) -> datetime:
+    return datetime.now(PARIS) - timedelta(days=n)
