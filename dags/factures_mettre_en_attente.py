@@ -1,0 +1,13 @@
+"""Mettre en attente l'envoi des factures.
+
+Bascule les factures « Prêt » à l'état « En attente » : elles ne pourront pas être envoyées tant
+qu'elles n'auront pas été préparées de nouveau. Déclenché à la main.
+
+Relancer : déclencher de nouveau le DAG avec les mêmes critères ne refait que ce qui reste à faire
+(les factures déjà traitées sont signalées « déjà … » dans le rapport) ; un lot en échec se relance
+seul depuis l'interface (« Clear » sur la tâche du lot).
+"""
+
+from postier.airflow.dag_factory import build_dag
+
+dag = build_dag("factures_mettre_en_attente", doc_md=__doc__)

@@ -1,0 +1,1 @@
+"""The only Airflow-aware part of the package (with `dags/`): forms, runtime, DAG factory."""

@@ -1,0 +1,138 @@
+"""One factory for every treatment DAG: select → chunks in parallel → finalize → report.
+
+Tasks are one-liners over `postier.pipeline`, imported inside the tasks so that parsing a DAG
+file loads no database driver and touches nothing outside Python.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, task
+
+from postier.airflow.params import trigger_params
+from postier.domain.selection import PARIS
+from postier.domain.treatments import TreatmentId, treatment
+
+#: Treatments whose DAG exists today (Chorus collection and print export come with delivery).
+IMPLEMENTED = (
+    TreatmentId.IMPRIMER,
+    TreatmentId.IMPRIMER_TRAITES,
+    TreatmentId.PREPARER_ENVOI,
+    TreatmentId.METTRE_EN_ATTENTE,
+    TreatmentId.CONSERVER_EN_INTERNE,
+    TreatmentId.REMETTRE_EN_ATTENTE,
+    TreatmentId.ENVOYER,
+    TreatmentId.ENVOI_NOCTURNE,
+)
+
+#: Last day of each month, at night, Paris time (spec: « le dernier jour du mois »).
+NIGHTLY = CronTriggerTimetable("0 22 L * *", timezone="Europe/Paris")
+
+# Environment variables only (no connection, no database): safe at parse time.
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "facturation",
+    "retries": int(os.environ.get("POSTIER_TASK_RETRIES", "2")),
+    "retry_delay": timedelta(seconds=int(os.environ.get("POSTIER_RETRY_DELAY_SECONDS", "30"))),
+}
+
+
+def _confirmation_timeout() -> timedelta:
+    return timedelta(minutes=int(os.environ.get("POSTIER_CONFIRMATION_MINUTES", "120")))
+
+
+# Every task finds its run from the Airflow run's identity (`external_id`): only the chunk numbers
+# travel through XCom, as the mapped task's input.
+
+
+@task(task_display_name="Valider les critères et sélectionner")
+def selectionner(treatment_id: str, **context: Any) -> list[int]:
+    from postier.airflow.runtime import actor, environment, external_id
+    from postier.pipeline.runs import start_run
+
+    env, params = environment(), dict(context["params"])
+    return start_run(env, treatment_id, params, actor(context), external_id(context))["chunks"]
+
+
+@task(task_display_name="Résumer l'envoi pour confirmation")
+def resumer_envoi(**context: Any) -> str:
+    from postier.airflow.runtime import environment, external_id
+    from postier.pipeline.reports import send_confirmation
+
+    return send_confirmation(environment(), external_id(context))
+
+
+@task(task_display_name="Traiter un lot de factures", map_index_template="lot {{ chunk }}")
+def traiter_lot(chunk: int, **context: Any) -> dict[str, int]:
+    from postier.airflow.runtime import environment, external_id
+    from postier.pipeline.runs import process_chunk
+
+    return process_chunk(environment(), external_id(context), chunk)
+
+
+@task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Finaliser (fichier d'impression)")
+def finaliser(**context: Any) -> list[str]:
+    from postier.airflow.runtime import environment, external_id
+    from postier.pipeline.reports import finalize
+
+    return finalize(environment(), external_id(context))
+
+
+@task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Rapport d'exécution")
+def rapport(**context: Any) -> dict[str, Any]:
+    from postier.airflow.runtime import environment, external_id
+    from postier.pipeline.reports import write_report
+
+    # `finaliser` always returns a list when it ran: None means it failed or never ran.
+    files = context["ti"].xcom_pull(task_ids="finaliser")
+    refused = _confirmation_refused(context)
+    return write_report(
+        environment(),
+        external_id(context),
+        files or [],
+        refused=refused,
+        finalized=files is not None,
+    )
+
+
+def _confirmation_refused(context: Any) -> bool:
+    if "confirmation" not in context["dag"].task_dict:
+        return False
+    answer = context["ti"].xcom_pull(task_ids="confirmation") or {}
+    return bool(answer) and answer.get("chosen_options") != [ApprovalOperator.APPROVE]
+
+
+def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG:
+    t = treatment(treatment_id)
+    with DAG(
+        dag_id=t.id.value,
+        dag_display_name=t.label,
+        description=t.description,
+        doc_md=doc_md or t.description,
+        schedule=NIGHTLY if t.scheduled else None,
+        start_date=datetime(2026, 1, 1, tzinfo=PARIS),
+        catchup=False,
+        is_paused_upon_creation=t.scheduled or None,
+        params={} if t.scheduled else trigger_params(t),
+        default_args=DEFAULT_ARGS,
+        max_active_runs=1 if t.transition else 4,
+        tags=["postier", "factures"] + (["planifié"] if t.scheduled else ["manuel"]),
+    ) as dag:
+        selection = selectionner(t.id.value)
+        chunks = traiter_lot.expand(chunk=selection)
+        if t.needs_confirmation:
+            confirmation = ApprovalOperator(
+                task_id="confirmation",
+                task_display_name="Confirmer l'envoi définitif",
+                subject="Envoi définitif des factures",
+                body="{{ ti.xcom_pull(task_ids='resumer_envoi') }}",
+                defaults="Reject",
+                response_timeout=_confirmation_timeout(),
+            )
+            selection >> resumer_envoi() >> confirmation >> chunks
+        done = finaliser()
+        chunks >> done >> rapport()
+    return dag

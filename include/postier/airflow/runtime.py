@@ -1,0 +1,84 @@
+"""Resolve connections and the acting login at task execution time (never at parse time)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from airflow.sdk import Connection
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from postier.pipeline.context import Environment
+from postier.store import database
+
+#: Login stamped by scheduled runs (nightly send, Chorus returns).
+TECHNICAL_LOGIN = os.environ.get("POSTIER_TECHNICAL_LOGIN", "traitement-nocturne")
+
+
+def _connection(conn_id: str) -> Any | None:
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def _dsn() -> str:
+    """The `postier_db` connection; else `POSTIER_DB_DSN`; else the local cluster."""
+    conn = _connection("postier_db")
+    if conn is None:
+        return database.resolve_dsn()
+    auth = quote(conn.login or "", safe="")
+    if conn.password:
+        auth += ":" + quote(conn.password, safe="")
+    host = f"{conn.host or '127.0.0.1'}:{conn.port or 5432}"
+    return f"postgresql://{auth}@{host}/{conn.schema or 'postgres'}"
+
+
+def _signing() -> tuple[bytes | None, bytes | None, str | None]:
+    """`postier_signing`: extra `pkcs12_path` or `pkcs12_base64`, password = passphrase."""
+    conn = _connection("postier_signing")
+    if conn is None:
+        return None, None, None
+    extra = conn.extra_dejson
+    if extra.get("pkcs12_base64"):
+        data = base64.b64decode(extra["pkcs12_base64"])
+    else:
+        data = Path(extra.get("pkcs12_path") or conn.host).read_bytes()
+    passphrase = conn.password.encode() if conn.password else None
+    return data, passphrase, extra.get("timestamp_url")
+
+
+def _ged_url() -> str:
+    conn = _connection("postier_ged")
+    if conn is None:
+        return os.environ.get("POSTIER_GED_URL", "")
+    return str(conn.extra_dejson.get("url") or conn.host or "")
+
+
+def environment() -> Environment:
+    pkcs12, passphrase, tsa = _signing()
+    return Environment(
+        dsn=_dsn(),
+        home=database.home(),
+        workers=int(os.environ.get("POSTIER_WORKERS", "4")),
+        signing_pkcs12=pkcs12,
+        signing_passphrase=passphrase,
+        timestamp_url=tsa,
+        ged_url=_ged_url(),
+    )
+
+
+def actor(context: Any) -> str:
+    """Who did it: the Airflow user who triggered the run, or the technical login."""
+    dag_run = context["dag_run"]
+    user = getattr(dag_run, "triggering_user_name", None)
+    if dag_run.run_type in ("scheduled", "backfill") or not user:
+        return TECHNICAL_LOGIN
+    return str(user)
+
+
+def external_id(context: Any) -> str:
+    return f"{context['dag'].dag_id}/{context['run_id']}"

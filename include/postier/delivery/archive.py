@@ -1,0 +1,58 @@
+"""The GED: a write-once store of signed PDFs, addressed by URL through fsspec.
+
+A local folder by default (`.postier/ged/`); any fsspec backend (s3://, sftp://…) by configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+
+import fsspec
+
+from postier.errors import DeliveryError
+
+
+@dataclass(frozen=True)
+class Archived:
+    location: str
+    sha256: str
+    size: int
+
+
+class DocumentArchive:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+
+    @staticmethod
+    def key_for(invoice_date: date, customer_code: str, number: str, kind: str = "facture") -> str:
+        """Layout year/month/customer/invoice."""
+        return f"{invoice_date:%Y}/{invoice_date:%m}/{customer_code}/{number}-{kind}.pdf"
+
+    def _path(self, key: str) -> str:
+        if ".." in key.split("/") or key.startswith("/"):
+            raise DeliveryError(f"chemin GED refusé : {key}")
+        return f"{self.root}/{key}"
+
+    def put(self, key: str, data: bytes, *, replace_unindexed: bool = False) -> Archived:
+        """Store `data` under `key`. The same bytes again is a no-op; other bytes are refused,
+        unless the caller knows the existing file was never indexed (a rolled-back send)."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(key)
+        if self.fs.exists(path) and not replace_unindexed:
+            existing = hashlib.sha256(self.fs.cat_file(path)).hexdigest()
+            if existing == digest:
+                return Archived(f"{self.url}/{key}", digest, len(data))
+            raise DeliveryError(f"la GED contient déjà {key} avec un autre contenu : refusé")
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{path}.part"
+        self.fs.pipe_file(tmp, data)
+        self.fs.mv(tmp, path)
+        return Archived(f"{self.url}/{key}", digest, len(data))
+
+    def read(self, location: str) -> bytes:
+        if not location.startswith(self.url + "/"):
+            raise DeliveryError(f"document hors de la GED configurée : {location}")
+        return bytes(self.fs.cat_file(self._path(location[len(self.url) + 1 :])))

@@ -1,0 +1,135 @@
+"""Chunk handlers: what each treatment does to the pending invoices of one chunk.
+
+Each handler runs in one transaction: the state changes, the stamps, the documents index and the
+item outcomes commit together, so a retried chunk finds exactly the work still to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from postier.domain.treatments import HOLD, KEEP_INTERNAL, PREPARE, REQUEUE, Transition, TreatmentId
+from postier.domain.validation import sending_problems
+from postier.pipeline.context import Environment
+from postier.pipeline.runs import ChunkHandler, Run
+from postier.store.invoices import fingerprint, load_invoices
+from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
+from postier.store.settings import load_settings
+from postier.store.transitions import Locked, lock_for_transition, stamp_edited, stamp_transition
+
+
+def _skips(locked: Locked) -> list[ItemOutcome]:
+    return [ItemOutcome(s.invoice_id, SKIPPED, s.reason) for s in locked.skipped]
+
+
+def transition_handler(transition: Transition) -> ChunkHandler:
+    """Hold, keep internal, requeue: a pure state change."""
+
+    def handle(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
+        with conn.transaction():
+            locked = lock_for_transition(conn, ids, transition)
+            stamp_transition(conn, locked.ids, transition, run.triggered_by, run.id)
+            done = [ItemOutcome(i, DONE) for i in locked.ids]
+            record_outcomes(conn, run.id, done + _skips(locked))
+
+    return handle
+
+
+def _write(path: Path, data: bytes) -> str:
+    """Write through a temporary name, so a crash never leaves a half-written PDF behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return str(path)
+
+
+def print_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
+    """One PDF per invoice; a real print stamps the edit date and login, a preview nothing."""
+    from postier.documents import render_invoice
+
+    seller = load_settings(conn).seller()
+    folder = run.output_dir / ("apercus" if run.preview else "factures")
+    outcomes: list[ItemOutcome] = []
+    printed: list[int] = []
+    for invoice in load_invoices(conn, ids):
+        pdf = render_invoice(invoice, seller, preview=run.preview)
+        outcomes.append(
+            ItemOutcome(invoice.id, DONE, output=_write(folder / f"{invoice.number}.pdf", pdf))
+        )
+        printed.append(invoice.id)
+    with conn.transaction():
+        if not run.preview:
+            stamp_edited(conn, printed, run.triggered_by)
+        record_outcomes(conn, run.id, outcomes)
+
+
+def bills_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
+    """The bills of exchange of the chunk's invoices, one per due date, in one chunk file."""
+    from postier.documents import render_bills
+
+    seller = load_settings(conn).seller()
+    invoices = load_invoices(conn, ids)
+    chunk_no = _chunk_of(conn, run.id, ids[0])
+    path = _write(
+        run.output_dir / "traites" / f"traites-{chunk_no:04d}.pdf", render_bills(invoices, seller)
+    )
+    with conn.transaction():
+        record_outcomes(conn, run.id, [ItemOutcome(i.id, DONE, output=path) for i in invoices])
+
+
+def _chunk_of(conn: psycopg.Connection, run_id: int, invoice_id: int) -> int:
+    row = conn.execute(
+        "SELECT chunk FROM run_items WHERE run_id = %s AND invoice_id = %s", (run_id, invoice_id)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
+    """Validate each invoice for its channel and render its final document; valid ones → Prêt."""
+    from postier.documents import render_final_invoice
+
+    seller = load_settings(conn).seller()
+    with conn.transaction():
+        locked = lock_for_transition(conn, ids, PREPARE)
+        ready: list[int] = []
+        outcomes = _skips(locked)
+        for invoice in load_invoices(conn, locked.ids):
+            problems = sending_problems(invoice)
+            if not problems:
+                try:
+                    pdf = render_final_invoice(invoice, seller)
+                except Exception as error:  # a document error names the invoice and the field
+                    problems = [str(error)]
+            if problems:
+                outcomes.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
+                continue
+            path = _write(run.output_dir / "preparees" / f"{invoice.number}.pdf", pdf)
+            conn.execute(
+                "UPDATE invoices SET fingerprint = %s WHERE id = %s",
+                (fingerprint(invoice), invoice.id),
+            )
+            ready.append(invoice.id)
+            outcomes.append(ItemOutcome(invoice.id, DONE, output=path))
+        stamp_transition(conn, ready, PREPARE, run.triggered_by, run.id)
+        record_outcomes(conn, run.id, outcomes)
+
+
+def send_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
+    from postier.pipeline.sending import send_invoices
+
+    send_invoices(env, conn, run, ids)
+
+
+CHUNK_HANDLERS: dict[TreatmentId, ChunkHandler] = {
+    TreatmentId.IMPRIMER: print_chunk,
+    TreatmentId.IMPRIMER_TRAITES: bills_chunk,
+    TreatmentId.PREPARER_ENVOI: prepare_chunk,
+    TreatmentId.METTRE_EN_ATTENTE: transition_handler(HOLD),
+    TreatmentId.CONSERVER_EN_INTERNE: transition_handler(KEEP_INTERNAL),
+    TreatmentId.REMETTRE_EN_ATTENTE: transition_handler(REQUEUE),
+    TreatmentId.ENVOYER: send_chunk,
+    TreatmentId.ENVOI_NOCTURNE: send_chunk,
+}

@@ -1,0 +1,189 @@
+"""Finalize a run (merged print files) and write its report: `runs` row, JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from postier.domain.selection import PARAM_LABELS, PARIS
+from postier.domain.treatments import TreatmentId
+from postier.errors import PostierError
+from postier.pipeline.context import Environment
+from postier.pipeline.runs import RunRef, load_run, resolve_run_id
+from postier.store import runs as run_store
+
+log = logging.getLogger(__name__)
+
+
+class RunIncompleteError(PostierError):
+    """Some invoices of the run are still to be processed (a chunk failed)."""
+
+
+STATUS_LABELS = {
+    run_store.DONE: "traitée",
+    run_store.SKIPPED: "ignorée",
+    run_store.FAILED: "refusée",
+    run_store.PENDING: "non traitée",
+}
+
+
+def finalize(env: Environment, ref: RunRef) -> list[str]:
+    """Merge the run's documents into one print-ready file, in selection order."""
+    from postier.documents import merge_pdfs
+
+    with env.connect() as conn:
+        run = load_run(conn, ref)
+        outputs = list(dict.fromkeys(run_store.outputs(conn, run.id)))  # chunk files appear once
+    names = {
+        TreatmentId.IMPRIMER: "apercu.pdf" if run.preview else "impression.pdf",
+        TreatmentId.IMPRIMER_TRAITES: "traites.pdf",
+    }
+    name = names.get(run.treatment.id)
+    if name is None or not outputs:
+        return []
+    target = run.output_dir / name
+    pages = merge_pdfs([Path(p) for p in outputs], target)
+    log.info("Fichier d'impression %s : %d page(s)", target, pages)
+    return [str(target)]
+
+
+def write_report(
+    env: Environment,
+    ref: RunRef,
+    files: list[str] | None = None,
+    *,
+    refused: bool = False,
+    finalized: bool = True,
+) -> dict[str, Any]:
+    """Record the run's outcome; a small summary for XCom (never documents, never secrets).
+
+    `refused`: the clerk rejected the confirmation (or it timed out): nothing was processed, on
+    purpose. Otherwise, invoices left unprocessed, or a print file that could not be made
+    (`finalized` false), make the run fail once the report is written.
+    """
+    with env.connect() as conn:
+        run = load_run(conn, ref)
+        run_id = run.id
+        counts = run_store.item_counts(conn, run_id)
+        problems = run_store.problems(conn, run_id)
+        row = conn.execute("SELECT started_at FROM runs WHERE id = %s", (run_id,)).fetchone()
+        started: datetime = row[0] if row else datetime.now(PARIS)
+        finished = datetime.now(PARIS)
+        selected = sum(counts.values())
+        pending = counts[run_store.PENDING]
+        failed = bool(pending) or not finalized
+        status = "refusee" if refused else ("en_erreur" if failed else "terminee")
+        report: dict[str, Any] = {
+            "execution": run_id,
+            "traitement": run.treatment.id.value,
+            "libelle": run.treatment.label,
+            "mode": run.mode,
+            "statut": {
+                "refusee": "envoi refusé à la confirmation : rien n'a été envoyé",
+                "en_erreur": "incomplète : factures ou fichier d'impression non traités",
+                "terminee": "terminée",
+            }[status],
+            "lance_par": run.triggered_by,
+            "debut": started.astimezone(PARIS).isoformat(timespec="seconds"),
+            "fin": finished.isoformat(timespec="seconds"),
+            "duree_s": round((finished - started).total_seconds(), 1),
+            "criteres": run.criteria,
+            "compteurs": {
+                "selectionnees": selected,
+                "traitees": counts[run_store.DONE],
+                "ignorees": counts[run_store.SKIPPED],
+                "refusees": counts[run_store.FAILED],
+                "non_traitees": counts[run_store.PENDING],
+            },
+            "anomalies": [p | {"statut": STATUS_LABELS[p["statut"]]} for p in problems],
+            "fichiers": (files or []) + [str(run.output_dir)],
+        }
+        json_path = run.output_dir / "rapport.json"
+        md_path = run.output_dir / "rapport.md"
+        report["rapport"] = str(md_path)
+        json_path.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+        md_path.write_text(to_markdown(report))
+        run_store.finish_run(conn, run_id, status, report["compteurs"], report)
+    log.info("\n%s", md_path.read_text())
+    if failed and not refused:
+        raise RunIncompleteError(
+            f"{pending} facture(s) non traitée(s), fichier d'impression "
+            f"{'produit' if finalized else 'non produit'} : relancez les tâches en échec "
+            f"(rapport {md_path})"
+        )
+    return {"execution": run_id, "compteurs": report["compteurs"], "rapport": str(md_path)}
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    c = report["compteurs"]
+    lines = [
+        f"# Rapport — {report['libelle']} (exécution {report['execution']})",
+        "",
+        f"- Statut : **{report['statut']}**",
+        f"- Lancé par : **{report['lance_par']}**, début {report['debut']}, "
+        f"durée {report['duree_s']} s" + (" — **aperçu**" if report["mode"] == "apercu" else ""),
+        "- Critères : "
+        + "; ".join(
+            f"{PARAM_LABELS.get(k, k)} = {', '.join(v) if isinstance(v, list) else v}"
+            for k, v in report["criteres"].items()
+            if k != "mode"
+        ),
+        "",
+        "| Sélectionnées | Traitées | Ignorées | Refusées | Non traitées |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {c['selectionnees']} | {c['traitees']} | {c['ignorees']} | {c['refusees']} "
+        f"| {c['non_traitees']} |",
+        "",
+    ]
+    if report["anomalies"]:
+        lines += ["## Factures non traitées", "", "| Facture | Statut | Motif |", "|---|---|---|"]
+        lines += [f"| {a['facture']} | {a['statut']} | {a['motif']} |" for a in report["anomalies"]]
+        lines.append("")
+    lines += ["## Fichiers produits", ""] + [f"- `{f}`" for f in report["fichiers"]]
+    return "\n".join(lines) + "\n"
+
+
+#: The spec's confirmation message, word for word.
+SEND_WARNING = (
+    "Attention, l'envoi de la facture au destinataire est définitif. Il ne sera plus possible de "
+    "modifier la facture après envoi. Souhaitez-vous poursuivre ?"
+)
+
+CHANNEL_LABELS = {"portail": "portail (courriel)", "chorus": "Chorus Pro", "papier": "papier"}
+
+
+def send_confirmation(env: Environment, ref: RunRef) -> str:
+    """What will be sent (count, total, customers, per channel), then the spec's warning."""
+    from postier.domain.money import format_amount
+
+    with env.connect() as conn:
+        run_id = resolve_run_id(conn, ref)
+        rows = conn.execute(
+            "SELECT c.channel, count(*), count(DISTINCT c.id), coalesce(sum(i.total_gross), 0) "
+            "FROM run_items r JOIN invoices i ON i.id = r.invoice_id "
+            "JOIN customers c ON c.id = i.customer_id "
+            "WHERE r.run_id = %s GROUP BY c.channel ORDER BY c.channel",
+            (run_id,),
+        ).fetchall()
+        customers = conn.execute(
+            "SELECT count(DISTINCT i.customer_id) FROM run_items r "
+            "JOIN invoices i ON i.id = r.invoice_id WHERE r.run_id = %s",
+            (run_id,),
+        ).fetchone()
+    count = sum(r[1] for r in rows)
+    total = sum((r[3] for r in rows), start=0)
+    lines = [
+        f"**{count} facture(s)** pour **{customers[0] if customers else 0} client(s)**, "
+        f"total TTC **{format_amount(total)}**.",
+        "",
+        "| Canal | Factures | Clients | Total TTC |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {CHANNEL_LABELS.get(ch, ch)} | {n} | {nc} | {format_amount(amount)} |"
+        for ch, n, nc, amount in rows
+    ]
+    return "\n".join(lines + ["", SEND_WARNING])

@@ -1,0 +1,169 @@
+"""Treatment runs and their items: what a run selected, chunk by chunk, and what became of it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from postier.domain.selection import Selection
+from postier.store.selection import where_clause
+
+#: Item statuses (French: they appear in reports).
+PENDING, DONE, SKIPPED, FAILED = "a_traiter", "traitee", "ignoree", "en_erreur"
+
+#: Airflow's default `max_map_length`: a run never maps more chunks than this.
+MAX_CHUNKS = 1024
+
+
+def chunk_size_for(count: int, workers: int, min_size: int = 100, max_size: int = 2000) -> int:
+    """Enough chunks to keep `workers` busy (about four rounds each), few enough that a mapped
+    task's start-up cost (over a second) stays small against its work, never over MAX_CHUNKS."""
+    if count <= 0:
+        return min_size
+    size = math.ceil(count / max(1, workers * 4))
+    size = max(min_size, min(max_size, size))
+    return max(size, math.ceil(count / MAX_CHUNKS))
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    invoice_id: int
+    status: str
+    reason: str | None = None
+    output: str | None = None
+
+
+def create_run(
+    conn: psycopg.Connection,
+    treatment: str,
+    external_id: str,
+    criteria: dict[str, Any],
+    triggered_by: str,
+) -> int:
+    """The run's id; the same id again when a retried task calls it with the same external id."""
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO runs (treatment, external_id, criteria, triggered_by) "
+            "VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (external_id) DO UPDATE SET external_id = EXCLUDED.external_id "
+            "RETURNING id",
+            (treatment, external_id, Jsonb(criteria), triggered_by),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def plan_items(
+    conn: psycopg.Connection, run_id: int, selection: Selection, workers: int
+) -> tuple[int, int]:
+    """Snapshot the selection into `run_items`, chunked; (invoices, chunks). Idempotent."""
+    with conn.transaction():
+        conn.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+        done = conn.execute(
+            "SELECT count(*), coalesce(max(chunk) + 1, 0) FROM run_items WHERE run_id = %s",
+            (run_id,),
+        ).fetchone()
+        if done and done[0]:
+            return int(done[0]), int(done[1])
+        where, params = where_clause(selection)
+        count_row = conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM invoices i JOIN customers c ON c.id = i.customer_id WHERE {}"
+            ).format(where),
+            params,
+        ).fetchone()
+        count = int(count_row[0]) if count_row else 0
+        size = chunk_size_for(count, workers)
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO run_items (run_id, invoice_id, position, chunk) "
+                "SELECT %(run_id)s, id, rn, (rn - 1) / %(size)s FROM ("
+                " SELECT i.id, row_number() OVER (ORDER BY i.number) AS rn"
+                " FROM invoices i JOIN customers c ON c.id = i.customer_id WHERE {}) s"
+            ).format(where),
+            params | {"run_id": run_id, "size": size},
+        )
+        conn.execute("UPDATE runs SET chunk_size = %s WHERE id = %s", (size, run_id))
+    return count, math.ceil(count / size) if count else 0
+
+
+def pending_ids(conn: psycopg.Connection, run_id: int, chunk: int) -> list[int]:
+    rows = conn.execute(
+        "SELECT invoice_id FROM run_items WHERE run_id = %s AND chunk = %s AND status = %s "
+        "ORDER BY position",
+        (run_id, chunk, PENDING),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def record_outcomes(conn: psycopg.Connection, run_id: int, outcomes: Iterable[ItemOutcome]) -> None:
+    """Record item outcomes; call inside the chunk's transaction so they commit with its effects."""
+    rows = list(outcomes)
+    if not rows:
+        return
+    conn.execute(
+        "UPDATE run_items r SET status = u.status, reason = u.reason, output = u.output, "
+        "done_at = now() FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) "
+        "AS u(invoice_id, status, reason, output) "
+        "WHERE r.run_id = %s AND r.invoice_id = u.invoice_id",
+        (
+            [o.invoice_id for o in rows],
+            [o.status for o in rows],
+            [o.reason for o in rows],
+            [o.output for o in rows],
+            run_id,
+        ),
+    )
+
+
+def item_counts(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
+    counts = {PENDING: 0, DONE: 0, SKIPPED: 0, FAILED: 0}
+    for status, n in conn.execute(
+        "SELECT status, count(*) FROM run_items WHERE run_id = %s GROUP BY status", (run_id,)
+    ):
+        counts[status] = n
+    return counts
+
+
+def problems(conn: psycopg.Connection, run_id: int) -> list[dict[str, str]]:
+    """Skipped and failed invoices with their French reason, in selection order."""
+    rows = conn.execute(
+        "SELECT i.number, r.status, r.reason FROM run_items r "
+        "JOIN invoices i ON i.id = r.invoice_id "
+        "WHERE r.run_id = %s AND r.status IN (%s, %s) ORDER BY r.position",
+        (run_id, SKIPPED, FAILED),
+    ).fetchall()
+    return [{"facture": n, "statut": s, "motif": reason or ""} for n, s, reason in rows]
+
+
+def outputs(conn: psycopg.Connection, run_id: int) -> list[str]:
+    rows = conn.execute(
+        "SELECT output FROM run_items WHERE run_id = %s AND output IS NOT NULL ORDER BY position",
+        (run_id,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def run_ids_in_order(conn: psycopg.Connection, run_id: int, status: str = DONE) -> Sequence[int]:
+    rows = conn.execute(
+        "SELECT invoice_id FROM run_items WHERE run_id = %s AND status = %s ORDER BY position",
+        (run_id, status),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def finish_run(
+    conn: psycopg.Connection, run_id: int, status: str, counts: dict[str, Any], report: dict
+) -> None:
+    with conn.transaction():
+        conn.execute(
+            "UPDATE runs SET status = %s, counts = %s, report = %s, finished_at = now() "
+            "WHERE id = %s",
+            (status, Jsonb(counts), Jsonb(report), run_id),
+        )
