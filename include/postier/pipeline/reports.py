@@ -32,8 +32,6 @@ STATUS_LABELS = {
 
 def finalize(env: Environment, ref: RunRef) -> list[str]:
     """Merge the run's documents into one print-ready file, in selection order."""
-    from postier.documents import merge_pdfs
-
     with env.connect() as conn:
         run = load_run(conn, ref)
         outputs = list(dict.fromkeys(run_store.outputs(conn, run.id)))  # chunk files appear once
@@ -44,6 +42,8 @@ def finalize(env: Environment, ref: RunRef) -> list[str]:
     name = names.get(run.treatment.id)
     if name is None or not outputs:
         return []
+    from postier.documents import merge_pdfs
+
     target = run.output_dir / name
     pages = merge_pdfs([Path(p) for p in outputs], target)
     log.info("Fichier d'impression %s : %d page(s)", target, pages)
