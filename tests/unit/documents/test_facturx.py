@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import dataclasses
+
+import facturx
+import pytest
+from lxml import etree
+
+from postier.documents import build_facturx_xml, check_facturx_xml, render_final_invoice
+from postier.documents.samples import sample_invoice
+from postier.documents.signing import Signer
+from postier.domain.models import Seller
+from postier.domain.states import InvoiceKind
+from postier.errors import DocumentError
+
+NS = {
+    "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
+    "ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100",
+}
+
+
+def _xpath(xml: bytes, path: str) -> list[str]:
+    return [str(v) for v in etree.fromstring(xml).xpath(path, namespaces=NS)]
+
+
+def test_embedded_xml_is_the_generated_one_and_passes_xsd(seller: Seller) -> None:
+    invoice = sample_invoice(3, due_dates=2)
+    pdf = render_final_invoice(invoice, seller)
+    filename, embedded = facturx.get_xml_from_pdf(pdf, check_xsd=False)
+    assert filename == "factur-x.xml"
+    assert embedded == build_facturx_xml(invoice, seller)
+    assert facturx.xml_check_xsd(embedded, flavor="factur-x", level="en16931")
+    assert facturx.get_level(etree.fromstring(embedded)) == "en16931"
+
+
+def test_type_code_380_for_invoices_381_for_credit_notes(seller: Seller) -> None:
+    invoice_xml = build_facturx_xml(sample_invoice(1), seller)
+    credit_xml = build_facturx_xml(sample_invoice(1, kind=InvoiceKind.AVOIR), seller)
+    assert _xpath(invoice_xml, "//rsm:ExchangedDocument/ram:TypeCode/text()") == ["380"]
+    assert _xpath(credit_xml, "//rsm:ExchangedDocument/ram:TypeCode/text()") == ["381"]
+
+
+def test_chorus_references_and_sirets_in_xml(seller: Seller) -> None:
+    invoice = sample_invoice(4, chorus=True)
+    xml = build_facturx_xml(invoice, seller)
+    assert _xpath(xml, "//ram:BuyerReference/text()") == ["SERV-ACHATS"]
+    assert _xpath(xml, "//ram:BuyerOrderReferencedDocument/ram:IssuerAssignedID/text()") == [
+        "EJ00000004"
+    ]
+    seller_id = "//ram:SellerTradeParty/ram:SpecifiedLegalOrganization/ram:ID"
+    buyer_id = "//ram:BuyerTradeParty/ram:SpecifiedLegalOrganization/ram:ID"
+    assert _xpath(xml, seller_id + "/text()") == [seller.siret]
+    assert _xpath(xml, seller_id + "/@schemeID") == ["0002"]
+    assert _xpath(xml, buyer_id + "/text()") == [invoice.customer.siret]
+    assert _xpath(xml, buyer_id + "/@schemeID") == ["0002"]
+    plain = build_facturx_xml(sample_invoice(4), seller)
+    assert _xpath(plain, "//ram:BuyerReference") == []
+
+
+def test_xml_totals_are_those_of_the_invoice(seller: Seller) -> None:
+    invoice = sample_invoice(9)
+    xml = build_facturx_xml(invoice, seller)
+    summation = "//ram:SpecifiedTradeSettlementHeaderMonetarySummation/ram:"
+    assert _xpath(xml, summation + "GrandTotalAmount/text()") == [f"{invoice.total_gross:.2f}"]
+    assert _xpath(xml, summation + "TaxTotalAmount/text()") == [f"{invoice.total_vat:.2f}"]
+    rates = _xpath(
+        xml, "//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax/ram:BasisAmount/text()"
+    )
+    assert rates == [f"{vat.base:.2f}" for vat in invoice.vat_breakdown()]
+
+
+def test_final_document_declares_pdfa3_with_output_intent(seller: Seller) -> None:
+    pdf = render_final_invoice(sample_invoice(2), seller)
+    assert b"<pdfaid:part>3</pdfaid:part>" in pdf
+    assert b"<pdfaid:conformance>B</pdfaid:conformance>" in pdf
+    assert b"/GTS_PDFA1" in pdf and b"/DestOutputProfile" in pdf
+    assert b"/AFRelationship /Data" in pdf
+    assert b"fx:ConformanceLevel>EN 16931<" in pdf
+    assert b"Helvetica" not in pdf
+
+
+def test_xml_failing_xsd_is_refused_naming_invoice_and_field(seller: Seller) -> None:
+    xml = build_facturx_xml(sample_invoice(1), seller).replace(
+        b"<ram:TypeCode>380</ram:TypeCode>", b"<ram:TypeCodeX>380</ram:TypeCodeX>"
+    )
+    with pytest.raises(DocumentError, match=r"FA2024-000002.*TypeCodeX"):
+        check_facturx_xml(xml, "FA2024-000002")
+
+
+def test_inconsistent_totals_are_refused_naming_the_field(seller: Seller) -> None:
+    invoice = dataclasses.replace(sample_invoice(1), total_vat=sample_invoice(1).total_vat + 1)
+    with pytest.raises(DocumentError, match=rf"{invoice.number}.*BT-110"):
+        render_final_invoice(invoice, seller)
+
+
+def test_missing_seller_vat_number_is_refused(seller: Seller) -> None:
+    with pytest.raises(DocumentError, match="BT-31"):
+        render_final_invoice(sample_invoice(1), dataclasses.replace(seller, vat_number=""))
+
+
+def test_facturx_still_extractable_and_valid_after_signing(seller: Seller, signer: Signer) -> None:
+    invoice = sample_invoice(6, chorus=True)
+    signed = signer.sign(render_final_invoice(invoice, seller))
+    _, embedded = facturx.get_xml_from_pdf(signed, check_xsd=True)
+    assert embedded == build_facturx_xml(invoice, seller)
