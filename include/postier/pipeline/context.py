@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from postier.store.database import connect
+
+if TYPE_CHECKING:
+    from postier.documents import Signer
 
 
 @dataclass(frozen=True)
 class Environment:
     """Connections and places, resolved at execution time: never at DAG-parse time."""
 
-    dsn: str
+    dsn: str = field(repr=False)
     home: Path
     workers: int = 4
     #: PKCS#12 content and passphrase for signing; None means the local demo key.
-    signing_pkcs12: bytes | None = None
-    signing_passphrase: bytes | None = None
+    signing_pkcs12: bytes | None = field(default=None, repr=False)
+    signing_passphrase: bytes | None = field(default=None, repr=False)
     timestamp_url: str | None = None
     #: GED location (fsspec URL); the local folder `<home>/ged` when empty.
     ged_url: str = ""
@@ -37,5 +42,37 @@ class Environment:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def __repr__(self) -> str:  # never print the key or the passphrase
-        return f"Environment(home={str(self.home)!r}, workers={self.workers})"
+    def signer(self) -> Signer:
+        """The signing key, loaded once per process (the expensive part of signing)."""
+        if self.signing_pkcs12 is None:
+            pkcs12, passphrase = demo_identity(self.home)
+            return _signer(pkcs12, passphrase, self.timestamp_url)
+        return _signer(self.signing_pkcs12, self.signing_passphrase, self.timestamp_url)
+
+
+@functools.lru_cache(maxsize=4)
+def _signer(pkcs12: bytes, passphrase: bytes | None, timestamp_url: str | None) -> Signer:
+    from postier.documents import Signer, SigningConfig
+
+    return Signer(SigningConfig(pkcs12, passphrase, timestamp_url))
+
+
+def demo_identity(home: Path) -> tuple[bytes, bytes]:
+    """A local demo signing identity (test CA + certificate), made on first use under
+    `<home>/signing/` — for `make demo` and development only; production configures
+    `postier_signing`. Never committed: `.postier/` is ignored by git."""
+    from postier.documents.samples import sample_identity
+
+    folder = home / "signing"
+    p12, secret, ca = folder / "demo.p12", folder / "demo.passphrase", folder / "demo-ca.der"
+    if not p12.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = sample_identity(secrets.token_urlsafe(24).encode(), common_name="Postier démo")
+        secret.touch(mode=0o600)
+        secret.write_bytes(identity.passphrase)
+        ca.write_bytes(identity.ca_cert_der)
+        tmp = p12.with_suffix(".part")
+        tmp.touch(mode=0o600)
+        tmp.write_bytes(identity.pkcs12)
+        tmp.replace(p12)
+    return p12.read_bytes(), secret.read_bytes()

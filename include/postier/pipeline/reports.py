@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from postier.domain.models import Invoice
 from postier.domain.selection import PARAM_LABELS, PARIS
 from postier.domain.treatments import TreatmentId
 from postier.errors import PostierError
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import RunRef, load_run, resolve_run_id
 from postier.store import runs as run_store
+from postier.store.invoices import load_invoices
+from postier.store.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +36,35 @@ STATUS_LABELS = {
 
 
 def finalize(env: Environment, ref: RunRef) -> list[str]:
-    """Merge the run's documents into one print-ready file, in selection order."""
+    """The run's merged print-ready file, in selection order (print and bills treatments).
+
+    Rendered again as one streamed file rather than concatenating the per-invoice PDFs: fonts
+    are embedded once per block of invoices and memory stays flat whatever the volume.
+    """
+    from postier.documents import write_bills_print_file, write_print_file
+
     with env.connect() as conn:
         run = load_run(conn, ref)
-        outputs = list(dict.fromkeys(run_store.outputs(conn, run.id)))  # chunk files appear once
-    names = {
-        TreatmentId.IMPRIMER: "apercu.pdf" if run.preview else "impression.pdf",
-        TreatmentId.IMPRIMER_TRAITES: "traites.pdf",
-    }
-    name = names.get(run.treatment.id)
-    if name is None or not outputs:
-        return []
-    from postier.documents import merge_pdfs
+        seller = load_settings(conn).seller()
+        ids = run_store.run_ids_in_order(conn, run.id)
+        if run.treatment.id is TreatmentId.IMPRIMER and ids:
+            name = "apercu.pdf" if run.preview else "impression.pdf"
+            summary = write_print_file(
+                _invoices_in_order(conn, ids), seller, run.output_dir / name, preview=run.preview
+            )
+        elif run.treatment.id is TreatmentId.IMPRIMER_TRAITES and ids:
+            summary = write_bills_print_file(
+                _invoices_in_order(conn, ids), seller, run.output_dir / "traites.pdf"
+            )
+        else:
+            return []
+    log.info("Fichier d'impression %s : %d page(s)", summary.path, summary.pages)
+    return [summary.path]
 
-    target = run.output_dir / name
-    pages = merge_pdfs([Path(p) for p in outputs], target)
-    log.info("Fichier d'impression %s : %d page(s)", target, pages)
-    return [str(target)]
+
+def _invoices_in_order(conn: psycopg.Connection, ids: Sequence[int]) -> Iterator[Invoice]:
+    for start in range(0, len(ids), 500):
+        yield from load_invoices(conn, ids[start : start + 500])
 
 
 def write_report(
