@@ -5,7 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 STAMP := $(VENV)/.installed-stamp
-DEMO_INVOICES ?= 2000
+DEMO_INVOICES ?= 500
+# Airflow runs from the project's own home; the same settings serve `make demo` and `make airflow`.
+export AIRFLOW_HOME ?= $(CURDIR)/.postier/airflow
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS ?= admin:admin,jmartin:user
 
 .DEFAULT_GOAL := help
 
@@ -29,11 +34,23 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 install: system-deps $(STAMP) ## Create .venv and install the pinned dependencies
 
 .PHONY: demo
-demo: install ## Main job on built-in defaults: local PostgreSQL, demo data, a selection
+demo: install ## Main job on built-in defaults: local PostgreSQL, demo data, a clerk's day through Airflow
 	$(BIN)/postier db start
 	$(BIN)/postier db migrate
 	$(BIN)/postier demo seed --invoices $(DEMO_INVOICES) --seed 1
-	$(BIN)/postier select --treatment factures_imprimer --limit 20
+	$(BIN)/postier select --treatment factures_imprimer --limit 10
+	$(BIN)/postier demo day
+
+.PHONY: airflow
+airflow: install ## Start Airflow locally (standalone) with the DAGs and local defaults
+	$(BIN)/postier db start
+	$(BIN)/postier db migrate
+	$(BIN)/airflow standalone
+
+.PHONY: bench
+bench: install ## Benchmarks: figures as ratios against baselines measured in the same run
+	$(BIN)/python bench/documents_bench.py
+	$(BIN)/python bench/pipeline_bench.py
 
 .PHONY: test
 test: install ## Run the whole test suite (starts its own PostgreSQL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -38,6 +39,16 @@ def _db_command(args: argparse.Namespace) -> int:
 
 
 def _demo_command(args: argparse.Namespace) -> int:
+    if args.action == "day":
+        from postier.airflow.demo_day import run_day
+
+        run_day()
+        home = database.home()
+        print(
+            f"\nDocuments et rapports : {home / 'runs'}\nGED : {home / 'ged'}\n"
+            f"Courriels : {home / 'outbox'}"
+        )
+        return 0
     from postier import demo_data
 
     with database.connect(database.resolve_dsn()) as conn:
@@ -75,6 +86,41 @@ def _select_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _documents_command(args: argparse.Namespace) -> int:
+    from postier.documents import verify_pdf
+
+    roots = [_der(path) for path in args.trust] or _demo_roots()
+    bad = 0
+    for path in args.files:
+        result = verify_pdf(path, trust_roots=roots or None)
+        print(f"{'OK ' if result.valid else 'KO '} {path}")
+        for check in result.signatures:
+            print(
+                f"    signature {check.field_name} : signataire « {check.signer} », "
+                f"le {check.signing_time}, intègre={'oui' if check.intact else 'non'}, "
+                f"confiance={'oui' if check.trusted else 'non'}"
+            )
+        for problem in result.problems:
+            print(f"    {problem}")
+        bad += not result.valid
+    return 1 if bad else 0
+
+
+def _der(path: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = path.read_bytes()
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+    return data
+
+
+def _demo_roots() -> list[bytes]:
+    demo_ca = database.home() / "signing" / "demo-ca.der"
+    return [demo_ca.read_bytes()] if demo_ca.exists() else []
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="postier",
@@ -87,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.set_defaults(func=_db_command)
 
     demo = sub.add_parser("demo", help="données de démonstration")
-    demo.add_argument("action", choices=["seed"])
+    demo.add_argument("action", choices=["seed", "day"], help="seed : données ; day : une journée")
     demo.add_argument("--invoices", type=int, default=2000, help="nombre de factures")
     demo.add_argument("--seed", type=int, default=1, help="graine (reproductible)")
     demo.set_defaults(func=_demo_command)
@@ -103,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--limit", type=int, default=None, help="nombre maximal de lignes")
     sel.add_argument("--format", choices=["table", "csv"], default="table")
     sel.set_defaults(func=_select_command)
+
+    docs = sub.add_parser("documents", help="documents : vérifier les signatures de PDF")
+    docs.add_argument("action", choices=["verify"])
+    docs.add_argument("files", nargs="+", type=Path, help="fichiers PDF signés")
+    docs.add_argument(
+        "--trust", type=Path, action="append", default=[], help="certificat racine (DER ou PEM)"
+    )
+    docs.set_defaults(func=_documents_command)
     return parser
 
 
