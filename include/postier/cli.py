@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +107,23 @@ def _documents_command(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _ged_command(args: argparse.Namespace) -> int:
+    from postier.pipeline.archive_check import verify_archive
+    from postier.pipeline.context import Environment
+
+    env = Environment(
+        dsn=database.resolve_dsn(),
+        home=database.home(),
+        ged_url=os.environ.get("POSTIER_GED_URL", ""),
+    )
+    roots = [_der(path) for path in args.trust] or _demo_roots()
+    check = verify_archive(env, roots or None)
+    for p in check.problems:
+        print(f"KO  {p.invoice} — {p.problem} — {p.location}")
+    print(f"{check.checked} document(s) vérifié(s), {len(check.problems)} anomalie(s).")
+    return 0 if check.ok else 1
+
+
 def _der(path: Path) -> bytes:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
@@ -157,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust", type=Path, action="append", default=[], help="certificat racine (DER ou PEM)"
     )
     docs.set_defaults(func=_documents_command)
+
+    ged = sub.add_parser("ged", help="GED : vérifier les documents archivés")
+    ged.add_argument("action", choices=["verify"])
+    ged.add_argument("--trust", type=Path, action="append", default=[], help="certificat racine")
+    ged.set_defaults(func=_ged_command)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""Print-house export (« Export des fichiers d'impression »): like print, delivered as a ZIP.
+
+Each chunk renders its invoices (a real print: edit date and login are stamped); the finalize step
+packs the PDFs with an index CSV (file, invoice, customer, postal address lines, page count) into
+one ZIP and drops it in the configured folder (`POSTIER_EXPORT_URL`, any fsspec URL such as
+`sftp://…`; the run folder by default). The ZIP appears under its final name only once complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+
+import fsspec
+import psycopg
+from pypdf import PdfReader
+
+from postier.pipeline.context import Environment
+from postier.pipeline.runs import Run, RunRef, load_run
+from postier.store import runs as run_store
+from postier.store.invoices import load_invoices
+from postier.store.runs import DONE, ItemOutcome, record_outcomes
+from postier.store.settings import load_settings
+from postier.store.transitions import stamp_edited
+
+INDEX_COLUMNS = [
+    "fichier",
+    "facture",
+    "client",
+    "nom",
+    "adresse_1",
+    "adresse_2",
+    "code_postal",
+    "ville",
+    "pays",
+    "pages",
+]
+
+
+def export_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
+    from postier.documents import render_invoice
+
+    seller = load_settings(conn).seller()
+    folder = run.output_dir / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    outcomes: list[ItemOutcome] = []
+    for invoice in load_invoices(conn, ids):
+        path = folder / f"{invoice.number}.pdf"
+        tmp = path.with_suffix(".pdf.part")
+        tmp.write_bytes(render_invoice(invoice, seller))
+        tmp.replace(path)
+        outcomes.append(ItemOutcome(invoice.id, DONE, output=str(path)))
+    with conn.transaction():
+        stamp_edited(conn, [o.invoice_id for o in outcomes], run.triggered_by)
+        record_outcomes(conn, run.id, outcomes)
+
+
+def export_archive(env: Environment, ref: RunRef) -> str | None:
+    """Pack the run's PDFs and their index into one ZIP, dropped at the export destination."""
+    with env.connect() as conn:
+        run = load_run(conn, ref)
+        ids = list(run_store.run_ids_in_order(conn, run.id))
+        rows = []
+        for start in range(0, len(ids), 500):
+            for invoice in load_invoices(conn, ids[start : start + 500]):
+                a = invoice.customer.address
+                rows.append(
+                    [
+                        f"{invoice.number}.pdf",
+                        invoice.number,
+                        invoice.customer.code,
+                        invoice.customer.name,
+                        a.line1,
+                        a.line2 or "",
+                        a.postal_code,
+                        a.city,
+                        a.country,
+                    ]
+                )
+    if not rows:
+        return None
+    local = run.output_dir / f"export-{run.id:06d}.zip"
+    index = io.StringIO()
+    writer = csv.writer(index, delimiter=";")
+    writer.writerow(INDEX_COLUMNS)
+    with zipfile.ZipFile(local.with_suffix(".zip.part"), "w", zipfile.ZIP_DEFLATED) as archive:
+        for row in rows:
+            pdf = run.output_dir / "export" / row[0]
+            archive.write(pdf, row[0])
+            writer.writerow(row + [len(PdfReader(pdf).pages)])
+        archive.writestr("index.csv", index.getvalue().encode("utf-8-sig"))  # Excel-friendly
+    local.with_suffix(".zip.part").replace(local)
+    destination = os.environ.get("POSTIER_EXPORT_URL", "")
+    if not destination:
+        return str(local)
+    fs, root = fsspec.core.url_to_fs(destination)
+    fs.makedirs(root, exist_ok=True)
+    target = f"{root.rstrip('/')}/{local.name}"
+    fs.put_file(str(local), f"{target}.part")
+    fs.mv(f"{target}.part", target)
+    return f"{destination.rstrip('/')}/{local.name}"
