@@ -5,19 +5,15 @@ Retries are kept (one) with no delay, so that a retried chunk is exercised witho
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-DAGS = ROOT / "dags"
+from dag_files import DAGS, load_dag
 
 os.environ.update(
     {
@@ -40,14 +36,6 @@ def airflow_db() -> None:
         env=os.environ.copy(),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-def load_dag(dag_id: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"dag_{dag_id}", DAGS / f"{dag_id}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import psycopg
 
 from postier.domain.models import Invoice
 from postier.domain.selection import PARAM_LABELS, PARIS
-from postier.domain.treatments import TreatmentId
+from postier.domain.treatments import SEND, TreatmentId
 from postier.errors import PostierError
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import RunRef, load_run, resolve_run_id
@@ -52,6 +52,10 @@ def finalize(env: Environment, ref: RunRef) -> list[str]:
             summary = write_print_file(
                 _invoices_in_order(conn, ids), seller, run.output_dir / name, preview=run.preview
             )
+        elif run.treatment.id is TreatmentId.CHORUS_RECUPERER:
+            from postier.pipeline.chorus import write_zip
+
+            return write_zip(conn, run)
         elif run.treatment.id is TreatmentId.IMPRIMER_TRAITES and ids:
             summary = write_bills_print_file(
                 _invoices_in_order(conn, ids), seller, run.output_dir / "traites.pdf"
@@ -91,6 +95,9 @@ def write_report(
         finished = datetime.now(PARIS)
         selected = sum(counts.values())
         pending = counts[run_store.PENDING]
+        # A refusal leaves the selection untouched; a confirmation that left no answer but whose
+        # chunks ran (e.g. marked approved) is not a refusal.
+        refused = refused and pending > 0
         failed = bool(pending) or not finalized
         status = "refusee" if refused else ("en_erreur" if failed else "terminee")
         report: dict[str, Any] = {
@@ -118,6 +125,10 @@ def write_report(
             "anomalies": [p | {"statut": STATUS_LABELS[p["statut"]]} for p in problems],
             "fichiers": (files or []) + [str(run.output_dir)],
         }
+        if run.treatment.transition is SEND:
+            from postier.pipeline.mailing import run_mail_summary
+
+            report["courriels"] = run_mail_summary(conn, run_id)
         json_path = run.output_dir / "rapport.json"
         md_path = run.output_dir / "rapport.md"
         report["rapport"] = str(md_path)
@@ -159,6 +170,18 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["## Factures non traitées", "", "| Facture | Statut | Motif |", "|---|---|---|"]
         lines += [f"| {a['facture']} | {a['statut']} | {a['motif']} |" for a in report["anomalies"]]
         lines.append("")
+    if "courriels" in report:
+        m = report["courriels"]
+        lines += [
+            "## Courriels aux clients",
+            "",
+            "| Envoyés | En attente | Refusés | Rattrapés (exécutions précédentes) |",
+            "|---:|---:|---:|---:|",
+            f"| {m['envoyes']} | {m['en_attente']} | {m['en_erreur']} | {m['rattrapes']} |",
+            "",
+        ]
+        lines += [f"- {a['client']} : {a['statut']} — {a['motif']}" for a in m["anomalies"]]
+        lines += [""] if m["anomalies"] else []
     lines += ["## Fichiers produits", ""] + [f"- `{f}`" for f in report["fichiers"]]
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import money, pdf_text
+from pdf_reading import money, pdf_text
 
 from postier.documents import render_bills, split_french_iban
 from postier.documents.bills_of_exchange import bills_of

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from conftest import money, pdf_text
+from pdf_reading import money, pdf_text
 
 from postier.documents import render_invoice
 from postier.documents.samples import sample_invoice

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import pdf_text
+from pdf_reading import pdf_text
 from pypdf import PdfReader
 
 from postier.documents import write_bills_print_file, write_print_file

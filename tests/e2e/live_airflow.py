@@ -1,0 +1,288 @@
+"""A real Airflow run as subprocesses for the end-to-end tests (see `conftest.py`).
+
+`start_airflow` migrates the metadata database then starts api-server, scheduler, dag-processor and
+triggerer, each in its own process group with its own log file; `Airflow` is the handle the tests
+use (REST client as a named user, bounded waits, log tails for assertion messages).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from cryptography.fernet import Fernet
+
+from postier.store.cluster import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+METADATA_DB = "airflow_e2e"
+
+#: Airflow users of the tests (login:role); the clerk who triggers and confirms is `jmartin`.
+USERS = ("jmartin:admin", "ldurand:admin")
+
+#: Bounds of every wait, in seconds (the whole module is meant to run in a few minutes).
+MIGRATE_TIMEOUT = 240
+HEALTH_TIMEOUT = 120
+DAG_PARSED_TIMEOUT = 120
+TASK_STATE_TIMEOUT = 120
+RUN_TIMEOUT = 180
+PARK_TIMEOUT = 60
+POLL = 0.5
+
+T = TypeVar("T")
+
+PROCESSES: dict[str, list[str]] = {
+    "api-server": ["api-server", "--host", "127.0.0.1", "--workers", "1"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+FINISHED_RUN_STATES = {"success", "failed"}
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    if not path.exists():
+        return f"(no {path.name})"
+    text = path.read_text(errors="replace")
+    return text[-chars:]
+
+
+@dataclass
+class Airflow:
+    """A running Airflow: its home, its API and its process logs."""
+
+    home: Path
+    postier_dsn: str
+    postier_home: Path
+    port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_file(self, name: str) -> Path:
+        return self.home / "process-logs" / f"{name}.log"
+
+    def logs(self, chars: int = 3000) -> str:
+        """Tails of every process log, for assertion messages."""
+        return "\n".join(
+            f"----- {name} ({self.log_file(name)}) -----\n{_tail(self.log_file(name), chars)}"
+            for name in [*PROCESSES, "db-migrate"]
+        )
+
+    def task_logs(self, dag_id: str, run_id: str, chars: int = 3000) -> str:
+        """Tails of the task logs of one run (written by the workers under AIRFLOW_HOME/logs)."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+        files = sorted(folder.rglob("*.log")) if folder.exists() else []
+        return "\n".join(
+            f"----- {f.relative_to(folder)} -----\n{_tail(f, chars)}" for f in files
+        ) or (f"(no task log under {folder})")
+
+    def check_alive(self) -> None:
+        dead = {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+        assert not dead, f"Airflow process(es) exited: {dead}\n{self.logs()}"
+
+    def wait_for(
+        self,
+        what: str,
+        probe: Callable[[], T | None],
+        timeout: float,
+        context: Callable[[], str] | None = None,
+    ) -> T:
+        """Poll `probe` until it returns something not None, within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                result = probe()
+            except (httpx.HTTPError, ValueError) as error:  # not up yet, or not JSON yet
+                result, last_error = None, error
+            if result is not None:
+                return result
+            time.sleep(POLL)
+        raise AssertionError(
+            f"timeout after {timeout:.0f} s waiting for {what}; last error: {last_error!r}\n"
+            f"{context() if context else ''}\n{self.logs()}"
+        )
+
+    def wait_for_parked_worker_exit(self, dag_id: str, run_id: str, task_id: str) -> None:
+        """Wait until the scheduler has seen the worker of a task parked for input exit.
+
+        Airflow 3.3.2 race: if the answer re-queues the task before the scheduler has processed
+        the executor's "success" event of the worker that parked it (same try number), the
+        scheduler takes the re-queued task for one killed externally and fails it ("finished with
+        state success, but the task instance's state attribute is queued"). A clerk never answers
+        within that second; a test does, so it waits for the scheduler's own log line.
+        """
+        line = (
+            "Received executor event with state success for task instance TaskInstanceKey("
+            f"dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}'"
+        )
+        scheduler_log = self.log_file("scheduler")
+
+        def seen() -> bool | None:
+            return True if line in scheduler_log.read_text(errors="replace") else None
+
+        self.wait_for(f"the scheduler to reap the parked worker ({line!r})", seen, PARK_TIMEOUT)
+
+    # -- API ------------------------------------------------------------------------------
+
+    def password(self, user: str) -> str:
+        """The password the api-server generated for `user` (file in AIRFLOW_HOME)."""
+        path = self.home / "simple_auth_manager_passwords.json.generated"
+        passwords = json.loads(path.read_text())
+        assert user in passwords, f"no generated password for {user!r} in {path}"
+        return str(passwords[user])
+
+    def client(self, user: str) -> httpx.Client:
+        """An API client authenticated as `user` (JWT from POST /auth/token)."""
+        response = httpx.post(
+            f"{self.base_url}/auth/token",
+            json={"username": user, "password": self.password(user)},
+            timeout=30,
+        )
+        assert response.status_code == 201, f"login of {user} refused: {response.text}"
+        token = response.json()["access_token"]
+        return httpx.Client(
+            base_url=f"{self.base_url}/api/v2",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+
+    def wait_for_dag(self, api: httpx.Client, dag_id: str) -> dict[str, Any]:
+        """The DAG once the dag-processor has parsed it; import errors fail at once."""
+
+        def parsed() -> dict[str, Any] | None:
+            errors = api.get("/importErrors").json().get("import_errors", [])
+            assert not errors, f"DAG import errors: {json.dumps(errors, indent=1)[:4000]}"
+            response = api.get(f"/dags/{dag_id}")
+            return response.json() if response.status_code == 200 else None
+
+        return self.wait_for(f"DAG {dag_id} to be parsed", parsed, DAG_PARSED_TIMEOUT)
+
+
+def _environment(
+    home: Path, port: int, metadata_url: str, postier_dsn: str, postier_home: Path
+) -> dict[str, str]:
+    # Start from a clean slate: no AIRFLOW_* or POSTIER_* leaking from the caller (the DAG tests
+    # set some at import time when the whole suite runs in one session).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTIER_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(USERS),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            # Generated for this run only: every process must share them.
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+            # psycopg 3 for the async engine too (Airflow would pick asyncpg, not installed).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": metadata_url.replace(
+                "postgresql+psycopg://", "postgresql+psycopg_async://", 1
+            ),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "2",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "POSTIER_DB_DSN": postier_dsn,
+            "POSTIER_HOME": str(postier_home),
+            "POSTIER_TASK_RETRIES": "0",
+            "POSTIER_RETRY_DELAY_SECONDS": "0",
+            "POSTIER_WORKERS": "2",
+            "TZ": "Europe/Paris",
+        }
+    )
+    return env
+
+
+def start_airflow(af: Airflow, metadata_url: str) -> None:
+    """Migrate the metadata database, start the four components, wait until all are healthy."""
+    (af.home / "process-logs").mkdir(exist_ok=True)
+    env = _environment(af.home, af.port, metadata_url, af.postier_dsn, af.postier_home)
+    with af.log_file("db-migrate").open("wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=af.home,
+            timeout=MIGRATE_TIMEOUT,
+            check=False,
+        )
+    assert done.returncode == 0, f"airflow db migrate failed\n{af.logs()}"
+    for name, args in PROCESSES.items():
+        with af.log_file(name).open("wb") as out:
+            af.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=af.home,
+                start_new_session=True,  # its own process group, stopped as a whole
+            )
+
+    def healthy() -> dict[str, Any] | None:
+        health = httpx.get(f"{af.base_url}/api/v2/monitor/health", timeout=5).json()
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        ok = all((health.get(p) or {}).get("status") == "healthy" for p in parts)
+        return health if ok else None
+
+    af.wait_for("Airflow health (/api/v2/monitor/health)", healthy, HEALTH_TIMEOUT)
+
+
+def stop_airflow(af: Airflow) -> None:
+    """SIGTERM each process group we started, then SIGKILL what is left after a grace period."""
+    processes = af.processes
+    for proc in processes.values():
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 30
+    for proc in processes.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in processes.values():
+        # The group may outlive its leader (task workers): kill the group whatever the leader did.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
