@@ -17,7 +17,7 @@ from postier.airflow.params import trigger_params
 from postier.domain.selection import PARIS
 from postier.domain.treatments import TreatmentId, treatment
 
-#: Treatments whose DAG exists today (Chorus collection and print export come with delivery).
+#: Treatments whose DAG exists today (the print export comes later).
 IMPLEMENTED = (
     TreatmentId.IMPRIMER,
     TreatmentId.IMPRIMER_TRAITES,
@@ -27,7 +27,11 @@ IMPLEMENTED = (
     TreatmentId.REMETTRE_EN_ATTENTE,
     TreatmentId.ENVOYER,
     TreatmentId.ENVOI_NOCTURNE,
+    TreatmentId.CHORUS_RECUPERER,
 )
+
+#: Treatments whose run ends by e-mailing the portal customers (spec « Courriel type »).
+SENDS = (TreatmentId.ENVOYER, TreatmentId.ENVOI_NOCTURNE)
 
 #: Last day of each month, at night, Paris time (spec: « le dernier jour du mois »).
 NIGHTLY = CronTriggerTimetable("0 22 L * *", timezone="Europe/Paris")
@@ -81,6 +85,16 @@ def finaliser(**context: Any) -> list[str]:
     return finalize(environment(), external_id(context))
 
 
+@task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Envoyer les courriels aux clients")
+def livrer_courriels(**context: Any) -> dict[str, int]:
+    from postier.airflow.runtime import environment, external_id
+    from postier.pipeline.mailing import deliver_pending
+
+    # ALL_DONE: invoices sent by the chunks that succeeded are definitive and are announced even
+    # when another chunk failed; an SMTP failure leaves the messages pending, not this task failed.
+    return deliver_pending(environment(), external_id(context))
+
+
 @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Rapport d'exécution")
 def rapport(**context: Any) -> dict[str, Any]:
     from postier.airflow.runtime import environment, external_id
@@ -101,8 +115,16 @@ def rapport(**context: Any) -> dict[str, Any]:
 def _confirmation_refused(context: Any) -> bool:
     if "confirmation" not in context["dag"].task_dict:
         return False
-    answer = context["ti"].xcom_pull(task_ids="confirmation") or {}
-    return bool(answer) and answer.get("chosen_options") != [ApprovalOperator.APPROVE]
+    answer = context["ti"].xcom_pull(task_ids="confirmation")
+    if answer:
+        return answer.get("chosen_options") != [ApprovalOperator.APPROVE]
+    # On "Reject" the operator skips its downstream tasks and pushes no answer (Airflow 3.3):
+    # a confirmation task that succeeded without an answer was refused.
+    run_id = context["run_id"]
+    states = context["ti"].get_task_states(
+        dag_id=context["dag"].dag_id, task_ids=["confirmation"], run_ids=[run_id], map_index=-1
+    )
+    return states.get(run_id, {}).get("confirmation") == "success"
 
 
 def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG:
@@ -133,6 +155,11 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
                 response_timeout=_confirmation_timeout(),
             )
             selection >> resumer_envoi() >> confirmation >> chunks
-        done = finaliser()
-        chunks >> done >> rapport()
+        last = finaliser()
+        chunks >> last
+        if t.id in SENDS:
+            mails = livrer_courriels()
+            last >> mails
+            last = mails
+        last >> rapport()
     return dag

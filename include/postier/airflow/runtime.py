@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from postier.delivery.mail import SmtpConfig
 from postier.pipeline.context import Environment
 from postier.store import database
+
+if TYPE_CHECKING:
+    from postier.delivery.chorus_sftp import SftpConfig
 
 #: Login stamped by scheduled runs (nightly send, Chorus returns).
 TECHNICAL_LOGIN = os.environ.get("POSTIER_TECHNICAL_LOGIN", "traitement-nocturne")
@@ -58,6 +62,28 @@ def _ged_url() -> str:
     return str(conn.extra_dejson.get("url") or conn.host or "")
 
 
+def _smtp() -> SmtpConfig | None:
+    """`postier_smtp`; else `POSTIER_SMTP_URL`; else None (e-mails go to `<home>/outbox/`)."""
+    conn = _connection("postier_smtp")
+    if conn is None:
+        return SmtpConfig.from_env()
+    return SmtpConfig.from_connection(
+        conn.host, conn.port, conn.login, conn.password, conn.extra_dejson
+    )
+
+
+def _chorus_sftp() -> SftpConfig | None:
+    """`postier_chorus_sftp`; else `POSTIER_CHORUS_SFTP_URL` (+ `POSTIER_CHORUS_HOST_KEY`)."""
+    from postier.delivery.chorus_sftp import SftpConfig
+
+    conn = _connection("postier_chorus_sftp")
+    if conn is None:
+        return SftpConfig.from_env()
+    return SftpConfig.from_connection(
+        conn.host, conn.port, conn.login, conn.password, conn.extra_dejson
+    )
+
+
 def environment() -> Environment:
     pkcs12, passphrase, tsa = _signing()
     return Environment(
@@ -68,6 +94,8 @@ def environment() -> Environment:
         signing_passphrase=passphrase,
         timestamp_url=tsa,
         ged_url=_ged_url(),
+        chorus_sftp=_chorus_sftp(),
+        smtp=_smtp(),
     )
 
 

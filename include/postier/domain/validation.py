@@ -7,8 +7,8 @@ from decimal import Decimal
 from stdnum import iban as iban_number
 from stdnum.fr import siret as siret_number
 
-from postier.domain.models import Invoice
-from postier.domain.states import BILL_OF_EXCHANGE_MODES, Channel
+from postier.domain.models import Invoice, Seller
+from postier.domain.states import BILL_OF_EXCHANGE_MODES, Channel, PaymentMode
 
 #: Chorus Pro field lengths (EDI specification of the Factur-X flow).
 CHORUS_MAX_NUMBER = 20
@@ -63,4 +63,18 @@ def chorus_problems(invoice: Invoice) -> list[str]:
         problems.append(f"numéro d'engagement de plus de {CHORUS_MAX_ENGAGEMENT} caractères")
     if len(service or "") > CHORUS_MAX_SERVICE:
         problems.append(f"code service de plus de {CHORUS_MAX_SERVICE} caractères")
+    return problems
+
+
+def chorus_deposit_problems(invoice: Invoice, seller: Seller) -> list[str]:
+    """What must hold before an invoice leaves for Chorus Pro: the Chorus rules, and for a
+    payment by transfer the seller's IBAN (Chorus asks for the payee's account)."""
+    problems = chorus_problems(invoice)
+    if invoice.payment_mode is PaymentMode.VIREMENT and not (
+        seller.iban and iban_number.is_valid(seller.iban)
+    ):
+        problems.append(
+            "IBAN de l'émetteur (paramètre EMETTEUR_IBAN) absent ou invalide : obligatoire pour "
+            "un règlement par virement sur Chorus Pro"
+        )
     return problems

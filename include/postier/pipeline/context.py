@@ -13,6 +13,8 @@ import psycopg
 from postier.store.database import connect
 
 if TYPE_CHECKING:
+    from postier.delivery.chorus_sftp import SftpConfig
+    from postier.delivery.mail import SmtpConfig
     from postier.documents import Signer
 
 
@@ -29,10 +31,19 @@ class Environment:
     timestamp_url: str | None = None
     #: GED location (fsspec URL); the local folder `<home>/ged` when empty.
     ged_url: str = ""
+    #: The Chorus Pro SFTP server (`postier_chorus_sftp`); None when not configured. Its
+    #: password and private key are hidden from `repr`.
+    chorus_sftp: SftpConfig | None = None
+    #: SMTP server for customer e-mails; None writes them to `<home>/outbox/` (.eml files).
+    smtp: SmtpConfig | None = None
 
     @property
     def archive_url(self) -> str:
         return self.ged_url or str(self.home / "ged")
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
 
     def connect(self) -> psycopg.Connection[Any]:
         return connect(self.dsn)

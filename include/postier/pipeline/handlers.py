@@ -12,6 +12,7 @@ import psycopg
 
 from postier.domain.treatments import HOLD, KEEP_INTERNAL, PREPARE, REQUEUE, Transition, TreatmentId
 from postier.domain.validation import sending_problems
+from postier.pipeline.chorus import collect_chunk
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import ChunkHandler, Run
 from postier.store.invoices import fingerprint, load_invoices
@@ -132,4 +133,5 @@ CHUNK_HANDLERS: dict[TreatmentId, ChunkHandler] = {
     TreatmentId.REMETTRE_EN_ATTENTE: transition_handler(REQUEUE),
     TreatmentId.ENVOYER: send_chunk,
     TreatmentId.ENVOI_NOCTURNE: send_chunk,
+    TreatmentId.CHORUS_RECUPERER: collect_chunk,
 }

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -214,7 +215,7 @@ def send_confirmation(env: Environment, ref: RunRef) -> str:
             (run_id,),
         ).fetchone()
     count = sum(r[1] for r in rows)
-    total = sum((r[3] for r in rows), start=0)
+    total = sum((r[3] for r in rows), start=Decimal(0))  # an empty selection too
     lines = [
         f"**{count} facture(s)** pour **{customers[0] if customers else 0} client(s)**, "
         f"total TTC **{format_amount(total)}**.",

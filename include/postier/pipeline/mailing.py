@@ -1,0 +1,375 @@
+"""Customer e-mails after a send: one message per (run, customer), delivered exactly once.
+
+The send chunk only records, in its own transaction, what must be mailed: an exchange row
+`mise_a_disposition` / `a_envoyer` per portal invoice. E-mail is never a reason to roll back a
+definitive send, so nothing here runs inside a chunk. After the chunks:
+
+1. compose — the exchange rows not yet in a message are grouped by (run, customer) into one
+   `outbox` row with its rendered text and a fresh Message-ID, committed before any attempt. Each
+   exchange row joins at most one message (`outbox_items.exchange_id` is UNIQUE), and composers
+   queue on an advisory lock, so a retry, a rerun or a concurrent run never makes a second message
+   for the same invoice.
+2. deliver — each pending message is sent under its row lock (`FOR UPDATE SKIP LOCKED`) and
+   marked `envoye` in the same transaction, with its exchange rows. A retry finds it sent; a
+   concurrent deliverer skips it. An SMTP failure commits the (French) error and leaves it
+   `a_envoyer` for the next send run; a definitive refusal (5xx) marks it `en_erreur`.
+
+The one window SMTP leaves open: the process dies after the server accepted the message and before
+the commit. The transaction then rolls back and the message is sent again, with the same
+Message-ID, which receiving systems use to discard duplicates. The `.eml` outbox has no such
+window: the file is named by the Message-ID and is replaced, not duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from postier.delivery.archive import DocumentArchive
+from postier.delivery.mail import (
+    Attachment,
+    MailDeliveryError,
+    Mailer,
+    Notice,
+    NoticeContent,
+    build_message,
+    mailer_for,
+    new_message_id,
+    render_notice,
+)
+from postier.errors import DeliveryError
+from postier.pipeline.context import Environment
+from postier.pipeline.runs import RunRef, resolve_run_id
+from postier.store.database import connect
+from postier.store.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+#: Advisory lock shared by every delivery step: one composer and one sender at a time, so that
+#: COURRIELS_PAR_MINUTE holds across concurrent runs.
+_MAIL_LOCK = 4_242_005
+
+#: Another run's notices are grouped only once that run is over (its own delivery step may still
+#: be coming), or when it was abandoned long ago.
+_ABANDONED_AFTER = "1 day"
+
+PENDING, SENT, FAILED = "a_envoyer", "envoye", "en_erreur"
+
+
+@dataclass(frozen=True)
+class _Row:
+    exchange_id: int
+    run_id: int
+    customer_id: int
+    customer_code: str
+    customer_name: str
+    emails: list[str]
+    invoice_id: int
+    number: str
+    kind: str
+    invoice_date: date
+
+
+def deliver_pending(
+    env: Environment, run_ref: RunRef | None = None, *, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, int]:
+    """Compose the messages of `run_ref` (and of finished runs), then deliver every pending one.
+
+    Small summary for XCom: messages composed now, sent now, failed now, still pending.
+    """
+    with connect(env.dsn, autocommit=True) as conn:
+        run_id = resolve_run_id(conn, run_ref) if run_ref is not None else None
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MAIL_LOCK,))
+        try:
+            settings = load_settings(conn)
+            composed = compose_messages(conn, env, settings, run_id)
+            sent, failed = _deliver(conn, env, settings, run_id, sleep)
+            pending_row = conn.execute(
+                "SELECT count(*) FROM outbox WHERE status = %s", (PENDING,)
+            ).fetchone()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MAIL_LOCK,))
+    summary = {
+        "composes": composed,
+        "envoyes": sent,
+        "en_echec": failed,
+        "en_attente": int(pending_row[0]) if pending_row else 0,
+    }
+    log.info(
+        "Courriels : %(composes)d composé(s), %(envoyes)d envoyé(s), %(en_echec)d en échec, "
+        "%(en_attente)d en attente",
+        summary,
+    )
+    return summary
+
+
+def compose_messages(
+    conn: psycopg.Connection, env: Environment, settings: Settings, run_id: int | None
+) -> int:
+    """Group the notices not yet in a message into one message per (run, customer)."""
+    with conn.transaction():
+        rows = [
+            _Row(*r)
+            for r in conn.execute(
+                "SELECT e.id, e.run_id, c.id, c.code, c.name, c.emails, i.id, i.number, i.kind, "
+                "i.invoice_date FROM exchanges e "
+                "JOIN runs r ON r.id = e.run_id "
+                "JOIN invoices i ON i.id = e.invoice_id "
+                "JOIN customers c ON c.id = i.customer_id "
+                "WHERE e.kind = 'mise_a_disposition' AND e.status = %s "
+                "AND NOT EXISTS (SELECT 1 FROM outbox_items o WHERE o.exchange_id = e.id) "
+                "AND (e.run_id = %s OR r.status <> 'en_cours' "
+                "     OR r.started_at < now() - %s::interval) "
+                "ORDER BY e.run_id, c.id, i.number",
+                (PENDING, run_id, _ABANDONED_AFTER),
+            ).fetchall()
+        ]
+        groups: dict[tuple[int, int], list[_Row]] = {}
+        for row in rows:
+            groups.setdefault((row.run_id, row.customer_id), []).append(row)
+        for (group_run, customer_id), items in groups.items():
+            _compose_one(conn, env, settings, group_run, customer_id, items)
+    return len(groups)
+
+
+def _compose_one(
+    conn: psycopg.Connection,
+    env: Environment,
+    settings: Settings,
+    run_id: int,
+    customer_id: int,
+    items: list[_Row],
+) -> None:
+    first = items[0]
+    signature_address = settings.text("EMETTEUR_COURRIEL")
+    sender = (env.smtp.sender if env.smtp else None) or signature_address
+    content = render_notice(
+        seller_name=settings.text("EMETTEUR_NOM"),
+        customer_code=first.customer_code,
+        customer_name=first.customer_name,
+        notices=[Notice(r.number, r.invoice_date, r.kind == "avoir") for r in items],
+        portal_url=settings.text("PORTAIL_URL"),
+        signature=settings.text("EMETTEUR_SIGNATURE_COURRIEL"),
+        sender_address=signature_address,
+    )
+    recipients = list(first.emails)
+    # Preparation refuses portal customers without an address; one removed since is said here.
+    error = None if recipients else "client sans adresse e-mail : courriel non envoyé"
+    row = conn.execute(
+        "INSERT INTO outbox (run_id, customer_id, message_id, sender, recipients, subject, "
+        "body_text, body_html, attach_pdf, status, last_error) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, message_id",
+        (
+            run_id,
+            customer_id,
+            new_message_id(run_id, first.customer_code, sender),
+            sender,
+            recipients,
+            content.subject,
+            content.text,
+            content.html,
+            settings.flag("COURRIEL_PIECE_JOINTE"),
+            FAILED if error else PENDING,
+            error,
+        ),
+    ).fetchone()
+    assert row is not None
+    outbox_id, message_id = row
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO outbox_items (outbox_id, exchange_id, invoice_id) VALUES (%s, %s, %s)",
+            [(outbox_id, r.exchange_id, r.invoice_id) for r in items],
+        )
+    _update_exchanges(
+        conn, outbox_id, FAILED if error else PENDING, {"courriel": message_id, "erreur": error}
+    )
+
+
+def _update_exchanges(
+    conn: psycopg.Connection, outbox_id: int, status: str, report: dict[str, Any]
+) -> None:
+    # A previous attempt's error is history once the message went (or failed anew).
+    conn.execute(
+        "UPDATE exchanges e SET status = %s, report = (e.report - 'erreur') || %s "
+        "FROM outbox_items o "
+        "WHERE o.outbox_id = %s AND o.exchange_id = e.id",
+        (status, Jsonb({k: v for k, v in report.items() if v is not None}), outbox_id),
+    )
+
+
+def _deliver(
+    conn: psycopg.Connection,
+    env: Environment,
+    settings: Settings,
+    run_id: int | None,
+    sleep: Callable[[float], None],
+) -> tuple[int, int]:
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM outbox WHERE status = %s ORDER BY id", (PENDING,)
+        ).fetchall()
+    ]
+    if not ids:
+        return 0, 0
+    mailer = mailer_for(env.smtp, env.outbox_dir)
+    archive = DocumentArchive(env.archive_url)
+    interval = 60.0 / max(1, settings.number("COURRIELS_PAR_MINUTE")) if mailer.throttled else 0
+    last_sent: float | None = None
+    sent = failed = 0
+    try:
+        for outbox_id in ids:
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT message_id, sender, recipients, subject, body_text, body_html, "
+                    "attach_pdf FROM outbox WHERE id = %s AND status = %s "
+                    "FOR UPDATE SKIP LOCKED",
+                    (outbox_id, PENDING),
+                ).fetchone()
+                if row is None:  # sent meanwhile, or being sent by another deliverer
+                    continue
+                message_id, sender, recipients, subject, text, html, attach = row
+                try:
+                    message = build_message(
+                        message_id=message_id,
+                        sender=sender,
+                        sender_name=settings.text("EMETTEUR_NOM"),
+                        recipients=recipients,
+                        content=NoticeContent(subject, text, html),
+                        attachments=_attachments(conn, archive, outbox_id) if attach else (),
+                    )
+                    if last_sent is not None and interval:
+                        sleep(max(0.0, last_sent + interval - time.monotonic()))
+                    last_sent = time.monotonic()
+                    mailer.send(message)
+                except DeliveryError as error:
+                    failed += 1
+                    _record_failure(conn, outbox_id, message_id, error)
+                    if isinstance(error, MailDeliveryError) and error.transport_down:
+                        break
+                    continue
+                _record_sent(conn, outbox_id, message_id, recipients, run_id, mailer)
+                sent += 1
+    finally:
+        mailer.close()
+    return sent, failed
+
+
+def _attachments(
+    conn: psycopg.Connection, archive: DocumentArchive, outbox_id: int
+) -> list[Attachment]:
+    """The signed PDFs as archived in the GED, checked against the sha256 indexed at send time.
+
+    Archiving off: there is no archived PDF, and the message goes without it.
+    """
+    rows = conn.execute(
+        "SELECT i.number, d.location, d.sha256 FROM outbox_items o "
+        "JOIN invoices i ON i.id = o.invoice_id "
+        "LEFT JOIN documents d ON d.invoice_id = i.id AND d.kind = 'facture' "
+        "WHERE o.outbox_id = %s ORDER BY i.number",
+        (outbox_id,),
+    ).fetchall()
+    out: list[Attachment] = []
+    for number, location, sha256 in rows:
+        if location is None:
+            continue
+        try:
+            data = archive.read(location)
+        except OSError as error:
+            raise DeliveryError(
+                f"PDF de la facture {number} illisible dans la GED : {error}"
+            ) from None
+        if hashlib.sha256(data).hexdigest() != sha256.strip():
+            raise DeliveryError(f"PDF de la facture {number} altéré dans la GED : non joint")
+        out.append(Attachment(f"Facture-{number}.pdf", data))
+    return out
+
+
+def _record_sent(
+    conn: psycopg.Connection,
+    outbox_id: int,
+    message_id: str,
+    recipients: list[str],
+    run_id: int | None,
+    mailer: Mailer,
+) -> None:
+    row = conn.execute(
+        "UPDATE outbox SET status = %s, sent_at = now(), attempts = attempts + 1, "
+        "last_error = NULL, sent_by_run = %s, transport = %s WHERE id = %s RETURNING sent_at",
+        (SENT, run_id, mailer.description, outbox_id),
+    ).fetchone()
+    sent_at = row[0].isoformat(timespec="seconds") if row else None
+    _update_exchanges(
+        conn,
+        outbox_id,
+        SENT,
+        {
+            "rapport": "courriel de mise à disposition envoyé au client",
+            "courriel": message_id,
+            "destinataires": recipients,
+            "envoye_le": sent_at,
+            "transport": mailer.description,
+        },
+    )
+    log.info("Courriel %s envoyé à %s", message_id, ", ".join(recipients))
+
+
+def _record_failure(
+    conn: psycopg.Connection, outbox_id: int, message_id: str, error: DeliveryError
+) -> None:
+    permanent = isinstance(error, MailDeliveryError) and error.permanent
+    status = FAILED if permanent else PENDING
+    conn.execute(
+        "UPDATE outbox SET status = %s, attempts = attempts + 1, last_error = %s WHERE id = %s",
+        (status, str(error), outbox_id),
+    )
+    _update_exchanges(conn, outbox_id, status, {"courriel": message_id, "erreur": str(error)})
+    log.warning(
+        "Courriel %s %s : %s",
+        message_id,
+        "refusé définitivement" if permanent else "non envoyé, à réessayer",
+        error,
+    )
+
+
+def run_mail_summary(conn: psycopg.Connection, run_id: int) -> dict[str, Any]:
+    """The e-mails of a run for its report: counts, and the French error of each one not sent.
+
+    `rattrapes`: messages of earlier runs that this run's delivery step finally sent.
+    """
+    counts: dict[str, int] = dict(
+        conn.execute(
+            "SELECT status, count(*) FROM outbox WHERE run_id = %s GROUP BY status", (run_id,)
+        ).fetchall()
+    )
+    caught_up = conn.execute(
+        "SELECT count(*) FROM outbox WHERE sent_by_run = %s AND run_id <> %s", (run_id, run_id)
+    ).fetchone()
+    errors = conn.execute(
+        "SELECT c.code, c.name, o.status, o.last_error FROM outbox o "
+        "JOIN customers c ON c.id = o.customer_id "
+        "WHERE o.run_id = %s AND o.status <> %s ORDER BY c.code",
+        (run_id, SENT),
+    ).fetchall()
+    return {
+        "envoyes": counts.get(SENT, 0),
+        "en_attente": counts.get(PENDING, 0),
+        "en_erreur": counts.get(FAILED, 0),
+        "rattrapes": int(caught_up[0]) if caught_up else 0,
+        "anomalies": [
+            {
+                "client": f"{code} {name}",
+                "statut": "en attente" if status == PENDING else "refusé",
+                "motif": error or "",
+            }
+            for code, name, status, error in errors
+        ],
+    }

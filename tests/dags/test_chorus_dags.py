@@ -1,0 +1,71 @@
+"""Real DAG run of `factures_chorus_recuperer` against the test sshd, through the Airflow
+connection `postier_chorus_sftp` (resolved at execution time, never at parse time)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from builders import insert_customer, insert_invoice
+from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
+
+from postier.delivery.chorus_edi import FLOW_NAME, unpack
+from postier.documents import verify_pdf
+
+
+def test_dag_sends_ready_invoices_deposits_one_flow_and_writes_the_zip(
+    run_dag,
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # type: ignore[no-untyped-def]
+    folder = sshd.folder()
+    extra = {
+        "host_key": sshd.host_key,
+        "private_key": sshd.client_key,
+        "remote_in": str(folder / "in"),
+        "remote_out": str(folder / "out"),
+    }
+    connection = {
+        "conn_type": "sftp",
+        "host": sshd.host,
+        "port": sshd.port,
+        "login": sshd.user,
+        "extra": extra,
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_POSTIER_CHORUS_SFTP", json.dumps(connection))
+    with psycopg.connect(postier_env) as conn:
+        chorus = insert_customer(conn, channel="chorus", siret="73282932000074")
+        insert_invoice(conn, chorus, number="DAG-PRET", send_state="PRET")
+        insert_invoice(conn, chorus, number="DAG-ENVOYE", send_state="ENVOYE")
+        insert_invoice(
+            conn,
+            insert_customer(conn, channel="chorus", siret=None),
+            number="DAG-KO",
+            send_state="ENVOYE",
+        )
+
+    dag_run = run_dag("factures_chorus_recuperer", {"etats": ["PRET", "ENVOYE"]})
+
+    assert dag_run.state == "success"
+    with psycopg.connect(postier_env) as conn:
+        (report,) = conn.execute("SELECT report FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        states = dict(conn.execute("SELECT number, send_state FROM invoices").fetchall())
+    assert report["compteurs"]["traitees"] == 2 and report["compteurs"]["refusees"] == 1
+    assert "SIRET" in report["anomalies"][0]["motif"]
+    assert states == {"DAG-PRET": "ENVOYE", "DAG-ENVOYE": "ENVOYE", "DAG-KO": "ENVOYE"}
+    ((name, data),) = [(p.name, p.read_bytes()) for p in (folder / "in").iterdir()]
+    assert FLOW_NAME.fullmatch(name)
+    pdfs = dict(unpack(data))
+    assert sorted(pdfs) == ["DAG-ENVOYE.pdf", "DAG-PRET.pdf"]
+    home = Path(report["fichiers"][-1]).parents[1]
+    ca = (home / "signing" / "demo-ca.der").read_bytes()
+    assert all(verify_pdf(pdf, trust_roots=[ca]).valid for pdf in pdfs.values())
+    archive = next(f for f in report["fichiers"] if f.endswith(".zip"))
+    with zipfile.ZipFile(archive) as z:
+        assert sorted(z.namelist()) == sorted(pdfs)
+    # The private key never reaches the report.
+    assert "PRIVATE KEY" not in json.dumps(report)
