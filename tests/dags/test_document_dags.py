@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import zipfile
 from pathlib import Path
 
 import psycopg
@@ -169,3 +172,27 @@ def test_invoice_edited_after_preparation_is_not_sent(run_dag, postier_env) -> N
     assert column(postier_env, "SELECT number, send_state FROM invoices") == {"EDIT-1": "PRET"}
     (anomaly,) = last_report(postier_env)["anomalies"]
     assert "modifiée depuis sa préparation" in anomaly["motif"]
+
+
+def test_print_house_export_zips_pdfs_with_an_index_and_drops_it(
+    run_dag, postier_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    drop = tmp_path / "routeur"
+    monkeypatch.setenv("POSTIER_EXPORT_URL", str(drop))
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, insert_customer(conn, name="Mairie de Tours"), number="X-1", lines=60)
+        insert_invoice(conn, number="X-2")
+    assert run_dag("factures_exporter_impression").state == "success"
+    (archive,) = drop.glob("export-*.zip")
+    with zipfile.ZipFile(archive) as z:
+        index = list(
+            csv.DictReader(io.StringIO(z.read("index.csv").decode("utf-8-sig")), delimiter=";")
+        )
+        assert sorted(z.namelist()) == ["X-1.pdf", "X-2.pdf", "index.csv"]
+        pages = {row["facture"]: int(row["pages"]) for row in index}
+        assert pages["X-1"] == len(PdfReader(io.BytesIO(z.read("X-1.pdf"))).pages) > 1
+    assert index[0]["nom"] == "Mairie de Tours" and index[0]["code_postal"] == "75002"
+    assert column(postier_env, "SELECT number, edited_by FROM invoices") == {
+        "X-1": "dag_test",
+        "X-2": "dag_test",
+    }

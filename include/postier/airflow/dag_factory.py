@@ -17,18 +17,8 @@ from postier.airflow.params import trigger_params
 from postier.domain.selection import PARIS
 from postier.domain.treatments import TreatmentId, treatment
 
-#: Treatments whose DAG exists today (the print export comes later).
-IMPLEMENTED = (
-    TreatmentId.IMPRIMER,
-    TreatmentId.IMPRIMER_TRAITES,
-    TreatmentId.PREPARER_ENVOI,
-    TreatmentId.METTRE_EN_ATTENTE,
-    TreatmentId.CONSERVER_EN_INTERNE,
-    TreatmentId.REMETTRE_EN_ATTENTE,
-    TreatmentId.ENVOYER,
-    TreatmentId.ENVOI_NOCTURNE,
-    TreatmentId.CHORUS_RECUPERER,
-)
+#: Every treatment of the catalogue has its DAG.
+IMPLEMENTED = tuple(TreatmentId)
 
 #: Treatments whose run ends by e-mailing the portal customers (spec « Courriel type »).
 SENDS = (TreatmentId.ENVOYER, TreatmentId.ENVOI_NOCTURNE)

@@ -14,6 +14,7 @@ from postier.domain.treatments import HOLD, KEEP_INTERNAL, PREPARE, REQUEUE, Tra
 from postier.domain.validation import sending_problems
 from postier.pipeline.chorus import collect_chunk
 from postier.pipeline.context import Environment
+from postier.pipeline.export import export_chunk
 from postier.pipeline.runs import ChunkHandler, Run
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
@@ -134,4 +135,5 @@ CHUNK_HANDLERS: dict[TreatmentId, ChunkHandler] = {
     TreatmentId.ENVOYER: send_chunk,
     TreatmentId.ENVOI_NOCTURNE: send_chunk,
     TreatmentId.CHORUS_RECUPERER: collect_chunk,
+    TreatmentId.EXPORTER_IMPRESSION: export_chunk,
 }

@@ -57,6 +57,11 @@ def finalize(env: Environment, ref: RunRef) -> list[str]:
             from postier.pipeline.chorus import write_zip
 
             return write_zip(conn, run)
+        elif run.treatment.id is TreatmentId.EXPORTER_IMPRESSION:
+            from postier.pipeline.export import export_archive
+
+            archive = export_archive(env, run.id)
+            return [archive] if archive else []
         elif run.treatment.id is TreatmentId.IMPRIMER_TRAITES and ids:
             summary = write_bills_print_file(
                 _invoices_in_order(conn, ids), seller, run.output_dir / "traites.pdf"
