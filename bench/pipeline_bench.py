@@ -9,14 +9,14 @@ In the same run, on a throwaway PostgreSQL cluster seeded with demo data:
   processes → finalize → report), as the DAG tasks do, without Airflow's own task start-up;
 - the orchestration overhead share: 1 − pipeline throughput / (document throughput × workers)
   (the send step renders and signs, prepare renders: both are counted as document work);
-- the peak memory (ru_maxrss) of a chunk worker, for two volumes: it must not grow with N.
+- the peak memory (VmHWM) of a chunk worker, for two volumes: it must not grow with N.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -39,7 +39,8 @@ from postier.store.settings import load_settings
 def _chunk(args: tuple[Environment, int, int]) -> int:
     env, run_id, chunk = args
     process_chunk(env, run_id, chunk)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/status") as status:  # VmHWM: this worker's own peak, in KiB
+        return int(next(line for line in status if line.startswith("VmHWM")).split()[1])
 
 
 def run_treatment(env: Environment, treatment: str, workers: int) -> tuple[float, int, int]:
@@ -47,7 +48,9 @@ def run_treatment(env: Environment, treatment: str, workers: int) -> tuple[float
     started = time.perf_counter()
     external = f"bench/{treatment}/{time.time_ns()}"
     summary = start_run(env, treatment, {}, "bench", external)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Fresh interpreters, like Airflow's task processes (not forks of this one).
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
         peaks = list(pool.map(_chunk, [(env, summary["run_id"], c) for c in summary["chunks"]]))
     files = finalize(env, external)
     report = write_report(env, external, files)

@@ -7,19 +7,21 @@ answers it.
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from postier import INCLUDE_DIR
+from postier.airflow.dag_files import DAGS_DIR, load_dag
+from postier.delivery.local_sftp import SshServer, start_sshd, stop_sshd
+from postier.domain.selection import PARIS
 from postier.store import database
-
-DAGS_DIR = INCLUDE_DIR.parent / "dags"
 
 
 def prepare_airflow_home() -> Path:
@@ -36,14 +38,6 @@ def prepare_airflow_home() -> Path:
     return home
 
 
-def _dag(dag_id: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"demo_{dag_id}", DAGS_DIR / f"{dag_id}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
 def _report(dsn: str) -> tuple[str, dict[str, Any]]:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT report FROM runs ORDER BY id DESC LIMIT 1").fetchone()
@@ -58,6 +52,57 @@ def _batches_with_zero_invoices(dsn: str) -> list[int]:
             "AND send_state = 'EN_ATTENTE' ORDER BY 1 LIMIT 3"
         ).fetchall()
     return [r[0] for r in rows]
+
+
+def _local_chorus(home: Path) -> tuple[SshServer, Path]:
+    """A local SFTP server standing for Chorus Pro, as the `postier_chorus_sftp` connection."""
+    base = home / "chorus-demo"
+    shutil.rmtree(base, ignore_errors=True)  # a throwaway server: fresh keys every demo
+    server = start_sshd(base)
+    folder = server.folder()
+    os.environ["AIRFLOW_CONN_POSTIER_CHORUS_SFTP"] = json.dumps(
+        {
+            "conn_type": "sftp",
+            "host": server.host,
+            "port": server.port,
+            "login": server.user,
+            "extra": {
+                "host_key": server.host_key,
+                "private_key": server.client_key,
+                "remote_in": str(folder / "in"),
+                "remote_out": str(folder / "out"),
+            },
+        }
+    )
+    return server, folder
+
+
+def _simulated_returns(dsn: str) -> bytes:
+    """What Chorus Pro would answer: every deposited invoice made available (03), the first one
+    rejected (05), as a CPPStatut invoice-status file."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT i.number, c.siret FROM invoices i JOIN customers c ON c.id = i.customer_id "
+            "WHERE i.chorus_deposited_at IS NOT NULL ORDER BY i.number"
+        ).fetchall()
+        supplier = conn.execute(
+            "SELECT value FROM settings WHERE key = 'EMETTEUR_SIRET'"
+        ).fetchone()
+    today = datetime.now(PARIS).date().isoformat()
+    units = "".join(
+        "<CPPFactureStatutUnitaire>"
+        f"<Fournisseur><Identifiant>{supplier[0] if supplier else ''}</Identifiant></Fournisseur>"
+        f"<Debiteur><Identifiant>{siret}</Identifiant></Debiteur><DonneesStatut>"
+        f"<IdFacture>{number}</IdFacture><IdStatut>{'05' if n == 0 else '03'}</IdStatut>"
+        f"<DateStatut>{today}</DateStatut>"
+        + ("<Commentaire>Numéro d'engagement inconnu</Commentaire>" if n == 0 else "")
+        + "</DonneesStatut></CPPFactureStatutUnitaire>"
+        for n, (number, siret) in enumerate(rows)
+    )
+    return (
+        "<CPPStatut><Enveloppe><IdFlx>DEMO</IdFlx></Enveloppe><CPPFactureStatuts>"
+        f"{units}</CPPFactureStatuts></CPPStatut>"
+    ).encode()
 
 
 def run_day() -> list[tuple[str, str, dict[str, Any]]]:
@@ -101,12 +146,27 @@ def run_day() -> list[tuple[str, str, dict[str, Any]]]:
             {},
             {"mark_success_pattern": "confirmation"},
         ),
+        ("Dépôt des factures Chorus Pro (SFTP local)", "factures_chorus_recuperer", {}, {}),
     ]
-    done = []
-    for label, dag_id, conf, options in steps:
-        print(f"→ {label} ({dag_id})", flush=True)
-        dag_run = _dag(dag_id).test(run_conf=conf, **options)
-        path, counts = _report(dsn)
-        print(f"  {dag_run.state} — {counts} — rapport : {path}", flush=True)
-        done.append((label, path, counts))
+    done: list[tuple[str, str, dict[str, Any]]] = []
+    server, chorus = _local_chorus(database.home())
+    try:
+        for label, dag_id, conf, options in steps:
+            done.append(_run(dsn, label, dag_id, conf, options))
+        (chorus / "out" / "CPPStatut_demo").write_bytes(_simulated_returns(dsn))
+        done.append(_run(dsn, "Retours Chorus Pro (simulés)", "chorus_retours", {}, {}))
+    finally:
+        stop_sshd(server)
+    print(f"\nFlux déposés sur le SFTP Chorus local : {chorus / 'in'}")
+    print(f"Fichiers de retour traités : {chorus / 'out' / 'processed'}")
     return done
+
+
+def _run(
+    dsn: str, label: str, dag_id: str, conf: dict[str, Any], options: dict[str, Any]
+) -> tuple[str, str, dict[str, Any]]:
+    print(f"→ {label} ({dag_id})", flush=True)
+    dag_run = load_dag(dag_id).test(run_conf=conf, **options)
+    path, counts = _report(dsn)
+    print(f"  {dag_run.state} — {counts} — rapport : {path}", flush=True)
+    return label, path, counts

@@ -40,6 +40,7 @@ from postier.domain.states import SendState
 from postier.domain.validation import chorus_deposit_problems
 from postier.errors import ConfigurationError, DeliveryError, PostierError
 from postier.pipeline.context import Environment
+from postier.pipeline.outputs import write_atomically
 from postier.pipeline.runs import Run
 from postier.store.invoices import load_invoices
 from postier.store.runs import DONE, FAILED, PENDING, SKIPPED, ItemOutcome, record_outcomes
@@ -235,7 +236,7 @@ def _record_flow(
         pdf_dir = run.output_dir / PDF_DIR
         if documents and not deposit:
             outcomes += [
-                ItemOutcome(inv.id, DONE, DEMAT_OFF, _write(pdf_dir / name, pdf))
+                ItemOutcome(inv.id, DONE, DEMAT_OFF, write_atomically(pdf_dir / name, pdf))
                 for inv, name, pdf in documents
             ]
         elif documents:
@@ -260,7 +261,7 @@ def _insert_flow(
         sequence,
     )
     data = pack([(file_name, pdf) for _, file_name, pdf in documents])
-    path = _write(run.output_dir / FLOW_DIR / name, data)
+    path = write_atomically(run.output_dir / FLOW_DIR / name, data)
     inserted = conn.execute(
         "INSERT INTO chorus_flows (name, sequence, interface, run_id, file_path, sha256, size, "
         "invoice_count, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
@@ -398,22 +399,13 @@ def _deposit_locked(conn: psycopg.Connection, run: Run, flow_id: int, server: _S
             invoice_id,
             DONE,
             f"déposée sur Chorus Pro (flux {name})",
-            _write(run.output_dir / PDF_DIR / file_name, pdfs[file_name]),
+            write_atomically(run.output_dir / PDF_DIR / file_name, pdfs[file_name]),
         )
         for invoice_id, file_name in members
         if invoice_id in ours
     ]
     record_outcomes(conn, run.id, outcomes)
     log.info("Flux Chorus %s déposé (%d facture(s))", name, len(members))
-
-
-def _write(path: Path, data: bytes) -> str:
-    """Through a temporary name: a crash never leaves a half-written file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return str(path)
 
 
 def write_zip(conn: psycopg.Connection, run: Run) -> list[str]:

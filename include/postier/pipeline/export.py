@@ -18,6 +18,7 @@ import psycopg
 from pypdf import PdfReader
 
 from postier.pipeline.context import Environment
+from postier.pipeline.outputs import write_atomically
 from postier.pipeline.runs import Run, RunRef, load_run
 from postier.store import runs as run_store
 from postier.store.invoices import load_invoices
@@ -47,11 +48,8 @@ def export_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list
     folder.mkdir(parents=True, exist_ok=True)
     outcomes: list[ItemOutcome] = []
     for invoice in load_invoices(conn, ids):
-        path = folder / f"{invoice.number}.pdf"
-        tmp = path.with_suffix(".pdf.part")
-        tmp.write_bytes(render_invoice(invoice, seller))
-        tmp.replace(path)
-        outcomes.append(ItemOutcome(invoice.id, DONE, output=str(path)))
+        path = write_atomically(folder / f"{invoice.number}.pdf", render_invoice(invoice, seller))
+        outcomes.append(ItemOutcome(invoice.id, DONE, output=path))
     with conn.transaction():
         stamp_edited(conn, [o.invoice_id for o in outcomes], run.triggered_by)
         record_outcomes(conn, run.id, outcomes)

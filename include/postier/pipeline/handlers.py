@@ -6,15 +6,15 @@ item outcomes commit together, so a retried chunk finds exactly the work still t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import psycopg
 
 from postier.domain.treatments import HOLD, KEEP_INTERNAL, PREPARE, REQUEUE, Transition, TreatmentId
 from postier.domain.validation import sending_problems
+from postier.errors import PostierError
 from postier.pipeline.chorus import collect_chunk
 from postier.pipeline.context import Environment
 from postier.pipeline.export import export_chunk
+from postier.pipeline.outputs import write_atomically
 from postier.pipeline.runs import ChunkHandler, Run
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
@@ -39,15 +39,6 @@ def transition_handler(transition: Transition) -> ChunkHandler:
     return handle
 
 
-def _write(path: Path, data: bytes) -> str:
-    """Write through a temporary name, so a crash never leaves a half-written PDF behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return str(path)
-
-
 def print_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
     """One PDF per invoice; a real print stamps the edit date and login, a preview nothing."""
     from postier.documents import render_invoice
@@ -58,9 +49,8 @@ def print_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[
     printed: list[int] = []
     for invoice in load_invoices(conn, ids):
         pdf = render_invoice(invoice, seller, preview=run.preview)
-        outcomes.append(
-            ItemOutcome(invoice.id, DONE, output=_write(folder / f"{invoice.number}.pdf", pdf))
-        )
+        path = write_atomically(folder / f"{invoice.number}.pdf", pdf)
+        outcomes.append(ItemOutcome(invoice.id, DONE, output=path))
         printed.append(invoice.id)
     with conn.transaction():
         if not run.preview:
@@ -75,7 +65,7 @@ def bills_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[
     seller = load_settings(conn).seller()
     invoices = load_invoices(conn, ids)
     chunk_no = _chunk_of(conn, run.id, ids[0])
-    path = _write(
+    path = write_atomically(
         run.output_dir / "traites" / f"traites-{chunk_no:04d}.pdf", render_bills(invoices, seller)
     )
     with conn.transaction():
@@ -97,24 +87,24 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
     with conn.transaction():
         locked = lock_for_transition(conn, ids, PREPARE)
         ready: list[int] = []
+        prints: list[tuple[str, int]] = []  # (fingerprint, invoice id) of the prepared ones
         outcomes = _skips(locked)
         for invoice in load_invoices(conn, locked.ids):
             problems = sending_problems(invoice)
             if not problems:
                 try:
                     pdf = render_final_invoice(invoice, seller)
-                except Exception as error:  # a document error names the invoice and the field
+                except PostierError as error:  # a document error names the invoice and the field
                     problems = [str(error)]
             if problems:
                 outcomes.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
                 continue
-            path = _write(run.output_dir / "preparees" / f"{invoice.number}.pdf", pdf)
-            conn.execute(
-                "UPDATE invoices SET fingerprint = %s WHERE id = %s",
-                (fingerprint(invoice), invoice.id),
-            )
+            path = write_atomically(run.output_dir / "preparees" / f"{invoice.number}.pdf", pdf)
+            prints.append((fingerprint(invoice), invoice.id))
             ready.append(invoice.id)
             outcomes.append(ItemOutcome(invoice.id, DONE, output=path))
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE invoices SET fingerprint = %s WHERE id = %s", prints)
         stamp_transition(conn, ready, PREPARE, run.triggered_by, run.id)
         record_outcomes(conn, run.id, outcomes)
 

@@ -8,6 +8,8 @@ Chorus Pro when that dematerialisation is on; then Envoyé, with sent date/login
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -27,34 +29,51 @@ from postier.store.transitions import lock_for_transition, stamp_transition
 log = logging.getLogger(__name__)
 
 
-def _log_exchange(
-    conn: psycopg.Connection,
-    invoice_id: int,
-    run: Run,
-    kind: str,
-    partner: str,
-    status: str,
-    report: dict,
-) -> None:
-    conn.execute(
-        "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (invoice_id, run.id, kind, partner, status, Jsonb(report), run.triggered_by),
-    )
+@dataclass
+class _ChunkWrites:
+    """The chunk's rows, written together at the end of its transaction (a few statements per
+    chunk rather than several round trips per invoice)."""
+
+    run: Run
+    exchanges: list[tuple[Any, ...]] = field(default_factory=list)
+    documents: list[tuple[Any, ...]] = field(default_factory=list)
+    dematerialized: list[tuple[str, int]] = field(default_factory=list)
+
+    def exchange(self, invoice_id: int, kind: str, partner: str, status: str, report: dict) -> None:
+        self.exchanges.append(
+            (invoice_id, self.run.id, kind, partner, status, Jsonb(report), self.run.triggered_by)
+        )
+
+    def flush(self, conn: psycopg.Connection) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed) "
+                "VALUES (%s, 'facture', %s, %s, %s, true) "
+                "ON CONFLICT (invoice_id, kind) DO UPDATE SET sha256 = EXCLUDED.sha256, "
+                "size = EXCLUDED.size, location = EXCLUDED.location, at = now()",
+                self.documents,
+            )
+            cur.executemany(
+                "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                self.exchanges,
+            )
+            cur.executemany(
+                "UPDATE invoices SET dematerialized = true, dematerialized_channel = %s "
+                "WHERE id = %s",
+                self.dematerialized,
+            )
 
 
 def _channel_effects(
-    conn: psycopg.Connection, invoice: Invoice, run: Run, settings: Settings, notes: list[str]
+    writes: _ChunkWrites, invoice: Invoice, settings: Settings, notes: list[str]
 ) -> None:
     channel = invoice.customer.channel
-    demat = None
     if channel is Channel.PORTAIL:
         if settings.demat_artis:
-            demat = "artis"
-            _log_exchange(
-                conn,
+            writes.dematerialized.append(("artis", invoice.id))
+            writes.exchange(
                 invoice.id,
-                run,
                 "mise_a_disposition",
                 "CLIENT",
                 "a_envoyer",
@@ -67,11 +86,9 @@ def _channel_effects(
             notes.append("dématérialisation Artis désactivée : pas de courriel")
     elif channel is Channel.CHORUS:
         if settings.demat_chorus:
-            demat = "chorus"
-            _log_exchange(
-                conn,
+            writes.dematerialized.append(("chorus", invoice.id))
+            writes.exchange(
                 invoice.id,
-                run,
                 "dematerialisation_chorus",
                 "CHORUS",
                 "a_deposer",
@@ -79,11 +96,6 @@ def _channel_effects(
             )
         else:
             notes.append("dématérialisation Chorus désactivée")
-    if demat:
-        conn.execute(
-            "UPDATE invoices SET dematerialized = true, dematerialized_channel = %s WHERE id = %s",
-            (demat, invoice.id),
-        )
 
 
 def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
@@ -102,6 +114,7 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             ).fetchall()
         )
         sent: list[int] = []
+        writes = _ChunkWrites(run)
         for invoice in load_invoices(conn, locked.ids):
             if stored.get(invoice.id) and stored[invoice.id] != fingerprint(invoice):
                 outcomes.append(
@@ -126,17 +139,9 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                 # Not yet sent, so any file already there was left by a rolled-back attempt.
                 archived = archive.put(key, pdf, replace_unindexed=True)
                 location = archived.location
-                conn.execute(
-                    "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed) "
-                    "VALUES (%s, 'facture', %s, %s, %s, true) "
-                    "ON CONFLICT (invoice_id, kind) DO UPDATE SET sha256 = EXCLUDED.sha256, "
-                    "size = EXCLUDED.size, location = EXCLUDED.location, at = now()",
-                    (invoice.id, archived.sha256, archived.size, location),
-                )
-                _log_exchange(
-                    conn,
+                writes.documents.append((invoice.id, archived.sha256, archived.size, location))
+                writes.exchange(
                     invoice.id,
-                    run,
                     "archivage_ged",
                     "GED",
                     "archivee",
@@ -144,8 +149,9 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                 )
             else:
                 notes.append("archivage désactivé : PDF non conservé dans la GED")
-            _channel_effects(conn, invoice, run, settings, notes)
+            _channel_effects(writes, invoice, settings, notes)
             sent.append(invoice.id)
             outcomes.append(ItemOutcome(invoice.id, DONE, " ; ".join(notes) or None, location))
+        writes.flush(conn)
         stamp_transition(conn, sent, SEND, run.triggered_by, run.id)
         record_outcomes(conn, run.id, outcomes)
