@@ -45,7 +45,7 @@ demo: install ## Main job on built-in defaults: local PostgreSQL, demo data, a c
 airflow: install ## Start Airflow locally (standalone) with the DAGs and local defaults
 	$(BIN)/postier db start
 	$(BIN)/postier db migrate
-	$(BIN)/airflow standalone
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 .PHONY: bench
 bench: install ## Benchmarks: figures as ratios against baselines measured in the same run

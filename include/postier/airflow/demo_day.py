@@ -88,13 +88,13 @@ def _simulated_returns(dsn: str) -> bytes:
         supplier = conn.execute(
             "SELECT value FROM settings WHERE key = 'EMETTEUR_SIRET'"
         ).fetchone()
-    today = datetime.now(PARIS).date().isoformat()
+    now = datetime.now(PARIS).isoformat(timespec="seconds")  # after the deposit it answers
     units = "".join(
         "<CPPFactureStatutUnitaire>"
         f"<Fournisseur><Identifiant>{supplier[0] if supplier else ''}</Identifiant></Fournisseur>"
         f"<Debiteur><Identifiant>{siret}</Identifiant></Debiteur><DonneesStatut>"
         f"<IdFacture>{number}</IdFacture><IdStatut>{'05' if n == 0 else '03'}</IdStatut>"
-        f"<DateStatut>{today}</DateStatut>"
+        f"<DateStatut>{now}</DateStatut>"
         + ("<Commentaire>Numéro d'engagement inconnu</Commentaire>" if n == 0 else "")
         + "</DonneesStatut></CPPFactureStatutUnitaire>"
         for n, (number, siret) in enumerate(rows)
