@@ -196,3 +196,26 @@ def test_print_house_export_zips_pdfs_with_an_index_and_drops_it(
         "X-1": "dag_test",
         "X-2": "dag_test",
     }
+
+
+def test_nightly_send_takes_only_ready_invoices_created_in_the_window(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime, timedelta
+
+    from postier.domain.selection import PARIS
+
+    now = datetime.now(PARIS)
+    with psycopg.connect(postier_env) as conn:
+        conn.execute("UPDATE settings SET value = '10' WHERE key = 'NB_JOURS_AVANT_ENVOI_FACTURES'")
+        insert_invoice(
+            conn, number="N-RECENT", send_state="PRET", created_at=now - timedelta(days=3)
+        )
+        insert_invoice(conn, number="N-OLD", send_state="PRET", created_at=now - timedelta(days=40))
+        insert_invoice(conn, number="N-WAIT", created_at=now - timedelta(days=1))
+    dag_run = run_dag("factures_envoi_nocturne")
+    assert dag_run.state == "success"
+    assert column(postier_env, "SELECT number, send_state FROM invoices") == {
+        "N-RECENT": "ENVOYE",
+        "N-OLD": "PRET",
+        "N-WAIT": "EN_ATTENTE",
+    }
+    assert "cree_depuis" in last_report(postier_env)["criteres"]
