@@ -9,6 +9,7 @@ DEMO_INVOICES ?= 500
 # Airflow runs from the project's own home; the same settings serve `make demo` and `make airflow`.
 export AIRFLOW_HOME ?= $(CURDIR)/.postier/airflow
 export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS ?= admin:admin,jmartin:user
 
