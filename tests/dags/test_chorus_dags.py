@@ -23,20 +23,7 @@ def test_dag_sends_ready_invoices_deposits_one_flow_and_writes_the_zip(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # type: ignore[no-untyped-def]
     folder = sshd.folder()
-    extra = {
-        "host_key": sshd.host_key,
-        "private_key": sshd.client_key,
-        "remote_in": str(folder / "in"),
-        "remote_out": str(folder / "out"),
-    }
-    connection = {
-        "conn_type": "sftp",
-        "host": sshd.host,
-        "port": sshd.port,
-        "login": sshd.user,
-        "extra": extra,
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_POSTIER_CHORUS_SFTP", json.dumps(connection))
+    monkeypatch.setenv("AIRFLOW_CONN_POSTIER_CHORUS_SFTP", sshd.airflow_connection(folder))
     with psycopg.connect(postier_env) as conn:
         chorus = insert_customer(conn, channel="chorus", siret="73282932000074")
         insert_invoice(conn, chorus, number="DAG-PRET", send_state="PRET")

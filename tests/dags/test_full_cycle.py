@@ -4,7 +4,6 @@ prepare → send → Chorus collection (SFTP) → Chorus returns → statuses �
 from __future__ import annotations
 
 import io
-import json
 
 import psycopg
 import pytest
@@ -38,19 +37,7 @@ def test_chorus_invoices_from_preparation_to_return_statuses_and_redeposit(  # t
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     folder = sshd.folder()
-    connection = {
-        "conn_type": "sftp",
-        "host": sshd.host,
-        "port": sshd.port,
-        "login": sshd.user,
-        "extra": {
-            "host_key": sshd.host_key,
-            "private_key": sshd.client_key,
-            "remote_in": str(folder / "in"),
-            "remote_out": str(folder / "out"),
-        },
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_POSTIER_CHORUS_SFTP", json.dumps(connection))
+    monkeypatch.setenv("AIRFLOW_CONN_POSTIER_CHORUS_SFTP", sshd.airflow_connection(folder))
     with psycopg.connect(postier_env) as conn:
         demo_data.seed(conn, 200, seed=11)
 

@@ -7,7 +7,6 @@ answers it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -60,20 +59,7 @@ def _local_chorus(home: Path) -> tuple[SshServer, Path]:
     shutil.rmtree(base, ignore_errors=True)  # a throwaway server: fresh keys every demo
     server = start_sshd(base)
     folder = server.folder()
-    os.environ["AIRFLOW_CONN_POSTIER_CHORUS_SFTP"] = json.dumps(
-        {
-            "conn_type": "sftp",
-            "host": server.host,
-            "port": server.port,
-            "login": server.user,
-            "extra": {
-                "host_key": server.host_key,
-                "private_key": server.client_key,
-                "remote_in": str(folder / "in"),
-                "remote_out": str(folder / "out"),
-            },
-        }
-    )
+    os.environ["AIRFLOW_CONN_POSTIER_CHORUS_SFTP"] = server.airflow_connection(folder)
     return server, folder
 
 

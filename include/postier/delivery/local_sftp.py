@@ -10,6 +10,7 @@ because the keys live in a temporary folder.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import shutil
 import socket
@@ -43,6 +44,23 @@ class SshServer:
         for sub in ("in", "out"):
             (folder / sub).mkdir(parents=True)
         return folder
+
+    def airflow_connection(self, folder: Path) -> str:
+        """The `postier_chorus_sftp` connection (JSON, for `AIRFLOW_CONN_…`) on `folder`."""
+        return json.dumps(
+            {
+                "conn_type": "sftp",
+                "host": self.host,
+                "port": self.port,
+                "login": self.user,
+                "extra": {
+                    "host_key": self.host_key,
+                    "private_key": self.client_key,
+                    "remote_in": str(folder / "in"),
+                    "remote_out": str(folder / "out"),
+                },
+            }
+        )
 
     def config(self, folder: Path, **overrides: object) -> SftpConfig:
         values: dict[str, object] = {
