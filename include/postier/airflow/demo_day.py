@@ -139,7 +139,8 @@ def run_day() -> list[tuple[str, str, dict[str, Any]]]:
     try:
         for label, dag_id, conf, options in steps:
             done.append(_run(dsn, label, dag_id, conf, options))
-        (chorus / "out" / "CPPStatut_demo").write_bytes(_simulated_returns(dsn))
+        returns = f"CPPStatut_demo_{datetime.now(PARIS):%Y%m%d%H%M%S}"  # a new file each demo
+        (chorus / "out" / returns).write_bytes(_simulated_returns(dsn))
         done.append(_run(dsn, "Retours Chorus Pro (simulés)", "chorus_retours", {}, {}))
     finally:
         stop_sshd(server)
