@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 import uuid
@@ -46,6 +45,7 @@ from postier.domain.chorus_returns import (
 )
 from postier.errors import DeliveryError, PostierError, ReturnFileError
 from postier.pipeline.context import Environment
+from postier.pipeline.reports import publish, report_header, timing
 from postier.store import runs as run_store
 from postier.store.settings import load_settings
 
@@ -526,7 +526,6 @@ def _write_report(
         (run_id,),
     ).fetchall()
     started: datetime = run[1]
-    finished = datetime.now(PARIS)
     by_status: dict[str, list[dict[str, Any]]] = {APPLIED: [], DUPLICATE: [], QUARANTINED: []}
     for _name, status, file_report in files:
         by_status[status].append(file_report)
@@ -543,16 +542,13 @@ def _write_report(
         "appliques": sum(1 for line in lines if line["applique"]),
         "rejets": len(rejections),
     }
-    md_path = output_dir / "rapport.md"
     report: dict[str, Any] = {
         "execution": run_id,
         "traitement": TREATMENT,
         "libelle": LABEL,
         "statut": "incomplète : fichiers non lus, laissés dans out/" if errors else "terminée",
         "lance_par": run[0],
-        "debut": started.astimezone(PARIS).isoformat(timespec="seconds"),
-        "fin": finished.isoformat(timespec="seconds"),
-        "duree_s": round((finished - started).total_seconds(), 1),
+        **timing(started),
         "compteurs": counts,
         "rejets": rejections,
         "statuts": lines,
@@ -561,25 +557,15 @@ def _write_report(
         ],
         "doublons": [{"fichier": r["fichier"], "motif": r["motif"]} for r in by_status[DUPLICATE]],
         "non_lus": errors,
-        "rapport": str(md_path),
     }
-    (output_dir / "rapport.json").write_text(
-        json.dumps(report, ensure_ascii=False, indent=2, default=str)
-    )
-    md_path.write_text(to_markdown(report))
-    run_store.finish_run(conn, run_id, "en_erreur" if errors else "terminee", counts, report)
-    log.info("\n%s", md_path.read_text())
+    status = "en_erreur" if errors else "terminee"
+    md_path = publish(conn, run_id, output_dir, report, status, to_markdown)
     return {"execution": run_id, "compteurs": counts, "rapport": str(md_path)}
 
 
 def to_markdown(report: dict[str, Any]) -> str:
     c = report["compteurs"]
-    out = [
-        f"# Rapport — {report['libelle']} (exécution {report['execution']})",
-        "",
-        f"- Statut : **{report['statut']}**",
-        f"- Lancé par : **{report['lance_par']}**, début {report['debut']}, "
-        f"durée {report['duree_s']} s",
+    out = report_header(report) + [
         "",
         "| Fichiers | Traités | Doublons | Quarantaine | Non lus | Statuts | Appliqués | Rejets |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -77,6 +78,47 @@ def _invoices_in_order(conn: psycopg.Connection, ids: Sequence[int]) -> Iterator
         yield from load_invoices(conn, ids[start : start + 500])
 
 
+def timing(started: datetime) -> dict[str, Any]:
+    """Start, end and duration of a run, for its report."""
+    finished = datetime.now(PARIS)
+    return {
+        "debut": started.astimezone(PARIS).isoformat(timespec="seconds"),
+        "fin": finished.isoformat(timespec="seconds"),
+        "duree_s": round((finished - started).total_seconds(), 1),
+    }
+
+
+def report_header(report: dict[str, Any], suffix: str = "") -> list[str]:
+    """The first lines of every run report: title, status, who, when."""
+    return [
+        f"# Rapport — {report['libelle']} (exécution {report['execution']})",
+        "",
+        f"- Statut : **{report['statut']}**",
+        f"- Lancé par : **{report['lance_par']}**, début {report['debut']}, "
+        f"durée {report['duree_s']} s{suffix}",
+    ]
+
+
+def publish(
+    conn: psycopg.Connection,
+    run_id: int,
+    folder: Path,
+    report: dict[str, Any],
+    status: str,
+    markdown: Callable[[dict[str, Any]], str],
+) -> Path:
+    """Write `rapport.json` and `rapport.md`, close the `runs` row, log the Markdown."""
+    md_path = folder / "rapport.md"
+    report["rapport"] = str(md_path)
+    (folder / "rapport.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=2, default=str)
+    )
+    md_path.write_text(markdown(report))
+    run_store.finish_run(conn, run_id, status, report["compteurs"], report)
+    log.info("\n%s", md_path.read_text())
+    return md_path
+
+
 def write_report(
     env: Environment,
     ref: RunRef,
@@ -98,7 +140,6 @@ def write_report(
         problems = run_store.problems(conn, run_id)
         row = conn.execute("SELECT started_at FROM runs WHERE id = %s", (run_id,)).fetchone()
         started: datetime = row[0] if row else datetime.now(PARIS)
-        finished = datetime.now(PARIS)
         selected = sum(counts.values())
         pending = counts[run_store.PENDING]
         # A refusal leaves the selection untouched; a confirmation that left no answer but whose
@@ -117,9 +158,7 @@ def write_report(
                 "terminee": "terminée",
             }[status],
             "lance_par": run.triggered_by,
-            "debut": started.astimezone(PARIS).isoformat(timespec="seconds"),
-            "fin": finished.isoformat(timespec="seconds"),
-            "duree_s": round((finished - started).total_seconds(), 1),
+            **timing(started),
             "criteres": run.criteria,
             "compteurs": {
                 "selectionnees": selected,
@@ -135,13 +174,7 @@ def write_report(
             from postier.pipeline.mailing import run_mail_summary
 
             report["courriels"] = run_mail_summary(conn, run_id)
-        json_path = run.output_dir / "rapport.json"
-        md_path = run.output_dir / "rapport.md"
-        report["rapport"] = str(md_path)
-        json_path.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str))
-        md_path.write_text(to_markdown(report))
-        run_store.finish_run(conn, run_id, status, report["compteurs"], report)
-    log.info("\n%s", md_path.read_text())
+        md_path = publish(conn, run_id, run.output_dir, report, status, to_markdown)
     if failed and not refused:
         raise RunIncompleteError(
             f"{pending} facture(s) non traitée(s), fichier d'impression "
@@ -153,12 +186,8 @@ def write_report(
 
 def to_markdown(report: dict[str, Any]) -> str:
     c = report["compteurs"]
-    lines = [
-        f"# Rapport — {report['libelle']} (exécution {report['execution']})",
-        "",
-        f"- Statut : **{report['statut']}**",
-        f"- Lancé par : **{report['lance_par']}**, début {report['debut']}, "
-        f"durée {report['duree_s']} s" + (" — **aperçu**" if report["mode"] == "apercu" else ""),
+    preview = " — **aperçu**" if report["mode"] == "apercu" else ""
+    lines = report_header(report, preview) + [
         "- Critères : "
         + "; ".join(
             f"{PARAM_LABELS.get(k, k)} = {', '.join(v) if isinstance(v, list) else v}"
