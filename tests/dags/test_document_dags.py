@@ -74,11 +74,16 @@ def test_bills_are_printed_only_for_lcr_and_promissory_notes(run_dag, postier_en
         insert_invoice(conn, drawee, number="LCR-1", payment_mode="lcr")
         insert_invoice(conn, drawee, number="BOR-1", payment_mode="billet_ordre")
         insert_invoice(conn, drawee, number="VIR-1", payment_mode="virement")
+        no_bank = insert_customer(conn, iban=None)
+        insert_invoice(conn, no_bank, number="LCR-SANS-RIB", payment_mode="lcr")
     assert run_dag("factures_imprimer_traites").state == "success"
     report = last_report(postier_env)
-    assert report["compteurs"]["traitees"] == 2
+    assert report["compteurs"]["traitees"] == 2 and report["compteurs"]["refusees"] == 1
+    (refused,) = report["anomalies"]
+    assert refused["facture"] == "LCR-SANS-RIB" and "IBAN" in refused["motif"].upper()
     text = pdf_text(next(f for f in report["fichiers"] if f.endswith("traites.pdf")))
-    assert "LCR-1" in text and "BOR-1" in text and "VIR-1" not in text
+    assert "LCR-1" in text and "BOR-1" in text
+    assert "VIR-1" not in text and "LCR-SANS-RIB" not in text
 
 
 def test_prepare_moves_valid_invoices_to_ready_and_explains_the_others(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import psycopg
 
+from postier.domain.models import Invoice
 from postier.domain.treatments import HOLD, KEEP_INTERNAL, PREPARE, REQUEUE, Transition, TreatmentId
 from postier.domain.validation import sending_problems
 from postier.errors import PostierError
@@ -59,24 +60,30 @@ def print_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[
 
 
 def bills_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
-    """The bills of exchange of the chunk's invoices, one per due date, in one chunk file."""
-    from postier.documents import render_bills
+    """The bills of exchange of the chunk's invoices, one per due date, in one chunk file.
+
+    An invoice whose bills cannot be drawn (e.g. no bank details for the drawee) is refused with
+    its reason; the others are printed."""
+    from postier.documents import bills_of, render_bills
 
     seller = load_settings(conn).seller()
-    invoices = load_invoices(conn, ids)
-    chunk_no = _chunk_of(conn, run.id, ids[0])
-    path = write_atomically(
-        run.output_dir / "traites" / f"traites-{chunk_no:04d}.pdf", render_bills(invoices, seller)
-    )
+    printable: list[Invoice] = []
+    outcomes: list[ItemOutcome] = []
+    for invoice in load_invoices(conn, ids):
+        try:
+            bills_of(invoice)
+        except PostierError as error:
+            outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
+            continue
+        printable.append(invoice)
+    if printable:
+        # Named after the chunk's first invoice: chunks are in invoice-number order.
+        name = f"traites-{printable[0].number}.pdf"
+        pdf = render_bills(printable, seller)
+        path = write_atomically(run.output_dir / "traites" / name, pdf)
+        outcomes += [ItemOutcome(i.id, DONE, output=path) for i in printable]
     with conn.transaction():
-        record_outcomes(conn, run.id, [ItemOutcome(i.id, DONE, output=path) for i in invoices])
-
-
-def _chunk_of(conn: psycopg.Connection, run_id: int, invoice_id: int) -> int:
-    row = conn.execute(
-        "SELECT chunk FROM run_items WHERE run_id = %s AND invoice_id = %s", (run_id, invoice_id)
-    ).fetchone()
-    return int(row[0]) if row else 0
+        record_outcomes(conn, run.id, outcomes)
 
 
 def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:

@@ -142,14 +142,6 @@ def problems(conn: psycopg.Connection, run_id: int) -> list[dict[str, str]]:
     return [{"facture": n, "statut": s, "motif": reason or ""} for n, s, reason in rows]
 
 
-def outputs(conn: psycopg.Connection, run_id: int) -> list[str]:
-    rows = conn.execute(
-        "SELECT output FROM run_items WHERE run_id = %s AND output IS NOT NULL ORDER BY position",
-        (run_id,),
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 def run_ids_in_order(conn: psycopg.Connection, run_id: int, status: str = DONE) -> Sequence[int]:
     rows = conn.execute(
         "SELECT invoice_id FROM run_items WHERE run_id = %s AND status = %s ORDER BY position",

@@ -85,11 +85,3 @@ def _typed(value: str, value_type: str, key: str) -> str | int | bool:
 def load_settings(conn: psycopg.Connection) -> Settings:
     rows = conn.execute("SELECT key, value, value_type FROM settings").fetchall()
     return Settings({key: _typed(value, vtype, key) for key, value, vtype in rows})
-
-
-def set_setting(conn: psycopg.Connection, key: str, value: str | int | bool) -> None:
-    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    with conn.transaction():
-        cur = conn.execute("UPDATE settings SET value = %s WHERE key = %s", (text, key))
-        if cur.rowcount == 0:
-            raise ConfigurationError(f"paramètre « {key} » inconnu")
