@@ -93,7 +93,9 @@ def test_prepare_moves_valid_invoices_to_ready_and_explains_the_others(
         insert_invoice(conn, number="OK-PORTAIL")
         insert_invoice(conn, insert_customer(conn, channel="papier", emails=[]), number="OK-PAPIER")
         insert_invoice(conn, insert_customer(conn, emails=[]), number="KO-SANS-MAIL")
-        insert_invoice(conn, number="KO-ZERO", lines=0, total_net=0, total_vat=0, total_gross=0)
+        insert_invoice(
+            conn, number="KO-SANS-LIGNE", lines=0, total_net=0, total_vat=0, total_gross=0
+        )
         chorus = insert_customer(
             conn, channel="chorus", siret=None, chorus_engagement_required=True
         )
@@ -101,10 +103,10 @@ def test_prepare_moves_valid_invoices_to_ready_and_explains_the_others(
     assert run_dag("factures_preparer_envoi").state == "success"
     states = column(postier_env, "SELECT number, send_state FROM invoices")
     assert states["OK-PORTAIL"] == states["OK-PAPIER"] == "PRET"
-    assert {states[n] for n in ("KO-SANS-MAIL", "KO-ZERO", "KO-CHORUS")} == {"EN_ATTENTE"}
+    assert {states[n] for n in ("KO-SANS-MAIL", "KO-SANS-LIGNE", "KO-CHORUS")} == {"EN_ATTENTE"}
     reasons = {a["facture"]: a["motif"] for a in last_report(postier_env)["anomalies"]}
     assert "pas d'adresse e-mail" in reasons["KO-SANS-MAIL"]
-    assert "0 €" in reasons["KO-ZERO"]
+    assert "aucune ligne" in reasons["KO-SANS-LIGNE"]
     assert "SIRET" in reasons["KO-CHORUS"] and "engagement" in reasons["KO-CHORUS"]
     prepared = column(
         postier_env, "SELECT number, fingerprint FROM invoices WHERE send_state='PRET'"
@@ -160,11 +162,17 @@ def test_send_signs_archives_and_marks_each_channel(run_dag, postier_env, ready_
 def test_send_with_archiving_off_says_so_and_keeps_no_pdf(run_dag, postier_env, ready_book) -> None:  # type: ignore[no-untyped-def]
     with psycopg.connect(postier_env) as conn:
         conn.execute("UPDATE settings SET value = 'false' WHERE key = 'ARCHIVAGE_FACTURES'")
+        # Portal dematerialisation needs the archive: off too, or the send is refused.
+        conn.execute("UPDATE settings SET value = 'false' WHERE key = 'DEMAT_ARTIS'")
     assert run_dag("factures_envoyer", mark_success_pattern="confirmation").state == "success"
     with psycopg.connect(postier_env) as conn:
         assert conn.execute("SELECT count(*) FROM documents").fetchone() == (0,)
-        notes = conn.execute("SELECT DISTINCT reason FROM run_items").fetchall()
-    assert notes == [("archivage désactivé : PDF non conservé dans la GED",)]
+        notes = dict(
+            conn.execute(
+                "SELECT i.number, r.reason FROM run_items r JOIN invoices i ON i.id = r.invoice_id"
+            ).fetchall()
+        )
+    assert all(n.startswith("archivage désactivé : PDF non conservé") for n in notes.values())
 
 
 def test_invoice_edited_after_preparation_is_not_sent(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from postier.documents.layout import PAGE_HEIGHT, PAGE_WIDTH, new_canvas
 from postier.documents.texts import Texts, load_texts
 from postier.domain.models import DueDate, Invoice, Seller
 from postier.domain.money import format_amount
-from postier.domain.states import BILL_OF_EXCHANGE_MODES, PaymentMode
+from postier.domain.states import BILL_OF_EXCHANGE_MODES, InvoiceKind, PaymentMode
 from postier.errors import DocumentError
 
 BILLS_PER_PAGE = 3
@@ -73,6 +73,18 @@ def bills_of(invoice: Invoice) -> list[Bill]:
         raise DocumentError(
             texts.format(
                 "errors", "wrong_mode", number=invoice.number, mode=invoice.payment_mode.label
+            )
+        )
+    # A bill asks the drawee to pay: never for a credit note, a 0 € or a negative amount.
+    if invoice.kind is InvoiceKind.AVOIR:
+        raise DocumentError(texts.format("errors", "credit_note", number=invoice.number))
+    if invoice.total_gross <= 0:
+        raise DocumentError(
+            texts.format(
+                "errors",
+                "nothing_to_pay",
+                number=invoice.number,
+                amount=format_amount(invoice.total_gross),
             )
         )
     if not customer.iban:

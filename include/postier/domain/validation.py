@@ -22,8 +22,6 @@ def sending_problems(invoice: Invoice) -> list[str]:
     c = invoice.customer
     if not invoice.lines:
         problems.append("la facture n'a aucune ligne")
-    if invoice.total_gross == 0:
-        problems.append("facture à 0 € : à conserver en interne plutôt qu'à envoyer")
     if sum((ln.net_amount for ln in invoice.lines), Decimal(0)) != invoice.total_net:
         problems.append("le total HT ne correspond pas à la somme des lignes")
     if sum(v.amount for v in invoice.vat_breakdown()) != invoice.total_vat:
@@ -41,6 +39,14 @@ def sending_problems(invoice: Invoice) -> list[str]:
     if c.channel is Channel.CHORUS:
         problems.extend(chorus_problems(invoice))
     return problems
+
+
+def zero_amount_note(invoice: Invoice, verb: str) -> str | None:
+    """The report's note on a 0 € invoice: sending it or keeping it internal is the clerk's
+    choice (the spec gives keeping it as an example, not a rule)."""
+    if invoice.total_gross != 0:
+        return None
+    return f"facture à 0 € {verb} (elle peut aussi être conservée en interne, au choix)"
 
 
 def chorus_problems(invoice: Invoice) -> list[str]:

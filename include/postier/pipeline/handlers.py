@@ -10,7 +10,7 @@ import psycopg
 
 from postier.domain.models import Invoice
 from postier.domain.treatments import HOLD, KEEP_INTERNAL, PREPARE, REQUEUE, Transition, TreatmentId
-from postier.domain.validation import sending_problems
+from postier.domain.validation import sending_problems, zero_amount_note
 from postier.errors import PostierError
 from postier.pipeline.chorus import collect_chunk
 from postier.pipeline.context import Environment
@@ -109,7 +109,8 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             path = write_atomically(run.output_dir / "preparees" / f"{invoice.number}.pdf", pdf)
             prints.append((fingerprint(invoice), invoice.id))
             ready.append(invoice.id)
-            outcomes.append(ItemOutcome(invoice.id, DONE, output=path))
+            note = zero_amount_note(invoice, "préparée")
+            outcomes.append(ItemOutcome(invoice.id, DONE, note, output=path))
         with conn.cursor() as cur:
             cur.executemany("UPDATE invoices SET fingerprint = %s WHERE id = %s", prints)
         stamp_transition(conn, ready, PREPARE, run.triggered_by, run.id)

@@ -29,6 +29,9 @@ class RunIncompleteError(PostierError):
     """Some invoices of the run are still to be processed (a chunk failed)."""
 
 
+#: Remarks shown in the Markdown report (all of them are in rapport.json).
+MAX_REMARKS = 50
+
 STATUS_LABELS = {
     run_store.DONE: "traitée",
     run_store.SKIPPED: "ignorée",
@@ -168,6 +171,7 @@ def write_report(
                 "non_traitees": counts[run_store.PENDING],
             },
             "anomalies": [p | {"statut": STATUS_LABELS[p["statut"]]} for p in problems],
+            "remarques": run_store.remarks(conn, run_id),
             "fichiers": (files or []) + [str(run.output_dir)],
         }
         if run.treatment.transition is SEND:
@@ -204,6 +208,15 @@ def to_markdown(report: dict[str, Any]) -> str:
     if report["anomalies"]:
         lines += ["## Factures non traitées", "", "| Facture | Statut | Motif |", "|---|---|---|"]
         lines += [f"| {a['facture']} | {a['statut']} | {a['motif']} |" for a in report["anomalies"]]
+        lines.append("")
+    if report.get("remarques"):
+        lines += ["## Remarques", "", "| Facture | Remarque |", "|---|---|"]
+        shown = report["remarques"][:MAX_REMARKS]
+        lines += [f"| {r['facture']} | {r['remarque']} |" for r in shown]
+        if len(report["remarques"]) > MAX_REMARKS:
+            lines.append(
+                f"| … et {len(report['remarques']) - MAX_REMARKS} autres (rapport.json) | |"
+            )
         lines.append("")
     if "courriels" in report:
         m = report["courriels"]

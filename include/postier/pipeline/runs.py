@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from postier.domain.selection import PARIS, Selection
-from postier.domain.treatments import Treatment, TreatmentId, treatment
+from postier.domain.treatments import SEND, Treatment, TreatmentId, treatment
 from postier.errors import SelectionError
 from postier.pipeline.context import Environment
 from postier.store import runs as run_store
@@ -66,6 +66,10 @@ def start_run(
         if t.scheduled:
             days = load_settings(conn).days_before_send
             selection = selection.created_in_last_days(days, today or datetime.now(PARIS).date())
+        if t.transition is SEND:
+            from postier.pipeline.sending import check_send_configuration
+
+            check_send_configuration(load_settings(conn))
         recorded = selection.as_params() | {"mode": mode}
         run_id = run_store.create_run(conn, t.id.value, external_id, recorded, actor)
         output_dir = env.run_dir(run_id, t.id.value)

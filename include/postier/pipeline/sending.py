@@ -18,7 +18,8 @@ from postier.delivery.archive import DocumentArchive
 from postier.domain.models import Invoice
 from postier.domain.states import Channel
 from postier.domain.treatments import SEND
-from postier.errors import PostierError
+from postier.domain.validation import sending_problems, zero_amount_note
+from postier.errors import ConfigurationError, PostierError
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import Run
 from postier.store.invoices import fingerprint, load_invoices
@@ -98,10 +99,26 @@ def _channel_effects(
             notes.append("dématérialisation Chorus désactivée")
 
 
+#: Refused at the start of a send: the customer would be told of a PDF stored nowhere.
+ARTIS_WITHOUT_ARCHIVE = (
+    "dématérialisation Artis activée (paramètre DEMAT_ARTIS) mais archivage des factures "
+    "désactivé (ARCHIVAGE_FACTURES) : le client serait prévenu d'une facture disponible sur son "
+    "portail alors que le PDF signé n'est conservé nulle part. Activez ARCHIVAGE_FACTURES ou "
+    "désactivez DEMAT_ARTIS, puis relancez : rien n'a été envoyé."
+)
+
+
+def check_send_configuration(settings: Settings) -> None:
+    """A French `ConfigurationError` when the settings make a send wrong for every invoice."""
+    if settings.demat_artis and not settings.archiving:
+        raise ConfigurationError(ARTIS_WITHOUT_ARCHIVE)
+
+
 def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: list[int]) -> None:
     from postier.documents import render_final_invoice
 
     settings = load_settings(conn)
+    check_send_configuration(settings)
     seller = settings.seller()
     signer = env.signer()
     archive = DocumentArchive(env.archive_url)
@@ -125,12 +142,18 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                     )
                 )
                 continue
+            # Checked again whatever the fingerprint (a missing one is not a pass): customer
+            # data may have changed since the preparation, and a sent invoice is immutable.
+            problems = sending_problems(invoice)
+            if problems:
+                outcomes.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
+                continue
             try:
                 pdf = signer.sign(render_final_invoice(invoice, seller))
             except PostierError as error:
                 outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
                 continue
-            notes: list[str] = []
+            notes = [n for n in [zero_amount_note(invoice, "envoyée")] if n]
             location = None
             if settings.archiving:
                 key = DocumentArchive.key_for(

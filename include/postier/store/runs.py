@@ -142,6 +142,16 @@ def problems(conn: psycopg.Connection, run_id: int) -> list[dict[str, str]]:
     return [{"facture": n, "statut": s, "motif": reason or ""} for n, s, reason in rows]
 
 
+def remarks(conn: psycopg.Connection, run_id: int) -> list[dict[str, str]]:
+    """Processed invoices that carry a note for the clerk (e.g. a 0 € invoice), in order."""
+    rows = conn.execute(
+        "SELECT i.number, r.reason FROM run_items r JOIN invoices i ON i.id = r.invoice_id "
+        "WHERE r.run_id = %s AND r.status = %s AND r.reason IS NOT NULL ORDER BY r.position",
+        (run_id, DONE),
+    ).fetchall()
+    return [{"facture": n, "remarque": reason} for n, reason in rows]
+
+
 def run_ids_in_order(conn: psycopg.Connection, run_id: int, status: str = DONE) -> Sequence[int]:
     rows = conn.execute(
         "SELECT invoice_id FROM run_items WHERE run_id = %s AND status = %s ORDER BY position",

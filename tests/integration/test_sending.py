@@ -1,0 +1,174 @@
+"""What a send lets out, and what the bills ask customers to pay, on a real PostgreSQL.
+
+Runs go through the pipeline functions as the DAG tasks call them (start, chunks, report); the
+outcome is read back from the database and the run's report.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from builders import insert_customer, insert_invoice
+from pypdf import PdfReader
+
+from postier.errors import ConfigurationError
+from postier.pipeline.context import Environment
+from postier.pipeline.reports import finalize, write_report
+from postier.pipeline.runs import process_chunk, start_run
+
+VALID_IBAN = "FR7630006000011234567890189"
+
+
+@pytest.fixture
+def env(db_dsn: str, tmp_path: Path) -> Environment:
+    return Environment(dsn=db_dsn, home=tmp_path / "home", workers=1)
+
+
+def run(env: Environment, treatment: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run as the DAG does it (the send's confirmation answered yes); its report."""
+    external = f"{treatment}/test-{uuid.uuid4().hex[:8]}"
+    started = start_run(env, treatment, params or {}, "jmartin", external)
+    for chunk in started["chunks"]:
+        process_chunk(env, external, chunk)
+    write_report(env, external, finalize(env, external))
+    with env.connect() as conn:
+        row = conn.execute("SELECT report FROM runs WHERE external_id = %s", (external,)).fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def states(conn: psycopg.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT number, send_state FROM invoices").fetchall())
+
+
+def zero_euro_invoice(conn: psycopg.Connection, number: str, **values: Any) -> int:
+    invoice = insert_invoice(conn, number=number, total_net=0, total_vat=0, total_gross=0, **values)
+    conn.execute(
+        "UPDATE invoice_lines SET unit_price = 0, net_amount = 0 WHERE invoice_id = %s",
+        (invoice,),
+    )
+    return invoice
+
+
+# ---------------------------------------------------------------------- re-check at send
+
+
+def test_send_refuses_ready_invoices_without_fingerprint_that_their_channel_refuses(
+    env: Environment, conn: psycopg.Connection
+) -> None:
+    # « Prêt » without a fingerprint (never went through the preparation): not a pass.
+    no_siret = insert_customer(conn, channel="chorus", siret=None)
+    insert_invoice(conn, no_siret, number="KO-SIRET", send_state="PRET")
+    insert_invoice(conn, insert_customer(conn, emails=[]), number="KO-MAIL", send_state="PRET")
+    insert_invoice(conn, number="OK-1", send_state="PRET")
+    conn.commit()
+
+    report = run(env, "factures_envoyer")
+
+    assert states(conn) == {"KO-SIRET": "PRET", "KO-MAIL": "PRET", "OK-1": "ENVOYE"}
+    reasons = {a["facture"]: a["motif"] for a in report["anomalies"]}
+    assert "SIRET du client" in reasons["KO-SIRET"] and "Chorus Pro" in reasons["KO-SIRET"]
+    assert "pas d'adresse e-mail pour le portail" in reasons["KO-MAIL"]
+    assert report["compteurs"]["refusees"] == 2 and report["compteurs"]["traitees"] == 1
+    # Nothing left for the refused ones: no archive, no exchange but none at all.
+    left = conn.execute(
+        "SELECT count(*) FROM exchanges e JOIN invoices i ON i.id = e.invoice_id "
+        "WHERE i.number LIKE 'KO-%'"
+    ).fetchone()
+    assert left == (0,)
+
+
+def test_send_rechecks_a_prepared_invoice_whose_customer_changed_since(
+    env: Environment, conn: psycopg.Connection
+) -> None:
+    customer = insert_customer(conn, channel="chorus")
+    insert_invoice(conn, customer, number="PREP-1")
+    conn.commit()
+    assert run(env, "factures_preparer_envoi")["compteurs"]["traitees"] == 1
+    # The fingerprint covers the invoice, not its customer: still equal after this.
+    conn.execute("UPDATE customers SET siret = NULL WHERE id = %s", (customer,))
+    conn.commit()
+
+    report = run(env, "factures_envoyer")
+
+    assert states(conn) == {"PREP-1": "PRET"}
+    (anomaly,) = report["anomalies"]
+    assert "SIRET du client" in anomaly["motif"]
+
+
+# ------------------------------------------------------------------------------- 0 € invoices
+
+
+def test_zero_euro_invoice_is_prepared_and_sent_with_a_remark(
+    env: Environment, conn: psycopg.Connection
+) -> None:
+    zero_euro_invoice(conn, "ZERO-1")
+    conn.commit()
+
+    prepared = run(env, "factures_preparer_envoi")
+    sent = run(env, "factures_envoyer")
+
+    assert states(conn) == {"ZERO-1": "ENVOYE"}
+    assert prepared["anomalies"] == [] and sent["anomalies"] == []
+    (remark,) = sent["remarques"]
+    assert remark["facture"] == "ZERO-1" and "facture à 0 € envoyée" in remark["remarque"]
+    assert "0 € préparée" in prepared["remarques"][0]["remarque"]
+    markdown = Path(sent["rapport"]).read_text()
+    assert "## Remarques" in markdown and "ZERO-1" in markdown
+
+
+# ----------------------------------------------------------------------------------- bills
+
+
+def test_bills_are_refused_for_credit_notes_zero_and_negative_amounts(
+    env: Environment, conn: psycopg.Connection
+) -> None:
+    drawee = insert_customer(conn, iban=VALID_IBAN, bic="AGRIFRPPXXX")
+    insert_invoice(conn, drawee, number="LCR-OK", payment_mode="lcr")
+    insert_invoice(conn, drawee, number="AV-LCR", payment_mode="lcr", kind="avoir")
+    zero_euro_invoice(conn, "ZERO-LCR", customer_id=drawee, payment_mode="lcr")
+    insert_invoice(
+        conn,
+        drawee,
+        number="NEG-BOR",
+        payment_mode="billet_ordre",
+        total_net=-100,
+        total_vat=-20,
+        total_gross=-120,
+    )
+    conn.commit()
+
+    report = run(env, "factures_imprimer_traites")
+
+    reasons = {a["facture"]: a["motif"] for a in report["anomalies"]}
+    assert set(reasons) == {"AV-LCR", "ZERO-LCR", "NEG-BOR"}
+    assert "pas de traite pour un avoir" in reasons["AV-LCR"]
+    assert "pas de traite pour un montant de 0,00" in reasons["ZERO-LCR"]
+    assert "pas de traite pour un montant de -120,00" in reasons["NEG-BOR"]
+    merged = next(f for f in report["fichiers"] if f.endswith("traites.pdf"))
+    text = "\n".join(page.extract_text() for page in PdfReader(merged).pages)
+    assert "LCR-OK" in text
+    assert not any(n in text for n in ("AV-LCR", "ZERO-LCR", "NEG-BOR"))
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def test_send_refuses_portal_dematerialisation_without_the_archive(
+    env: Environment, conn: psycopg.Connection
+) -> None:
+    insert_invoice(conn, number="ART-1", send_state="PRET")
+    conn.execute("UPDATE settings SET value = 'false' WHERE key = 'ARCHIVAGE_FACTURES'")
+    conn.commit()
+
+    with pytest.raises(ConfigurationError) as refused:
+        start_run(env, "factures_envoyer", {}, "jmartin", "factures_envoyer/artis-sans-ged")
+
+    assert "DEMAT_ARTIS" in str(refused.value) and "ARCHIVAGE_FACTURES" in str(refused.value)
+    assert "rien n'a été envoyé" in str(refused.value)
+    assert states(conn) == {"ART-1": "PRET"}
+    assert conn.execute("SELECT count(*) FROM exchanges").fetchone() == (0,)
