@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import paramiko
-
 from postier.errors import ConfigurationError, DeliveryError
+
+# paramiko is imported where a connection is made: every task builds an `SftpConfig`, few connect.
+if TYPE_CHECKING:
+    import paramiko
 
 #: Return files are small XML documents; anything bigger is not one.
 MAX_RETURN_FILE = 50 * 1024 * 1024
@@ -115,6 +117,8 @@ class SftpConfig:
 
 def parse_host_key(line: str) -> paramiko.PKey:
     """The public key of a known_hosts or `ssh-keyscan` line (host names before it ignored)."""
+    import paramiko
+
     tokens = line.split()
     for i, token in enumerate(tokens[:-1]):
         if token.startswith(("ssh-", "ecdsa-sha2-", "sk-")):
@@ -130,6 +134,8 @@ def parse_host_key(line: str) -> paramiko.PKey:
 
 
 def _private_key(text: str, passphrase: str | None) -> paramiko.PKey:
+    import paramiko
+
     for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return kind.from_private_key(io.StringIO(text), password=passphrase)
@@ -174,6 +180,8 @@ class ChorusSftp:
         self.close()
 
     def open(self) -> None:
+        import paramiko
+
         c = self.config
         client = paramiko.SSHClient()
         # No trust on first use: only the configured key is accepted.

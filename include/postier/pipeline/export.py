@@ -15,7 +15,6 @@ import zipfile
 
 import fsspec
 import psycopg
-from pypdf import PdfReader
 
 from postier.pipeline.context import Environment
 from postier.pipeline.outputs import write_atomically
@@ -79,6 +78,8 @@ def export_archive(env: Environment, ref: RunRef) -> str | None:
                 )
     if not rows:
         return None
+    from pypdf import PdfReader  # only the export's finalize counts pages
+
     local = run.output_dir / f"export-{run.id:06d}.zip"
     index = io.StringIO()
     writer = csv.writer(index, delimiter=";")

@@ -46,13 +46,13 @@ def finalize(env: Environment, ref: RunRef) -> list[str]:
     Rendered again as one streamed file rather than concatenating the per-invoice PDFs: fonts
     are embedded once per block of invoices and memory stays flat whatever the volume.
     """
-    from postier.documents import write_bills_print_file, write_print_file
-
     with env.connect() as conn:
         run = load_run(conn, ref)
         seller = load_settings(conn).seller()
         ids = run_store.run_ids_in_order(conn, run.id)
         if run.treatment.id is TreatmentId.IMPRIMER and ids:
+            from postier.documents import write_print_file
+
             name = "apercu.pdf" if run.preview else "impression.pdf"
             summary = write_print_file(
                 _invoices_in_order(conn, ids), seller, run.output_dir / name, preview=run.preview
@@ -67,6 +67,8 @@ def finalize(env: Environment, ref: RunRef) -> list[str]:
             archive = export_archive(env, run.id)
             return [archive] if archive else []
         elif run.treatment.id is TreatmentId.IMPRIMER_TRAITES and ids:
+            from postier.documents import write_bills_print_file
+
             summary = write_bills_print_file(
                 _invoices_in_order(conn, ids), seller, run.output_dir / "traites.pdf"
             )

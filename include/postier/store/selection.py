@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import psycopg
 from psycopg import sql
 
 from postier.domain.selection import Selection
 from postier.domain.states import SEND_STATE_LABELS, SendState
 from postier.domain.treatments import TreatmentId
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def where_clause(selection: Selection) -> tuple[sql.Composed, dict[str, Any]]:
@@ -101,6 +103,9 @@ def select_frame(
     columns = ", ".join(f"{expr} AS {name}" for name, expr in FRAME_COLUMNS.items())
     query, params = _query(selection, columns, limit)
     rows = conn.execute(query, params).fetchall()
+    # pandas (a second of start-up) is for the command line only: tasks never load it.
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
     frame["etat"] = frame["etat"].map(lambda s: SEND_STATE_LABELS[SendState(s)])
     return frame
