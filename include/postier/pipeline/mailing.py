@@ -222,7 +222,8 @@ def _deliver(
         return 0, 0
     mailer = mailer_for(env.smtp, env.outbox_dir)
     archive = DocumentArchive(env.archive_url)
-    interval = 60.0 / max(1, settings.number("COURRIELS_PAR_MINUTE")) if mailer.throttled else 0
+    per_minute = settings.number("COURRIELS_PAR_MINUTE")  # 0: no limit
+    interval = 60.0 / per_minute if mailer.throttled and per_minute > 0 else 0
     last_sent: float | None = None
     sent = failed = 0
     try:
