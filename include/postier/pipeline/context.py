@@ -3,19 +3,45 @@
 from __future__ import annotations
 
 import functools
+import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from postier.errors import ConfigurationError
 from postier.store.database import connect
 
 if TYPE_CHECKING:
     from postier.delivery.chorus_sftp import SftpConfig
     from postier.delivery.mail import SmtpConfig
     from postier.documents import Signer
+
+
+def production_mode(environ: Mapping[str, str] = os.environ) -> bool:
+    """`POSTIER_ENV=production`: no demo fallback. A value we do not know is refused rather than
+    read as « not production » (« prod » must not silently sign with the demo key)."""
+    value = environ.get("POSTIER_ENV", "").strip().lower()
+    if value in ("", "development"):
+        return False
+    if value == "production":
+        return True
+    raise ConfigurationError(
+        f"POSTIER_ENV « {value} » inconnu : valeurs possibles production ou development"
+    )
+
+
+#: What production mode refuses, and what to configure instead (French, for the clerk's report).
+_DEMO_FALLBACKS = {
+    "signing": "la clé de signature de démonstration (configurez la connexion postier_signing : "
+    "certificat PKCS#12 et sa phrase secrète)",
+    "ged": "la GED locale du poste (configurez la connexion postier_ged ou POSTIER_GED_URL)",
+    "smtp": "la boîte d'envoi locale au lieu d'un serveur SMTP (configurez la connexion "
+    "postier_smtp ou POSTIER_SMTP_URL)",
+}
 
 
 @dataclass(frozen=True)
@@ -36,9 +62,30 @@ class Environment:
     chorus_sftp: SftpConfig | None = None
     #: SMTP server for customer e-mails; None writes them to `<home>/outbox/` (.eml files).
     smtp: SmtpConfig | None = None
+    #: `POSTIER_ENV=production`: the demo key, the local GED and the local outbox are refused.
+    production: bool = field(default_factory=production_mode)
+
+    def refuse_demo_fallbacks(
+        self, *, signing: bool = False, ged: bool = False, smtp: bool = False
+    ) -> None:
+        """In production mode, a French `ConfigurationError` naming each needed service that is
+        not configured, instead of falling back to its local demo stand-in."""
+        if not self.production:
+            return
+        missing = {
+            "signing": signing and self.signing_pkcs12 is None,
+            "ged": ged and not self.ged_url,
+            "smtp": smtp and self.smtp is None,
+        }
+        refused = [_DEMO_FALLBACKS[name] for name, is_missing in missing.items() if is_missing]
+        if refused:
+            raise ConfigurationError(
+                "mode production (POSTIER_ENV=production) : refus d'utiliser " + " ; ".join(refused)
+            )
 
     @property
     def archive_url(self) -> str:
+        self.refuse_demo_fallbacks(ged=True)
         return self.ged_url or str(self.home / "ged")
 
     @property
@@ -56,6 +103,7 @@ class Environment:
     def signer(self) -> Signer:
         """The signing key, loaded once per process (the expensive part of signing)."""
         if self.signing_pkcs12 is None:
+            self.refuse_demo_fallbacks(signing=True)
             pkcs12, passphrase = demo_identity(self.home)
             return _signer(pkcs12, passphrase, self.timestamp_url)
         return _signer(self.signing_pkcs12, self.signing_passphrase, self.timestamp_url)

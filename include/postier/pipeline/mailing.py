@@ -220,6 +220,7 @@ def _deliver(
     ]
     if not ids:
         return 0, 0
+    env.refuse_demo_fallbacks(smtp=True)
     mailer = mailer_for(env.smtp, env.outbox_dir)
     archive = DocumentArchive(env.archive_url)
     per_minute = settings.number("COURRIELS_PAR_MINUTE")  # 0: no limit

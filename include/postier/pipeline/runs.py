@@ -69,7 +69,11 @@ def start_run(
         if t.transition is SEND:
             from postier.pipeline.sending import check_send_configuration
 
-            check_send_configuration(load_settings(conn))
+            settings = load_settings(conn)
+            check_send_configuration(settings)
+            env.refuse_demo_fallbacks(
+                signing=True, ged=settings.archiving, smtp=settings.demat_artis
+            )
         recorded = selection.as_params() | {"mode": mode}
         run_id = run_store.create_run(conn, t.id.value, external_id, recorded, actor)
         output_dir = env.run_dir(run_id, t.id.value)

@@ -1,0 +1,155 @@
+"""`POSTIER_ENV=production` refuses the demo stand-ins (signing key, local GED, local outbox)
+instead of falling back to them silently; real services (PostgreSQL, aiosmtpd) throughout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from builders import insert_customer, insert_invoice
+from integration.smtp_server import SmtpServer, smtp_server  # noqa: F401 (fixture)
+
+from postier.delivery.mail import SmtpConfig
+from postier.documents.samples import SampleIdentity, sample_identity
+from postier.errors import ConfigurationError
+from postier.pipeline.context import Environment, production_mode
+from postier.pipeline.mailing import deliver_pending
+from postier.pipeline.runs import process_chunk, start_run
+
+
+@pytest.fixture(scope="module")
+def identity() -> SampleIdentity:
+    return sample_identity(b"phrase-secrete", common_name="ARTIS facturation")
+
+
+@pytest.fixture
+def ready(db_dsn: str) -> int:
+    """One portal invoice « Prêt » to send."""
+    with psycopg.connect(db_dsn) as conn:
+        customer = insert_customer(conn, code="000035", emails=["paul@celeu.fr"])
+        return insert_invoice(conn, customer, number="140863", send_state="PRET")
+
+
+def production(db_dsn: str, home: Path, **services: object) -> Environment:
+    return Environment(dsn=db_dsn, home=home, workers=1, production=True, **services)
+
+
+def state(db_dsn: str, invoice_id: int) -> str:
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute(
+            "SELECT send_state FROM invoices WHERE id = %s", (invoice_id,)
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def refused_send(env: Environment) -> str:
+    with pytest.raises(ConfigurationError) as refused:
+        start_run(env, "factures_envoyer", {}, "mdupont", "prod")
+    with psycopg.connect(env.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    return str(refused.value)
+
+
+def test_send_refuses_the_demo_signing_key(
+    db_dsn: str,
+    tmp_path: Path,
+    ready: int,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    env = production(
+        db_dsn,
+        tmp_path / "home",
+        ged_url=str(tmp_path / "ged"),
+        smtp=SmtpConfig.from_url(smtp_server.url()),
+    )
+    message = refused_send(env)
+    assert "clé de signature de démonstration" in message and "postier_signing" in message
+    assert state(db_dsn, ready) == "PRET"
+    assert not (tmp_path / "home" / "signing").exists()  # no demo key made either
+
+
+def test_send_refuses_the_local_ged(
+    db_dsn: str,
+    tmp_path: Path,
+    ready: int,
+    identity: SampleIdentity,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    env = production(
+        db_dsn,
+        tmp_path / "home",
+        signing_pkcs12=identity.pkcs12,
+        signing_passphrase=identity.passphrase,
+        smtp=SmtpConfig.from_url(smtp_server.url()),
+    )
+    message = refused_send(env)
+    assert "GED locale" in message and "postier_ged" in message
+    assert "signature" not in message
+    assert state(db_dsn, ready) == "PRET"
+
+
+def test_send_refuses_the_local_outbox(
+    db_dsn: str, tmp_path: Path, ready: int, identity: SampleIdentity
+) -> None:
+    env = production(
+        db_dsn,
+        tmp_path / "home",
+        signing_pkcs12=identity.pkcs12,
+        signing_passphrase=identity.passphrase,
+        ged_url=str(tmp_path / "ged"),
+    )
+    message = refused_send(env)
+    assert "boîte d'envoi locale" in message and "postier_smtp" in message
+    assert state(db_dsn, ready) == "PRET"
+
+
+def test_send_with_real_services_goes_through(
+    db_dsn: str,
+    tmp_path: Path,
+    ready: int,
+    identity: SampleIdentity,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    env = production(
+        db_dsn,
+        tmp_path / "home",
+        signing_pkcs12=identity.pkcs12,
+        signing_passphrase=identity.passphrase,
+        ged_url=str(tmp_path / "ged"),
+        smtp=SmtpConfig.from_url(smtp_server.url()),
+    )
+    started = start_run(env, "factures_envoyer", {}, "mdupont", "prod")
+    for chunk in started["chunks"]:
+        process_chunk(env, started["run_id"], chunk)
+    deliver_pending(env, started["run_id"], sleep=lambda _: None)
+    assert state(db_dsn, ready) == "ENVOYE"
+    assert list((tmp_path / "ged").rglob("*.pdf"))
+    assert len(smtp_server.received) == 1
+    assert not (tmp_path / "home" / "outbox").exists()
+    assert not (tmp_path / "home" / "ged").exists()
+
+
+def test_pending_mail_is_not_written_to_the_local_outbox(
+    db_dsn: str, tmp_path: Path, ready: int
+) -> None:
+    home = tmp_path / "home"
+    development = Environment(dsn=db_dsn, home=home, workers=1, production=False)
+    started = start_run(development, "factures_envoyer", {}, "mdupont", "dev")
+    for chunk in started["chunks"]:
+        process_chunk(development, started["run_id"], chunk)
+    with pytest.raises(ConfigurationError, match="boîte d'envoi locale"):
+        deliver_pending(production(db_dsn, home, ged_url=str(home / "ged")), started["run_id"])
+    with psycopg.connect(db_dsn) as conn:
+        assert conn.execute("SELECT status FROM outbox").fetchall() == [("a_envoyer",)]
+    assert not (home / "outbox").exists()
+
+
+def test_postier_env_is_read_and_a_typo_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTIER_ENV", "production")
+    assert Environment(dsn="", home=Path("/nonexistent")).production
+    monkeypatch.delenv("POSTIER_ENV")
+    assert not Environment(dsn="", home=Path("/nonexistent")).production
+    with pytest.raises(ConfigurationError, match="POSTIER_ENV « prod » inconnu"):
+        production_mode({"POSTIER_ENV": "prod"})
