@@ -1,13 +1,15 @@
 """Retours Chorus Pro : rapprochement des statuts de flux et de factures.
 
 Planifié toutes les 15 minutes (heure de Paris) ; en pause à la création. Lit les fichiers de
-retour déposés par Chorus Pro dans `out/` (format `CPPStatut` : statuts de flux 90 à 96, statuts
-de facture 01 Déposée à 12 Complétée), les applique chacun une seule fois (suivi des échanges,
-statut Chorus de la facture ; un statut plus ancien n'écrase jamais un plus récent) puis les range
-dans `processed/`. Une facture rejetée (04, 05, flux 91 ou 92, erreur d'un flux 96) redevient à
-déposer : corrigez-la, `factures_chorus_recuperer` la déposera de nouveau. Un fichier mal formé,
-hostile, en double ou qui cite une facture inconnue va dans `quarantine/` avec son motif en
-français dans le rapport ; il n'est pas appliqué et les autres fichiers sont traités.
+retour déposés par Chorus Pro dans `out/` (format officiel `CPPStatut`, schéma
+`CPPStatutPivot_V1_19.xsd` : statuts de flux 90 à 96, statuts de facture 01 Déposée à 12
+Complétée), les applique chacun une seule fois (suivi des échanges, statut Chorus de la facture ;
+un statut plus ancien n'écrase jamais un plus récent) puis les range dans `processed/`. Une
+facture rejetée (04, 05, flux 93 à 95, ligne d'erreur d'un flux 96) redevient à déposer ; le flux
+91 « En cours de transmission » n'est pas un rejet. Un fichier non conforme au schéma, hostile,
+en double, trop gros, au nom illisible, ou qui cite une facture jamais déposée sur Chorus va dans
+`quarantine/` (sans jamais en remplacer un autre) avec son motif en français dans le rapport ; il
+n'est pas appliqué et les fichiers suivants sont traités.
 
 Relancer : une exécution en échec se relance telle quelle (« Clear ») : les fichiers déjà
 appliqués ne le sont jamais deux fois (même nom ou même contenu → doublon). Pour rejouer un fichier

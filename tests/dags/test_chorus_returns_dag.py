@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from builders import insert_customer, insert_invoice
+from chorus_return_files import invoice_file
 from dag_files import load_dag
 
 BUYER = "11000201100044"
@@ -41,13 +42,11 @@ def test_a_scheduled_run_applies_good_files_and_quarantines_bad_ones(  # type: i
     out = tmp_path / "chorus" / "out"
     out.mkdir(parents=True)
     (out / "FEN1200A_1").write_bytes(
-        b"<CPPStatut><Enveloppe><IdFlx>R</IdFlx></Enveloppe><CPPFactureStatuts>"
-        b"<CPPFactureStatutUnitaire><Fournisseur><Identifiant>73282932000074</Identifiant>"
-        b"</Fournisseur><Debiteur><Identifiant>" + BUYER.encode() + b"</Identifiant></Debiteur>"
-        b"<DonneesStatut><IdFacture>DAG-1</IdFacture><IdStatut>04</IdStatut>"
-        b"<DateStatut>2026-11-05</DateStatut><Commentaire>Engagement juridique inconnu"
-        b"</Commentaire></DonneesStatut></CPPFactureStatutUnitaire></CPPFactureStatuts>"
-        b"</CPPStatut>"
+        invoice_file(
+            ("DAG-1", "04", "2026-11-05T00:00:00"),
+            comment="Engagement juridique inconnu",
+            debtor=BUYER,
+        )
     )
     (out / "FEN1200A_2").write_bytes(
         b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><CPPStatut>&e;</CPPStatut>'
@@ -71,7 +70,11 @@ def test_a_scheduled_run_applies_good_files_and_quarantines_bad_ones(  # type: i
         ).fetchone()
     assert invoice == ("04", None)
     assert [(p, s, r["rapport"]) for p, s, r in exchange] == [
-        ("CHORUS", "04", "retour du flux EDI : 04 Rejetée")
+        (
+            "CHORUS",
+            "04",
+            "retour du flux EDI : 04 Rejetée par l'ordonnateur pour erreur données acheminement",
+        )
     ]
     assert run is not None and run[:2] == ("chorus_retours", "terminee")
     report = json.loads(Path(run[3]["rapport"]).with_suffix(".json").read_text())

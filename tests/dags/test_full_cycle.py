@@ -4,30 +4,35 @@ prepare → send → Chorus collection (SFTP) → Chorus returns → statuses �
 from __future__ import annotations
 
 import io
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
+from chorus_return_files import valid
 from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
 from pypdf import PdfReader
 
 from postier import demo_data
 from postier.delivery.chorus_edi import FLOW_NAME, unpack
+from postier.domain.chorus_returns import PARIS
+from postier.domain.chorus_status_files import InvoiceLine, invoice_status_file
 
 
 def return_file(supplier: str, statuses: list[tuple[str, str, str]]) -> bytes:
-    """A CPPStatut invoice-status file: (invoice number, buyer SIRET, status code)."""
-    units = "".join(
-        f"<CPPFactureStatutUnitaire><Fournisseur><Identifiant>{supplier}</Identifiant>"
-        f"</Fournisseur><Debiteur><Identifiant>{siret}</Identifiant></Debiteur><DonneesStatut>"
-        f"<IdFacture>{number}</IdFacture><IdStatut>{code}</IdStatut>"
-        f"<DateStatut>2099-01-0{i + 1}</DateStatut><Commentaire>Retour de test</Commentaire>"
-        f"</DonneesStatut></CPPFactureStatutUnitaire>"
-        for i, (number, siret, code) in enumerate(statuses)
+    """An official CPPStatut invoice-status file (validated against the XSD): (invoice number,
+    buyer SIRET, status code), dated after the deposit."""
+    now = datetime.now(PARIS).replace(microsecond=0)  # + 1 s below: after the deposit
+    return valid(
+        invoice_status_file(
+            [
+                InvoiceLine(number, code, now + timedelta(seconds=i + 1), siret, "Retour de test")
+                for i, (number, siret, code) in enumerate(statuses)
+            ],
+            supplier_siret=supplier,
+            return_flow="RETOUR1",
+            produced=now,
+        )
     )
-    return (
-        "<CPPStatut><Enveloppe><IdFlx>RETOUR1</IdFlx></Enveloppe><CPPFactureStatuts>"
-        f"{units}</CPPFactureStatuts></CPPStatut>"
-    ).encode()
 
 
 def test_chorus_invoices_from_preparation_to_return_statuses_and_redeposit(  # type: ignore[no-untyped-def]

@@ -3,9 +3,9 @@ Chorus SFTP (`out/`, `out/processed/`, `out/quarantine/`)."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
+import os
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,15 @@ from typing import Any
 import psycopg
 import pytest
 from builders import insert_customer, insert_invoice
+from chorus_return_files import (
+    BUYER,
+    ErrorLine,
+    flow_file,
+    invoice_file,
+    pax_record,
+    pax_tar_gz,
+    tar_gz,
+)
 
 from postier.domain.selection import PARIS, Selection
 from postier.errors import DeliveryError
@@ -20,50 +29,27 @@ from postier.pipeline.chorus_returns import LocalReturnSource, reconcile
 from postier.pipeline.context import Environment
 from postier.store.selection import select_ids
 
-SELLER, BUYER = "73282932000074", "11000201100044"
 FLOW = "FSO1117A_POSTIE_AIFE011117000000000000001"
 DEPOSITED = datetime(2026, 11, 2, 18, 0, tzinfo=PARIS)
 
 
 def invoice_xml(*statuses: tuple[str, str, str], comment: str = "", debtor: str = BUYER) -> bytes:
-    """A `CPPFactureStatuts` return; each status is (invoice number, code, date)."""
-    units = "".join(
-        f"<CPPFactureStatutUnitaire><Fournisseur><Identifiant>{SELLER}</Identifiant>"
-        f"</Fournisseur><Debiteur><Identifiant>{debtor}</Identifiant></Debiteur>"
-        f"<DonneesStatut><IdFacture>{n}</IdFacture><IdStatut>{code}</IdStatut>"
-        f"<DateStatut>{at}</DateStatut><Commentaire>{comment}</Commentaire></DonneesStatut>"
-        "</CPPFactureStatutUnitaire>"
-        for n, code, at in statuses
-    )
-    return (
-        "<CPPStatut><Enveloppe><IdFlx>RET</IdFlx></Enveloppe>"
-        f"<CPPFactureStatuts>{units}</CPPFactureStatuts></CPPStatut>"
-    ).encode()
+    """An official `CPPFactureStatuts` return, validated against the XSD; each status is
+    (invoice number, code, `Horodatage`)."""
+    return invoice_file(*statuses, comment=comment, debtor=debtor)
 
 
 def flow_xml(flow: str, code: str, at: str, errors: list[tuple[str, str, str | None]]) -> bytes:
-    lines = "".join(
-        f"<Erreur><CodeErreur>{c}</CodeErreur><LibelleErreur>{label}</LibelleErreur>"
-        + (f"<IdFacture>{n}</IdFacture>" if n else "")
-        + "</Erreur>"
-        for c, label, n in errors
+    """An official `CPPFluxStatuts` return; each error line is (code, label, IdLigne)."""
+    return flow_file(
+        flow, code, at, tuple(ErrorLine(c, label, line_id=n) for c, label, n in errors)
     )
-    return (
-        "<CPPStatut><Enveloppe><IdFlx>RET</IdFlx></Enveloppe><CPPFluxStatuts>"
-        f"<CPPFluxStatutUnitaire><IdFlux>{flow}</IdFlux><DonneesStatut><IdStatut>{code}"
-        f"</IdStatut><DateStatut>{at}</DateStatut></DonneesStatut><Erreurs>{lines}</Erreurs>"
-        "</CPPFluxStatutUnitaire></CPPFluxStatuts></CPPStatut>"
-    ).encode()
 
 
 def evil_tar() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        data = invoice_xml(("FA-EVIL", "01", "2026-11-03"))
-        info = tarfile.TarInfo("../../../tmp/statut.xml")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return tar_gz(
+        {"../../../tmp/statut.xml": invoice_xml(("FA-EVIL", "01", "2026-11-03T08:00:00"))}
+    )
 
 
 BOMB = (
@@ -150,22 +136,31 @@ def test_every_invoice_status_is_logged_and_applied(conn, env, chorus) -> None: 
     assert len(rows) == 12 and all(partner == "CHORUS" for _, partner, _, _ in rows)
     by_number = {n: (status, report) for n, _, status, report in rows}
     assert by_number["ST-05"][0] == "05"
-    assert by_number["ST-05"][1]["rapport"] == "retour du flux EDI : 05 Rejetée"
+    assert by_number["ST-05"][1]["rapport"] == (
+        "retour du flux EDI : 05 Rejetée par l'ordonnateur pour autre motif"
+    )
     assert by_number["ST-12"][1]["libelle"] == "Complétée"
     assert folder(chorus) == [] and len(folder(chorus, "processed")) == 12
     report, md = report_of(summary)
     assert summary["compteurs"] == report["compteurs"]
     assert report["compteurs"]["traites"] == 12 and report["compteurs"]["rejets"] == 2
-    assert "motif non précisé par Chorus Pro" in md and "| ST-04 | 04 Rejetée |" in md
+    assert (
+        "motif non précisé par Chorus Pro" in md
+        and "| ST-04 | 04 Rejetée par l'ordonnateur pour erreur données acheminement |" in md
+    )
     run = conn.execute("SELECT treatment, status FROM runs WHERE id = %s", (summary["execution"],))
     assert run.fetchone() == ("chorus_retours", "terminee")
 
 
 def test_an_older_status_never_overwrites_a_newer_one(conn, env, chorus) -> None:  # type: ignore[no-untyped-def]
     [number] = deposited(conn, 1, "OLD")
-    drop(chorus, "R1", invoice_xml((number, "07", "2026-11-10")))
+    drop(chorus, "R1", invoice_xml((number, "07", "2026-11-10T00:00:00")))
     reconcile(env, chorus)
-    drop(chorus, "R2", invoice_xml((number, "03", "2026-11-05"), (number, "02", "2026-11-04")))
+    drop(
+        chorus,
+        "R2",
+        invoice_xml((number, "03", "2026-11-05T00:00:00"), (number, "02", "2026-11-04T00:00:00")),
+    )
     summary = reconcile(env, chorus)
 
     assert chorus_state(conn)[number][0] == "07"
@@ -201,7 +196,7 @@ def test_partial_integration_rejects_only_the_invoices_in_error(conn, env, choru
         ("PART-02", "E042 Code service obligatoire absent")
     ]
     assert (
-        "| PART-02 | 96 Reçu intégration partielle | E042 Code service obligatoire absent |" in md
+        "| PART-02 | 96 Reçu - intégration partielle | E042 Code service obligatoire absent |" in md
     )
 
 
@@ -209,12 +204,12 @@ def test_a_rejected_flow_makes_all_its_invoices_depositable_again(conn, env, cho
     numbers = deposited(conn, 2, "REJ")
     other = deposited(conn, 1, "KEEP", flow="FSO1117A_POSTIE_AIFE011117000000000000002")
     errors = [("E001", "Signature du flux invalide", None)]
-    drop(chorus, "CSO_RETOUR_2", flow_xml(FLOW, "91", "2026-11-03T06:00:00", errors))
+    drop(chorus, "CSO_RETOUR_2", flow_xml(FLOW, "93", "2026-11-03T06:00:00", errors))
 
     summary = reconcile(env, chorus)
 
     state = chorus_state(conn)
-    assert all(state[n] == ("91", None) for n in numbers)
+    assert all(state[n] == ("93", None) for n in numbers)
     assert state[other[0]] == (None, DEPOSITED)
     report, _ = report_of(summary)
     assert {r["facture"] for r in report["rejets"]} == set(numbers)
@@ -223,18 +218,22 @@ def test_a_rejected_flow_makes_all_its_invoices_depositable_again(conn, env, cho
 
 def test_bad_and_hostile_files_go_to_quarantine_and_touch_nothing(conn, env, chorus) -> None:  # type: ignore[no-untyped-def]
     [good, known] = deposited(conn, 2, "Q")
-    drop(chorus, "A_GOOD", invoice_xml((good, "03", "2026-11-05")))
+    drop(chorus, "A_GOOD", invoice_xml((good, "03", "2026-11-05T00:00:00")))
     drop(chorus, "B_MALFORMED", b"<CPPStatut><Enveloppe>")
     drop(
         chorus,
         "C_UNKNOWN",
-        invoice_xml((known, "07", "2026-11-05"), ("FA-NOPE", "07", "2026-11-05")),
+        invoice_xml((known, "07", "2026-11-05T00:00:00"), ("FA-NOPE", "07", "2026-11-05T00:00:00")),
     )
     drop(chorus, "D_BOMB", BOMB)
     drop(chorus, "E_XXE", XXE)
     drop(chorus, "F_TAR", evil_tar())
-    drop(chorus, "G_DEBTOR", invoice_xml((known, "07", "2026-11-05"), debtor="99999999900000"))
-    drop(chorus, "H_FLOW", flow_xml("FLUX-INCONNU", "95", "2026-11-05", []))
+    drop(
+        chorus,
+        "G_DEBTOR",
+        invoice_xml((known, "07", "2026-11-05T00:00:00"), debtor="99999999900000"),
+    )
+    drop(chorus, "H_FLOW", flow_xml("FLUX-INCONNU", "95", "2026-11-05T00:00:00", []))
     (chorus.root / "secret").write_text("ne pas lire")
     (chorus.root / "out" / "I_LINK").symlink_to(chorus.root / "secret")
 
@@ -276,7 +275,7 @@ def test_bad_and_hostile_files_go_to_quarantine_and_touch_nothing(conn, env, cho
 
 def test_duplicates_are_recorded_and_nothing_is_applied_twice(conn, env, chorus) -> None:  # type: ignore[no-untyped-def]
     [number] = deposited(conn, 1, "DUP")
-    data = invoice_xml((number, "05", "2026-11-05"), comment="Bon de commande absent")
+    data = invoice_xml((number, "05", "2026-11-05T00:00:00"), comment="Bon de commande absent")
     drop(chorus, "FEN_1", data)
     reconcile(env, chorus)
     # Corrected and deposited again after the rejection.
@@ -306,7 +305,7 @@ class FlakyMove(LocalReturnSource):
 
     failures = 1
 
-    def move(self, name: str, folder: str) -> Path:
+    def move(self, name: str, folder: str) -> str:
         if self.failures:
             self.failures -= 1
             raise DeliveryError(f"déplacement du fichier retour Chorus {name} : connexion perdue")
@@ -319,7 +318,7 @@ def test_a_failed_move_is_finished_by_the_next_run_without_applying_again(
     [number] = deposited(conn, 1, "MOVE")
     source = FlakyMove(tmp_path / "flaky")
     (source.root / "out").mkdir(parents=True)
-    drop(source, "FEN_M", invoice_xml((number, "10", "2026-11-05")))
+    drop(source, "FEN_M", invoice_xml((number, "10", "2026-11-05T00:00:00")))
 
     with pytest.raises(DeliveryError, match="non lu\\(s\\) ou non déplacé\\(s\\)"):
         reconcile(env, source)
@@ -356,9 +355,11 @@ def test_a_late_return_of_an_earlier_deposit_does_not_undo_the_new_one(conn, env
         (number,),
     )
     conn.commit()
-    old_flow = flow_xml("FSO1117A_POSTIE_AIFE011117000000000000003", "91", "2026-11-09", [])
+    old_flow = flow_xml(
+        "FSO1117A_POSTIE_AIFE011117000000000000003", "93", "2026-11-09T00:00:00", []
+    )
     drop(chorus, "CSO_OLD", old_flow)
-    drop(chorus, "FEN_OLD", invoice_xml((number, "05", "2026-11-07")))
+    drop(chorus, "FEN_OLD", invoice_xml((number, "05", "2026-11-07T00:00:00")))
 
     summary = reconcile(env, chorus)
 
@@ -374,7 +375,7 @@ def test_returns_are_read_and_set_aside_on_the_real_sftp_server(conn, env, choru
 
     [number] = deposited(conn, 1, "SFTP")
     out = Path(chorus_sftp.remote_out)
-    (out / "FEN1200A_SFTP").write_bytes(invoice_xml((number, "11", "2026-11-20")))
+    (out / "FEN1200A_SFTP").write_bytes(invoice_xml((number, "11", "2026-11-20T00:00:00")))
     (out / "FEN1200A_EVIL").write_bytes(evil_tar())
 
     with ChorusSftp(chorus_sftp) as server:
@@ -385,3 +386,134 @@ def test_returns_are_read_and_set_aside_on_the_real_sftp_server(conn, env, choru
     assert [p.name for p in (out / "processed").iterdir()] == ["FEN1200A_SFTP"]
     assert [p.name for p in (out / "quarantine").iterdir()] == ["FEN1200A_EVIL"]
     assert (summary["compteurs"]["traites"], summary["compteurs"]["quarantaine"]) == (1, 1)
+
+
+def test_flow_status_91_is_in_transmission_and_keeps_the_deposit(conn, env, chorus) -> None:  # type: ignore[no-untyped-def]
+    numbers = deposited(conn, 4, "TRANS")
+    drop(chorus, "CSO_91", flow_xml(FLOW, "91", "2026-11-03T06:00:00", []))
+
+    summary = reconcile(env, chorus)
+
+    state = chorus_state(conn)
+    assert all(state[n] == ("91", DEPOSITED) for n in numbers)
+    again = select_ids(conn, Selection.from_params("factures_chorus_recuperer", {}))
+    assert again == []  # not eligible for a second deposit
+    report, md = report_of(summary)
+    assert report["compteurs"]["rejets"] == 0 and report["rejets"] == []
+    assert "| TRANS-01 | 91 En cours de transmission |" in md
+
+
+def test_a_status_for_an_invoice_never_deposited_goes_to_quarantine(conn, env, chorus) -> None:  # type: ignore[no-untyped-def]
+    [ours] = deposited(conn, 1, "DEP")
+    paper = insert_customer(conn, channel="papier", siret=BUYER, code="PAP")
+    insert_invoice(conn, paper, number="PAP-1", send_state="ENVOYE")
+    waiting = insert_customer(conn, channel="chorus", siret=BUYER, code="WAIT")
+    insert_invoice(conn, waiting, number="WAIT-1", send_state="EN_ATTENTE")
+    conn.commit()
+    drop(chorus, "R_PAPER", invoice_xml(("PAP-1", "03", "2026-11-05T00:00:00")))
+    drop(
+        chorus,
+        "R_WAITING",
+        invoice_xml((ours, "03", "2026-11-05T00:00:00"), ("WAIT-1", "04", "2026-11-05T00:00:00")),
+    )
+
+    summary = reconcile(env, chorus)
+
+    assert chorus_state(conn)["PAP-1"] == (None, None)
+    assert chorus_state(conn)["WAIT-1"] == (None, None)
+    assert chorus_state(conn)[ours] == (None, DEPOSITED)  # the whole file is refused
+    assert exchanges(conn) == []
+    assert folder(chorus, "quarantine") == ["R_PAPER", "R_WAITING"]
+    report, _ = report_of(summary)
+    reasons = {q["fichier"]: q["motif"] for q in report["quarantaine"]}
+    assert reasons["R_PAPER"].startswith(
+        "statut pour une facture jamais déposée sur Chorus Pro par Postier : "
+        "PAP-1 (« Envoyé au destinataire », canal papier)"
+    )
+    assert "WAIT-1 (« En attente », canal chorus)" in reasons["R_WAITING"]
+
+
+# --- One bad file never blocks the others ---------------------------------------------------------
+
+FAR_FUTURE = "9999-12-31T23:59:59-14:00"
+
+
+def poison_files(number: str) -> dict[bytes, bytes]:
+    """Files that crashed every run and stayed in out/: name (bytes) → content."""
+    sparse = pax_record("GNU.sparse.map", "0,x,12") + pax_record("GNU.sparse.size", "12")
+    return {
+        b"A_SPARSE": pax_tar_gz(sparse, invoice_xml((number, "07", "2026-11-05T00:00:00"))),
+        b"B_PAX_800K": pax_tar_gz(b"1" * 800_000),  # CVE-2024-6232: quadratic in tarfile
+        b"C_AN_9999": invoice_xml((number, "10", FAR_FUTURE)),
+        b"D_NOM_\xff": invoice_xml((number, "10", "2026-11-05T00:00:00")),
+    }
+
+
+def test_poison_files_are_quarantined_and_the_next_file_is_processed(conn, env, chorus) -> None:  # type: ignore[no-untyped-def]
+    [number] = deposited(conn, 1, "POISON")
+    out = os.fsencode(chorus.root / "out")
+    for name, data in poison_files(number).items():
+        (Path(os.fsdecode(out + b"/" + name))).write_bytes(data)
+    drop(chorus, "Z_GOOD", invoice_xml((number, "03", "2026-11-05T00:00:00")))
+
+    started = time.monotonic()
+    summary = reconcile(env, chorus)
+
+    assert time.monotonic() - started < 30
+    assert sorted(os.listdir(out)) == [b"processed", b"quarantine"]  # out/ is empty
+    assert folder(chorus, "processed") == ["Z_GOOD"]
+    assert folder(chorus, "quarantine") == ["A_SPARSE", "B_PAX_800K", "C_AN_9999", "D_NOM_%FF"]
+    # The invoice only took the good file's status, and reads back fine.
+    row = conn.execute(
+        "SELECT chorus_status, chorus_status_at FROM invoices WHERE number = %s", (number,)
+    ).fetchone()
+    assert row == ("03", datetime(2026, 11, 5, tzinfo=PARIS))
+    report, md = report_of(summary)
+    reasons = {q["fichier"]: q["motif"] for q in report["quarantaine"]}
+    assert "membre « sparse » GNU" in reasons["A_SPARSE"]
+    assert "en-tête étendu (pax ou nom long) de 800000 octets" in reasons["B_PAX_800K"]
+    assert f"date de statut « {FAR_FUTURE} » hors des dates plausibles" in reasons["C_AN_9999"]
+    assert "nom de fichier qui n'est pas de l'UTF-8 valide" in reasons["D_NOM_%FF"]
+    assert all(
+        r.endswith("fichier mis en quarantaine, rien n'a été appliqué") for r in reasons.values()
+    )
+    assert "| D_NOM_%FF |" in md
+    run = conn.execute("SELECT status FROM runs WHERE id = %s", (summary["execution"],))
+    assert run.fetchone() == ("terminee",)
+
+
+def test_on_sftp_bad_names_huge_files_and_same_name_quarantines_all_remain(  # type: ignore[no-untyped-def]
+    conn, env, chorus_sftp
+) -> None:
+    from postier.delivery.chorus_sftp import ChorusSftp
+
+    [number] = deposited(conn, 1, "SFTPQ")
+    out = Path(chorus_sftp.remote_out)
+    (Path(os.fsdecode(os.fsencode(out) + b"/FEN_\xff"))).write_bytes(
+        invoice_xml((number, "03", "2026-11-05T00:00:00"))
+    )
+    with (out / "FEN_60MO").open("wb") as huge:
+        huge.truncate(60 * 1024 * 1024)  # 60 MB (sparse on disk)
+    (out / "FEN_BAD").write_bytes(b"<CPPStatut><Enveloppe>")
+    (out / "FEN_OK").write_bytes(invoice_xml((number, "07", "2026-11-06T00:00:00")))
+
+    with ChorusSftp(chorus_sftp) as server:
+        first = reconcile(env, server)
+    # Chorus writes another bad file of the same name: both must stay as evidence.
+    (out / "FEN_BAD").write_bytes(b"<CPPStatut><Enveloppe><EnveloppeUnitaire>")
+    with ChorusSftp(chorus_sftp) as server:
+        second = reconcile(env, server)
+
+    assert [p.name for p in out.iterdir() if p.is_file()] == []
+    assert [p.name for p in (out / "processed").iterdir()] == ["FEN_OK"]
+    quarantined = sorted(p.name for p in (out / "quarantine").iterdir())
+    assert quarantined == ["FEN_%FF", "FEN_60MO", "FEN_BAD", "FEN_BAD.1"]
+    assert (out / "quarantine" / "FEN_BAD").read_bytes() == b"<CPPStatut><Enveloppe>"
+    assert (out / "quarantine" / "FEN_60MO").stat().st_size == 60 * 1024 * 1024
+    assert chorus_state(conn)[number][0] == "07"
+    report, _ = report_of(first)
+    reasons = {q["fichier"]: q["motif"] for q in report["quarantaine"]}
+    assert reasons["FEN_60MO"].startswith("fichier trop volumineux (62914560 octets, maximum")
+    assert "UTF-8" in reasons["FEN_%FF"]
+    later, _ = report_of(second)
+    assert later["quarantaine"][0]["range_sous"].endswith("quarantine/FEN_BAD.1")

@@ -1,143 +1,168 @@
-"""Chorus Pro return files (`CPPStatut`) parsed without any service: statuses, archives, attacks."""
+"""Chorus Pro return files (`CPPStatut`, official XSD) parsed without any service: statuses,
+archives, attacks. Every well-formed fixture is built to the schema and validated against it."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import tarfile
+import time
+import unicodedata
 from datetime import datetime, timedelta
 
 import pytest
+from chorus_return_files import (
+    BUYER,
+    SELLER,
+    ErrorLine,
+    flow_file,
+    invoice_file,
+    pax_record,
+    pax_tar_gz,
+    tar_gz,
+)
+from lxml import etree
 
 from postier.domain.chorus_returns import (
     FLOW_STATUSES,
     INVOICE_STATUSES,
     MAX_FILE_SIZE,
     PARIS,
+    SCHEMA_PATH,
+    STATUS_TABLE,
+    Outcome,
+    RejectionReason,
     parse_return_file,
     parse_status_date,
+    schema_errors,
     supersedes,
 )
 from postier.errors import ReturnFileError
 
-SELLER, BUYER = "73282932000074", "11000201100044"
+AT = "2026-11-03T10:15:00"
+FLOW = "FSO1117A_POSTIE_AIFE011117000000000000001"
 
 
-def invoice_xml(*statuses: tuple[str, str, str], comment: str = "") -> bytes:
-    """A `CPPFactureStatuts` document; each status is (invoice number, code, date)."""
-    units = "".join(
-        f"<CPPFactureStatutUnitaire><Fournisseur><Identifiant>{SELLER}</Identifiant>"
-        f"<RaisonSociale>Postier SA</RaisonSociale></Fournisseur>"
-        f"<Debiteur><Identifiant>{BUYER}</Identifiant></Debiteur>"
-        f"<DonneesStatut><IdFacture>{n}</IdFacture><IdStatut>{code}</IdStatut>"
-        f"<DateStatut>{at}</DateStatut><Commentaire>{comment}</Commentaire></DonneesStatut>"
-        f"</CPPFactureStatutUnitaire>"
-        for n, code, at in statuses
+# --- The official schema and its statuses -------------------------------------------------------
+
+
+def test_the_schema_is_the_official_aife_one() -> None:
+    schema = etree.parse(str(SCHEMA_PATH))
+    names = {e.get("name") for e in schema.iter("{http://www.w3.org/2001/XMLSchema}element")}
+    assert {"CPPStatut", "ParametreIndiv", "Horodatage", "IdFlux", "IdFacture"} <= names
+    assert "DateStatut" not in names  # the layout of our own making is gone
+
+
+def _documented(element: str) -> str:
+    schema = etree.parse(str(SCHEMA_PATH))
+    xs = "{http://www.w3.org/2001/XMLSchema}"
+    for unit in schema.iter(f"{xs}element"):
+        if unit.get("name") == element:
+            return " ".join(d.text or "" for d in unit.iter(f"{xs}documentation"))
+    raise AssertionError(element)
+
+
+def _plain(text: str) -> str:
+    """Lower case, no accents, single spaces: the schema writes « reception », « destinaitaire »."""
+    text = text.replace("destinaitaire", "destinataire").replace("’", "'").replace(" /", "/")
+    text = unicodedata.normalize("NFKD", text.replace("/ ", "/"))
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower().replace(" - ", " ")
+    return " ".join(text.replace("96:", "96 :").split())
+
+
+@pytest.mark.parametrize("code", [str(n) for n in range(90, 97)])
+def test_flow_labels_are_those_of_the_schema(code: str) -> None:
+    documented = _plain(_documented("CPPFluxStatutUnitaire"))
+    assert _plain(f"{code} : {FLOW_STATUSES[code].label}") in documented
+
+
+@pytest.mark.parametrize("code", [f"{n:02d}" for n in range(1, 13)])
+def test_invoice_labels_are_those_of_the_schema(code: str) -> None:
+    documented = _plain(
+        _documented("CPPFactureStatutUnitaire").replace("lordonnateur", "l'ordonnateur")
     )
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?><CPPStatut><Enveloppe><IdFlx>RET-1</IdFlx>'
-        f"</Enveloppe><CPPFactureStatuts>{units}</CPPFactureStatuts></CPPStatut>"
-    ).encode()
+    assert _plain(f"{code} : {INVOICE_STATUSES[code].label}") in documented.replace("12:", "12 :")
 
 
-def flow_xml(flow: str, code: str, at: str, errors: str = "") -> bytes:
-    return (
-        "<CPPStatut><Enveloppe><IdFlx>RET-2</IdFlx></Enveloppe><CPPFluxStatuts>"
-        f"<CPPFluxStatutUnitaire><IdFlux>{flow}</IdFlux><DonneesStatut><IdStatut>{code}"
-        f"</IdStatut><DateStatut>{at}</DateStatut></DonneesStatut>"
-        f"<Erreurs>{errors}</Erreurs></CPPFluxStatutUnitaire></CPPFluxStatuts></CPPStatut>"
-    ).encode()
+def test_91_is_in_transmission_not_a_rejection() -> None:
+    status = FLOW_STATUSES["91"]
+    assert status.label == "En cours de transmission"
+    assert status.outcome is Outcome.INFORMATIVE and not status.rejection
 
 
-def tar_gz(members: dict[str, bytes], kinds: dict[str, bytes] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-        for name, kind in (kinds or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type = kind
-            info.linkname = "/etc/passwd"
-            archive.addfile(info)
-    return buffer.getvalue()
-
-
-# --- Statuses ---------------------------------------------------------------------------------
+def test_every_status_is_mapped_to_informative_success_or_rejection() -> None:
+    rejections = {c for c, s in STATUS_TABLE.items() if s.outcome is Outcome.REJECTION}
+    successes = {c for c, s in STATUS_TABLE.items() if s.outcome is Outcome.SUCCESS}
+    assert rejections == {"04", "05", "93", "94", "95"}
+    assert successes == {"11", "92"}
+    assert STATUS_TABLE["04"].rejection_reason is RejectionReason.ROUTING
+    assert STATUS_TABLE["05"].rejection_reason is RejectionReason.OTHER
+    assert "acheminement" in STATUS_TABLE["04"].label and "autre motif" in STATUS_TABLE["05"].label
+    # 13–41 are allowed by the schema's enumeration, described nowhere: information only.
+    assert all(STATUS_TABLE[f"{n}"].outcome is Outcome.INFORMATIVE for n in range(13, 42))
 
 
 @pytest.mark.parametrize("code", [f"{n:02d}" for n in range(1, 13)])
 def test_every_invoice_status_is_read_with_its_french_label(code: str) -> None:
-    [doc] = parse_return_file(invoice_xml(("FA-1", code, "2026-11-03T10:15:00")))
+    [doc] = parse_return_file(invoice_file(("FA-1", code, AT)))
     [status] = doc.invoices
-    assert doc.flow_id == "RET-1" and status.invoice_number == "FA-1"
+    assert doc.flow_id == "CPPStatut_R1" and status.invoice_number == "FA-1"
     assert (status.supplier_id, status.debtor_id) == (SELLER, BUYER)
     assert status.status is INVOICE_STATUSES[code]
     assert status.at == datetime(2026, 11, 3, 10, 15, tzinfo=PARIS)
     assert status.status.rejection is (code in ("04", "05"))
 
 
-def test_the_labels_are_those_of_the_design() -> None:
-    labels = {c: s.label for c, s in INVOICE_STATUSES.items()}
-    assert labels["01"] == "Déposée" and labels["05"] == "Rejetée"
-    assert labels["09"] == "Mise à disposition du comptable" and labels["12"] == "Complétée"
-    assert FLOW_STATUSES["90"].label == "Reçu"
-    assert FLOW_STATUSES["96"].label == "Reçu intégration partielle"
-    assert sorted(FLOW_STATUSES) == [str(n) for n in range(90, 97)]
-
-
-def test_partial_integration_carries_its_error_lines_per_invoice() -> None:
+def test_a_flow_status_names_the_deposited_flow_and_its_error_lines() -> None:
     errors = (
-        "<Erreur><CodeErreur>E42</CodeErreur><LibelleErreur>SIRET destinataire inconnu"
-        "</LibelleErreur><IdFacture>FA-2</IdFacture></Erreur>"
+        ErrorLine("E42", "SIRET destinataire inconnu", line_id="FA-2"),
+        ErrorLine("E01", "Flux incomplet", description="2 factures sur 3"),
     )
-    [doc] = parse_return_file(
-        flow_xml("FSO1117A_POSTIE_AIFE011117000000000000001", "96", "20261103", errors)
-    )
+    [doc] = parse_return_file(flow_file(FLOW, "96", "2026-11-03T06:00:00Z", errors))
     [flow] = doc.flows
-    assert flow.status.code == "96" and flow.at == datetime(2026, 11, 3, tzinfo=PARIS)
+    assert doc.flow_id == "CPPStatut_F1" and flow.flow_name == FLOW
+    assert flow.status.code == "96" and flow.at == datetime(2026, 11, 3, 7, tzinfo=PARIS)
     assert [str(e) for e in flow.invoice_errors("FA-2")] == ["E42 SIRET destinataire inconnu"]
-    assert flow.invoice_errors("FA-1") == []
-
-
-def test_namespaces_and_utc_dates_are_accepted() -> None:
-    xml = invoice_xml(("FA-1", "03", "2026-11-03T09:00:00Z")).replace(
-        b"<CPPStatut>", b'<CPPStatut xmlns="urn:chorus:statut">'
-    )
-    [doc] = parse_return_file(xml)
-    assert doc.invoices[0].at == datetime(2026, 11, 3, 10, 0, tzinfo=PARIS)
+    assert flow.reason == "E01 Flux incomplet (2 factures sur 3)"
 
 
 def test_a_tar_gz_without_extension_is_recognised_by_its_magic_bytes() -> None:
     data = tar_gz(
         {
-            "statuts/a.xml": invoice_xml(("FA-1", "01", "2026-11-03")),
-            "statuts/b.xml": flow_xml("FLUX-1", "95", "2026-11-03"),
+            "statuts/a.xml": invoice_file(("FA-1", "01", AT)),
+            "statuts/b.xml": flow_file(FLOW, "92", AT),
         }
     )
     docs = parse_return_file(data)
-    assert [len(d.invoices) for d in docs] == [1, 0] and docs[1].flows[0].status.code == "95"
+    assert [len(d.invoices) for d in docs] == [1, 0] and docs[1].flows[0].status.code == "92"
 
 
 def test_a_plain_gzip_is_read_too() -> None:
-    [doc] = parse_return_file(gzip.compress(invoice_xml(("FA-9", "07", "2026-11-03"))))
+    [doc] = parse_return_file(gzip.compress(invoice_file(("FA-9", "07", AT))))
     assert doc.invoices[0].status.label == "Service fait"
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-11-03", datetime(2026, 11, 3, tzinfo=PARIS)),
-        ("20261103", datetime(2026, 11, 3, tzinfo=PARIS)),
-        ("2026-11-03T10:00:00+01:00", datetime(2026, 11, 3, 10, tzinfo=PARIS)),
-    ],
-)
-def test_status_dates(text: str, expected: datetime) -> None:
-    assert parse_status_date(text) == expected
-
-
 # --- Refusals ---------------------------------------------------------------------------------
+
+
+def test_the_former_home_made_layout_is_refused_with_the_schema_message() -> None:
+    home_made = (
+        b"<CPPStatut><Enveloppe><IdFlx>RET-1</IdFlx></Enveloppe><CPPFactureStatuts>"
+        b"<CPPFactureStatutUnitaire><Fournisseur><Identifiant>"
+        + SELLER.encode()
+        + b"</Identifiant>"
+        b"</Fournisseur><Debiteur><Identifiant>" + BUYER.encode() + b"</Identifiant></Debiteur>"
+        b"<DonneesStatut><IdFacture>FA-1</IdFacture><IdStatut>03</IdStatut>"
+        b"<DateStatut>2026-11-03</DateStatut></DonneesStatut></CPPFactureStatutUnitaire>"
+        b"</CPPFactureStatuts></CPPStatut>"
+    )
+    assert schema_errors(home_made)
+    with pytest.raises(ReturnFileError) as refused:
+        parse_return_file(home_made)
+    message = str(refused.value)
+    assert message.startswith("fichier non conforme au schéma officiel CPPStatutPivot_V1_19.xsd")
+    assert "ligne 1 : Element 'IdFlx': This element is not expected" in message
+
 
 BOMB = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
@@ -147,6 +172,8 @@ BOMB = b"""<?xml version="1.0"?>
 XXE = b"""<?xml version="1.0"?>
 <!DOCTYPE CPPStatut [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
 <CPPStatut><Enveloppe><IdFlx>&xxe;</IdFlx></Enveloppe></CPPStatut>"""
+
+NO_IDFLX = invoice_file(("FA-1", "01", AT)).replace(b"<Code>IdFlx</Code>", b"<Code>IdXyz</Code>")
 
 
 @pytest.mark.parametrize(
@@ -158,19 +185,21 @@ XXE = b"""<?xml version="1.0"?>
         (b"<CPPStatut><Enveloppe>", "XML mal formé"),
         (b"", "fichier vide"),
         (b"<Facture/>", "racine « Facture »"),
-        (
-            b"<CPPStatut><Enveloppe><IdFlx>R</IdFlx></Enveloppe></CPPStatut>",
-            "« CPPFluxStatuts » ou « CPPFactureStatuts »",
-        ),
-        (invoice_xml(("FA-1", "13", "2026-11-03")), "statut « 13 » inconnu"),
-        (flow_xml("F", "05", "2026-11-03"), "statut « 05 » inconnu"),
-        (invoice_xml(("", "01", "2026-11-03")), "« IdFacture » manquant"),
-        (invoice_xml(("FA-1", "01", "03/11/2026")), "date de statut « 03/11/2026 » illisible"),
+        (invoice_file(("FA-1", "42", AT), check=False), "ligne \\d+ : Element 'IdStatut'"),
+        (invoice_file(("FA-1", "01", "03/11/2026"), check=False), "'Horodatage'"),
+        (invoice_file(("FA-1", "01", AT), debtor="123", check=False), "'Identifiant'"),
+        (NO_IDFLX, "sans paramètre « IdFlx »"),
         (b"<a>" * 40 + b"</a>" * 40, "imbrication trop profonde"),
     ],
 )
 def test_bad_or_hostile_xml_is_refused_with_a_french_reason(data: bytes, reason: str) -> None:
     with pytest.raises(ReturnFileError, match=reason):
+        parse_return_file(data)
+
+
+def test_an_invoice_code_in_a_flow_block_is_refused_by_the_schema() -> None:
+    data = flow_file(FLOW, "90", AT).replace(b"<IdStatut>90<", b"<IdStatut>05<")
+    with pytest.raises(ReturnFileError, match="non conforme au schéma officiel"):
         parse_return_file(data)
 
 
@@ -201,10 +230,77 @@ def test_oversize_files_and_gzip_bombs_are_refused() -> None:
         parse_return_file(bomb)
 
 
+# --- Poison archives and dates: refused with a reason, in bounded time --------------------------
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        pax_record("GNU.sparse.map", "0,x,12") + pax_record("GNU.sparse.size", "12"),
+        pax_record("GNU.sparse.size", "douze"),
+    ],
+)
+def test_a_pax_header_that_tarfile_cannot_parse_is_refused(records: bytes) -> None:
+    with pytest.raises(ReturnFileError, match="archive (refusée|tar illisible)"):
+        parse_return_file(pax_tar_gz(records))
+
+
+def test_a_huge_pax_header_is_refused_in_bounded_time() -> None:
+    # 800,000 digits: Python's tarfile before 3.11.10 searches them for « hdrcharset » in
+    # quadratic time (40,000 digits already take 4 s; these would take about half an hour).
+    header = b"1" * 800_000
+    started = time.monotonic()
+    with pytest.raises(ReturnFileError, match="en-tête étendu .* CVE-2024-6232"):
+        parse_return_file(pax_tar_gz(header))
+    assert time.monotonic() - started < 2
+
+
+def test_non_utf8_member_names_are_shown_escaped() -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as archive:
+        info = tarfile.TarInfo("statut\udcff.xml")  # byte 0xff, as tarfile decodes it
+        info.type = tarfile.SYMTYPE
+        archive.addfile(info)
+    with pytest.raises(ReturnFileError) as refused:
+        parse_return_file(buffer.getvalue())
+    assert "« statut%FF.xml » est un lien" in str(refused.value)
+    str(refused.value).encode("utf-8")  # storable as is
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("9999-12-31T23:59:59-14:00", "hors des dates plausibles"),
+        ("1999-12-31T23:59:59+01:00", "hors des dates plausibles"),
+        ("2026-11-10T00:00:00", "hors des dates plausibles"),
+        ("10000-01-01T00:00:00", "illisible"),
+    ],
+)
+def test_status_dates_outside_a_sane_window_are_refused(text: str, reason: str) -> None:
+    now = datetime(2026, 11, 5, 12, tzinfo=PARIS)
+    with pytest.raises(ReturnFileError, match=reason):
+        parse_status_date(text, now=now)
+    data = invoice_file(("FA-1", "03", text), check=text.startswith(("9", "1", "2")))
+    with pytest.raises(ReturnFileError):
+        parse_return_file(data, now=now)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-03T10:00:00", datetime(2026, 11, 3, 10, tzinfo=PARIS)),
+        ("2026-11-03T09:00:00Z", datetime(2026, 11, 3, 10, tzinfo=PARIS)),
+        ("2026-11-03T10:00:00+01:00", datetime(2026, 11, 3, 10, tzinfo=PARIS)),
+    ],
+)
+def test_status_dates(text: str, expected: datetime) -> None:
+    assert parse_status_date(text) == expected
+
+
 # --- Which status wins --------------------------------------------------------------------------
 
 DAY = datetime(2026, 11, 3, 10, tzinfo=PARIS)
-S = INVOICE_STATUSES | FLOW_STATUSES
+S = STATUS_TABLE
 
 
 def test_a_newer_status_wins_and_an_older_one_never_does() -> None:
@@ -221,6 +317,6 @@ def test_at_the_same_instant_the_lifecycle_order_decides() -> None:
 
 def test_a_flow_status_never_hides_the_invoice_status_of_the_current_deposit() -> None:
     deposited = DAY - timedelta(hours=2)
-    assert not supersedes(S["95"], DAY + timedelta(hours=1), "01", DAY, deposited)
+    assert not supersedes(S["92"], DAY + timedelta(hours=1), "01", DAY, deposited)
     # ...but replaces the status left by an earlier, rejected deposit.
     assert supersedes(S["90"], DAY + timedelta(days=2), "05", DAY, DAY + timedelta(days=1))

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import psycopg
 
 from postier.airflow.dag_files import DAGS_DIR, load_dag
 from postier.delivery.local_sftp import SshServer, start_sshd, stop_sshd
+from postier.domain.chorus_status_files import InvoiceLine, invoice_status_file
 from postier.domain.selection import PARIS
 from postier.store import database
 
@@ -63,9 +64,9 @@ def _local_chorus(home: Path) -> tuple[SshServer, Path]:
     return server, folder
 
 
-def _simulated_returns(dsn: str) -> bytes:
-    """What Chorus Pro would answer: every deposited invoice made available (03), the first one
-    rejected (05), as a CPPStatut invoice-status file."""
+def _simulated_returns(dsn: str) -> bytes | None:
+    """What Chorus Pro would answer, as an official CPPStatut invoice-status file: every
+    deposited invoice made available (03), the first one rejected (05)."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "SELECT i.number, c.siret FROM invoices i JOIN customers c ON c.id = i.customer_id "
@@ -74,21 +75,21 @@ def _simulated_returns(dsn: str) -> bytes:
         supplier = conn.execute(
             "SELECT value FROM settings WHERE key = 'EMETTEUR_SIRET'"
         ).fetchone()
-    now = datetime.now(PARIS).isoformat(timespec="seconds")  # after the deposit it answers
-    units = "".join(
-        "<CPPFactureStatutUnitaire>"
-        f"<Fournisseur><Identifiant>{supplier[0] if supplier else ''}</Identifiant></Fournisseur>"
-        f"<Debiteur><Identifiant>{siret}</Identifiant></Debiteur><DonneesStatut>"
-        f"<IdFacture>{number}</IdFacture><IdStatut>{'05' if n == 0 else '03'}</IdStatut>"
-        f"<DateStatut>{now}</DateStatut>"
-        + ("<Commentaire>Numéro d'engagement inconnu</Commentaire>" if n == 0 else "")
-        + "</DonneesStatut></CPPFactureStatutUnitaire>"
-        for n, (number, siret) in enumerate(rows)
+    if not rows:
+        return None  # nothing deposited, nothing to answer
+    # After the deposit it answers (whole seconds, rounded up: never before the deposit).
+    now = datetime.now(PARIS).replace(microsecond=0) + timedelta(seconds=1)
+    return invoice_status_file(
+        [
+            InvoiceLine(number, "05", now, siret, "Numéro d'engagement inconnu")
+            if n == 0
+            else InvoiceLine(number, "03", now, siret)
+            for n, (number, siret) in enumerate(rows)
+        ],
+        supplier_siret=supplier[0] if supplier else "",
+        return_flow=f"DEMO{now:%Y%m%d%H%M%S}",
+        produced=now,
     )
-    return (
-        "<CPPStatut><Enveloppe><IdFlx>DEMO</IdFlx></Enveloppe><CPPFactureStatuts>"
-        f"{units}</CPPFactureStatuts></CPPStatut>"
-    ).encode()
 
 
 def run_day() -> list[tuple[str, str, dict[str, Any]]]:
@@ -139,8 +140,10 @@ def run_day() -> list[tuple[str, str, dict[str, Any]]]:
     try:
         for label, dag_id, conf, options in steps:
             done.append(_run(dsn, label, dag_id, conf, options))
-        returns = f"CPPStatut_demo_{datetime.now(PARIS):%Y%m%d%H%M%S}"  # a new file each demo
-        (chorus / "out" / returns).write_bytes(_simulated_returns(dsn))
+        answer = _simulated_returns(dsn)
+        if answer is not None:
+            returns = f"CPPStatut_demo_{datetime.now(PARIS):%Y%m%d%H%M%S}"  # a new file each demo
+            (chorus / "out" / returns).write_bytes(answer)
         done.append(_run(dsn, "Retours Chorus Pro (simulés)", "chorus_retours", {}, {}))
     finally:
         stop_sshd(server)

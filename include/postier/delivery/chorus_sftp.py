@@ -20,14 +20,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from postier.errors import ConfigurationError, DeliveryError
+from postier.errors import ConfigurationError, DeliveryError, ReturnFileError
 
 # paramiko is imported where a connection is made: every task builds an `SftpConfig`, few connect.
 if TYPE_CHECKING:
     import paramiko
 
-#: Return files are small XML documents; anything bigger is not one.
-MAX_RETURN_FILE = 50 * 1024 * 1024
 TEMPORARY_SUFFIX = ".part"
 
 
@@ -149,8 +147,10 @@ def _private_key(text: str, passphrase: str | None) -> paramiko.PKey:
 
 
 def _simple_name(name: str) -> str:
+    from postier.domain.chorus_returns import printable
+
     if not name or "/" in name or "\\" in name or name in (".", ".."):
-        raise DeliveryError(f"nom de fichier refusé sur le serveur Chorus : « {name} »")
+        raise DeliveryError(f"nom de fichier refusé sur le serveur Chorus : « {printable(name)} »")
     return name
 
 
@@ -257,54 +257,117 @@ class ChorusSftp:
         return target
 
     def list_returns(self) -> list[str]:
-        """Names of the return files waiting in `out/`, sorted (files only, no partial uploads)."""
+        """Names of the return files waiting in `out/`, sorted (files only, no partial uploads).
+
+        A name that is not UTF-8 is kept with `surrogateescape` (paramiko's own listing fails on
+        it), so that it can still be read and set aside.
+        """
         try:
-            entries = self.sftp.listdir_attr(self.config.remote_out)
+            entries = self._listdir(self.config.remote_out)
         except OSError as error:
             raise DeliveryError(
                 f"lecture du dossier {self.config.remote_out} du serveur Chorus : {error}"
             ) from None
         names = [
-            e.filename
-            for e in entries
-            if e.st_mode is not None
-            and (e.st_mode & 0o170000) == 0o100000  # regular files only
-            and not e.filename.startswith(".")
-            and not e.filename.endswith(TEMPORARY_SUFFIX)
+            name
+            for name, attributes in entries
+            if attributes.st_mode is not None
+            and (attributes.st_mode & 0o170000) == 0o100000  # regular files only
+            and not name.startswith(".")
+            and not name.endswith(TEMPORARY_SUFFIX)
         ]
         return sorted(names)
 
+    def _listdir(self, folder: str) -> list[tuple[str, paramiko.SFTPAttributes]]:
+        # paramiko's listdir_attr decodes names as strict UTF-8 and raises on a byte 0xff: one
+        # such file would block every run. Same requests, names decoded with surrogateescape.
+        import paramiko
+        from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
+
+        sftp = self.sftp
+        kind, message = sftp._request(CMD_OPENDIR, self._remote(folder))
+        if kind != CMD_HANDLE:
+            raise paramiko.SFTPError("Expected handle")
+        handle = message.get_binary()
+        entries = []
+        try:
+            while True:
+                try:
+                    kind, message = sftp._request(CMD_READDIR, handle)
+                except EOFError:
+                    break
+                if kind != CMD_NAME:
+                    raise paramiko.SFTPError("Expected name response")
+                for _ in range(message.get_int()):
+                    name = message.get_string().decode("utf-8", "surrogateescape")
+                    message.get_string()  # long name
+                    attributes = paramiko.SFTPAttributes._from_msg(message)
+                    if name not in (".", ".."):
+                        entries.append((name, attributes))
+        finally:
+            sftp._request(CMD_CLOSE, handle)
+        return entries
+
+    @staticmethod
+    def _remote(path: str) -> bytes:
+        # paramiko sends bytes paths as they are: names that are not UTF-8 survive the trip.
+        return path.encode("utf-8", "surrogateescape")
+
     def download(self, name: str) -> bytes:
-        """The content of `out/<name>`."""
-        path = posixpath.join(self.config.remote_out, _simple_name(name))
+        """The content of `out/<name>`; a `ReturnFileError` (quarantine) beyond MAX_FILE_SIZE."""
+        from postier.domain.chorus_returns import MAX_FILE_SIZE, printable
+
+        path = self._remote(posixpath.join(self.config.remote_out, _simple_name(name)))
         try:
             size = self.sftp.stat(path).st_size or 0
-            if size > MAX_RETURN_FILE:
-                raise DeliveryError(
-                    f"fichier retour Chorus {name} trop gros ({size} octets) : ignoré"
+            if size > MAX_FILE_SIZE:
+                raise ReturnFileError(
+                    f"fichier trop volumineux ({size} octets, maximum {MAX_FILE_SIZE}) : "
+                    "non téléchargé"
                 )
-            buffer = io.BytesIO()
-            self.sftp.getfo(path, buffer)
-        except OSError as error:
-            raise DeliveryError(f"lecture du fichier retour Chorus {name} : {error}") from None
-        return buffer.getvalue()
-
-    def move(self, name: str, folder: str) -> str:
-        """Move `out/<name>` into `folder` (under `out/` unless absolute), created if needed;
-        the new remote path. Used to set aside return files once reconciled."""
-        source = posixpath.join(self.config.remote_out, _simple_name(name))
-        destination_dir = posixpath.join(self.config.remote_out, folder)
-        if ".." in folder.split("/"):
-            raise DeliveryError(f"dossier refusé sur le serveur Chorus : « {folder} »")
-        destination = posixpath.join(destination_dir, name)
-        try:
-            self._makedirs(destination_dir)
-            self._rename(source, destination)
+            with self.sftp.open(path, "rb") as remote:
+                remote.prefetch(size)
+                data = remote.read(MAX_FILE_SIZE + 1)
         except OSError as error:
             raise DeliveryError(
-                f"déplacement du fichier retour Chorus {name} vers {folder} : {error}"
+                f"lecture du fichier retour Chorus {printable(name)} : {error}"
             ) from None
-        return destination
+        if len(data) > MAX_FILE_SIZE:  # grew since stat
+            raise ReturnFileError(f"fichier trop volumineux (plus de {MAX_FILE_SIZE} octets)")
+        return data
+
+    def move(self, name: str, folder: str) -> str:
+        """Move `out/<name>` into `folder` (under `out/`), created if needed, under the first
+        free name of `set_aside_names`: never replaces a file already set aside. The new path."""
+        from postier.domain.chorus_returns import printable, set_aside_names
+
+        if ".." in folder.split("/"):
+            raise DeliveryError(f"dossier refusé sur le serveur Chorus : « {folder} »")
+        source = self._remote(posixpath.join(self.config.remote_out, _simple_name(name)))
+        destination_dir = posixpath.join(self.config.remote_out, folder)
+        try:
+            self._makedirs(destination_dir)
+            for candidate in set_aside_names(name):
+                destination = posixpath.join(destination_dir, candidate)
+                try:
+                    # Plain SFTP rename (not posix-rename) refuses an existing target.
+                    self.sftp.rename(source, destination)
+                    return destination
+                except OSError:
+                    if not self._exists(destination):
+                        raise
+        except OSError as error:
+            raise DeliveryError(
+                f"déplacement du fichier retour Chorus {printable(name)} vers {folder} : {error}"
+            ) from None
+        raise DeliveryError(f"{folder}/ : aucun nom libre pour {printable(name)}")
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self.sftp.lstat(path)
+        except OSError:
+            return False
+        return True
 
     def _rename(self, source: str, target: str) -> None:
         try:

@@ -1,61 +1,50 @@
-"""Chorus Pro return files (`CPPStatut`): pure parsing into typed statuses, and their ordering.
+"""Chorus Pro return files (`CPPStatut`): parsing against the official schema, the status table.
 
-A return file read from the Chorus `out/` folder is either one XML document or an archive of them
-(tar, gzip or tar.gz, with no extension: recognised by its magic bytes, never by its name). Each
-XML document is accepted in this shape — element names are matched without namespace, text is
-stripped; anything else is refused with a French `ReturnFileError`:
+A return file read from the Chorus `out/` folder is one XML document or an archive of them (tar,
+gzip or tar.gz, with no extension: recognised by its magic bytes, never by its name). Every XML
+document must be valid against the AIFE schema `CPPStatutPivot_V1_19.xsd` (copied in
+`schemas/`, from `spec/chorus/`); a document that is not is refused with the schema's message.
+The official structure, as the schema's `xs:documentation` describes it:
 
 ```xml
-<CPPStatut>
-  <Enveloppe>
-    <IdFlx>…</IdFlx>                      <!-- id of this return flow (required) -->
-  </Enveloppe>
-  <!-- exactly one of the two blocks below -->
-  <CPPFluxStatuts>                        <!-- statuses of flows we deposited -->
-    <CPPFluxStatutUnitaire>               <!-- one or more -->
-      <IdFlux>…</IdFlux>                  <!-- our deposited flow name (required) -->
-      <DonneesStatut>
-        <IdStatut>90…96</IdStatut>        <!-- required -->
-        <DateStatut>…</DateStatut>        <!-- required -->
-        <Commentaire>…</Commentaire>      <!-- optional -->
-      </DonneesStatut>
-      <Erreurs>                           <!-- optional -->
-        <Erreur>                          <!-- one per anomaly -->
-          <CodeErreur>…</CodeErreur>
-          <LibelleErreur>…</LibelleErreur>
-          <IdFacture>…</IdFacture>        <!-- optional: the rejected invoice (status 96) -->
-        </Erreur>
-      </Erreurs>
-    </CPPFluxStatutUnitaire>
-  </CPPFluxStatuts>
-  <CPPFactureStatuts>                     <!-- statuses of invoices -->
-    <CPPFactureStatutUnitaire>            <!-- one or more -->
-      <Fournisseur><Identifiant>SIRET</Identifiant></Fournisseur>   <!-- us -->
-      <Debiteur><Identifiant>SIRET</Identifiant></Debiteur>         <!-- the public buyer -->
-      <DonneesStatut>
-        <IdFacture>…</IdFacture>          <!-- our invoice number (required) -->
-        <IdStatut>01…12</IdStatut>        <!-- required -->
-        <DateStatut>…</DateStatut>        <!-- required -->
-        <Commentaire>…</Commentaire>      <!-- optional: the reason of a rejection/suspension -->
-      </DonneesStatut>
-    </CPPFactureStatutUnitaire>
-  </CPPFactureStatuts>
+<CPPStatut Version="…">
+  <Enveloppe><EnveloppeUnitaire>            <!-- one or more -->
+    <Parametres>                            <!-- at least DtPrd (production date) and IdFlx -->
+      <ParametreIndiv><Code>IdFlx</Code><Valeurparametre>id of this return flow</Valeurparametre>
+      </ParametreIndiv> …
+    </Parametres>
+    <Partenaires><Recepteur><Id/></Recepteur><Emetteur><Id/></Emetteur></Partenaires>
+  </EnveloppeUnitaire></Enveloppe>
+  <!-- exactly one of: -->
+  <CPPFluxStatuts><CPPFluxStatutUnitaire><DonneesStatut>
+    <IdStatut>90…96</IdStatut> <ComplementStatut/>? <Commentaire/>?
+    <Horodatage>dateTime</Horodatage> <IdFlux>the flow we deposited</IdFlux>
+    <Details><LigneErreurDetail IdLigne="…">…</Details>?
+  </DonneesStatut></CPPFluxStatutUnitaire>…</CPPFluxStatuts>
+  <CPPFactureStatuts><CPPFactureStatutUnitaire>
+    <Fournisseur><Identifiant>our SIRET</Identifiant>…</Fournisseur>
+    <Debiteur><Identifiant>the buyer's SIRET</Identifiant>…</Debiteur>
+    <DonneesStatut><IdStatut>01…12</IdStatut> <ComplementStatut/>? <Commentaire/>?
+      <Horodatage>dateTime</Horodatage> <IdFacture>our invoice number</IdFacture>…</DonneesStatut>
+  </CPPFactureStatutUnitaire>…</CPPFactureStatuts>
 </CPPStatut>
 ```
 
-`DateStatut`: `AAAA-MM-JJ`, `AAAAMMJJ` or an ISO 8601 date-time; without an offset it is Paris
-time. The invoice block follows the `CPPStatutPivot` structure (Fournisseur, Debiteur,
-DonneesStatut/IdFacture, IdStatut, Commentaire); the flow block is its symmetric counterpart.
+`Horodatage` without an offset is Paris time; a date outside [2000-01-01, now + 2 days] is refused
+(a status dated year 9999 would be stored, then break every read of its invoice).
 
 Hostile input is refused before or while parsing, never "handled": any DOCTYPE (hence any entity
-declaration, internal or external), more than MAX_FILE_SIZE bytes, archives with more than
-MAX_MEMBERS members or over MAX_UNPACKED bytes unpacked, members that are not regular files
-(symlinks, hard links, devices, folders) or whose names are absolute or contain `..`.
-Nothing is ever extracted to disk: members are read in memory.
+declaration), more than MAX_FILE_SIZE bytes, archives with more than MAX_MEMBERS members or over
+MAX_UNPACKED bytes unpacked, tar extended headers (pax, GNU long names) over
+MAX_EXTENDED_HEADER bytes — checked on the raw blocks before `tarfile` reads them, because
+Python's `tarfile` parses big pax headers in quadratic time before 3.11.10 (CVE-2024-6232) —,
+GNU sparse members, members that are not regular files or whose names are absolute or contain
+`..`. Nothing is ever extracted to disk: members are read in memory.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import re
@@ -63,9 +52,9 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import datetime, timedelta
 from enum import StrEnum
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo
 
 from lxml import etree
@@ -74,16 +63,44 @@ from postier.errors import ReturnFileError
 
 PARIS = ZoneInfo("Europe/Paris")
 
+SCHEMA_NAME = "CPPStatutPivot_V1_19.xsd"
+SCHEMA_PATH = Path(__file__).with_name("schemas") / SCHEMA_NAME
+
 #: A Chorus return is a few kilobytes per invoice; anything near these limits is not a return.
 MAX_FILE_SIZE = 10 * 1024 * 1024
 MAX_UNPACKED = 50 * 1024 * 1024
 MAX_MEMBERS = 1000
 MAX_XML_DEPTH = 32
+#: A pax header or GNU long name of a status file is a few hundred bytes.
+MAX_EXTENDED_HEADER = 4096
+#: Status dates: Chorus Pro did not exist before; a little clock skew is tolerated after now.
+EARLIEST_STATUS = datetime(2000, 1, 1, tzinfo=PARIS)
+FUTURE_TOLERANCE = timedelta(days=2)
 
 
 class StatusKind(StrEnum):
     FLUX = "flux"
     FACTURE = "facture"
+
+
+class Outcome(StrEnum):
+    """What a status means for the deposit (read from the XSD's documentation)."""
+
+    #: A step of the lifecycle: recorded, changes nothing to the deposit.
+    INFORMATIVE = "informatif"
+    #: The deposit reached its end well (flow received by the final recipient, invoice paid).
+    SUCCESS = "succes_final"
+    #: The deposit failed: the invoice is to be deposited again (its deposit date is cleared).
+    REJECTION = "rejet"
+
+
+class RejectionReason(StrEnum):
+    #: Invoice 04: routing data (service code, engagement number, buyer SIRET) is wrong.
+    ROUTING = "donnees_acheminement"
+    #: Invoice 05: any other reason given by the buyer.
+    OTHER = "autre_motif"
+    #: Flow 93–95: the flow itself was not received or not transmitted.
+    FLOW = "flux"
 
 
 @dataclass(frozen=True)
@@ -93,59 +110,94 @@ class StatusCode:
     kind: StatusKind
     #: Position in the lifecycle: breaks ties between statuses dated the same instant.
     rank: int
-    #: The deposit failed: the invoice must be corrected and deposited again.
-    rejection: bool = False
+    outcome: Outcome = Outcome.INFORMATIVE
+    rejection_reason: RejectionReason | None = None
+
+    @property
+    def rejection(self) -> bool:
+        """The deposit failed: the invoice must be deposited again."""
+        return self.outcome is Outcome.REJECTION
 
     def __str__(self) -> str:
         return f"{self.code} {self.label}"
 
 
 _FL, _IN = StatusKind.FLUX, StatusKind.FACTURE
+_INFO, _OK, _KO = Outcome.INFORMATIVE, Outcome.SUCCESS, Outcome.REJECTION
 
-#: Flow statuses (integration report of a deposited flow).
+#: Flow statuses, labels of the XSD (`CPPFluxStatutUnitaire/DonneesStatut/IdStatut`).
 FLOW_STATUSES: dict[str, StatusCode] = {
     s.code: s
     for s in (
         StatusCode("90", "Reçu", _FL, 1),
-        StatusCode("91", "Rejeté", _FL, 4, rejection=True),
-        StatusCode("92", "En incident (non traité)", _FL, 4, rejection=True),
-        StatusCode("93", "En attente de retraitement", _FL, 3),
-        StatusCode("94", "En cours de traitement", _FL, 2),
-        StatusCode("95", "Intégré", _FL, 4),
-        StatusCode("96", "Reçu intégration partielle", _FL, 4),
+        # Not an error: the flow is on its way to the recipient.
+        StatusCode("91", "En cours de transmission", _FL, 2),
+        StatusCode("92", "Reçu destinataire final", _FL, 4, _OK),
+        StatusCode("93", "Erreur réception", _FL, 4, _KO, RejectionReason.FLOW),
+        StatusCode("94", "Erreur réception destinataire final", _FL, 4, _KO, RejectionReason.FLOW),
+        StatusCode(
+            "95", "Erreur de transmission au destinataire final", _FL, 4, _KO, RejectionReason.FLOW
+        ),
+        # Some invoices of the flow were not integrated: those its error lines name (IdLigne).
+        StatusCode("96", "Reçu - intégration partielle", _FL, 3),
     )
 }
 
-#: Invoice statuses (lifecycle of an invoice once deposited).
+#: Invoice statuses, labels of the XSD (`CPPFactureStatutUnitaire/DonneesStatut/IdStatut`).
 INVOICE_STATUSES: dict[str, StatusCode] = {
     s.code: s
     for s in (
         StatusCode("01", "Déposée", _IN, 10),
-        StatusCode("02", "En cours d'acheminement", _IN, 20),
-        StatusCode("03", "Mise à disposition", _IN, 30),
-        StatusCode("04", "Rejetée", _IN, 50, rejection=True),
-        StatusCode("05", "Rejetée", _IN, 50, rejection=True),
+        StatusCode("02", "En cours d'acheminement vers le destinataire", _IN, 20),
+        StatusCode("03", "Mise à disposition du destinataire", _IN, 30),
+        StatusCode(
+            "04",
+            "Rejetée par l'ordonnateur pour erreur données acheminement",
+            _IN,
+            50,
+            _KO,
+            RejectionReason.ROUTING,
+        ),
+        StatusCode(
+            "05", "Rejetée par l'ordonnateur pour autre motif", _IN, 50, _KO, RejectionReason.OTHER
+        ),
         StatusCode("06", "Suspendue", _IN, 40),
         StatusCode("07", "Service fait", _IN, 60),
-        StatusCode("08", "Mandatée", _IN, 70),
+        StatusCode("08", "Mandatée / DP validée", _IN, 70),
         StatusCode("09", "Mise à disposition du comptable", _IN, 80),
         StatusCode("10", "Comptabilisée", _IN, 90),
-        StatusCode("11", "Mise en paiement", _IN, 100),
+        StatusCode("11", "Mise en paiement", _IN, 100, _OK),
+        # Completed by the supplier after a suspension (06): the lifecycle goes on.
         StatusCode("12", "Complétée", _IN, 45),
     )
 }
 
-STATUSES: dict[str, StatusCode] = FLOW_STATUSES | INVOICE_STATUSES
+#: Codes 13 to 41 are allowed by the schema's enumeration but not described by it: recorded as
+#: information, never taken for a rejection or a success.
+UNDOCUMENTED_INVOICE_STATUSES: dict[str, StatusCode] = {
+    f"{n:02d}": StatusCode(f"{n:02d}", "statut non décrit par le schéma CPPStatutPivot", _IN, 0)
+    for n in range(13, 42)
+}
+
+#: Every status, by code: informative, final success or rejection (re-depositable).
+STATUS_TABLE: dict[str, StatusCode] = (
+    FLOW_STATUSES | INVOICE_STATUSES | UNDOCUMENTED_INVOICE_STATUSES
+)
 
 
 @dataclass(frozen=True)
 class FlowError:
+    """One `LigneErreurDetail`; `line_id` (`IdLigne`) names the invoice in error, if any."""
+
     code: str
     label: str
-    invoice_number: str | None = None
+    nature: str = ""
+    description: str = ""
+    line_id: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.code} {self.label}".strip()
+        text = f"{self.code} {self.label}".strip()
+        return f"{text} ({self.description})" if self.description else text
 
 
 @dataclass(frozen=True)
@@ -158,11 +210,12 @@ class FlowStatus:
 
     @property
     def reason(self) -> str:
-        parts = [str(e) for e in self.errors if e.invoice_number is None]
+        """The flow's own reason: its comment and the error lines that name no invoice."""
+        parts = [str(e) for e in self.errors if not e.line_id]
         return " ; ".join(p for p in [self.comment, *parts] if p)
 
     def invoice_errors(self, number: str) -> list[FlowError]:
-        return [e for e in self.errors if e.invoice_number == number]
+        return [e for e in self.errors if e.line_id == number]
 
 
 @dataclass(frozen=True)
@@ -177,7 +230,7 @@ class InvoiceStatus:
 
 @dataclass(frozen=True)
 class ReturnDocument:
-    """One `CPPStatut` document: a return flow id and its flow or invoice statuses."""
+    """One `CPPStatut` document: the return flow's id (`IdFlx`) and its statuses."""
 
     flow_id: str
     flows: tuple[FlowStatus, ...] = ()
@@ -197,7 +250,7 @@ def supersedes(
     an invoice status of the current deposit (that is more precise); it does replace statuses
     left by an earlier, rejected deposit.
     """
-    old = STATUSES.get(current or "")
+    old = STATUS_TABLE.get(current or "")
     if old is None or current_at is None:
         return True
     if (
@@ -211,10 +264,41 @@ def supersedes(
     return new.rank > old.rank
 
 
+def printable(name: str) -> str:
+    """A file or member name as it can be shown and stored: bytes that are not UTF-8 (kept by
+    `surrogateescape`) and control characters become `%XX`."""
+    raw = name.encode("utf-8", "surrogateescape")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and text.isprintable() and "%" not in text:
+        return text[:255]
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x25 else f"%{b:02X}" for b in raw)[:255]
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a listed name (decoded with `surrogateescape`) was valid UTF-8 on the server."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def set_aside_names(name: str, limit: int = 1000) -> Iterator[str]:
+    """Names under which a return file may be set aside, first free one wins: its own (made
+    printable), then `<name>.1`, `<name>.2`… — evidence already set aside is never replaced."""
+    base = printable(name)
+    yield base
+    for n in range(1, limit):
+        yield f"{base}.{n}"
+
+
 # --- Reading the bytes: archives, then XML ----------------------------------------------------
 
 
-def parse_return_file(data: bytes) -> list[ReturnDocument]:
+def parse_return_file(data: bytes, *, now: datetime | None = None) -> list[ReturnDocument]:
     """Every `CPPStatut` document of a return file (plain XML, gzip, tar or tar.gz)."""
     if len(data) > MAX_FILE_SIZE:
         raise ReturnFileError(
@@ -222,7 +306,7 @@ def parse_return_file(data: bytes) -> list[ReturnDocument]:
         )
     if not data.strip():
         raise ReturnFileError("fichier vide")
-    return [parse_status_xml(xml, member) for member, xml in _documents(data)]
+    return [parse_status_xml(xml, member, now=now) for member, xml in _documents(data)]
 
 
 def _documents(data: bytes) -> Iterator[tuple[str, bytes]]:
@@ -257,7 +341,37 @@ def _is_tar(data: bytes) -> bool:
     return len(data) >= 512 and data[257:262] == b"ustar"
 
 
+def check_tar_headers(data: bytes) -> None:
+    """Walk the tar's 512-byte header blocks without `tarfile`, refusing what it must not see:
+    extended headers (pax `x`/`g`, GNU long names `L`/`K`) over MAX_EXTENDED_HEADER bytes, GNU
+    sparse members (type `S` or pax `GNU.sparse.*`), sizes that do not parse."""
+    position = 0
+    while position + 512 <= len(data):
+        block = data[position : position + 512]
+        if block == bytes(512):
+            return  # end-of-archive marker
+        kind = block[156:157]
+        size_field = block[124:136]
+        digits = size_field.strip(b"\0 ")
+        if not re.fullmatch(rb"[0-7]{1,12}", digits):
+            raise ReturnFileError("archive tar illisible : taille d'un membre illisible")
+        size = int(digits, 8)
+        if kind in (b"x", b"g", b"L", b"K"):
+            if size > MAX_EXTENDED_HEADER:
+                raise ReturnFileError(
+                    f"archive refusée : en-tête étendu (pax ou nom long) de {size} octets, "
+                    f"maximum {MAX_EXTENDED_HEADER} (en-têtes démesurés, CVE-2024-6232)"
+                )
+            body = data[position + 512 : position + 512 + size]
+            if kind in (b"x", b"g") and b"GNU.sparse" in body:
+                raise ReturnFileError("archive refusée : membre « sparse » GNU (en-tête pax)")
+        elif kind == b"S":
+            raise ReturnFileError("archive refusée : membre « sparse » GNU")
+        position += 512 + -(-size // 512) * 512
+
+
 def _tar_members(data: bytes) -> Iterator[tuple[str, bytes]]:
+    check_tar_headers(data)
     total = 0
     documents = []
     try:
@@ -269,15 +383,20 @@ def _tar_members(data: bytes) -> Iterator[tuple[str, bytes]]:
                 total += member.size
                 if member.size > MAX_FILE_SIZE or total > MAX_UNPACKED:
                     raise ReturnFileError(
-                        f"archive trop volumineuse (membre « {member.name} » : {member.size} "
-                        "octets) : refusée"
+                        f"archive trop volumineuse (membre « {printable(member.name)} » : "
+                        f"{member.size} octets) : refusée"
                     )
                 stream = archive.extractfile(member)
                 if stream is None:
-                    raise ReturnFileError(f"membre « {member.name} » illisible dans l'archive")
+                    raise ReturnFileError(
+                        f"membre « {printable(member.name)} » illisible dans l'archive"
+                    )
                 documents.append((member.name, stream.read()))
-    except tarfile.TarError as exc:
-        raise ReturnFileError(f"archive tar illisible ({exc})") from None
+    # tarfile raises ValueError (bad pax numbers, sparse maps), not only TarError, on a bad header.
+    except (tarfile.TarError, ValueError, OSError, EOFError) as exc:
+        raise ReturnFileError(
+            f"archive tar illisible ({type(exc).__name__} : {printable(str(exc))[:200]})"
+        ) from None
     if not documents:
         raise ReturnFileError("archive vide : aucun fichier de statut")
     yield from documents
@@ -285,17 +404,21 @@ def _tar_members(data: bytes) -> Iterator[tuple[str, bytes]]:
 
 def _check_member(member: tarfile.TarInfo) -> None:
     name = member.name
+    shown = printable(name)
     if member.issym() or member.islnk():
         raise ReturnFileError(
-            f"archive refusée : « {name} » est un lien ({member.linkname}), pas un fichier"
+            f"archive refusée : « {shown} » est un lien ({printable(member.linkname)}), "
+            "pas un fichier"
         )
+    if member.issparse():
+        raise ReturnFileError(f"archive refusée : « {shown} » est un membre « sparse »")
     if not member.isfile():
-        raise ReturnFileError(f"archive refusée : « {name} » n'est pas un fichier ordinaire")
+        raise ReturnFileError(f"archive refusée : « {shown} » n'est pas un fichier ordinaire")
     path = PurePosixPath(name)
     if path.is_absolute() or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise ReturnFileError(f"archive refusée : chemin absolu « {name} »")
+        raise ReturnFileError(f"archive refusée : chemin absolu « {shown} »")
     if ".." in path.parts or ".." in re.split(r"[\\/]", name):
-        raise ReturnFileError(f"archive refusée : chemin « {name} » qui sort du dossier")
+        raise ReturnFileError(f"archive refusée : chemin « {shown} » qui sort du dossier")
 
 
 _PARSER_OPTIONS = {
@@ -311,9 +434,28 @@ _PARSER_OPTIONS = {
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
-def parse_status_xml(data: bytes, member: str = "") -> ReturnDocument:
+@functools.cache
+def status_schema() -> etree.XMLSchema:
+    """The official `CPPStatutPivot_V1_19` schema, compiled once per process."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    return etree.XMLSchema(etree.parse(str(SCHEMA_PATH), parser))
+
+
+def schema_errors(document: etree._Element | bytes) -> list[str]:
+    """Why `document` is not valid against the official schema (empty when it is)."""
+    if isinstance(document, bytes):
+        document = etree.fromstring(document, etree.XMLParser(**_PARSER_OPTIONS))
+    schema = status_schema()
+    if schema.validate(document):
+        return []
+    return [f"ligne {e.line} : {e.message}" for e in schema.error_log]
+
+
+def parse_status_xml(
+    data: bytes, member: str = "", *, now: datetime | None = None
+) -> ReturnDocument:
     """One `CPPStatut` document; `member` names it in messages when it came from an archive."""
-    where = f" (membre « {member} »)" if member else ""
+    where = f" (membre « {printable(member)} »)" if member else ""
     # Refused before parsing: entity declarations are how XML bombs and external entities work,
     # and a status file never needs one. Checked again on the parsed tree for other encodings.
     if _DOCTYPE.search(data) or _DOCTYPE.search(data.replace(b"\x00", b"")):
@@ -331,122 +473,119 @@ def parse_status_xml(data: bytes, member: str = "") -> ReturnDocument:
         raise ReturnFileError(f"XML refusé{where} : DOCTYPE interdit")
     if _depth(root) > MAX_XML_DEPTH:
         raise ReturnFileError(f"XML refusé{where} : imbrication trop profonde")
-    if _local(root) != "CPPStatut":
+    if root.tag != "CPPStatut":
         raise ReturnFileError(
-            f"XML inattendu{where} : élément racine « {_local(root)} », « CPPStatut » attendu"
+            f"XML inattendu{where} : élément racine « {root.tag} », « CPPStatut » attendu"
         )
-    flow_id = _text(_child(root, "Enveloppe", where), "IdFlx", where)
-    flows_block = _optional(root, "CPPFluxStatuts")
-    invoices_block = _optional(root, "CPPFactureStatuts")
-    if (flows_block is None) == (invoices_block is None):
+    errors = schema_errors(root)
+    if errors:
+        shown = " ; ".join(errors[:3]) + (f" (et {len(errors) - 3} autres)" if errors[3:] else "")
         raise ReturnFileError(
-            f"XML inattendu{where} : un bloc « CPPFluxStatuts » ou « CPPFactureStatuts » "
-            "attendu (un seul)"
+            f"fichier non conforme au schéma officiel {SCHEMA_NAME}{where} : {shown}"
         )
+    flow_id = _return_flow_id(root, where)
+    flows_block = root.find("CPPFluxStatuts")
     if flows_block is not None:
-        units = _children(flows_block, "CPPFluxStatutUnitaire")
-        if not units:
-            raise ReturnFileError(f"XML inattendu{where} : aucun « CPPFluxStatutUnitaire »")
-        return ReturnDocument(flow_id, flows=tuple(_flow_status(u, where) for u in units))
-    assert invoices_block is not None
-    units = _children(invoices_block, "CPPFactureStatutUnitaire")
-    if not units:
-        raise ReturnFileError(f"XML inattendu{where} : aucun « CPPFactureStatutUnitaire »")
-    return ReturnDocument(flow_id, invoices=tuple(_invoice_status(u, where) for u in units))
-
-
-def _flow_status(unit: etree._Element, where: str) -> FlowStatus:
-    data = _child(unit, "DonneesStatut", where)
-    status = _status(_text(data, "IdStatut", where), FLOW_STATUSES, "de flux (90 à 96)", where)
-    errors: list[FlowError] = []
-    block = _optional(unit, "Erreurs")
-    for error in _children(block, "Erreur") if block is not None else []:
-        invoice = _optional_text(error, "IdFacture")
-        errors.append(
-            FlowError(
-                _optional_text(error, "CodeErreur") or "",
-                _optional_text(error, "LibelleErreur") or "",
-                invoice or None,
-            )
+        return ReturnDocument(
+            flow_id,
+            flows=tuple(
+                _flow_status(u, where, now) for u in flows_block.iterfind("CPPFluxStatutUnitaire")
+            ),
         )
+    invoices_block = root.find("CPPFactureStatuts")
+    assert invoices_block is not None  # the schema requires one of the two blocks
+    return ReturnDocument(
+        flow_id,
+        invoices=tuple(
+            _invoice_status(u, where, now)
+            for u in invoices_block.iterfind("CPPFactureStatutUnitaire")
+        ),
+    )
+
+
+def _return_flow_id(root: etree._Element, where: str) -> str:
+    # The schema only requires two parameters; its documentation names DtPrd and IdFlx.
+    for parameter in root.iterfind("Enveloppe/EnveloppeUnitaire/Parametres/ParametreIndiv"):
+        if _text(parameter, "Code") == "IdFlx" and _text(parameter, "Valeurparametre"):
+            return _text(parameter, "Valeurparametre")
+    raise ReturnFileError(f"enveloppe sans paramètre « IdFlx » (identifiant du flux retour){where}")
+
+
+def _flow_status(unit: etree._Element, where: str, now: datetime | None) -> FlowStatus:
+    data = unit.find("DonneesStatut")
+    assert data is not None
+    errors = tuple(
+        FlowError(
+            code=_text(line, "CodeErreur"),
+            label=_text(line, "LibelleErreur"),
+            nature=_text(line, "NatureErreur"),
+            description=_text(line, "DescriptionErreur"),
+            line_id=(line.get("IdLigne") or "").strip() or None,
+        )
+        for line in data.iterfind("Details/LigneErreurDetail")
+    )
     return FlowStatus(
-        flow_name=_text(unit, "IdFlux", where),
-        status=status,
-        at=parse_status_date(_text(data, "DateStatut", where), where),
-        comment=_optional_text(data, "Commentaire") or "",
-        errors=tuple(errors),
+        flow_name=_required(data, "IdFlux", where),
+        status=FLOW_STATUSES[_code(data)],
+        at=parse_status_date(_text(data, "Horodatage"), where, now=now),
+        comment=_comment(data),
+        errors=errors,
     )
 
 
-def _invoice_status(unit: etree._Element, where: str) -> InvoiceStatus:
-    data = _child(unit, "DonneesStatut", where)
-    code = _text(data, "IdStatut", where)
+def _invoice_status(unit: etree._Element, where: str, now: datetime | None) -> InvoiceStatus:
+    data = unit.find("DonneesStatut")
+    assert data is not None
     return InvoiceStatus(
-        invoice_number=_text(data, "IdFacture", where),
-        supplier_id=_text(_child(unit, "Fournisseur", where), "Identifiant", where),
-        debtor_id=_text(_child(unit, "Debiteur", where), "Identifiant", where),
-        status=_status(code, INVOICE_STATUSES, "de facture (01 à 12)", where),
-        at=parse_status_date(_text(data, "DateStatut", where), where),
-        comment=_optional_text(data, "Commentaire") or "",
+        invoice_number=_required(data, "IdFacture", where),
+        supplier_id=_text(unit, "Fournisseur/Identifiant"),
+        debtor_id=_text(unit, "Debiteur/Identifiant"),
+        status=STATUS_TABLE[_code(data)],
+        at=parse_status_date(_text(data, "Horodatage"), where, now=now),
+        comment=_comment(data),
     )
 
 
-def _status(code: str, known: dict[str, StatusCode], what: str, where: str) -> StatusCode:
-    try:
-        return known[code]
-    except KeyError:
-        raise ReturnFileError(f"statut « {code} » inconnu{where} : statut {what} attendu") from None
+def _code(data: etree._Element) -> str:
+    # xs:nonNegativeInteger: "1", "01" and "+001" are the same value; the schema's enumeration
+    # already restricted it to a known one.
+    return f"{int(_text(data, 'IdStatut')):02d}"
 
 
-def parse_status_date(value: str, where: str = "") -> datetime:
-    """`AAAA-MM-JJ`, `AAAAMMJJ` or ISO date-time; naive values are Paris time."""
+def _comment(data: etree._Element) -> str:
+    return " ; ".join(p for p in (_text(data, "Commentaire"), _text(data, "ComplementStatut")) if p)
+
+
+def parse_status_date(value: str, where: str = "", *, now: datetime | None = None) -> datetime:
+    """An `xs:dateTime` (naive: Paris time), inside [EARLIEST_STATUS, now + FUTURE_TOLERANCE]."""
     text = value.strip()
     try:
-        if re.fullmatch(r"\d{8}", text):
-            parsed = datetime.combine(date(int(text[:4]), int(text[4:6]), int(text[6:])), time())
-        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            parsed = datetime.combine(date.fromisoformat(text), time())
-        else:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=PARIS)
+        latest = (now or datetime.now(PARIS)) + FUTURE_TOLERANCE
+        in_window = EARLIEST_STATUS <= parsed <= latest
+    except (ValueError, OverflowError):
         raise ReturnFileError(f"date de statut « {value} » illisible{where}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=PARIS)
-
-
-# --- Small XML accessors, namespace-agnostic -------------------------------------------------
-
-
-def _local(element: etree._Element) -> str:
-    return etree.QName(element).localname if isinstance(element.tag, str) else ""
-
-
-def _children(parent: etree._Element, name: str) -> list[etree._Element]:
-    return [c for c in parent if _local(c) == name]
-
-
-def _optional(parent: etree._Element, name: str) -> etree._Element | None:
-    found = _children(parent, name)
-    return found[0] if found else None
-
-
-def _child(parent: etree._Element, name: str, where: str) -> etree._Element:
-    found = _optional(parent, name)
-    if found is None:
-        raise ReturnFileError(f"élément « {name} » manquant dans « {_local(parent)} »{where}")
-    return found
-
-
-def _optional_text(parent: etree._Element, name: str) -> str | None:
-    found = _optional(parent, name)
-    return None if found is None else "".join(found.itertext()).strip()
-
-
-def _text(parent: etree._Element, name: str, where: str) -> str:
-    value = _optional_text(parent, name)
-    if not value:
+    if not in_window:
         raise ReturnFileError(
-            f"élément « {name} » manquant ou vide dans « {_local(parent)} »{where}"
+            f"date de statut « {value} » hors des dates plausibles{where} (du "
+            f"{EARLIEST_STATUS:%d/%m/%Y} au {latest.astimezone(PARIS):%d/%m/%Y})"
         )
+    return parsed
+
+
+# --- Small XML accessors (the schema has no namespace) ---------------------------------------
+
+
+def _text(parent: etree._Element, path: str) -> str:
+    return (parent.findtext(path) or "").strip()
+
+
+def _required(parent: etree._Element, path: str, where: str) -> str:
+    value = _text(parent, path)
+    if not value:
+        raise ReturnFileError(f"élément « {path} » vide dans « {parent.tag} »{where}")
     return value
 
 

@@ -40,9 +40,13 @@ from postier.domain.chorus_returns import (
     InvoiceStatus,
     ReturnDocument,
     StatusCode,
+    is_utf8,
     parse_return_file,
+    printable,
+    set_aside_names,
     supersedes,
 )
+from postier.domain.states import SendState
 from postier.errors import DeliveryError, PostierError, ReturnFileError
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import publish, report_header, timing
@@ -69,7 +73,8 @@ class ReturnSource(Protocol):
     def download(self, name: str) -> bytes: ...
 
     def move(self, name: str, folder: str) -> object:
-        """Move `out/<name>` into the folder `out/<folder>/`, created if needed."""
+        """Move `out/<name>` into the folder `out/<folder>/`, created if needed, under the first
+        free name of `set_aside_names` (never replacing a file); where it went."""
         ...
 
 
@@ -101,26 +106,33 @@ class LocalReturnSource:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise ReturnFileError("lien symbolique refusé : ce n'est pas un fichier") from None
-            raise DeliveryError(f"lecture de {name} impossible ({exc.strerror})") from None
+            raise DeliveryError(
+                f"lecture de {printable(name)} impossible ({exc.strerror})"
+            ) from None
         with os.fdopen(fd, "rb") as stream:
             data = stream.read(MAX_FILE_SIZE + 1)
+        if len(data) > MAX_FILE_SIZE:
+            raise ReturnFileError(f"fichier trop volumineux (plus de {MAX_FILE_SIZE} octets)")
         return data
 
-    def move(self, name: str, folder: str) -> Path:
+    def move(self, name: str, folder: str) -> str:
         target_dir = self.root / OUT / _safe_name(folder)
         target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / _safe_name(name)
-        n = 1
-        while target.exists() or target.is_symlink():
-            target = target_dir / f"{name}.{n}"
-            n += 1
-        os.rename(self.root / OUT / name, target)
-        return target
+        source = self.root / OUT / _safe_name(name)
+        for candidate in set_aside_names(name):
+            # link() never replaces an existing file: evidence already set aside stays.
+            try:
+                os.link(source, target_dir / candidate, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            os.unlink(source)
+            return f"{folder}/{candidate}"
+        raise DeliveryError(f"{folder}/ : aucun nom libre pour {printable(name)}")
 
 
 def _safe_name(name: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
-        raise ReturnFileError(f"nom de fichier refusé : « {name} »")
+        raise ReturnFileError(f"nom de fichier refusé : « {printable(name)} »")
     return name
 
 
@@ -136,6 +148,10 @@ class _InvoiceState:
     code: str | None
     at: datetime | None
     deposited_at: datetime | None
+    send_state: str
+    channel: str
+    #: A flow of ours named this invoice (its current one, or one recorded in chorus_flows).
+    in_our_flow: bool
     #: Every flow the invoice was deposited in (the current one is `flow_name`).
     flows: set[str] = field(default_factory=set)
 
@@ -179,8 +195,8 @@ def reconcile(
                 _process_file(conn, source, name, run_id, actor, supplier)
             except (DeliveryError, OSError) as exc:
                 conn.rollback()
-                log.warning("Retour Chorus %s non traité : %s", name, exc)
-                errors.append({"fichier": name, "motif": f"{exc} : laissé dans {OUT}/"})
+                log.warning("Retour Chorus %s non traité : %s", printable(name), exc)
+                errors.append({"fichier": printable(name), "motif": f"{exc} : laissé dans {OUT}/"})
         summary = _write_report(conn, run_id, output_dir, errors)
     if errors:
         raise DeliveryError(
@@ -198,22 +214,32 @@ def _process_file(
     actor: str,
     supplier: str,
 ) -> None:
+    shown = printable(name)  # what the database, the report and the logs hold
     refused: ReturnFileError | None = None
     try:
         data = source.download(_safe_name(name))
     except ReturnFileError as exc:
         data, refused = b"", exc
+    if not is_utf8(name):
+        refused = ReturnFileError(
+            "nom de fichier qui n'est pas de l'UTF-8 valide (octets invalides montrés en %XX)"
+            + (f" ; {refused}" if refused else "")
+        )
     digest = hashlib.sha256(data).hexdigest()
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_RETURNS_LOCK,))
-        result = _decide(conn, name, data, digest, refused, run_id, actor, supplier)
+        result = _decide(conn, shown, data, digest, refused, run_id, actor, supplier)
     conn.commit()
     # Moved only once the outcome is committed: a crash in between leaves the file in out/ with
     # its row, and the next run only finishes the move (see _decide).
-    source.move(name, result.folder)
-    conn.execute("UPDATE chorus_return_files SET moved_at = now() WHERE id = %s", (result.row_id,))
+    where = str(source.move(name, result.folder))
+    conn.execute(
+        "UPDATE chorus_return_files SET moved_at = now(), "
+        "report = report || jsonb_build_object('range_sous', %s::text) WHERE id = %s",
+        (where, result.row_id),
+    )
     conn.commit()
-    log.info("Retour Chorus %s : %s → %s/", name, result.status, result.folder)
+    log.info("Retour Chorus %s : %s → %s", shown, result.status, where)
 
 
 def _decide(
@@ -251,6 +277,12 @@ def _decide(
             report = _apply(conn, documents, name, run_id, actor, supplier)
     except ReturnFileError as exc:
         return _quarantine(conn, name, digest, len(data), run_id, exc)
+    except (ValueError, LookupError, ArithmeticError, RecursionError, psycopg.DataError) as exc:
+        # A file that trips the parser or the database in a way nobody foresaw must not block
+        # every later file: it goes to quarantine like any other bad file.
+        log.exception("Retour Chorus %s : erreur inattendue", name)
+        unexpected = ReturnFileError(f"fichier illisible (erreur inattendue {type(exc).__name__})")
+        return _quarantine(conn, name, digest, len(data), run_id, unexpected)
     return _record(conn, name, digest, len(data), run_id, APPLIED, PROCESSED, report)
 
 
@@ -339,7 +371,9 @@ def _lock_invoices(
     names = sorted(flow_names)
     rows = conn.execute(
         "SELECT i.id, i.number, coalesce(c.siret, ''), i.chorus_flow_name, i.chorus_status, "
-        "i.chorus_status_at, i.chorus_deposited_at "
+        "i.chorus_status_at, i.chorus_deposited_at, i.send_state, c.channel, "
+        "i.chorus_flow_name IS NOT NULL "
+        "OR EXISTS (SELECT 1 FROM chorus_flow_invoices fi WHERE fi.invoice_id = i.id) "
         "FROM invoices i JOIN customers c ON c.id = i.customer_id "
         "WHERE i.number = ANY(%(numbers)s::text[]) OR i.chorus_flow_name = ANY(%(flows)s::text[]) "
         "OR i.id IN (SELECT fi.invoice_id FROM chorus_flow_invoices fi "
@@ -362,6 +396,17 @@ def _lock_invoices(
     if unknown:
         raise ReturnFileError(
             f"facture(s) inconnue(s) : {', '.join(unknown)} (IdFacture sans facture de ce numéro)"
+        )
+    # A status is about a deposit: an invoice no flow of ours carried (paper, « En attente »…)
+    # cannot have one, whatever its number says.
+    never = sorted(n for n in numbers if not states[n].in_our_flow)
+    if never:
+        raise ReturnFileError(
+            "statut pour une facture jamais déposée sur Chorus Pro par Postier : "
+            + ", ".join(
+                f"{n} (« {SendState(states[n].send_state).label} », canal {states[n].channel})"
+                for n in never
+            )
         )
     known_flows = {f for s in states.values() for f in s.flows}
     missing = sorted(flow_names - known_flows)
@@ -401,20 +446,17 @@ def _invoice_event(
 
 def _flow_events(flow_id: str, fs: FlowStatus, states: dict[str, _InvoiceState]) -> list[_Event]:
     members = sorted(n for n, s in states.items() if fs.flow_name in s.flows)
-    strangers = sorted(
-        {e.invoice_number for e in fs.errors if e.invoice_number} - set(members),
+    # Error lines whose IdLigne names an invoice of the flow reject that invoice (partial
+    # integration, 96); the others are about the flow and are reported with it.
+    general = " ; ".join(
+        p for p in [fs.comment, *(str(e) for e in fs.errors if e.line_id not in members)] if p
     )
-    if strangers:
-        raise ReturnFileError(
-            f"flux {fs.flow_name} : facture(s) en erreur inconnue(s) dans ce flux : "
-            f"{', '.join(s for s in strangers if s)}"
-        )
     events = []
     for number in members:
         own = fs.invoice_errors(number)
         rejected = fs.status.rejection or bool(own)
         reason = " ; ".join(
-            p for p in [fs.reason if fs.status.rejection else "", *map(str, own)] if p
+            p for p in [general if fs.status.rejection else "", *map(str, own)] if p
         )
         events.append(
             _Event(
@@ -425,7 +467,7 @@ def _flow_events(flow_id: str, fs: FlowStatus, states: dict[str, _InvoiceState])
                 fs.flow_name,
                 fs.comment,
                 rejected,
-                (reason or "motif non précisé par Chorus Pro") if rejected else "",
+                (reason or "motif non précisé par Chorus Pro") if rejected else general,
             )
         )
     return events
@@ -553,7 +595,8 @@ def _write_report(
         "rejets": rejections,
         "statuts": lines,
         "quarantaine": [
-            {"fichier": r["fichier"], "motif": r["motif"]} for r in by_status[QUARANTINED]
+            {"fichier": r["fichier"], "motif": r["motif"], "range_sous": r.get("range_sous", "")}
+            for r in by_status[QUARANTINED]
         ],
         "doublons": [{"fichier": r["fichier"], "motif": r["motif"]} for r in by_status[DUPLICATE]],
         "non_lus": errors,
@@ -583,8 +626,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     )
     out += _table(
         "Fichiers mis en quarantaine",
-        ["Fichier", "Motif"],
-        ([q["fichier"], q["motif"]] for q in report["quarantaine"]),
+        ["Fichier", "Motif", "Rangé sous"],
+        ([q["fichier"], q["motif"], q.get("range_sous", "")] for q in report["quarantaine"]),
     )
     out += _table(
         "Doublons (rien n'a été appliqué)",
