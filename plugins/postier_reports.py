@@ -1,4 +1,4 @@
-"""Airflow plugin: a « Rapports Postier » entry in the UI menu, listing every run report."""
+"""Airflow plugin: the clerk's Postier pages (invoice list, runs, settings) in the UI menu."""
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -7,12 +7,18 @@ from postier.airflow.reports_app import create_app
 
 class PostierReportsPlugin(AirflowPlugin):
     name = "postier_rapports"
-    fastapi_apps = [{"app": create_app(), "url_prefix": "/postier", "name": "Rapports Postier"}]
+    fastapi_apps = [{"app": create_app(), "url_prefix": "/postier", "name": "Postier"}]
     external_views = [
         {
-            "name": "Rapports Postier",
-            "href": "/postier/",
+            "name": name,
+            "href": f"/postier/{path}",
             "destination": "nav",
-            "url_route": "postier-rapports",
+            "category": "Postier",
+            "url_route": f"postier-{path}",
         }
+        for name, path in (
+            ("Factures", "factures"),
+            ("Exécutions", "executions"),
+            ("Paramètres", "parametres"),
+        )
     ]

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 METADATA_DB = "airflow_e2e"
 
-#: Airflow users of the tests (login:role); the clerk who triggers and confirms is `jmartin`.
-USERS = ("jmartin:admin", "ldurand:admin")
+#: Airflow users of the tests (login:role); the clerk who triggers and confirms is `jmartin`, a
+#: plain user (no right to change the configuration, hence Postier's settings).
+USERS = ("jmartin:user", "ldurand:admin", "admin:admin")
 
 #: Bounds of every wait, in seconds (the whole module is meant to run in a few minutes).
 MIGRATE_TIMEOUT = 240

@@ -8,7 +8,6 @@ batch numbers in the session's Postier database, and finds its run by the Airflo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -57,11 +56,11 @@ def run_row(dsn: str, dag_id: str, run_id: str) -> dict[str, Any]:
     """The Postier run report of an Airflow run (`runs.external_id` = dag_id/run_id)."""
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
-            "SELECT status, triggered_by, counts, report FROM runs WHERE external_id = %s",
+            "SELECT status, triggered_by, counts, report, id FROM runs WHERE external_id = %s",
             (f"{dag_id}/{run_id}",),
         ).fetchone()
     assert row is not None, f"no Postier run recorded for {dag_id}/{run_id}"
-    return dict(zip(("status", "triggered_by", "counts", "report"), row, strict=True))
+    return dict(zip(("status", "triggered_by", "counts", "report", "id"), row, strict=True))
 
 
 # -- Airflow side -----------------------------------------------------------------------------
@@ -170,12 +169,12 @@ def test_hold_triggered_by_a_named_user_is_stamped_with_that_login(
     run = run_row(airflow.postier_dsn, HOLD, run_id)
     assert (run["status"], run["triggered_by"]) == ("terminee", CLERK)
 
-    # The run's report is in the UI's « Rapports Postier » page, for signed-in users only.
-    run_folder = Path(run["report"]["rapport"]).parent.name
-    assert httpx.get(f"{airflow.base_url}/postier/").status_code in (401, 403)
-    page = api.get(f"{airflow.base_url}/postier/")
-    assert page.status_code == 200 and run_folder in page.text
-    report = api.get(f"{airflow.base_url}/postier/{run_folder}")
+    # The run's report is on the « Exécutions » page of the Postier plugin, for signed-in users.
+    anonymous = httpx.get(f"{airflow.base_url}/postier/executions")
+    assert anonymous.status_code == 303 and "/auth/login" in anonymous.headers["location"]
+    page = api.get(f"{airflow.base_url}/postier/executions")
+    assert page.status_code == 200 and f"/postier/executions/{run['id']}'" in page.text
+    report = api.get(f"{airflow.base_url}/postier/executions/{run['id']}")
     assert "Mettre en attente" in report.text and "<table>" in report.text
     assert run["counts"]["traitees"] == 2
 

@@ -152,3 +152,12 @@ def test_nightly_window_counts_today() -> None:
     assert selection.created_since == date(2026, 12, 1)
     with pytest.raises(SelectionError, match="NB_JOURS_AVANT_ENVOI_FACTURES"):
         Selection.defaults("factures_envoi_nocturne").created_in_last_days(0, date(2026, 12, 31))
+
+
+def test_ticked_invoices_are_a_list_of_ids() -> None:
+    assert Selection.from_params("factures_imprimer", {"factures": [3, 1]}).invoice_ids == {1, 3}
+    assert Selection.from_params("factures_imprimer", {"factures": "4,5"}).invoice_ids == {4, 5}
+    assert Selection.defaults("factures_imprimer").invoice_ids is None
+    for bad in (["x"], [0], [True], []):
+        with pytest.raises(SelectionError, match="Factures cochées"):
+            Selection.from_params("factures_imprimer", {"factures": bad})

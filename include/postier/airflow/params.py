@@ -79,6 +79,18 @@ def trigger_params(t: Treatment) -> dict[str, Param]:
         description="États d'envoi des factures à traiter ; vide = états par défaut du traitement.",
         section=CRITERIA,
     )
+    params["factures"] = Param(
+        None,
+        type=["null", "array"],
+        items={"type": "integer", "minimum": 1},
+        uniqueItems=True,
+        title=PARAM_LABELS["factures"],
+        description=(
+            "Rempli par la page « Factures » de Postier (factures cochées) ; vide = toutes les "
+            "factures selon les critères."
+        ),
+        section=CRITERIA,
+    )
     if t.print_switches:
         for key in ("sans_date_edition", "sans_dematerialisation"):
             params[key] = Param(True, type="boolean", title=PARAM_LABELS[key], section=CRITERIA)

@@ -110,3 +110,8 @@ def actor(context: Any) -> str:
 
 def external_id(context: Any) -> str:
     return f"{context['dag'].dag_id}/{context['run_id']}"
+
+
+def workspace_environment() -> Environment:
+    """What the Postier pages of the api-server need: the database, the runs, the GED."""
+    return Environment(dsn=_dsn(), home=database.home(), ged_url=_ged_url())

@@ -35,7 +35,12 @@ PARAM_LABELS: dict[str, str] = {
     "etats": "États d'envoi",
     "sans_date_edition": "Uniquement les factures sans date d'édition",
     "sans_dematerialisation": "Uniquement les factures sans dématérialisation",
+    "factures": "Factures cochées",
 }
+
+#: At most this many ticked invoices per run (the clerk ticks a page; « toutes selon les
+#: critères » sends no list at all).
+MAX_TICKED = 10_000
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class Selection:
     only_not_dematerialized: bool = False
     #: Nightly send: only invoices created on or after this day (Paris time).
     created_since: date | None = None
+    #: The invoices the clerk ticked in the list (ids); None = every invoice the criteria match.
+    #: Still filtered by the criteria, and re-checked under the row lock by each transition.
+    invoice_ids: frozenset[int] | None = None
 
     @property
     def treatment(self) -> Treatment:
@@ -86,6 +94,7 @@ class Selection:
         created_by = _operator(params, "operateur_creation", problems)
         edited_by = _operator(params, "operateur_edition", problems)
         states = _states(params, t, problems)
+        invoice_ids = _invoice_ids(params, problems)
 
         only_unedited = _switch(params, "sans_date_edition", t, problems)
         only_not_demat = _switch(params, "sans_dematerialisation", t, problems)
@@ -109,6 +118,7 @@ class Selection:
             edited_by=edited_by,
             only_unedited=only_unedited,
             only_not_dematerialized=only_not_demat,
+            invoice_ids=invoice_ids,
         )
 
     def created_in_last_days(self, days: int, today: date) -> Selection:
@@ -151,6 +161,8 @@ class Selection:
                 out[key] = value.isoformat() if isinstance(value, date) else value
         if self.created_since:
             out["cree_depuis"] = self.created_since.isoformat()
+        if self.invoice_ids is not None:
+            out["factures"] = sorted(self.invoice_ids)
         return out
 
 
@@ -240,6 +252,31 @@ def _states(params: Mapping[str, Any], t: Treatment, problems: list[str]) -> fro
             continue
         chosen.add(state)
     return frozenset(chosen) or frozenset(t.default_states)
+
+
+def _invoice_ids(params: Mapping[str, Any], problems: list[str]) -> frozenset[int] | None:
+    value = params.get("factures")
+    if value is None or value == "":
+        return None
+    raw: Iterable[Any] = value.split(",") if isinstance(value, str) else value
+    if not isinstance(raw, list | tuple | set | frozenset | str):
+        problems.append(f"Factures cochées : une liste est attendue (reçu {value!r})")
+        return None
+    ids: set[int] = set()
+    for item in raw:
+        text = str(item).strip()
+        if isinstance(item, bool) or not text.isdigit() or int(text) <= 0:
+            problems.append(f"Factures cochées : identifiant invalide « {item} »")
+            return None
+        ids.add(int(text))
+    if not ids:
+        problems.append("Factures cochées : aucune facture cochée")
+    elif len(ids) > MAX_TICKED:
+        problems.append(
+            f"Factures cochées : {len(ids)} factures, {MAX_TICKED} au plus ; cochez plutôt "
+            "« toutes selon les critères »"
+        )
+    return frozenset(ids)
 
 
 def _switch(params: Mapping[str, Any], key: str, t: Treatment, problems: list[str]) -> bool:

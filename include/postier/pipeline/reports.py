@@ -190,13 +190,19 @@ def write_report(
     return {"execution": run_id, "compteurs": report["compteurs"], "rapport": str(md_path)}
 
 
+def _criterion(key: str, value: Any) -> str:
+    if key == "factures":  # invoice ids mean nothing to the clerk: how many were ticked
+        return f"{len(value)} facture(s) cochée(s) dans la liste"
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     c = report["compteurs"]
     preview = " — **aperçu**" if report["mode"] == "apercu" else ""
     lines = report_header(report, preview) + [
         "- Critères : "
         + "; ".join(
-            f"{PARAM_LABELS.get(k, k)} = {', '.join(v) if isinstance(v, list) else v}"
+            f"{PARAM_LABELS.get(k, k)} = {_criterion(k, v)}"
             for k, v in report["criteres"].items()
             if k != "mode"
         ),

@@ -52,6 +52,8 @@ def where_clause(selection: Selection) -> tuple[sql.Composed, dict[str, Any]]:
         add("i.payment_mode = ANY(%(modes)s)", modes=sorted(m.value for m in t.payment_modes))
     if t.channel is not None:
         add("c.channel = %(channel)s", channel=t.channel.value)
+    if selection.invoice_ids is not None:
+        add("i.id = ANY(%(invoice_ids)s)", invoice_ids=sorted(selection.invoice_ids))
     if t.id is TreatmentId.CHORUS_RECUPERER:
         add("i.chorus_deposited_at IS NULL")
     return sql.SQL(" AND ").join(sql.SQL(c) for c in clauses), params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 
@@ -85,3 +86,66 @@ def _typed(value: str, value_type: str, key: str) -> str | int | bool:
 def load_settings(conn: psycopg.Connection) -> Settings:
     rows = conn.execute("SELECT key, value, value_type FROM settings").fetchall()
     return Settings({key: _typed(value, vtype, key) for key, value, vtype in rows})
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    key: str
+    value: str
+    value_type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class SettingChange:
+    key: str
+    old_value: str
+    new_value: str
+    changed_by: str
+    changed_at: datetime
+
+
+def list_settings(conn: psycopg.Connection) -> list[SettingRow]:
+    rows = conn.execute(
+        "SELECT key, value, value_type, description FROM settings ORDER BY key"
+    ).fetchall()
+    return [SettingRow(*row) for row in rows]
+
+
+def change_setting(conn: psycopg.Connection, key: str, value: str, changed_by: str) -> bool:
+    """Validate and store a new value, recording who changed what; False when unchanged.
+
+    One transaction, the row locked: two admins saving at once are recorded one after the other,
+    each with the value they actually replaced.
+    """
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT value, value_type FROM settings WHERE key = %s FOR UPDATE", (key,)
+        ).fetchone()
+        if row is None:
+            raise ConfigurationError(f"paramètre « {key} » inconnu")
+        old, value_type = row
+        new = value.strip()
+        typed = _typed(new, value_type, key)  # refuses a bad value with a French message
+        if value_type == "bool":
+            new = "true" if typed else "false"
+        if value_type == "int" and int(typed) < 0:
+            raise ConfigurationError(f"paramètre {key} : nombre positif attendu, reçu « {new} »")
+        if new == old:
+            return False
+        conn.execute("UPDATE settings SET value = %s WHERE key = %s", (new, key))
+        conn.execute(
+            "INSERT INTO settings_changes (key, old_value, new_value, changed_by) "
+            "VALUES (%s, %s, %s, %s)",
+            (key, old, new, changed_by),
+        )
+    return True
+
+
+def setting_changes(conn: psycopg.Connection, limit: int = 200) -> list[SettingChange]:
+    rows = conn.execute(
+        "SELECT key, old_value, new_value, changed_by, changed_at FROM settings_changes "
+        "ORDER BY id DESC LIMIT %s",
+        (limit,),
+    ).fetchall()
+    return [SettingChange(*row) for row in rows]

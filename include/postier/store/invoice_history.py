@@ -1,0 +1,110 @@
+"""One invoice's history for the clerk: states, stamps, runs, exchange log, archived documents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class ArchivedDocument:
+    id: int
+    kind: str
+    sha256: str
+    size: int
+    location: str
+    signed: bool
+    at: datetime
+
+
+@dataclass(frozen=True)
+class InvoiceHistory:
+    id: int
+    number: str
+    invoice_date: date
+    customer: str
+    channel: str
+    total_gross: Decimal
+    #: (label, value) pairs of the invoice's state and stamps, in the order the clerk reads them.
+    stamps: dict[str, Any]
+    #: (run id, treatment, status, reason, when) of every run that selected the invoice.
+    runs: list[tuple[int, str, str, str | None, datetime | None]]
+    #: (when, kind, partner, status, by, report) of the exchange log, oldest first.
+    exchanges: list[tuple[datetime, str, str, str, str, dict[str, Any]]]
+    documents: list[ArchivedDocument]
+
+
+def invoice_history(conn: psycopg.Connection, number: str) -> InvoiceHistory | None:
+    row = conn.execute(
+        "SELECT i.id, i.number, i.invoice_date, c.code || ' — ' || c.name, c.channel, "
+        "i.total_gross, i.send_state, i.created_at, i.created_by, i.state_changed_at, "
+        "i.state_changed_by, i.edited_at, i.edited_by, i.sent_at, i.sent_by, i.dematerialized, "
+        "i.dematerialized_channel, i.chorus_flow_name, i.chorus_deposited_at, i.chorus_status, "
+        "i.chorus_status_at FROM invoices i JOIN customers c ON c.id = i.customer_id "
+        "WHERE i.number = %s",
+        (number,),
+    ).fetchone()
+    if row is None:
+        return None
+    invoice_id = row[0]
+    stamps = dict(
+        zip(
+            (
+                "send_state",
+                "created_at",
+                "created_by",
+                "state_changed_at",
+                "state_changed_by",
+                "edited_at",
+                "edited_by",
+                "sent_at",
+                "sent_by",
+                "dematerialized",
+                "dematerialized_channel",
+                "chorus_flow_name",
+                "chorus_deposited_at",
+                "chorus_status",
+                "chorus_status_at",
+            ),
+            row[6:],
+            strict=True,
+        )
+    )
+    runs = conn.execute(
+        "SELECT r.id, r.treatment, s.status, s.reason, s.done_at FROM run_items s "
+        "JOIN runs r ON r.id = s.run_id WHERE s.invoice_id = %s ORDER BY r.id",
+        (invoice_id,),
+    ).fetchall()
+    exchanges = conn.execute(
+        "SELECT at, kind, partner, status, by, report FROM exchanges WHERE invoice_id = %s "
+        "ORDER BY at, id",
+        (invoice_id,),
+    ).fetchall()
+    documents = conn.execute(
+        "SELECT id, kind, sha256, size, location, signed, at FROM documents "
+        "WHERE invoice_id = %s ORDER BY id",
+        (invoice_id,),
+    ).fetchall()
+    return InvoiceHistory(
+        *row[:6],
+        stamps=stamps,
+        runs=[tuple(r) for r in runs],  # type: ignore[misc]
+        exchanges=[tuple(e) for e in exchanges],
+        documents=[ArchivedDocument(*d) for d in documents],
+    )
+
+
+def archived_document(
+    conn: psycopg.Connection, number: str, document_id: int
+) -> ArchivedDocument | None:
+    """A document of this invoice only (the id alone never reaches another invoice's file)."""
+    row = conn.execute(
+        "SELECT d.id, d.kind, d.sha256, d.size, d.location, d.signed, d.at FROM documents d "
+        "JOIN invoices i ON i.id = d.invoice_id WHERE i.number = %s AND d.id = %s",
+        (number, document_id),
+    ).fetchone()
+    return ArchivedDocument(*row) if row else None
