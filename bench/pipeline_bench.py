@@ -85,8 +85,9 @@ def one_volume(invoices: int, workers: int) -> dict[str, float]:
     cluster = LocalCluster(base / "pg")
     try:
         dsn = cluster.start()
-        with psycopg.connect(dsn) as conn:
+        with psycopg.connect(cluster.owner_dsn()) as conn:
             migrate(conn)
+        with psycopg.connect(dsn) as conn:
             conn.execute("UPDATE settings SET value = 'false' WHERE key = 'DEMAT_ARTIS'")
             demo_data.seed(conn, invoices, seed=3)
             # Every demo invoice goes through prepare then send.

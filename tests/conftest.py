@@ -3,6 +3,10 @@
 One throwaway PostgreSQL cluster per test session (the project's own `LocalCluster`, run as the
 `postgres` user under root), a migrated template database, and a fresh database per test cloned
 from it (`CREATE DATABASE … TEMPLATE`, a few tens of milliseconds).
+
+`db_dsn` and `conn` connect as the task role (`postier_app`), as the DAGs' tasks do: no TRUNCATE,
+no DDL, no owner rights. A test that needs those (a fault-injection trigger, a migration) uses
+`owner_dsn`, the same database as the owner role.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ def pg_cluster() -> Iterator[LocalCluster]:
     base.chmod(0o755)  # the server runs as `postgres` and must reach its data folder
     cluster = LocalCluster(base / "pg")
     cluster.start()
-    with psycopg.connect(cluster.create_database(TEMPLATE)) as conn:
+    cluster.create_database(TEMPLATE)
+    with psycopg.connect(cluster.owner_dsn(TEMPLATE)) as conn:
         migrate(conn)
     yield cluster
     cluster.stop()
@@ -37,12 +42,24 @@ def pg_cluster() -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def db_dsn(pg_cluster: LocalCluster) -> Iterator[str]:
+def db_name(pg_cluster: LocalCluster) -> Iterator[str]:
     """A fresh, migrated database for one test."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    dsn = pg_cluster.create_database(name, template=TEMPLATE)
-    yield dsn
+    pg_cluster.create_database(name, template=TEMPLATE)
+    yield name
     pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def db_dsn(pg_cluster: LocalCluster, db_name: str) -> str:
+    """The test's database as the task role (what the DAGs' tasks connect as)."""
+    return pg_cluster.dsn(db_name)
+
+
+@pytest.fixture
+def owner_dsn(pg_cluster: LocalCluster, db_name: str) -> str:
+    """The test's database as the owner role: DDL, fault-injection triggers, migrations."""
+    return pg_cluster.owner_dsn(db_name)
 
 
 @pytest.fixture
@@ -52,9 +69,12 @@ def conn(db_dsn: str) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
-def postier_env(db_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def postier_env(
+    db_dsn: str, owner_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
     """Environment of a command-line run against the test database."""
     monkeypatch.setenv("POSTIER_DB_DSN", db_dsn)
+    monkeypatch.setenv("POSTIER_DB_OWNER_DSN", owner_dsn)
     monkeypatch.setenv("POSTIER_HOME", str(tmp_path / "home"))
     return db_dsn
 

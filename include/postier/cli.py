@@ -33,7 +33,7 @@ def _db_command(args: argparse.Namespace) -> int:
             print("PostgreSQL local arrêté.")
             return 3
     elif args.action == "migrate":
-        with database.connect(database.resolve_dsn()) as conn:
+        with database.connect(database.resolve_owner_dsn()) as conn:
             applied = migrate(conn)
         print("Migrations appliquées : " + (", ".join(applied) if applied else "aucune (à jour)"))
     return 0
@@ -52,8 +52,9 @@ def _demo_command(args: argparse.Namespace) -> int:
         return 0
     from postier import demo_data
 
-    with database.connect(database.resolve_dsn()) as conn:
+    with database.connect(database.resolve_owner_dsn()) as conn:
         migrate(conn)
+    with database.connect(database.resolve_dsn()) as conn:
         summary = demo_data.seed(conn, args.invoices, args.seed)
     print(
         f"Données de démonstration : {summary.invoices} factures, {summary.customers} clients, "

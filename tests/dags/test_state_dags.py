@@ -63,10 +63,13 @@ def test_invalid_criteria_fail_the_first_task_and_change_nothing(run_dag, postie
         assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
 
 
-def test_retried_chunk_after_a_fault_mid_chunk_ends_like_a_clean_run(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+def test_retried_chunk_after_a_fault_mid_chunk_ends_like_a_clean_run(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, owner_dsn
+) -> None:
     with psycopg.connect(postier_env) as conn:
         for n in range(30):
             insert_invoice(conn, number=f"F-{n:03d}", send_state="PRET")
+    with psycopg.connect(owner_dsn) as conn:  # DDL: the owner role
         # A crash in the middle of the chunk, on its first attempt only (a sequence is not
         # rolled back with the failed transaction, so the retry passes).
         conn.execute("CREATE SEQUENCE fault_once")

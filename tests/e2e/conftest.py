@@ -34,7 +34,9 @@ def airflow(pg_cluster: LocalCluster) -> Iterator[Airflow]:
     home = Path(tempfile.mkdtemp(prefix="postier-e2e-airflow-"))
     postier_db = f"e2e_{uuid.uuid4().hex[:12]}"
     postier_dsn = pg_cluster.create_database(postier_db, template=TEMPLATE)
-    metadata_url = pg_cluster.create_database(METADATA_DB).replace(
+    # Airflow's own metadata database: Airflow creates its tables there, so as their owner.
+    pg_cluster.create_database(METADATA_DB)
+    metadata_url = pg_cluster.owner_dsn(METADATA_DB).replace(
         "postgresql://", "postgresql+psycopg://", 1
     )
     af = Airflow(home=home, postier_dsn=postier_dsn, postier_home=home / "postier-home")

@@ -3,6 +3,11 @@
 Used when no database is configured (`POSTIER_DB_DSN` unset, no `postier_db` connection), and by
 the test harness. The server listens on a free loopback port only (no Unix socket); as root it runs
 as the `postgres` user, since PostgreSQL refuses to run as root.
+
+Three roles, as a production database should have them: the bootstrap superuser (creates roles and
+databases, nothing else), `postier_owner` (owns the database and every table: migrations run as
+it) and `postier_app` (what the tasks connect as: reads and writes rows, nothing more; see
+`store.migrations.grant_task_role`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from psycopg import sql
 from postier.errors import ConfigurationError
 
 SUPERUSER = "postier"
+OWNER_ROLE = "postier_owner"
+APP_ROLE = "postier_app"
 DEFAULT_DATABASE = "postier"
 INSTALL_HINT = (
     "PostgreSQL introuvable : installez les binaires du serveur PostgreSQL "
@@ -60,6 +67,35 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
+_ADOPT_SQL = f"""
+DO $$
+DECLARE r record;
+BEGIN
+    IF (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public')
+       = '{SUPERUSER}' THEN
+        ALTER SCHEMA public OWNER TO pg_database_owner;
+    END IF;
+    FOR r IN SELECT c.oid::regclass AS obj FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')
+               AND pg_get_userbyid(c.relowner) = '{SUPERUSER}' LOOP
+        EXECUTE format('ALTER TABLE %s OWNER TO {OWNER_ROLE}', r.obj);
+    END LOOP;
+    FOR r IN SELECT c.oid::regclass AS obj FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind = 'S'
+               AND pg_get_userbyid(c.relowner) = '{SUPERUSER}' LOOP
+        EXECUTE format('ALTER SEQUENCE %s OWNER TO {OWNER_ROLE}', r.obj);
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS obj FROM pg_proc p
+             JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) = '{SUPERUSER}' LOOP
+        EXECUTE format('ALTER ROUTINE %s OWNER TO {OWNER_ROLE}', r.obj);
+    END LOOP;
+END $$
+"""
+
+
 @dataclass
 class LocalCluster:
     """A cluster under `base` (`data/`, `port`, `server.log`)."""
@@ -82,8 +118,16 @@ class LocalCluster:
     def port(self) -> int:
         return int(self.port_file.read_text().strip())
 
-    def dsn(self, database: str = DEFAULT_DATABASE) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+    def dsn(self, database: str = DEFAULT_DATABASE, role: str = APP_ROLE) -> str:
+        """Connection string as `role`: by default the task role, which owns nothing."""
+        return f"postgresql://{role}@127.0.0.1:{self.port}/{database}"
+
+    def owner_dsn(self, database: str = DEFAULT_DATABASE) -> str:
+        """As the owner role: for migrations (DDL), never for tasks."""
+        return self.dsn(database, OWNER_ROLE)
+
+    def _admin_dsn(self, database: str = "postgres") -> str:
+        return self.dsn(database, SUPERUSER)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -166,27 +210,69 @@ class LocalCluster:
                 "-o",
                 options,
             )
+        self.create_roles()
         self.create_database(DEFAULT_DATABASE)
+        self._adopt(DEFAULT_DATABASE)
         return self.dsn()
 
     def stop(self) -> None:
         if self.running():
             self._pg("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
 
+    def create_roles(self) -> None:
+        """The owner and task roles: log in (trust on loopback), no superuser, no CREATEROLE."""
+        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+            # The owner inherits `pg_database_owner`, which owns the schema `public` (PG 15+).
+            for role in (OWNER_ROLE, APP_ROLE):
+                if not conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
+                ).fetchone():
+                    conn.execute(
+                        sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(
+                            sql.Identifier(role)
+                        )
+                    )
+
     def create_database(self, name: str, template: str | None = None) -> str:
-        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+        """A database owned by the owner role (so it owns `public`); the task role's DSN."""
+        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
             ).fetchone()
             if not exists:
-                stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+                stmt = sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(OWNER_ROLE)
+                )
                 if template:
                     stmt += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
                 conn.execute(stmt)
         return self.dsn(name)
 
+    def _adopt(self, name: str) -> None:
+        """Hand a cluster made before the role split (all owned by the superuser) to the owner."""
+        with psycopg.connect(self._admin_dsn(name), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(name), sql.Identifier(OWNER_ROLE)
+                )
+            )
+            stale = conn.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relowner = (SELECT oid FROM pg_roles"
+                " WHERE rolname = %s)",
+                (SUPERUSER,),
+            ).fetchone()
+            if not stale or not stale[0]:
+                return
+            # Tables carry their serial sequences along; functions are handed over one by one.
+            conn.execute(_ADOPT_SQL)
+        from postier.store.migrations import grant_task_role
+
+        with psycopg.connect(self.owner_dsn(name)) as conn:
+            grant_task_role(conn)
+
     def drop_database(self, name: str) -> None:
-        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )

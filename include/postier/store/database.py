@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 
 from postier import INCLUDE_DIR
+from postier.errors import ConfigurationError
 from postier.store.cluster import LocalCluster
 
 
@@ -21,12 +22,28 @@ def local_cluster() -> LocalCluster:
 
 
 def resolve_dsn(start_local: bool = True) -> str:
-    """`POSTIER_DB_DSN` when set; otherwise the project's own local cluster, started if needed."""
+    """The tasks' connection (task role): `POSTIER_DB_DSN` when set; otherwise the project's own
+    local cluster, started if needed."""
     dsn = os.environ.get("POSTIER_DB_DSN")
     if dsn:
         return dsn
     cluster = local_cluster()
     return cluster.start() if start_local else cluster.dsn()
+
+
+def resolve_owner_dsn() -> str:
+    """The migrations' connection (owner role): `POSTIER_DB_OWNER_DSN`; else the local cluster."""
+    dsn = os.environ.get("POSTIER_DB_OWNER_DSN")
+    if dsn:
+        return dsn
+    if os.environ.get("POSTIER_DB_DSN"):
+        raise ConfigurationError(
+            "Les migrations s'exécutent avec le rôle propriétaire des tables, pas avec celui "
+            "des traitements (POSTIER_DB_DSN) : indiquez sa connexion dans POSTIER_DB_OWNER_DSN."
+        )
+    cluster = local_cluster()
+    cluster.start()
+    return cluster.owner_dsn()
 
 
 def connect(dsn: str, **kwargs: object) -> psycopg.Connection:
