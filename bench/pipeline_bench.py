@@ -67,7 +67,7 @@ def document_rate(env: Environment, sample: int) -> tuple[float, float]:
         ]
         invoices = load_invoices(conn, ids)
         seller = load_settings(conn).seller()
-    signer = env.signer()
+    signer = env.signer(seller.name)
     render_final_invoice(invoices[0], seller)
     start = time.perf_counter()
     for inv in invoices:

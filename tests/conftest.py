@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from facturx_validation import FacturxValidator
 
 from postier.store.cluster import LocalCluster
 from postier.store.migrations import migrate
@@ -77,6 +78,12 @@ def postier_env(
     monkeypatch.setenv("POSTIER_DB_OWNER_DSN", owner_dsn)
     monkeypatch.setenv("POSTIER_HOME", str(tmp_path / "home"))
     return db_dsn
+
+
+@pytest.fixture(scope="session")
+def facturx_validator() -> FacturxValidator:
+    """XSD + Factur-X EN 16931 + BR-FR schematrons, compiled once per session."""
+    return FacturxValidator()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -31,7 +31,7 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
 from postier.domain.money import to_cents
-from postier.domain.states import Channel, InvoiceKind, PaymentMode, SendState
+from postier.domain.states import Channel, InvoiceKind, LineNature, PaymentMode, SendState
 from postier.errors import PostierError
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -381,58 +381,76 @@ BANKS: tuple[tuple[str, str], ...] = (
     ("17806", "AGRIFRPP878"),
 )
 
-# description, unit, VAT rate, unit price range (euros), quantity kind
-Item = tuple[str, str, str, float, float, str]
+B, S = LineNature.BIEN, LineNature.SERVICE
+# description, ERP unit (include/templates/documents/units.toml), VAT rate, unit price range
+# (euros), quantity kind, nature (goods or services: BT-23 and the printed operation category)
+Item = tuple[str, str, str, float, float, str, LineNature]
 CATALOGUE: dict[str, tuple[Item, ...]] = {
     "services": (
-        ("Maintenance préventive du parc d'impression", "H", "20", 45, 95, "hours"),
-        ("Prestation de conseil en organisation", "J", "20", 450, 1200, "days"),
-        ("Formation des utilisateurs (session sur site)", "J", "20", 600, 1500, "days"),
-        ("Intervention technicien – main-d'œuvre", "H", "20", 38, 72, "hours"),
-        ("Frais de déplacement technicien", "U", "20", 25, 90, "few"),
-        ("Abonnement logiciel de gestion – mensuel", "U", "20", 29, 490, "one"),
-        ("Hébergement et sauvegarde des données", "U", "20", 15, 250, "one"),
-        ("Nettoyage des locaux", "M2", "20", 0.85, 3.6, "area"),
-        ("Entretien des espaces verts", "M2", "20", 0.4, 2.2, "area"),
-        ("Location de nacelle élévatrice", "J", "20", 180, 420, "days"),
-        ("Audit de sécurité informatique", "J", "20", 800, 1400, "days"),
-        ("Assistance téléphonique (forfait)", "U", "20", 60, 350, "one"),
+        ("Maintenance préventive du parc d'impression", "H", "20", 45, 95, "hours", S),
+        ("Prestation de conseil en organisation", "J", "20", 450, 1200, "days", S),
+        ("Formation des utilisateurs (session sur site)", "J", "20", 600, 1500, "days", S),
+        ("Intervention technicien – main-d'œuvre", "H", "20", 38, 72, "hours", S),
+        ("Frais de déplacement technicien", "U", "20", 25, 90, "few", S),
+        ("Abonnement logiciel de gestion – mensuel", "U", "20", 29, 490, "one", S),
+        ("Hébergement et sauvegarde des données", "U", "20", 15, 250, "one", S),
+        ("Nettoyage des locaux", "M2", "20", 0.85, 3.6, "area", S),
+        ("Entretien des espaces verts", "M2", "20", 0.4, 2.2, "area", S),
+        ("Location de nacelle élévatrice", "J", "20", 180, 420, "days", S),
+        ("Audit de sécurité informatique", "J", "20", 800, 1400, "days", S),
+        ("Assistance téléphonique (forfait)", "U", "20", 60, 350, "one", S),
     ),
     "fournitures": (
-        ("Ramette papier A4 80 g/m² (500 feuilles)", "U", "20", 3.9, 6.5, "many"),
-        ("Cartouche d'encre noire haute capacité", "U", "20", 24, 89, "few"),
-        ("Toner laser couleur", "U", "20", 65, 180, "few"),
-        ("Câble réseau RJ45 catégorie 6", "M", "20", 0.35, 1.9, "length"),
-        ("Gants nitrile (boîte de 100)", "U", "20", 5.5, 12.9, "many"),
-        ("Produit d'entretien multi-surfaces", "L", "20", 2.45, 7.8, "volume"),
-        ("Granulés de bois en vrac", "KG", "20", 0.3215, 0.4875, "weight"),
-        ("Fioul domestique", "L", "20", 1.0525, 1.3875, "volume"),
-        ("Palette bois 80 x 120", "U", "20", 8, 22, "many"),
-        ("Écran 24 pouces", "U", "20", 129, 289, "few"),
+        ("Ramette papier A4 80 g/m² (500 feuilles)", "U", "20", 3.9, 6.5, "many", B),
+        ("Cartouche d'encre noire haute capacité", "U", "20", 24, 89, "few", B),
+        ("Toner laser couleur", "U", "20", 65, 180, "few", B),
+        ("Câble réseau RJ45 catégorie 6", "M", "20", 0.35, 1.9, "length", B),
+        ("Gants nitrile (boîte de 100)", "U", "20", 5.5, 12.9, "many", B),
+        ("Produit d'entretien multi-surfaces", "L", "20", 2.45, 7.8, "volume", B),
+        ("Granulés de bois en vrac", "KG", "20", 0.3215, 0.4875, "weight", B),
+        ("Fioul domestique", "L", "20", 1.0525, 1.3875, "volume", B),
+        ("Palette bois 80 x 120", "U", "20", 8, 22, "many", B),
+        ("Écran 24 pouces", "U", "20", 129, 289, "few", B),
     ),
     "travaux": (
-        ("Travaux de rénovation énergétique – isolation des combles", "M2", "5.5", 18, 45, "area"),
-        ("Remplacement de chaudière à condensation", "U", "5.5", 2800, 5200, "one"),
-        ("Travaux de peinture intérieure (logement de plus de 2 ans)", "M2", "10", 12, 32, "area"),
-        ("Pose de carrelage (logement de plus de 2 ans)", "M2", "10", 28, 65, "area"),
-        ("Main-d'œuvre plomberie (logement de plus de 2 ans)", "H", "10", 40, 65, "hours"),
-        ("Fourniture et pose de menuiseries isolantes", "U", "5.5", 380, 1200, "few"),
+        (
+            "Travaux de rénovation énergétique – isolation des combles",
+            "M2",
+            "5.5",
+            18,
+            45,
+            "area",
+            S,
+        ),
+        ("Remplacement de chaudière à condensation", "U", "5.5", 2800, 5200, "one", S),
+        (
+            "Travaux de peinture intérieure (logement de plus de 2 ans)",
+            "M2",
+            "10",
+            12,
+            32,
+            "area",
+            S,
+        ),
+        ("Pose de carrelage (logement de plus de 2 ans)", "M2", "10", 28, 65, "area", S),
+        ("Main-d'œuvre plomberie (logement de plus de 2 ans)", "H", "10", 40, 65, "hours", S),
+        ("Fourniture et pose de menuiseries isolantes", "U", "5.5", 380, 1200, "few", S),
     ),
     "alimentation": (
-        ("Plateaux-repas livrés", "U", "10", 12.5, 24.9, "many"),
-        ("Prestation traiteur – cocktail", "U", "10", 18, 45, "many"),
-        ("Pommes de terre (sac de 25 kg)", "U", "5.5", 11, 19, "few"),
-        ("Farine de blé T55", "KG", "5.5", 0.6125, 1.1, "weight"),
-        ("Café en grains", "KG", "5.5", 11.35, 24.9, "weight"),
-        ("Eau minérale (pack de 6 × 1,5 L)", "U", "5.5", 2.1, 4.2, "many"),
-        ("Livres scolaires", "U", "5.5", 14, 32, "many"),
-        ("Bois de chauffage", "M3", "10", 65, 110, "volume"),
+        ("Plateaux-repas livrés", "U", "10", 12.5, 24.9, "many", B),
+        ("Prestation traiteur – cocktail", "U", "10", 18, 45, "many", S),
+        ("Pommes de terre (sac de 25 kg)", "U", "5.5", 11, 19, "few", B),
+        ("Farine de blé T55", "KG", "5.5", 0.6125, 1.1, "weight", B),
+        ("Café en grains", "KG", "5.5", 11.35, 24.9, "weight", B),
+        ("Eau minérale (pack de 6 × 1,5 L)", "U", "5.5", 2.1, 4.2, "many", B),
+        ("Livres scolaires", "U", "5.5", 14, 32, "many", B),
+        ("Bois de chauffage", "M3", "10", 65, 110, "volume", B),
     ),
     "presse_sante": (
-        ("Abonnement presse quotidienne régionale", "U", "2.1", 180, 420, "one"),
-        ("Magazine professionnel (abonnement annuel)", "U", "2.1", 45, 160, "one"),
-        ("Médicaments remboursables – réassort officine", "U", "2.1", 2.35, 38, "many"),
-        ("Publications de presse (lot)", "U", "2.1", 1.2, 3.9, "many"),
+        ("Abonnement presse quotidienne régionale", "U", "2.1", 180, 420, "one", B),
+        ("Magazine professionnel (abonnement annuel)", "U", "2.1", 45, 160, "one", B),
+        ("Médicaments remboursables – réassort officine", "U", "2.1", 2.35, 38, "many", B),
+        ("Publications de presse (lot)", "U", "2.1", 1.2, 3.9, "many", B),
     ),
 }
 SECTOR_WEIGHTS: dict[str, int] = {
@@ -489,6 +507,8 @@ class _Customer:
     payment_mode: PaymentMode
     term_days: int
     sector: str
+    #: BT-49 (scheme 0225); None: the SIREN, as the directory's default address.
+    einvoicing_address: str | None = None
 
     def row(self) -> tuple[object, ...]:
         return (
@@ -510,6 +530,7 @@ class _Customer:
             self.chorus_engagement_required,
             self.iban,
             self.bic,
+            self.einvoicing_address,
         )
 
 
@@ -538,6 +559,9 @@ class _Invoice:
     dematerialized_channel: str | None = None
     chorus_service_code: str | None = None
     chorus_engagement_number: str | None = None
+    credited: _Invoice | None = None  # the invoice a credit note corrects
+    delivery_date: date | None = None
+    delivery_place: tuple[str, str, str, str] | None = None  # name, line 1, postal code, city
 
 
 CUSTOMER_COLUMNS = (
@@ -559,6 +583,7 @@ CUSTOMER_COLUMNS = (
     "chorus_engagement_required",
     "iban",
     "bic",
+    "einvoicing_address",
 )
 INVOICE_COLUMNS = (
     "id",
@@ -585,6 +610,13 @@ INVOICE_COLUMNS = (
     "dematerialized_channel",
     "chorus_service_code",
     "chorus_engagement_number",
+    "credited_invoice_id",
+    "delivery_date",
+    "delivery_name",
+    "delivery_address_line1",
+    "delivery_postal_code",
+    "delivery_city",
+    "delivery_country",
 )
 LINE_COLUMNS = (
     "invoice_id",
@@ -595,6 +627,7 @@ LINE_COLUMNS = (
     "unit_price",
     "vat_rate",
     "net_amount",
+    "nature",
 )
 DUE_DATE_COLUMNS = ("invoice_id", "position", "due_date", "amount")
 
@@ -755,6 +788,8 @@ class _Generator:
             payment_mode=mode,
             term_days=term,
             sector=sector,
+            # Most receive under their SIREN; some per establishment (SIREN_SIRET).
+            einvoicing_address=siren if rng.random() < 0.7 else f"{siren}_{siret}",
         )
 
     def quantity(self, kind: str) -> Decimal:
@@ -895,6 +930,7 @@ def seed(
         records = _make_invoices(gen, customers, invoices, max(batch_max + 1, FIRST_BATCH))
         # Numbers follow creation order, as the ERP hands them out.
         records.sort(key=lambda r: r.created_at)
+        ids_of = {id(rec): invoice_id for invoice_id, rec in zip(invoice_ids, records, strict=True)}
         sent_ids: list[int] = []
         line_count = due_count = 0
         sequence = dict(number_max)
@@ -941,6 +977,10 @@ def seed(
                             rec.dematerialized_channel,
                             rec.chorus_service_code,
                             rec.chorus_engagement_number,
+                            ids_of[id(rec.credited)] if rec.credited else None,
+                            rec.delivery_date,
+                            *(rec.delivery_place or (None,) * 4),
+                            "FR" if rec.delivery_place else None,
                         )
                     )
             with _copy(cur, "invoice_lines", LINE_COLUMNS) as copy:
@@ -1059,6 +1099,7 @@ def _make_invoices(
         else:
             n_lines = rng.choices(range(1, 9), weights=(22, 20, 16, 13, 10, 8, 6, 5))[0]
         _fill_lines(gen, rec, sector, n_lines, free=i in zero)
+        _fill_delivery(gen, rec)
         _fill_schedule(rng, rec, customer.term_days)
         _fill_lifecycle(rng, rec, limit)
         if customer.channel is Channel.CHORUS:
@@ -1069,6 +1110,7 @@ def _make_invoices(
         records.append(rec)
 
     _drop_required_chorus_references(rng, records)
+    _link_credit_notes(rng, records, limit)
     return records
 
 
@@ -1078,11 +1120,12 @@ def _fill_lines(gen: _Generator, rec: _Invoice, sector: str, n_lines: int, free:
     bases: dict[Decimal, Decimal] = {}
     total_net = Decimal("0.00")
     for position in range(1, n_lines + 1):
-        description, unit, rate_text, low, high, qty_kind = rng.choice(items)
-        # One line in ten comes from another sector, so invoices mix VAT rates.
+        description, unit, rate_text, low, high, qty_kind, nature = rng.choice(items)
+        # One line in ten comes from another sector, so invoices mix VAT rates (and goods with
+        # services).
         if rng.random() < 0.1:
             other = CATALOGUE[rng.choice(list(CATALOGUE))]
-            description, unit, rate_text, low, high, qty_kind = rng.choice(other)
+            description, unit, rate_text, low, high, qty_kind, nature = rng.choice(other)
         quantity = gen.quantity(qty_kind)
         price = gen.unit_price(low, high)
         if free:
@@ -1095,12 +1138,57 @@ def _fill_lines(gen: _Generator, rec: _Invoice, sector: str, n_lines: int, free:
         net = to_cents(quantity * price)
         bases[rate] = bases.get(rate, Decimal("0")) + net
         total_net += net
-        rec.lines.append((position, description, quantity, unit, price, rate, net))
+        rec.lines.append((position, description, quantity, unit, price, rate, net, nature.value))
     # VAT is computed per rate on the sum of the line nets, as Invoice.vat_breakdown does.
     rec.total_net = total_net
     rec.total_vat = sum((to_cents(base * rate / 100) for rate, base in bases.items()), Decimal())
     rec.total_vat = to_cents(rec.total_vat)
     rec.total_gross = rec.total_net + rec.total_vat
+
+
+def _fill_delivery(gen: _Generator, rec: _Invoice) -> None:
+    """Goods delivered, services done, in the week before the invoice; now and then at another
+    place than the buyer's address (a site, a warehouse)."""
+    rng = gen.rng
+    rec.delivery_date = rec.invoice_date - timedelta(days=rng.randint(0, 6))
+    if rng.random() < 0.12:
+        line1, _, postal_code, city = gen.address()
+        name = f"{rng.choice(('Chantier', 'Entrepôt', 'Site', 'Magasin'))} de {city}"
+        rec.delivery_place = (name, line1, postal_code, city)
+
+
+def _link_credit_notes(rng: random.Random, records: list[_Invoice], limit: datetime) -> None:
+    """Each credit note cites an invoice (BT-25, BT-26) issued before it: one of its customer's
+    when there is one, else another customer's invoice, whose customer it then takes."""
+    invoices = [r for r in records if r.kind is InvoiceKind.FACTURE and r.total_gross > 0]
+    by_customer: dict[int, list[_Invoice]] = {}
+    for r in invoices:
+        by_customer.setdefault(r.customer.id, []).append(r)
+    for rec in records:
+        if rec.kind is not InvoiceKind.AVOIR or not invoices:
+            continue
+        own = by_customer.get(rec.customer.id, [])
+        earlier = [r for r in own if r.created_at < rec.created_at]
+        if not earlier:
+            earlier = [r for r in invoices if r.created_at < rec.created_at] or invoices[:1]
+        rec.credited = credited = rng.choice(earlier)
+        if credited.customer is not rec.customer:
+            rec.customer = credited.customer
+            rec.payment_mode = credited.payment_mode
+            rec.chorus_service_code = credited.chorus_service_code
+            rec.chorus_engagement_number = credited.chorus_engagement_number
+            if rec.dematerialized_channel is not None:
+                rec.dematerialized_channel = None
+                _fill_lifecycle(rng, rec, limit)
+        if credited.created_at >= rec.created_at:  # the very first document of the set
+            rec.invoice_date, rec.batch_number = credited.invoice_date, credited.batch_number
+            rec.created_at = credited.created_at + timedelta(minutes=rng.randint(5, 60))
+            rec.due_date = credited.due_date
+            rec.due_dates = []
+            rec.delivery_date = credited.delivery_date
+            rec.edited_at = rec.edited_by = rec.sent_at = rec.sent_by = None
+            rec.state_changed_at = rec.state_changed_by = rec.dematerialized_channel = None
+            _fill_lifecycle(rng, rec, limit)
 
 
 def _fill_schedule(rng: random.Random, rec: _Invoice, term_days: int) -> None:

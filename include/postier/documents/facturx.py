@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
@@ -33,7 +34,10 @@ from reportlab.pdfgen.canvas import Canvas
 
 from postier.documents.invoice_pdf import document_subject, document_title, draw_invoice
 from postier.documents.layout import PRODUCER, new_canvas
-from postier.domain.models import Invoice, Seller
+from postier.documents.texts import load_texts
+from postier.documents.units import unit_for
+from postier.domain import reform
+from postier.domain.models import EINVOICING_SCHEME, Address, Customer, Invoice, InvoiceLine, Seller
 from postier.domain.states import PaymentMode
 from postier.errors import DocumentError
 
@@ -51,6 +55,7 @@ NS = {
 RSM = ElementMaker(namespace=NS["rsm"], nsmap=NS)
 RAM = ElementMaker(namespace=NS["ram"], nsmap=NS)
 UDT = ElementMaker(namespace=NS["udt"], nsmap=NS)
+QDT = ElementMaker(namespace=NS["qdt"], nsmap=NS)
 
 #: UNTDID 4461 payment means.
 PAYMENT_MEANS: dict[PaymentMode, str] = {
@@ -62,8 +67,12 @@ PAYMENT_MEANS: dict[PaymentMode, str] = {
     PaymentMode.CARTE: "48",
 }
 
-#: Scheme of French SIREN/SIRET identifiers (ISO 6523 ICD 0002).
-SIRENE_SCHEME = "0002"
+#: ISO 6523 schemes of French identifiers: SIREN (legal registration, 9 digits) and SIRET
+#: (an establishment, 14 digits) — BR-FR-09, BR-FR-10, BR-FR-32.
+SIREN_SCHEME = "0002"
+SIRET_SCHEME = "0009"
+#: BR-FR-02: what an invoice number may contain.
+INVOICE_NUMBER = re.compile(r"^[A-Za-z0-9+_/-]{1,35}$")
 
 
 # --------------------------------------------------------------------------- XML
@@ -92,78 +101,121 @@ def _address(
     return RAM.PostalTradeAddress(*parts)
 
 
-def build_facturx_xml(invoice: Invoice, seller: Seller) -> bytes:
-    """The CII XML (EN 16931) of an invoice or credit note, UTF-8 encoded."""
-    customer = invoice.customer
-    currency = invoice.currency
-    notes = [
-        RAM.IncludedNote(
-            RAM.Content(
-                f"{seller.name} — {seller.legal_form} au capital de {seller.capital} — {seller.rcs}"
-            ),
-            RAM.SubjectCode("REG"),
+def _party_address(address: Address) -> etree._Element:
+    return _address(
+        address.line1, address.line2, address.postal_code, address.city, address.country
+    )
+
+
+def _notes(invoice: Invoice, seller: Seller) -> list[etree._Element]:
+    """BG-1: the legal mentions BR-FR-05 requires once each (PMD, PMT, AAB), the seller's
+    registration, and the option for VAT on debits when it applies (TXD)."""
+    texts = [
+        (
+            f"{seller.name} — {seller.legal_form} au capital de {seller.capital} — {seller.rcs}",
+            "REG",
         ),
-        RAM.IncludedNote(
-            RAM.Content(f"Pénalités de retard : {seller.late_penalty_rate}."),
-            RAM.SubjectCode("PMD"),
-        ),
-        RAM.IncludedNote(
-            RAM.Content("Indemnité forfaitaire pour frais de recouvrement : 40 €."),
-            RAM.SubjectCode("PMT"),
-        ),
-        RAM.IncludedNote(RAM.Content(seller.discount_terms), RAM.SubjectCode("AAB")),
+        (f"Pénalités de retard : {seller.late_penalty_rate}.", "PMD"),
+        ("Indemnité forfaitaire pour frais de recouvrement : 40 €.", "PMT"),
+        (seller.discount_terms, "AAB"),
     ]
-    line_items = [
-        RAM.IncludedSupplyChainTradeLineItem(
-            RAM.AssociatedDocumentLineDocument(RAM.LineID(str(line.position))),
-            RAM.SpecifiedTradeProduct(RAM.Name(line.description)),
-            RAM.SpecifiedLineTradeAgreement(
-                RAM.NetPriceProductTradePrice(RAM.ChargeAmount(_number(line.unit_price)))
+    if seller.option_debits and reform.has_services(invoice):
+        texts.append((load_texts("invoice")["legal"]["option_debits"], "TXD"))
+    return [RAM.IncludedNote(RAM.Content(text), RAM.SubjectCode(code)) for text, code in texts]
+
+
+def _line_item(line: InvoiceLine) -> etree._Element:
+    unit = unit_for(line.unit)
+    if unit is None:  # check_invoice_fields refuses it first, with the clerk's message
+        raise DocumentError(f"unité « {line.unit} » inconnue")
+    return RAM.IncludedSupplyChainTradeLineItem(
+        RAM.AssociatedDocumentLineDocument(RAM.LineID(str(line.position))),
+        RAM.SpecifiedTradeProduct(RAM.Name(line.description)),
+        RAM.SpecifiedLineTradeAgreement(
+            RAM.NetPriceProductTradePrice(RAM.ChargeAmount(_number(line.unit_price)))
+        ),
+        RAM.SpecifiedLineTradeDelivery(
+            RAM.BilledQuantity(_number(line.quantity), unitCode=unit.code)  # BT-129, BT-130
+        ),
+        RAM.SpecifiedLineTradeSettlement(
+            RAM.ApplicableTradeTax(
+                RAM.TypeCode("VAT"),
+                RAM.CategoryCode("S"),
+                RAM.RateApplicablePercent(_number(line.vat_rate)),
             ),
-            RAM.SpecifiedLineTradeDelivery(
-                RAM.BilledQuantity(_number(line.quantity), unitCode="C62")
+            RAM.SpecifiedTradeSettlementLineMonetarySummation(
+                RAM.LineTotalAmount(_amount(line.net_amount))
             ),
-            RAM.SpecifiedLineTradeSettlement(
-                RAM.ApplicableTradeTax(
-                    RAM.TypeCode("VAT"),
-                    RAM.CategoryCode("S"),
-                    RAM.RateApplicablePercent(_number(line.vat_rate)),
-                ),
-                RAM.SpecifiedTradeSettlementLineMonetarySummation(
-                    RAM.LineTotalAmount(_amount(line.net_amount))
-                ),
-            ),
-        )
-        for line in invoice.lines
-    ]
-    seller_party = RAM.SellerTradeParty(
+        ),
+    )
+
+
+def _seller_party(seller: Seller) -> etree._Element:
+    return RAM.SellerTradeParty(
+        RAM.GlobalID(seller.siret, schemeID=SIRET_SCHEME),  # BT-29
         RAM.Name(seller.name),
-        RAM.SpecifiedLegalOrganization(RAM.ID(seller.siret, schemeID=SIRENE_SCHEME)),
-        _address(
-            seller.address.line1,
-            seller.address.line2,
-            seller.address.postal_code,
-            seller.address.city,
-            seller.address.country,
+        RAM.SpecifiedLegalOrganization(RAM.ID(seller.siren, schemeID=SIREN_SCHEME)),  # BT-30
+        RAM.DefinedTradeContact(  # BT-43
+            RAM.EmailURIUniversalCommunication(RAM.URIID(seller.email))
         ),
-        RAM.URIUniversalCommunication(RAM.URIID(seller.email, schemeID="EM")),
+        _party_address(seller.address),
+        RAM.URIUniversalCommunication(  # BT-34
+            RAM.URIID(seller.electronic_address, schemeID=EINVOICING_SCHEME)
+        ),
         RAM.SpecifiedTaxRegistration(RAM.ID(seller.vat_number, schemeID="VA")),
     )
-    buyer_parts: list[etree._Element] = [RAM.ID(customer.code), RAM.Name(customer.name)]
+
+
+def _buyer_party(customer: Customer) -> etree._Element:
+    parts: list[etree._Element] = [RAM.ID(customer.code)]
     if customer.siret:
-        buyer_parts.append(
-            RAM.SpecifiedLegalOrganization(RAM.ID(customer.siret, schemeID=SIRENE_SCHEME))
+        parts.append(RAM.GlobalID(customer.siret, schemeID=SIRET_SCHEME))  # BT-46
+    parts.append(RAM.Name(customer.name))
+    if customer.legal_siren:  # BT-47
+        parts.append(
+            RAM.SpecifiedLegalOrganization(RAM.ID(customer.legal_siren, schemeID=SIREN_SCHEME))
         )
-    address = customer.address
-    buyer_parts.append(
-        _address(address.line1, address.line2, address.postal_code, address.city, address.country)
-    )
+    parts.append(_party_address(customer.address))
+    if customer.electronic_address:  # BT-49
+        parts.append(
+            RAM.URIUniversalCommunication(
+                RAM.URIID(customer.electronic_address, schemeID=customer.einvoicing_scheme)
+            )
+        )
     if customer.vat_number:
-        buyer_parts.append(RAM.SpecifiedTaxRegistration(RAM.ID(customer.vat_number, schemeID="VA")))
+        parts.append(RAM.SpecifiedTaxRegistration(RAM.ID(customer.vat_number, schemeID="VA")))
+    return RAM.BuyerTradeParty(*parts)
+
+
+def _delivery(invoice: Invoice) -> etree._Element:
+    """BG-13 with what the ERP has. CII requires the element; it stays empty (a Factur-X
+    warning, not an error) only when the ERP has no delivery information at all."""
+    delivery = invoice.delivery
+    parts: list[etree._Element] = []
+    if delivery is not None and delivery.address is not None:
+        parts.append(
+            RAM.ShipToTradeParty(
+                RAM.Name(delivery.name or invoice.customer.name),  # BT-70
+                _party_address(delivery.address),  # BG-15
+            )
+        )
+    if delivery is not None and delivery.delivery_date is not None:
+        parts.append(  # BT-72
+            RAM.ActualDeliverySupplyChainEvent(
+                RAM.OccurrenceDateTime(_date(delivery.delivery_date))
+            )
+        )
+    return RAM.ApplicableHeaderTradeDelivery(*parts)
+
+
+def build_facturx_xml(invoice: Invoice, seller: Seller) -> bytes:
+    """The CII XML (EN 16931 and the French BR-FR rules) of an invoice or credit note, UTF-8."""
+    customer = invoice.customer
+    currency = invoice.currency
     agreement: list[etree._Element] = []
     if invoice.chorus_service_code:
         agreement.append(RAM.BuyerReference(invoice.chorus_service_code))  # BT-10
-    agreement += [seller_party, RAM.BuyerTradeParty(*buyer_parts)]
+    agreement += [_seller_party(seller), _buyer_party(customer)]
     if invoice.chorus_engagement_number:
         agreement.append(  # BT-13
             RAM.BuyerOrderReferencedDocument(RAM.IssuerAssignedID(invoice.chorus_engagement_number))
@@ -196,7 +248,7 @@ def build_facturx_xml(invoice: Invoice, seller: Seller) -> bytes:
     terms = [RAM.Description(terms_text)]
     if not invoice.is_credit_note:
         terms.append(RAM.DueDateDateTime(_date(schedule[0].due_date)))
-    settlement = RAM.ApplicableHeaderTradeSettlement(
+    settlement = [
         RAM.PaymentReference(invoice.number),
         RAM.InvoiceCurrencyCode(currency),
         RAM.SpecifiedTradeSettlementPaymentMeans(*means),
@@ -209,22 +261,36 @@ def build_facturx_xml(invoice: Invoice, seller: Seller) -> bytes:
             RAM.GrandTotalAmount(_amount(invoice.total_gross)),
             RAM.DuePayableAmount(_amount(invoice.total_gross)),
         ),
-    )
+    ]
+    if invoice.credited_invoice is not None:  # BT-25, BT-26 (BR-FR-CO-05)
+        settlement.append(
+            RAM.InvoiceReferencedDocument(
+                RAM.IssuerAssignedID(invoice.credited_invoice.number),
+                RAM.FormattedIssueDateTime(
+                    QDT.DateTimeString(
+                        invoice.credited_invoice.invoice_date.strftime("%Y%m%d"), format="102"
+                    )
+                ),
+            )
+        )
     root = RSM.CrossIndustryInvoice(
         RSM.ExchangedDocumentContext(
-            RAM.GuidelineSpecifiedDocumentContextParameter(RAM.ID(EN16931_GUIDELINE))
+            RAM.BusinessProcessSpecifiedDocumentContextParameter(  # BT-23 (BR-FR-08)
+                RAM.ID(reform.billing_framework(invoice))
+            ),
+            RAM.GuidelineSpecifiedDocumentContextParameter(RAM.ID(EN16931_GUIDELINE)),
         ),
         RSM.ExchangedDocument(
             RAM.ID(invoice.number),
             RAM.TypeCode(TYPE_CREDIT_NOTE if invoice.is_credit_note else TYPE_INVOICE),
             RAM.IssueDateTime(_date(invoice.invoice_date)),
-            *notes,
+            *_notes(invoice, seller),
         ),
         RSM.SupplyChainTradeTransaction(
-            *line_items,
+            *(_line_item(line) for line in invoice.lines),
             RAM.ApplicableHeaderTradeAgreement(*agreement),
-            RAM.ApplicableHeaderTradeDelivery(),
-            settlement,
+            _delivery(invoice),
+            RAM.ApplicableHeaderTradeSettlement(*settlement),
         ),
     )
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
@@ -241,7 +307,8 @@ def check_invoice_fields(invoice: Invoice, seller: Seller) -> None:
         "BT-5 devise": invoice.currency,
         "BT-27 nom du vendeur": seller.name,
         "BT-31 numéro de TVA du vendeur": seller.vat_number,
-        "BT-30 SIRET du vendeur": seller.siret,
+        "BT-29 SIRET du vendeur": seller.siret,
+        "BT-30 SIREN du vendeur": seller.siren,
         "BT-40 pays du vendeur": seller.address.country,
         "BT-44 nom de l'acheteur": invoice.customer.name,
         "BT-55 pays de l'acheteur": invoice.customer.address.country,
@@ -249,8 +316,44 @@ def check_invoice_fields(invoice: Invoice, seller: Seller) -> None:
     problems += [f"champ {field} absent" for field, value in required.items() if not value]
     if invoice.payment_mode is PaymentMode.VIREMENT and not seller.iban:
         problems.append("champ BT-84 IBAN du vendeur absent (paiement par virement)")
+    if not INVOICE_NUMBER.match(invoice.number):
+        problems.append(
+            f"champ BT-1 numéro « {invoice.number} » : 35 caractères au plus, lettres, chiffres "
+            "et + - _ / seulement (BR-FR-02)"
+        )
+    if not re.fullmatch(r"\d{9}", seller.siren or ""):
+        problems.append(
+            "champ BT-30 SIREN du vendeur : 9 chiffres attendus (paramètre EMETTEUR_SIREN)"
+        )
+    elif seller.siret and not seller.siret.startswith(seller.siren):
+        problems.append("champ BT-29 SIRET du vendeur : ne commence pas par son SIREN (BR-FR-09)")
+    customer = invoice.customer
+    if (
+        customer.siret
+        and customer.legal_siren
+        and not customer.siret.startswith(customer.legal_siren)
+    ):
+        problems.append(
+            f"champ BT-46 SIRET du client {customer.code} : ne commence pas par son SIREN "
+            "(BR-FR-09)"
+        )
+    if not customer.electronic_address:
+        problems.append(
+            f"champ BT-49 adresse de facturation électronique du client {customer.code} absente "
+            "(ni adresse, ni SIREN)"
+        )
+    if invoice.is_credit_note and invoice.credited_invoice is None:
+        problems.append(
+            "champ BT-25 facture d'origine absente : un avoir cite la facture qu'il corrige"
+        )
     if not invoice.lines:
         problems.append("champ BG-25 lignes de facture : aucune ligne")
+    for line in invoice.lines:
+        if unit_for(line.unit) is None:
+            problems.append(
+                f"champ BT-130 unité « {line.unit} » de la ligne {line.position} absente de la "
+                "table des unités (include/templates/documents/units.toml)"
+            )
     line_total = sum((line.net_amount for line in invoice.lines), Decimal(0))
     if line_total != invoice.total_net:
         problems.append(

@@ -23,6 +23,8 @@ from postier.documents.layout import (
     new_canvas,
 )
 from postier.documents.texts import Texts, load_texts
+from postier.documents.units import unit_label
+from postier.domain import reform
 from postier.domain.models import Invoice, Seller
 from postier.domain.money import format_amount, format_rate
 from postier.domain.states import PaymentMode
@@ -110,7 +112,7 @@ def _rows(invoice: Invoice) -> list[Row]:
         Row(
             description=wrap(line.description, REGULAR, ROW_FONT_SIZE, DESCRIPTION_WIDTH),
             quantity=format_quantity(line.quantity),
-            unit=line.unit,
+            unit=unit_label(line.unit),
             unit_price=format_amount(line.unit_price, None),
             vat_rate=format_rate(line.vat_rate),
             net=format_amount(line.net_amount, None),
@@ -151,7 +153,7 @@ def _closing(invoice: Invoice, seller: Seller, texts: Texts) -> Closing:
         payment.append(
             texts.format("labels", "bank_details", iban=_group(seller.iban), bic=seller.bic)
         )
-    legal = [
+    legal = _reform_mentions(invoice, seller, texts) + [
         texts.format("legal", "penalties", late_penalty_rate=seller.late_penalty_rate),
         texts.format("legal", "discount", discount_terms=seller.discount_terms),
     ]
@@ -161,6 +163,35 @@ def _closing(invoice: Invoice, seller: Seller, texts: Texts) -> Closing:
     for paragraph in legal:
         mentions.extend(wrap(paragraph, REGULAR, SMALL, CONTENT_WIDTH))
     return Closing(vat_rows, totals, payment, mentions)
+
+
+def _reform_mentions(invoice: Invoice, seller: Seller, texts: Texts) -> list[str]:
+    """Mentions required since the reform: the corrected invoice of a credit note, the category
+    of the operation, the delivery address when it is not the billing one, the option for VAT
+    on debits (it concerns services only)."""
+    legal = texts["legal"]
+    mentions: list[str] = []
+    credited = invoice.credited_invoice
+    if credited is not None:
+        mentions.append(
+            texts.format(
+                "legal",
+                "credited_invoice",
+                number=credited.number,
+                date=format_date(credited.invoice_date),
+            )
+        )
+    category = legal[f"operation_{reform.operation(invoice).value}"]
+    mentions.append(texts.format("legal", "operation", category=category))
+    delivery = invoice.delivery
+    if delivery is not None and delivery.address is not None:
+        if delivery.address != invoice.customer.address:
+            place = [delivery.name] if delivery.name else []
+            address = ", ".join(place + delivery.address.lines())
+            mentions.append(texts.format("legal", "delivery_address", address=address))
+    if seller.option_debits and reform.has_services(invoice):
+        mentions.append(legal["option_debits"])
+    return mentions
 
 
 def _group(iban: str) -> str:
@@ -268,6 +299,9 @@ def _draw_first_header(canvas: Canvas, invoice: Invoice, seller: Seller, texts: 
                 ", ".join(format_date(due.due_date) for due in schedule),
             )
         )
+    delivery = invoice.delivery
+    if delivery is not None and delivery.delivery_date is not None:
+        refs.append((labels["delivery_date"], format_date(delivery.delivery_date)))
     refs.append((labels["customer_code"], invoice.customer.code))
     refs.append((labels["batch"], str(invoice.batch_number)))
     if invoice.chorus_service_code:
@@ -298,12 +332,14 @@ def _draw_first_header(canvas: Canvas, invoice: Invoice, seller: Seller, texts: 
         y -= 11
     canvas.setFont(REGULAR, 7.5)
     ids = []
+    if customer.legal_siren:
+        ids.append(f"{labels['buyer_siren']} {customer.legal_siren}")
     if customer.siret:
         ids.append(f"{labels['buyer_siret']} {customer.siret}")
-    if customer.vat_number:
-        ids.append(f"{labels['buyer_vat']} {customer.vat_number}")
     if ids:
-        canvas.drawString(box_left, box_top - 86, " — ".join(ids))
+        canvas.drawString(box_left, box_top - 77, " — ".join(ids))
+    if customer.vat_number:
+        canvas.drawString(box_left, box_top - 86, f"{labels['buyer_vat']} {customer.vat_number}")
 
 
 def _draw_next_header(canvas: Canvas, invoice: Invoice, seller: Seller, texts: Texts) -> None:

@@ -11,38 +11,53 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from postier.domain.models import Address, Customer, DueDate, Invoice, InvoiceLine, Seller
+from postier.domain.models import (
+    Address,
+    CreditedInvoice,
+    Customer,
+    Delivery,
+    DueDate,
+    Invoice,
+    InvoiceLine,
+    Seller,
+)
 from postier.domain.money import to_cents
-from postier.domain.states import Channel, InvoiceKind, PaymentMode, SendState
+from postier.domain.states import Channel, InvoiceKind, LineNature, PaymentMode, SendState
 
-_PRODUCTS: tuple[tuple[str, str, Decimal, Decimal], ...] = (
-    ("Prestation de conseil — analyse des besoins", "jour", Decimal("850.00"), Decimal("20")),
-    ("Maintenance évolutive du logiciel de gestion", "heure", Decimal("95.00"), Decimal("20")),
-    ("Ramettes de papier A4 80 g recyclé", "carton", Decimal("32.40"), Decimal("20")),
+B, S = LineNature.BIEN, LineNature.SERVICE
+# description, ERP unit (include/templates/documents/units.toml), unit price, VAT rate, nature
+_PRODUCTS: tuple[tuple[str, str, Decimal, Decimal, LineNature], ...] = (
+    ("Prestation de conseil — analyse des besoins", "J", Decimal("850.00"), Decimal("20"), S),
+    ("Maintenance évolutive du logiciel de gestion", "H", Decimal("95.00"), Decimal("20"), S),
+    ("Ramettes de papier A4 80 g recyclé", "CT", Decimal("32.40"), Decimal("20"), B),
     (
         "Livres techniques « Comptabilité générale », édition 2024",
-        "unité",
+        "U",
         Decimal("42.00"),
         Decimal("5.5"),
+        B,
     ),
     (
         "Transport et livraison sur site, zone Île-de-France",
-        "forfait",
+        "FORFAIT",
         Decimal("120.00"),
         Decimal("20"),
+        S,
     ),
     (
         "Formation des utilisateurs à l'outil de facturation électronique",
-        "jour",
+        "J",
         Decimal("1200.00"),
         Decimal("20"),
+        S,
     ),
-    ("Repas d'équipe lors du séminaire de lancement", "couvert", Decimal("28.50"), Decimal("10")),
+    ("Repas d'équipe lors du séminaire de lancement", "U", Decimal("28.50"), Decimal("10"), S),
     (
         "Abonnement annuel à la plateforme d'échanges dématérialisés",
-        "an",
+        "AN",
         Decimal("2400.00"),
         Decimal("20"),
+        S,
     ),
 )
 
@@ -57,9 +72,12 @@ _CITIES = (
 )
 
 
+SAMPLE_SELLER_NAME = "Établissements Dupré & Fils"
+
+
 def sample_seller() -> Seller:
     return Seller(
-        name="Établissements Dupré & Fils",
+        name=SAMPLE_SELLER_NAME,
         legal_form="SAS",
         capital="150 000 €",
         address=Address("12 rue des Écoles", "Zone d'activité du Moulin", "45000", "Orléans"),
@@ -76,9 +94,9 @@ def sample_seller() -> Seller:
 
 
 def _line(rng: random.Random, position: int) -> InvoiceLine:
-    description, unit, price, rate = rng.choice(_PRODUCTS)
+    description, unit, price, rate, nature = rng.choice(_PRODUCTS)
     quantity = Decimal(rng.choice((1, 1, 2, 3, 5, 10, 12, 25))) * (
-        Decimal("0.5") if unit in ("jour", "heure") and rng.random() < 0.2 else Decimal(1)
+        Decimal("0.5") if unit in ("J", "H") and rng.random() < 0.2 else Decimal(1)
     )
     return InvoiceLine(
         position=position,
@@ -88,6 +106,7 @@ def _line(rng: random.Random, position: int) -> InvoiceLine:
         unit_price=price,
         vat_rate=rate,
         net_amount=to_cents(quantity * price),
+        nature=nature,
     )
 
 
@@ -122,8 +141,11 @@ def sample_invoice(
     due_dates: int = 0,
     chorus: bool = False,
     seed: int | None = None,
+    deliver_elsewhere: bool = False,
 ) -> Invoice:
-    """One invoice whose totals are consistent (nets, VAT per rate, gross)."""
+    """One invoice whose totals are consistent (nets, VAT per rate, gross), delivered two days
+    before its date (at another place with `deliver_elsewhere`); a credit note cites the
+    invoice it corrects."""
     rng = random.Random(index if seed is None else seed)
     count = lines if lines is not None else rng.randint(1, 12)
     invoice_lines = tuple(_line(rng, position) for position in range(1, count + 1))
@@ -149,6 +171,18 @@ def sample_invoice(
         due_dates=(),
         chorus_service_code="SERV-ACHATS" if chorus else None,
         chorus_engagement_number=f"EJ{index:08d}" if chorus else None,
+        credited_invoice=(
+            CreditedInvoice(f"FA2024-{index + 1:06d}", invoice_date - timedelta(days=12))
+            if kind is InvoiceKind.AVOIR
+            else None
+        ),
+        delivery=Delivery(
+            invoice_date - timedelta(days=2),
+            "Entrepôt de réception" if deliver_elsewhere else None,
+            Address("ZI des Bruyères, quai 4", None, "91160", "Longjumeau")
+            if deliver_elsewhere
+            else None,
+        ),
     )
     total_net = sum((line.net_amount for line in invoice_lines), Decimal(0))
     total_vat = sum((vat.amount for vat in draft.vat_breakdown()), Decimal(0))
@@ -190,9 +224,13 @@ class SampleIdentity:
 
 
 def sample_identity(
-    passphrase: bytes = b"secret", *, common_name: str = "Postier Test"
+    passphrase: bytes = b"secret",
+    *,
+    common_name: str = "Postier Test",
+    organization: str = SAMPLE_SELLER_NAME,
 ) -> SampleIdentity:
-    """Generate a fresh test CA + signing certificate (RSA 2048) and bundle them as PKCS#12."""
+    """Generate a fresh test CA + signing certificate (RSA 2048) naming `organization`, and
+    bundle them as PKCS#12."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -243,7 +281,7 @@ def sample_identity(
             x509.Name(
                 [
                     x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Établissements Dupré & Fils"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
                     x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                 ]
             )

@@ -8,7 +8,10 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from postier.domain.money import to_cents
-from postier.domain.states import Channel, InvoiceKind, PaymentMode, SendState
+from postier.domain.states import Channel, InvoiceKind, LineNature, PaymentMode, SendState
+
+#: ISO 6523 scheme of the SIREN-based e-invoicing addresses of the French directory.
+EINVOICING_SCHEME = "0225"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,18 @@ class Customer:
     chorus_engagement_required: bool = False
     iban: str | None = None
     bic: str | None = None
+    #: Where the buyer receives e-invoices (BT-49) and its scheme; None: the SIREN under 0225.
+    einvoicing_address: str | None = None
+    einvoicing_scheme: str = EINVOICING_SCHEME
+
+    @property
+    def legal_siren(self) -> str | None:
+        """The buyer's SIREN: its own, else the first nine digits of its SIRET."""
+        return self.siren or (self.siret[:9] if self.siret else None)
+
+    @property
+    def electronic_address(self) -> str | None:
+        return self.einvoicing_address or self.legal_siren
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,14 @@ class Seller:
     email: str
     late_penalty_rate: str
     discount_terms: str
+    #: Where the seller receives e-invoices (BT-34, scheme 0225); None: its SIREN.
+    einvoicing_address: str | None = None
+    #: Opted for paying VAT on services when invoiced (« d'après les débits »), not when paid.
+    option_debits: bool = False
+
+    @property
+    def electronic_address(self) -> str:
+        return self.einvoicing_address or self.siren
 
 
 @dataclass(frozen=True)
@@ -75,12 +98,30 @@ class InvoiceLine:
     unit_price: Decimal
     vat_rate: Decimal
     net_amount: Decimal
+    nature: LineNature = LineNature.SERVICE
 
 
 @dataclass(frozen=True)
 class DueDate:
     due_date: date
     amount: Decimal
+
+
+@dataclass(frozen=True)
+class CreditedInvoice:
+    """The invoice a credit note corrects (BT-25, BT-26)."""
+
+    number: str
+    invoice_date: date
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Delivery information (BG-13) as the ERP has it; the place only when it has one."""
+
+    delivery_date: date | None = None
+    name: str | None = None
+    address: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +157,8 @@ class Invoice:
     dematerialized: bool = False
     chorus_service_code: str | None = None
     chorus_engagement_number: str | None = None
+    credited_invoice: CreditedInvoice | None = None
+    delivery: Delivery | None = None
 
     @property
     def is_credit_note(self) -> bool:

@@ -63,3 +63,10 @@ class Channel(StrEnum):
 class InvoiceKind(StrEnum):
     FACTURE = "facture"
     AVOIR = "avoir"
+
+
+class LineNature(StrEnum):
+    """What an invoice line sells: goods or services (VAT rules and BT-23 differ)."""
+
+    BIEN = "bien"
+    SERVICE = "service"

@@ -322,7 +322,7 @@ def _signed_pdf(
         return data
     from postier.documents import render_final_invoice
 
-    return env.signer().sign(render_final_invoice(invoice, seller))
+    return env.signer(seller.name).sign(render_final_invoice(invoice, seller))
 
 
 def _deposit(conn: psycopg.Connection, run: Run, flow_id: int, server: _Server) -> None:

@@ -100,11 +100,12 @@ class Environment:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def signer(self) -> Signer:
-        """The signing key, loaded once per process (the expensive part of signing)."""
+    def signer(self, seller_name: str = "Postier") -> Signer:
+        """The signing key, loaded once per process (the expensive part of signing). Without
+        `postier_signing`, a demo key whose certificate names `seller_name`."""
         if self.signing_pkcs12 is None:
             self.refuse_demo_fallbacks(signing=True)
-            pkcs12, passphrase = demo_identity(self.home)
+            pkcs12, passphrase = demo_identity(self.home, seller_name)
             return _signer(pkcs12, passphrase, self.timestamp_url)
         return _signer(self.signing_pkcs12, self.signing_passphrase, self.timestamp_url)
 
@@ -116,17 +117,24 @@ def _signer(pkcs12: bytes, passphrase: bytes | None, timestamp_url: str | None) 
     return Signer(SigningConfig(pkcs12, passphrase, timestamp_url))
 
 
-def demo_identity(home: Path) -> tuple[bytes, bytes]:
-    """A local demo signing identity (test CA + certificate), made on first use under
-    `<home>/signing/` — for `make demo` and development only; production configures
-    `postier_signing`. Never committed: `.postier/` is ignored by git."""
+def demo_identity(home: Path, seller_name: str) -> tuple[bytes, bytes]:
+    """A local demo signing identity (test CA + certificate naming the seller), made on first
+    use under `<home>/signing/`, again when the seller's name changes — for `make demo` and
+    development only; production configures `postier_signing`. Never committed: `.postier/`
+    is ignored by git."""
     from postier.documents.samples import sample_identity
 
     folder = home / "signing"
     p12, secret, ca = folder / "demo.p12", folder / "demo.passphrase", folder / "demo-ca.der"
-    if not p12.exists():
+    named = folder / "demo.organization"
+    if not p12.exists() or not named.exists() or named.read_text() != seller_name:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        identity = sample_identity(secrets.token_urlsafe(24).encode(), common_name="Postier démo")
+        identity = sample_identity(
+            secrets.token_urlsafe(24).encode(),
+            common_name=f"{seller_name} (démo Postier)",
+            organization=seller_name,
+        )
+        named.write_text(seller_name)
         secret.touch(mode=0o600)
         secret.write_bytes(identity.passphrase)
         ca.write_bytes(identity.ca_cert_der)

@@ -120,7 +120,7 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
     settings = load_settings(conn)
     check_send_configuration(settings)
     seller = settings.seller()
-    signer = env.signer()
+    signer = env.signer(seller.name)
     archive = DocumentArchive(env.archive_url)
     with conn.transaction():
         locked = lock_for_transition(conn, ids, SEND)

@@ -6,23 +6,36 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from postier.domain.models import Address, Customer, DueDate, Invoice, InvoiceLine
-from postier.domain.states import Channel, InvoiceKind, PaymentMode, SendState
+from postier.domain.models import (
+    Address,
+    CreditedInvoice,
+    Customer,
+    Delivery,
+    DueDate,
+    Invoice,
+    InvoiceLine,
+)
+from postier.domain.states import Channel, InvoiceKind, LineNature, PaymentMode, SendState
 
 _HEADER = """
 SELECT i.id, i.number, i.kind, i.invoice_date, i.due_date, i.batch_number, i.created_by,
        i.created_at, i.payment_mode, i.total_net, i.total_vat, i.total_gross, i.currency,
        i.send_state, i.edited_at, i.edited_by, i.sent_at, i.sent_by, i.dematerialized,
        i.chorus_service_code, i.chorus_engagement_number,
+       o.number AS credited_number, o.invoice_date AS credited_date,
+       i.delivery_date, i.delivery_name, i.delivery_address_line1, i.delivery_address_line2,
+       i.delivery_postal_code, i.delivery_city, i.delivery_country,
        c.code, c.name, c.contact_name, c.address_line1, c.address_line2, c.postal_code, c.city,
        c.country, c.emails, c.siren, c.siret, c.vat_number, c.channel,
        c.chorus_service_code AS customer_service_code, c.chorus_service_required,
-       c.chorus_engagement_required, c.iban, c.bic
+       c.chorus_engagement_required, c.iban, c.bic, c.einvoicing_address, c.einvoicing_scheme
 FROM invoices i JOIN customers c ON c.id = i.customer_id
+     LEFT JOIN invoices o ON o.id = i.credited_invoice_id
 WHERE i.id = ANY(%s)
 """
 
@@ -33,10 +46,23 @@ def load_invoices(conn: psycopg.Connection, invoice_ids: Sequence[int]) -> list[
     lines: dict[int, list[InvoiceLine]] = defaultdict(list)
     for r in conn.execute(
         "SELECT invoice_id, position, description, quantity, unit, unit_price, vat_rate, "
-        "net_amount FROM invoice_lines WHERE invoice_id = ANY(%s) ORDER BY invoice_id, position",
+        "net_amount, nature FROM invoice_lines WHERE invoice_id = ANY(%s) "
+        "ORDER BY invoice_id, position",
         (ids,),
     ):
-        lines[r[0]].append(InvoiceLine(*r[1:]))
+        position, description, quantity, unit, unit_price, vat_rate, net, nature = r[1:]
+        lines[r[0]].append(
+            InvoiceLine(
+                position,
+                description,
+                quantity,
+                unit,
+                unit_price,
+                vat_rate,
+                net,
+                LineNature(nature),
+            )
+        )
     due: dict[int, list[DueDate]] = defaultdict(list)
     for r in conn.execute(
         "SELECT invoice_id, due_date, amount FROM invoice_due_dates "
@@ -68,6 +94,8 @@ def load_invoices(conn: psycopg.Connection, invoice_ids: Sequence[int]) -> list[
                 chorus_engagement_required=h["chorus_engagement_required"],
                 iban=h["iban"],
                 bic=h["bic"],
+                einvoicing_address=h["einvoicing_address"],
+                einvoicing_scheme=h["einvoicing_scheme"],
             )
             by_id[h["id"]] = Invoice(
                 id=h["id"],
@@ -94,8 +122,29 @@ def load_invoices(conn: psycopg.Connection, invoice_ids: Sequence[int]) -> list[
                 dematerialized=h["dematerialized"],
                 chorus_service_code=h["chorus_service_code"],
                 chorus_engagement_number=h["chorus_engagement_number"],
+                credited_invoice=(
+                    CreditedInvoice(h["credited_number"], h["credited_date"])
+                    if h["credited_number"]
+                    else None
+                ),
+                delivery=_delivery(h),
             )
     return [by_id[i] for i in ids if i in by_id]
+
+
+def _delivery(h: dict[str, Any]) -> Delivery | None:
+    address = None
+    if h["delivery_address_line1"]:
+        address = Address(
+            h["delivery_address_line1"],
+            h["delivery_address_line2"],
+            h["delivery_postal_code"],
+            h["delivery_city"],
+            h["delivery_country"],
+        )
+    if h["delivery_date"] is None and address is None and not h["delivery_name"]:
+        return None
+    return Delivery(h["delivery_date"], h["delivery_name"], address)
 
 
 def fingerprint(invoice: Invoice) -> str:
@@ -116,9 +165,12 @@ def fingerprint(invoice: Invoice) -> str:
                 str(ln.unit_price),
                 str(ln.vat_rate),
                 str(ln.net_amount),
+                ln.nature.value,
             ]
             for ln in invoice.lines
         ],
         "schedule": [[d.due_date.isoformat(), str(d.amount)] for d in invoice.due_dates],
+        "credited": invoice.credited_invoice and invoice.credited_invoice.number,
+        "delivery": repr(invoice.delivery),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

@@ -64,6 +64,10 @@ class Settings:
             email=t("EMETTEUR_COURRIEL"),
             late_penalty_rate=t("TAUX_PENALITES_RETARD"),
             discount_terms=t("CONDITIONS_ESCOMPTE"),
+            # Settings added with the reform (migration 012): optional, so a database migrated
+            # before keeps working with the defaults (the SIREN, no option).
+            einvoicing_address=str(self.values.get("EMETTEUR_ADRESSE_ELECTRONIQUE") or "") or None,
+            option_debits=bool(self.values.get("EMETTEUR_OPTION_DEBITS", False)),
         )
 
 

@@ -40,19 +40,24 @@ def test_type_code_380_for_invoices_381_for_credit_notes(seller: Seller) -> None
     assert _xpath(credit_xml, "//rsm:ExchangedDocument/ram:TypeCode/text()") == ["381"]
 
 
-def test_chorus_references_and_sirets_in_xml(seller: Seller) -> None:
+def test_chorus_references_sirens_and_sirets_in_xml(seller: Seller) -> None:
     invoice = sample_invoice(4, chorus=True)
     xml = build_facturx_xml(invoice, seller)
     assert _xpath(xml, "//ram:BuyerReference/text()") == ["SERV-ACHATS"]
     assert _xpath(xml, "//ram:BuyerOrderReferencedDocument/ram:IssuerAssignedID/text()") == [
         "EJ00000004"
     ]
-    seller_id = "//ram:SellerTradeParty/ram:SpecifiedLegalOrganization/ram:ID"
-    buyer_id = "//ram:BuyerTradeParty/ram:SpecifiedLegalOrganization/ram:ID"
-    assert _xpath(xml, seller_id + "/text()") == [seller.siret]
-    assert _xpath(xml, seller_id + "/@schemeID") == ["0002"]
-    assert _xpath(xml, buyer_id + "/text()") == [invoice.customer.siret]
-    assert _xpath(xml, buyer_id + "/@schemeID") == ["0002"]
+    # BR-FR-10/32: scheme 0002 is a SIREN (9 digits); a SIRET goes under 0009 (BR-FR-09).
+    for party, siren, siret in (
+        ("Seller", seller.siren, seller.siret),
+        ("Buyer", invoice.customer.siren, invoice.customer.siret),
+    ):
+        legal = f"//ram:{party}TradeParty/ram:SpecifiedLegalOrganization/ram:ID"
+        assert _xpath(xml, legal + "/text()") == [siren]
+        assert _xpath(xml, legal + "/@schemeID") == ["0002"]
+        global_id = f"//ram:{party}TradeParty/ram:GlobalID"
+        assert _xpath(xml, global_id + "/text()") == [siret]
+        assert _xpath(xml, global_id + "/@schemeID") == ["0009"]
     plain = build_facturx_xml(sample_invoice(4), seller)
     assert _xpath(plain, "//ram:BuyerReference") == []
 

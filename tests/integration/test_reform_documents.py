@@ -1,0 +1,158 @@
+"""Reform-valid documents from the ERP database: the demo's final documents pass the Factur-X XSD,
+the Factur-X EN 16931 schematron and the BR-FR schematron with the units the page prints; the
+preparation refuses what cannot be valid; the demo signing certificate names the seller."""
+
+from __future__ import annotations
+
+import collections
+import io
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import facturx
+import psycopg
+from builders import insert_customer, insert_invoice
+from facturx_validation import FacturxValidator
+from lxml import etree
+from pypdf import PdfReader
+
+from postier.delivery.archive import DocumentArchive
+from postier.demo_data import seed
+from postier.documents import render_final_invoice, verify_pdf
+from postier.documents.units import units
+from postier.domain import reform
+from postier.domain.states import InvoiceKind
+from postier.pipeline.context import Environment
+from postier.pipeline.reports import finalize, write_report
+from postier.pipeline.runs import process_chunk, start_run
+from postier.store.invoices import load_invoices
+from postier.store.settings import load_settings
+
+TODAY = date(2026, 11, 20)
+RAM = "{urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100}"
+
+
+def run(env: Environment, treatment: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One treatment as its DAG runs it (select, every chunk, finalize, report)."""
+    external = f"{treatment}/test-{uuid.uuid4().hex[:8]}"
+    started = start_run(env, treatment, params or {}, "jmartin", external)
+    for chunk in started["chunks"]:
+        process_chunk(env, external, chunk)
+    write_report(env, external, finalize(env, external))
+    with env.connect() as conn:
+        row = conn.execute("SELECT report FROM runs WHERE external_id = %s", (external,)).fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def printed_units(pdf: bytes, descriptions: list[str]) -> list[str]:
+    """The unit printed on each line: the page reads cell by cell (description, quantity,
+    unit, …); a description wrapped on two lines is found by its first line."""
+    text = [
+        line.strip()
+        for page in PdfReader(io.BytesIO(pdf)).pages
+        for line in page.extract_text().splitlines()
+    ]
+    units_printed = []
+    start = 0
+    for description in descriptions:
+        index = next(i for i in range(start, len(text)) if description.startswith(text[i]))
+        while not text[index + 1][:1].isdigit():  # the rest of a wrapped description
+            index += 1
+        units_printed.append(text[index + 2])
+        start = index + 3
+    return units_printed
+
+
+def test_demo_documents_pass_xsd_en16931_and_br_fr_with_the_printed_units(
+    conn: psycopg.Connection, facturx_validator: FacturxValidator
+) -> None:
+    seed(conn, 300, seed=1, today=TODAY)
+    seller = load_settings(conn).seller()
+    ids = [r[0] for r in conn.execute("SELECT id FROM invoices ORDER BY id")]
+    invoices = load_invoices(conn, ids)
+    kinds: collections.Counter[str] = collections.Counter()
+    failures = []
+    label_of = {unit.code: unit.label for unit in units().values()}
+    for n, invoice in enumerate(invoices):
+        pdf = render_final_invoice(invoice, seller)
+        _, xml = facturx.get_xml_from_pdf(pdf, check_xsd=False)
+        report = facturx_validator.validate(xml)
+        if not report.valid or report.warnings:
+            failures.append(f"{invoice.number}: {report.explain()} {report.warnings}")
+        kinds[invoice.kind.value] += 1
+        kinds[reform.billing_framework(invoice)] += 1
+        kinds["0 €"] += invoice.total_gross == 0
+        kinds["plusieurs taux"] += len(invoice.vat_breakdown()) > 1
+        kinds["code service et engagement"] += bool(
+            invoice.chorus_service_code and invoice.chorus_engagement_number
+        )
+        kinds["livrée ailleurs"] += bool(invoice.delivery and invoice.delivery.address)
+        if n < 40:  # reading the page back is the slow part: the first forty invoices
+            codes = [q.get("unitCode") for q in etree.fromstring(xml).iter(f"{RAM}BilledQuantity")]
+            descriptions = [line.description for line in invoice.lines]
+            assert [label_of[c] for c in codes] == printed_units(pdf, descriptions)
+    assert failures == []
+    # Every kind of document the demo produces was among them.
+    for kind in ("facture", "avoir", "B1", "S1", "M1", "0 €", "plusieurs taux"):
+        assert kinds[kind] > 0, kind
+    assert kinds["code service et engagement"] > 0 and kinds["livrée ailleurs"] > 0
+    credit_notes = [i for i in invoices if i.kind is InvoiceKind.AVOIR]
+    assert all(i.credited_invoice is not None for i in credit_notes)
+    assert all(i.credited_invoice.invoice_date <= i.invoice_date for i in credit_notes)  # type: ignore[union-attr]
+
+
+def test_demo_customers_have_their_electronic_address(conn: psycopg.Connection) -> None:
+    seed(conn, 100, seed=2, today=TODAY)
+    rows = conn.execute("SELECT siren, einvoicing_address, einvoicing_scheme FROM customers")
+    for siren, address, scheme in rows:
+        assert scheme == "0225" and address.startswith(siren)
+
+
+def test_prepare_refuses_unknown_units_and_credit_notes_citing_no_invoice(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(db_dsn) as conn:
+        invoice = insert_invoice(conn, number="FA-ORIGINE")
+        insert_invoice(
+            conn, number="AV-CITE", kind="avoir", credited_invoice_id=invoice, send_state="PRET"
+        )
+        insert_invoice(conn, number="AV-ORPHELIN", kind="avoir")
+        unknown = insert_invoice(conn, number="FA-UNITE", lines=2)
+        conn.execute(
+            "UPDATE invoice_lines SET unit = 'SAC' WHERE invoice_id = %s AND position = 2",
+            (unknown,),
+        )
+        conn.execute("UPDATE invoices SET send_state = 'EN_ATTENTE' WHERE number = 'AV-CITE'")
+    env = Environment(dsn=db_dsn, home=tmp_path / "home")
+    report = run(env, "factures_preparer_envoi")
+    with psycopg.connect(db_dsn) as conn:
+        states = dict(conn.execute("SELECT number, send_state FROM invoices").fetchall())
+    assert states["FA-ORIGINE"] == states["AV-CITE"] == "PRET"
+    assert states["AV-ORPHELIN"] == states["FA-UNITE"] == "EN_ATTENTE"
+    reasons = {a["facture"]: a["motif"] for a in report["anomalies"]}
+    assert "facture d'origine absente" in reasons["AV-ORPHELIN"]
+    assert "unité « SAC » de la ligne 2 absente de la table des unités" in reasons["FA-UNITE"]
+
+
+def test_demo_signing_certificate_names_the_seller_of_the_settings(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(db_dsn) as conn:
+        customer = insert_customer(conn, channel="papier")
+        insert_invoice(conn, customer, number="FA-SIGNEE", send_state="PRET")
+        seller_name = load_settings(conn).seller().name
+    assert seller_name == "ARTIS"
+    env = Environment(dsn=db_dsn, home=tmp_path / "home")  # no postier_signing: the demo key
+    run(env, "factures_envoyer")
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute("SELECT location FROM documents WHERE signed").fetchone()
+    assert row is not None
+    signed = DocumentArchive(env.archive_url).read(row[0])
+    ca = (env.home / "signing" / "demo-ca.der").read_bytes()
+    result = verify_pdf(signed, trust_roots=[ca])
+    assert result.valid
+    assert "ARTIS" in result.signatures[0].signer
+    assert "Dupré" not in result.signatures[0].signer
