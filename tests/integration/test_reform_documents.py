@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import collections
 import io
-import uuid
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import facturx
 import psycopg
@@ -17,6 +15,7 @@ from builders import insert_customer, insert_invoice
 from facturx_validation import FacturxValidator
 from lxml import etree
 from pypdf import PdfReader
+from treatment_runs import run_treatment as run
 
 from postier.delivery.archive import DocumentArchive
 from postier.demo_data import seed
@@ -25,26 +24,11 @@ from postier.documents.units import units
 from postier.domain import reform
 from postier.domain.states import InvoiceKind
 from postier.pipeline.context import Environment
-from postier.pipeline.reports import finalize, write_report
-from postier.pipeline.runs import process_chunk, start_run
 from postier.store.invoices import load_invoices
 from postier.store.settings import load_settings
 
 TODAY = date(2026, 11, 20)
 RAM = "{urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100}"
-
-
-def run(env: Environment, treatment: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One treatment as its DAG runs it (select, every chunk, finalize, report)."""
-    external = f"{treatment}/test-{uuid.uuid4().hex[:8]}"
-    started = start_run(env, treatment, params or {}, "jmartin", external)
-    for chunk in started["chunks"]:
-        process_chunk(env, external, chunk)
-    write_report(env, external, finalize(env, external))
-    with env.connect() as conn:
-        row = conn.execute("SELECT report FROM runs WHERE external_id = %s", (external,)).fetchone()
-    assert row is not None
-    return dict(row[0])
 
 
 def printed_units(pdf: bytes, descriptions: list[str]) -> list[str]:

@@ -6,7 +6,6 @@ outcome is read back from the database and the run's report.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,11 @@ import psycopg
 import pytest
 from builders import insert_customer, insert_invoice
 from pypdf import PdfReader
+from treatment_runs import run_treatment as run
 
 from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment
-from postier.pipeline.reports import finalize, write_report
-from postier.pipeline.runs import process_chunk, start_run
+from postier.pipeline.runs import start_run
 
 VALID_IBAN = "FR7630006000011234567890189"
 
@@ -26,19 +25,6 @@ VALID_IBAN = "FR7630006000011234567890189"
 @pytest.fixture
 def env(db_dsn: str, tmp_path: Path) -> Environment:
     return Environment(dsn=db_dsn, home=tmp_path / "home", workers=1)
-
-
-def run(env: Environment, treatment: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One run as the DAG does it (the send's confirmation answered yes); its report."""
-    external = f"{treatment}/test-{uuid.uuid4().hex[:8]}"
-    started = start_run(env, treatment, params or {}, "jmartin", external)
-    for chunk in started["chunks"]:
-        process_chunk(env, external, chunk)
-    write_report(env, external, finalize(env, external))
-    with env.connect() as conn:
-        row = conn.execute("SELECT report FROM runs WHERE external_id = %s", (external,)).fetchone()
-    assert row is not None
-    return dict(row[0])
 
 
 def states(conn: psycopg.Connection) -> dict[str, str]:
