@@ -12,7 +12,9 @@ from airflow.sdk import Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from postier.delivery.mail import SmtpConfig
+from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment
+from postier.service_url import ENCODING_HINT
 from postier.store import database
 
 if TYPE_CHECKING:
@@ -27,6 +29,11 @@ def _connection(conn_id: str) -> Any | None:
         return Connection.get(conn_id)
     except AirflowNotFoundException:
         return None
+    except ValueError:
+        # Airflow's URI parser quotes what it chokes on, often a piece of the password.
+        raise ConfigurationError(
+            f"connexion Airflow « {conn_id} » illisible ; {ENCODING_HINT}."
+        ) from None
 
 
 def _dsn() -> str:

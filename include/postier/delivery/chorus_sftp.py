@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from postier.errors import ConfigurationError, DeliveryError, ReturnFileError
+from postier.service_url import parse_service_url
 
 # paramiko is imported where a connection is made: every task builds an `SftpConfig`, few connect.
 if TYPE_CHECKING:
@@ -52,18 +52,19 @@ class SftpConfig:
     ) -> SftpConfig:
         """`sftp://login[:password]@host[:port][/base/folder]`: `in` and `out` under the base
         folder when one is given, else in the login's home folder."""
-        parts = urlsplit(url)
-        if parts.scheme != "sftp" or not parts.hostname:
-            raise ConfigurationError(
-                "serveur Chorus : adresse sftp://login@hôte:port/dossier attendue"
-            )
-        base = unquote(parts.path) if parts.path not in ("", "/") else ""
+        parts = parse_service_url(
+            url,
+            name="POSTIER_CHORUS_SFTP_URL",
+            schemes=("sftp",),
+            expected="serveur Chorus : adresse sftp://login@hôte:port/dossier",
+        )
+        base = parts.path if parts.path not in ("", "/") else ""
         return cls(
-            host=parts.hostname,
+            host=parts.host,
             host_key=host_key,
             port=parts.port or 22,
-            username=unquote(parts.username or ""),
-            password=unquote(parts.password) if parts.password else None,
+            username=parts.username or "",
+            password=parts.password,
             private_key=private_key,
             remote_in=posixpath.join(base, "in") if base else "in",
             remote_out=posixpath.join(base, "out") if base else "out",

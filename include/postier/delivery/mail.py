@@ -22,10 +22,10 @@ from email.utils import formataddr
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from postier import TEMPLATES_DIR
 from postier.errors import ConfigurationError, DeliveryError
+from postier.service_url import parse_service_url, redacted
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +58,30 @@ class SmtpConfig:
     @classmethod
     def from_url(cls, url: str) -> SmtpConfig:
         """`smtp://user:pass@host:port?starttls=1&from=a@b.fr`; `smtps://` is implicit TLS."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ConfigurationError("POSTIER_SMTP_URL : smtp://hôte:port ou smtps://… attendu")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        parts = parse_service_url(
+            url,
+            name="POSTIER_SMTP_URL",
+            schemes=("smtp", "smtps"),
+            expected="smtp://hôte:port ou smtps://…",
+        )
+        query = parts.query
         security = "ssl" if parts.scheme == "smtps" or _flag(query.get("ssl")) else "none"
         if security == "none" and _flag(query.get("starttls")):
             security = "starttls"
+        try:
+            timeout = float(query.get("timeout", 30))
+        except ValueError:
+            raise ConfigurationError(
+                f"POSTIER_SMTP_URL ({redacted(url)}) : timeout en secondes attendu"
+            ) from None
         return cls(
-            host=parts.hostname,
+            host=parts.host,
             port=parts.port or (465 if security == "ssl" else 25),
-            login=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
+            login=parts.username,
+            password=parts.password,
             security=security,
             sender=query.get("from") or None,
-            timeout=float(query.get("timeout", 30)),
+            timeout=timeout,
         )
 
     @classmethod

@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from postier import INCLUDE_DIR
 from postier.errors import ConfigurationError
+from postier.service_url import ENCODING_HINT, redacted
 from postier.store.cluster import LocalCluster
 
 
@@ -47,4 +49,16 @@ def resolve_owner_dsn() -> str:
 
 
 def connect(dsn: str, **kwargs: object) -> psycopg.Connection:
+    check_dsn(dsn)
     return psycopg.connect(dsn, application_name="postier", **kwargs)  # type: ignore[arg-type]
+
+
+def check_dsn(dsn: str) -> None:
+    """Refuse a connection string libpq cannot parse, naming only its scheme and host: libpq's
+    own message quotes the offending part, often the password."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.Error:
+        raise ConfigurationError(
+            f"connexion à la base ({redacted(dsn)}) illisible ; {ENCODING_HINT}."
+        ) from None

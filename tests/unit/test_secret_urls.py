@@ -1,0 +1,69 @@
+"""A malformed connection URL never shows its password, in the message or the traceback."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+
+import pytest
+
+from postier.delivery.chorus_sftp import SftpConfig
+from postier.delivery.mail import SmtpConfig
+from postier.errors import ConfigurationError
+from postier.store.database import check_dsn
+
+#: Pieces of the password that a leaking parser would quote.
+SECRET = "Zq8Kp3#wLm/?x%zz"
+PIECES = ["Zq8", "Kp3", "wLm", "%zz"]
+
+
+def _smtp_env(url: str) -> object:
+    return SmtpConfig.from_url(url)
+
+
+def _sftp_env(url: str) -> object:
+    return SftpConfig.from_env({"POSTIER_CHORUS_SFTP_URL": url, "POSTIER_CHORUS_HOST_KEY": "x"})
+
+
+@pytest.mark.parametrize(
+    ("parse", "url", "shown"),
+    [
+        (
+            _smtp_env,
+            f"smtp://facturation:{SECRET}@relais.example.fr:587",
+            "smtp://relais.example.fr",
+        ),
+        (
+            _smtp_env,
+            "smtp://facturation:Zq8Kp3wLm@relais.example.fr:5x7",
+            "smtp://relais.example.fr",
+        ),
+        (
+            _smtp_env,
+            "smtp://facturation:Zq8Kp3@wLm@relais.example.fr:abc",
+            "smtp://relais.example.fr",
+        ),
+        (_sftp_env, f"sftp://depot:{SECRET}@chorus.example.fr:22/flux", "sftp://chorus.example.fr"),
+        (_sftp_env, "sftp://depot:Zq8Kp3wLm@[::1:22/flux", "sftp://"),
+        (
+            check_dsn,
+            "postgresql://postier_app:Zq8Kp3%zzwLm@db.example.fr/erp",
+            "postgresql://db.example.fr",
+        ),
+    ],
+)
+def test_bad_url_error_names_scheme_and_host_only(
+    parse: Callable[[str], object], url: str, shown: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse(url)
+    told = "".join(traceback.format_exception(caught.value))
+    assert shown in told
+    leaked = [piece for piece in [*PIECES, "facturation", "depot", "postier_app"] if piece in told]
+    assert leaked == []
+
+
+def test_encoded_password_still_parses() -> None:
+    config = SmtpConfig.from_url("smtp://facturation:Zq8%23wLm@relais.example.fr:587?starttls=1")
+    assert (config.password, config.port, config.security) == ("Zq8#wLm", 587, "starttls")
+    assert "Zq8" not in repr(config)
