@@ -338,3 +338,19 @@ def test_clerk_reads_settings_admin_changes_them_and_each_change_is_recorded(
 )
 def test_anonymous_is_refused_everywhere(client: TestClient, method: str, path: str) -> None:
     assert client.request(method, path).status_code == 401
+
+
+def test_the_record_of_setting_changes_cannot_be_rewritten(conn: psycopg.Connection) -> None:
+    from postier.store.settings import change_setting
+
+    assert change_setting(conn, "DEMAT_CHORUS", "non", "ldurand")
+    for statement in (
+        "UPDATE settings_changes SET changed_by = 'x'",
+        "DELETE FROM settings_changes",
+    ):
+        with pytest.raises(psycopg.errors.RaiseException, match="ne se modifie pas"):
+            conn.execute(statement)
+        conn.rollback()
+    assert conn.execute("SELECT changed_by, new_value FROM settings_changes").fetchall() == [
+        ("ldurand", "false")
+    ]
