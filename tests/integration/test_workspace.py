@@ -278,11 +278,14 @@ def test_invoice_history_shows_exchanges_and_its_archived_signed_pdf(
     insert_invoice(conn, number="H-2", send_state="PRET")
     conn.commit()
     run_treatment(env, "factures_envoyer", {}, "jmartin")
+    conn.execute("UPDATE invoices SET chorus_status = '01', chorus_status_at = now()")
+    conn.commit()
     page = client.get("/factures/H-1", headers=CLERK)
     assert page.status_code == 200
     assert "Envoyé au destinataire" in page.text and "jmartin" in page.text
     assert "Suivi des échanges" in page.text and "mise à disposition" in page.text
     assert "signature valide, empreinte vérifiée" in page.text
+    assert "01 — Déposée" in page.text
     doc_id, sha256, location = conn.execute(
         "SELECT d.id, d.sha256, d.location FROM documents d JOIN invoices i ON i.id = d.invoice_id "
         "WHERE i.number = 'H-1' AND d.kind = 'facture'"
@@ -354,3 +357,38 @@ def test_the_record_of_setting_changes_cannot_be_rewritten(conn: psycopg.Connect
     assert conn.execute("SELECT changed_by, new_value FROM settings_changes").fetchall() == [
         ("ldurand", "false")
     ]
+
+
+def test_list_pages_stay_one_indexed_query_at_100000_invoices(
+    conn: psycopg.Connection, owner_dsn: str
+) -> None:
+    customer = insert_customer(conn)
+    conn.execute(
+        "INSERT INTO invoices (number, customer_id, invoice_date, due_date, batch_number, "
+        "created_by, payment_mode, total_net, total_vat, total_gross) "
+        "SELECT 'V-' || lpad(n::text, 7, '0'), %s, date '2026-11-02', date '2026-12-02', n / 1000, "
+        "'mdupont', 'virement', 100, 20, 120 FROM generate_series(1, 100000) n",
+        (customer,),
+    )
+    conn.commit()
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        owner.execute("ANALYZE invoices")
+        owner.execute("ANALYZE customers")
+    selection = Selection.defaults("factures_imprimer")
+    deep = invoice_page(conn, selection, after="V-0090000")
+    assert [r.number for r in deep.rows][:2] == ["V-0090001", "V-0090002"]
+    assert len(deep.rows) == 100 and deep.next_key == "V-0090100"
+
+    # The plan reads the page's rows in index order and stops: no sort of the 100,000 rows.
+    from postier.store.selection import where_clause
+
+    where, params = where_clause(selection)
+    query = psycopg.sql.SQL(
+        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT i.id FROM invoices i "
+        "JOIN customers c ON c.id = i.customer_id WHERE {} AND i.number > %(key)s "
+        "ORDER BY i.number LIMIT 101"
+    ).format(where)
+    plan = conn.execute(query, params | {"key": "V-0090000"}).fetchone()[0][0]  # type: ignore[index]
+    text = repr(plan["Plan"])
+    assert "'Sort'" not in text and "Index" in text, text
+    assert plan["Execution Time"] < 100, plan["Execution Time"]  # milliseconds

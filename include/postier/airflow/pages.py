@@ -393,6 +393,11 @@ STAMPS = {
 def _stamp(key: str, value: Any) -> str:
     if key == "send_state":
         return state_label(value)
+    if key == "chorus_status":
+        from postier.domain.chorus_returns import INVOICE_STATUSES
+
+        status = INVOICE_STATUSES.get(value)
+        return f"{value} — {status.label}" if status else str(value)
     if isinstance(value, bool):
         return "oui" if value else "non"
     if isinstance(value, datetime | date):
