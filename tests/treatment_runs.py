@@ -11,11 +11,11 @@ from postier.pipeline.runs import process_chunk, start_run
 
 
 def run_treatment(
-    env: Environment, treatment: str, params: dict[str, Any] | None = None
+    env: Environment, treatment: str, params: dict[str, Any] | None = None, actor: str = "jmartin"
 ) -> dict[str, Any]:
     """One run as the DAG does it (the send's confirmation answered yes); its report."""
     external = f"{treatment}/test-{uuid.uuid4().hex[:8]}"
-    started = start_run(env, treatment, params or {}, "jmartin", external)
+    started = start_run(env, treatment, params or {}, actor, external)
     for chunk in started["chunks"]:
         process_chunk(env, external, chunk)
     write_report(env, external, finalize(env, external))

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import psycopg
 import pytest
+import treatment_runs
 from builders import insert_customer, insert_invoice
 from fastapi import Header, HTTPException
 from fastapi.testclient import TestClient
@@ -24,21 +25,14 @@ from pypdf import PdfReader
 from postier.airflow.reports_app import Clerk, create_app
 from postier.domain.selection import Selection
 from postier.pipeline.context import Environment
-from postier.pipeline.reports import finalize, write_report
-from postier.pipeline.runs import process_chunk, start_run
 from postier.store.listings import invoice_page
 
 CSRF_KEY = b"test-key"
 
 
 def run_treatment(env: Environment, treatment: str, conf: dict[str, Any], who: str) -> int:
-    """A whole run, as the DAG's tasks chain it."""
-    external = f"{treatment}/test-{hashlib.sha256(repr(conf).encode()).hexdigest()[:8]}"
-    started = start_run(env, treatment, conf, who, external)
-    for chunk in started["chunks"]:
-        process_chunk(env, external, chunk)
-    write_report(env, external, finalize(env, external))
-    return int(started["run_id"])
+    """A whole run, as the DAG's tasks chain it; its id."""
+    return int(treatment_runs.run_treatment(env, treatment, conf, who)["execution"])
 
 
 @pytest.fixture
