@@ -16,7 +16,7 @@ from postier.delivery.chorus_edi import FLOW_NAME, unpack
 from postier.documents import verify_pdf
 
 
-def test_dag_sends_ready_invoices_deposits_one_flow_and_writes_the_zip(
+def test_dag_deposits_sent_invoices_in_one_flow_and_writes_the_zip(
     run_dag,
     postier_env: str,
     sshd: SshServer,  # noqa: F811
@@ -27,6 +27,7 @@ def test_dag_sends_ready_invoices_deposits_one_flow_and_writes_the_zip(
     with psycopg.connect(postier_env) as conn:
         chorus = insert_customer(conn, channel="chorus", siret="73282932000074")
         insert_invoice(conn, chorus, number="DAG-PRET", send_state="PRET")
+        insert_invoice(conn, chorus, number="DAG-ENVOYE-2", send_state="ENVOYE")
         insert_invoice(conn, chorus, number="DAG-ENVOYE", send_state="ENVOYE")
         insert_invoice(
             conn,
@@ -35,7 +36,7 @@ def test_dag_sends_ready_invoices_deposits_one_flow_and_writes_the_zip(
             send_state="ENVOYE",
         )
 
-    dag_run = run_dag("factures_chorus_recuperer", {"etats": ["PRET", "ENVOYE"]})
+    dag_run = run_dag("factures_chorus_recuperer")
 
     assert dag_run.state == "success"
     with psycopg.connect(postier_env) as conn:
@@ -43,11 +44,12 @@ def test_dag_sends_ready_invoices_deposits_one_flow_and_writes_the_zip(
         states = dict(conn.execute("SELECT number, send_state FROM invoices").fetchall())
     assert report["compteurs"]["traitees"] == 2 and report["compteurs"]["refusees"] == 1
     assert "SIRET" in report["anomalies"][0]["motif"]
-    assert states == {"DAG-PRET": "ENVOYE", "DAG-ENVOYE": "ENVOYE", "DAG-KO": "ENVOYE"}
+    # « Prêt » is neither taken nor sent by the collection.
+    assert states["DAG-PRET"] == "PRET"
     ((name, data),) = [(p.name, p.read_bytes()) for p in (folder / "in").iterdir()]
     assert FLOW_NAME.fullmatch(name)
     pdfs = dict(unpack(data))
-    assert sorted(pdfs) == ["DAG-ENVOYE.pdf", "DAG-PRET.pdf"]
+    assert sorted(pdfs) == ["DAG-ENVOYE-2.pdf", "DAG-ENVOYE.pdf"]
     home = Path(report["fichiers"][-1]).parents[1]
     ca = (home / "signing" / "demo-ca.der").read_bytes()
     assert all(verify_pdf(pdf, trust_roots=[ca]).valid for pdf in pdfs.values())

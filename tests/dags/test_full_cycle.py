@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
+from builders import insert_customer, insert_invoice
 from chorus_return_files import valid
 from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
 from pypdf import PdfReader
@@ -45,6 +47,9 @@ def test_chorus_invoices_from_preparation_to_return_statuses_and_redeposit(  # t
     monkeypatch.setenv("AIRFLOW_CONN_POSTIER_CHORUS_SFTP", sshd.airflow_connection(folder))
     with psycopg.connect(postier_env) as conn:
         demo_data.seed(conn, 200, seed=11)
+        # One more sent Chorus invoice, so that three statuses can come back.
+        public = insert_customer(conn, channel="chorus", siret="73282932000074")
+        insert_invoice(conn, public, number="ZZ-CHORUS-1", send_state="ENVOYE")
 
     assert run_dag("factures_preparer_envoi").state == "success"
     assert run_dag("factures_envoyer", mark_success_pattern="confirmation").state == "success"
@@ -65,9 +70,18 @@ def test_chorus_invoices_from_preparation_to_return_statuses_and_redeposit(  # t
     in_flows = {name.removesuffix(".pdf") for data in flows.values() for name, _ in unpack(data)}
     assert {number for number, _, _ in deposited} == in_flows
 
+    assert len(deposited) >= 3, "the demo data must give deposited Chorus invoices"
     (rejected, rejected_siret, first_flow), (accepted, accepted_siret, _) = deposited[:2]
+    (cancelled, cancelled_siret, _) = deposited[2]
     (folder / "out" / "CPPStatut_1").write_bytes(
-        return_file(supplier, [(rejected, rejected_siret, "05"), (accepted, accepted_siret, "03")])
+        return_file(
+            supplier,
+            [
+                (rejected, rejected_siret, "04"),
+                (accepted, accepted_siret, "03"),
+                (cancelled, cancelled_siret, "05"),
+            ],
+        )
     )
     assert run_dag("chorus_retours").state == "success"
 
@@ -83,11 +97,20 @@ def test_chorus_invoices_from_preparation_to_return_statuses_and_redeposit(  # t
         returns = conn.execute(
             "SELECT count(*) FROM exchanges WHERE kind = 'retour_chorus'"
         ).fetchone()
-    assert status == {rejected: ("05", True), accepted: ("03", False)}
-    assert returns == (2,)
+        (returns_report,) = conn.execute(
+            "SELECT report FROM runs WHERE treatment = 'chorus_retours' ORDER BY id DESC LIMIT 1"
+        ).fetchone()  # type: ignore[misc]
+    assert status == {rejected: ("04", True), accepted: ("03", False)}
+    assert returns == (3,)
+    # The advice is one a clerk can follow: a sent invoice cannot be corrected.
+    advice = {r["facture"]: r["note"] for r in returns_report["rejets"]}
+    assert "corrigez-les dans sa fiche" in advice[rejected]
+    assert "établissez un avoir" in advice[cancelled] and "nouvelle facture" in advice[cancelled]
+    assert "Que faire" in Path(returns_report["rapport"]).read_text()
     assert not (folder / "out" / "CPPStatut_1").exists()  # set aside once applied
 
-    # The rejected invoice (corrected on Chorus' side) goes out again, alone, in a new flow.
+    # The routing rejection goes out again, alone, in a new flow, as a new archived version; the
+    # one rejected for another reason is not deposited again.
     assert run_dag("factures_chorus_recuperer").state == "success"
     with psycopg.connect(postier_env) as conn:
         row = conn.execute(
@@ -95,6 +118,16 @@ def test_chorus_invoices_from_preparation_to_return_statuses_and_redeposit(  # t
             "WHERE number = %s",
             (rejected,),
         ).fetchone()
+        versions = conn.execute(
+            "SELECT d.version, d.deposited_at IS NOT NULL FROM documents d "
+            "JOIN invoices i ON i.id = d.invoice_id WHERE i.number = %s ORDER BY d.version",
+            (rejected,),
+        ).fetchall()
+        cancelled_flow = conn.execute(
+            "SELECT chorus_deposited_at FROM invoices WHERE number = %s", (cancelled,)
+        ).fetchone()
     assert row is not None and row[1] and row[0] != first_flow
+    assert versions == [(1, True), (2, True)]
+    assert cancelled_flow == (None,)
     ((_, pdf),) = unpack((folder / "in" / row[0]).read_bytes())  # one invoice: the PDF itself
     assert rejected in "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)

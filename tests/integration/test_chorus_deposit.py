@@ -21,7 +21,7 @@ from integration.sshd import SshServer
 from postier.delivery.chorus_edi import FLOW_NAME, parse_flow_name, unpack
 from postier.delivery.chorus_sftp import ChorusSftp, SftpConfig
 from postier.documents import verify_pdf
-from postier.errors import ConfigurationError, DeliveryError
+from postier.errors import ConfigurationError, DeliveryError, SelectionError
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import finalize, write_report
 from postier.pipeline.runs import process_chunk, start_run
@@ -129,52 +129,166 @@ def test_deposit_is_a_named_tar_gz_of_signed_facturx_with_zip_and_exchange_log(
     assert any(f.endswith(name) for f in report["fichiers"])  # the flow file, as deposited
 
 
-def test_ready_invoices_are_sent_first_then_deposited_from_the_ged(
+def test_collection_takes_sent_invoices_only_and_never_sends(
     env: Environment, folder: Path, conn: psycopg.Connection
 ) -> None:
     customer = chorus_customer(conn)
     insert_invoice(conn, customer, number="PR-1", send_state="PRET")
-    insert_invoice(conn, customer, number="PR-2", send_state="PRET")
     insert_invoice(conn, customer, number="EN-1", send_state="ENVOYE")
     conn.commit()
 
-    # Default states: only « Envoyé » — the ready ones wait.
-    assert collect(env)["compteurs"]["traitees"] == 1
-    report = collect(env, {"etats": ["PRET", "ENVOYE"]})
+    # « Prêt » cannot even be asked for: sending is definitive and has its own confirmation.
+    with pytest.raises(SelectionError, match="Prêt"):
+        collect(env, {"etats": ["PRET", "ENVOYE"]})
+    report = collect(env)
 
-    assert report["compteurs"] == {
-        "selectionnees": 2,
-        "traitees": 2,
-        "ignorees": 0,
-        "refusees": 0,
-        "non_traitees": 0,
-    }
+    assert report["compteurs"]["selectionnees"] == 1 and report["compteurs"]["traitees"] == 1
+    assert [facturx_number(d) for d in deposited(folder).values()] == ["EN-1"]
+    state = conn.execute("SELECT send_state, sent_at FROM invoices WHERE number = 'PR-1'")
+    assert state.fetchone() == ("PRET", None)
+    assert conn.execute(
+        "SELECT count(*) FROM exchanges e JOIN invoices i ON i.id = e.invoice_id "
+        "WHERE i.number = 'PR-1'"
+    ).fetchone() == (0,)
+
+
+def send(env: Environment) -> dict[str, Any]:
+    """A confirmed send of the « Prêt » invoices, as `factures_envoyer` does it."""
+    external = f"factures_envoyer/test-{uuid.uuid4().hex[:8]}"
+    started = start_run(env, "factures_envoyer", {}, "jmartin", external)
+    for chunk in started["chunks"]:
+        process_chunk(env, external, chunk)
+    return report_of(env, external)
+
+
+def ged_copies(conn: psycopg.Connection, env: Environment) -> dict[str, tuple[str, bytes, Any]]:
+    """Per invoice number: (sha256 indexed, bytes read back from the GED, deposited_at)."""
     rows = conn.execute(
-        "SELECT i.number, i.send_state, i.sent_by, d.sha256 FROM invoices i "
-        "JOIN documents d ON d.invoice_id = i.id AND d.kind = 'facture' "
-        "WHERE i.number LIKE 'PR-%' ORDER BY i.number"
+        "SELECT i.number, d.sha256, d.location, d.deposited_at FROM documents d "
+        "JOIN invoices i ON i.id = d.invoice_id WHERE d.kind = 'facture' ORDER BY i.number"
     ).fetchall()
-    assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("PR-1", "ENVOYE", "jmartin"),
-        ("PR-2", "ENVOYE", "jmartin"),
-    ]
-    flows = deposited(folder)
-    assert len(flows) == 2
-    latest = flows[max(flows, key=lambda n: parse_flow_name(n).sequence)]
-    pdfs = dict(unpack(latest))
-    # The deposited PDFs are the very ones archived in the GED at sending.
-    assert {hashlib.sha256(pdfs[f"{n}.pdf"]).hexdigest() for n, *_ in rows} == {
-        r[3].strip() for r in rows
-    }
-    kinds = conn.execute(
-        "SELECT array_agg(e.kind ORDER BY e.id) FROM exchanges e "
-        "JOIN invoices i ON i.id = e.invoice_id WHERE i.number = 'PR-1'"
+    return {n: (sha.strip(), Path(loc).read_bytes(), at) for n, sha, loc, at in rows}
+
+
+def test_deposit_is_exactly_the_document_archived_at_sending(
+    env: Environment, folder: Path, conn: psycopg.Connection
+) -> None:
+    customer = chorus_customer(conn)
+    insert_invoice(conn, customer, number="GED-1", send_state="PRET")
+    insert_invoice(conn, customer, number="GED-2", send_state="PRET", lines=2)
+    conn.commit()
+    send(env)
+    archived = ged_copies(conn, env)
+
+    collect(env)
+
+    ((_, data),) = deposited(folder).items()
+    pdfs = dict(unpack(data))
+    for number, (sha256, ged_bytes, _) in archived.items():
+        assert hashlib.sha256(pdfs[f"{number}.pdf"]).hexdigest() == sha256
+        assert pdfs[f"{number}.pdf"] == ged_bytes
+    # The documents table says which document was deposited, and when.
+    assert all(at is not None for *_, at in ged_copies(conn, env).values())
+    linked = conn.execute(
+        "SELECT count(*) FROM chorus_flow_invoices fi JOIN documents d ON d.id = fi.document_id"
     ).fetchone()
-    assert kinds == (
-        ["archivage_ged", "dematerialisation_chorus", "changement_etat", "export_chorus"],
-    ) or kinds == (
-        ["archivage_ged", "changement_etat", "dematerialisation_chorus", "export_chorus"],
+    assert linked == (2,)
+
+
+def test_an_invoice_sent_while_archiving_was_off_is_archived_before_its_deposit(
+    env: Environment, folder: Path, conn: psycopg.Connection
+) -> None:
+    insert_invoice(conn, chorus_customer(conn), number="LATE-1", send_state="PRET")
+    conn.execute("UPDATE settings SET value = 'false' WHERE key = 'ARCHIVAGE_FACTURES'")
+    conn.execute("UPDATE settings SET value = 'false' WHERE key = 'DEMAT_ARTIS'")
+    conn.commit()
+    send(env)
+    assert conn.execute("SELECT count(*) FROM documents").fetchone() == (0,)
+    conn.execute("UPDATE settings SET value = 'true' WHERE key = 'ARCHIVAGE_FACTURES'")
+    conn.commit()
+
+    collect(env)
+
+    ((_, data),) = deposited(folder).items()
+    sha256, ged_bytes, deposited_at = ged_copies(conn, env)["LATE-1"]
+    assert data == ged_bytes and hashlib.sha256(data).hexdigest() == sha256
+    assert deposited_at is not None
+    assert verify_pdf(data, trust_roots=trust(env)).valid
+    reason = conn.execute("SELECT version, reason FROM documents").fetchone()
+    assert reason is not None and reason[0] == 1 and "archivée au dépôt Chorus" in reason[1]
+    kinds = conn.execute("SELECT kind FROM exchanges ORDER BY id").fetchall()
+    assert [k for (k,) in kinds][-2:] == ["archivage_ged", "export_chorus"]
+
+
+def reject(conn: psycopg.Connection, number: str, code: str) -> None:
+    """A Chorus Pro rejection as the return flows apply it (status, deposit cleared)."""
+    conn.execute(
+        "UPDATE invoices SET chorus_status = %s, chorus_status_at = now(), "
+        "chorus_deposited_at = NULL WHERE number = %s",
+        (code, number),
     )
+    conn.commit()
+
+
+def buyer_reference(pdf: bytes) -> str | None:
+    _, xml = facturx.get_xml_from_pdf(pdf, check_xsd=False)
+    from lxml import etree
+
+    ram = "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100"
+    return etree.fromstring(xml).findtext(f".//{{{ram}}}BuyerReference")
+
+
+def test_after_a_routing_rejection_a_new_version_is_deposited_beside_the_first(
+    env: Environment, folder: Path, conn: psycopg.Connection
+) -> None:
+    customer = chorus_customer(conn, chorus_service_code="SERV-FAUX", chorus_service_required=True)
+    insert_invoice(
+        conn, customer, number="R04-1", send_state="PRET", chorus_service_code="SERV-FAUX"
+    )
+    conn.commit()
+    send(env)
+    collect(env)
+    (first_flow,) = deposited(folder)
+    reject(conn, "R04-1", "04")
+    # Routing data belongs to the customer: corrected there, not on the (immutable) invoice.
+    conn.execute("UPDATE customers SET chorus_service_code = 'SERV-OK' WHERE id = %s", (customer,))
+    conn.commit()
+
+    report = collect(env)
+
+    assert report["compteurs"]["traitees"] == 1
+    (second_flow,) = set(deposited(folder)) - {first_flow}
+    first, second = deposited(folder)[first_flow], deposited(folder)[second_flow]
+    assert buyer_reference(first) == "SERV-FAUX" and buyer_reference(second) == "SERV-OK"
+    assert verify_pdf(second, trust_roots=trust(env)).valid
+    versions = conn.execute(
+        "SELECT d.version, d.sha256, d.location, d.reason, d.deposited_at, f.name "
+        "FROM documents d JOIN chorus_flow_invoices fi ON fi.document_id = d.id "
+        "JOIN chorus_flows f ON f.id = fi.flow_id ORDER BY d.version"
+    ).fetchall()
+    assert [(v[0], v[5]) for v in versions] == [(1, first_flow), (2, second_flow)]
+    for (_, sha256, location, _, deposited_at, _), data in zip(
+        versions, (first, second), strict=True
+    ):
+        # Both kept in the GED, each the exact bytes of its deposit, each with its date.
+        assert Path(location).read_bytes() == data
+        assert hashlib.sha256(data).hexdigest() == sha256.strip()
+        assert deposited_at is not None
+    assert versions[0][2] != versions[1][2] and "rejet Chorus 04" in versions[1][3]
+    assert versions[0][4] < versions[1][4]
+
+
+def test_after_a_rejection_for_another_reason_the_invoice_is_not_deposited_again(
+    env: Environment, folder: Path, conn: psycopg.Connection
+) -> None:
+    insert_invoice(conn, chorus_customer(conn), number="R05-1", send_state="ENVOYE")
+    conn.commit()
+    collect(env)
+    reject(conn, "R05-1", "05")
+
+    # Status 05 calls for a credit note and a new invoice, not the same invoice again.
+    assert collect(env)["compteurs"]["selectionnees"] == 0
+    assert len(deposited(folder)) == 1
 
 
 def test_single_invoice_flow_is_the_pdf_and_sequences_increase_across_runs(
@@ -200,7 +314,7 @@ def test_a_second_run_deposits_nothing_again(
     insert_invoice(conn, chorus_customer(conn), number="ONCE-1", send_state="ENVOYE")
     conn.commit()
     collect(env)
-    again = collect(env, {"etats": ["PRET", "ENVOYE"]})
+    again = collect(env)
     assert again["compteurs"]["selectionnees"] == 0
     assert len(deposited(folder)) == 1
     assert conn.execute("SELECT count(*) FROM chorus_flows").fetchone() == (1,)
@@ -219,7 +333,7 @@ def test_retried_chunk_redeposits_the_recorded_flow_never_a_second_one(
 ) -> None:
     customer = chorus_customer(conn)
     insert_invoice(conn, customer, number="RT-1", send_state="ENVOYE")
-    insert_invoice(conn, customer, number="RT-2", send_state="PRET")
+    insert_invoice(conn, customer, number="RT-2", send_state="ENVOYE")
     conn.commit()
     real_upload = ChorusSftp.upload
 
@@ -229,17 +343,13 @@ def test_retried_chunk_redeposits_the_recorded_flow_never_a_second_one(
         raise DeliveryError("connexion coupée (simulée)")
 
     external = f"{TREATMENT}/retry"
-    started = start_run(env, TREATMENT, {"etats": ["PRET", "ENVOYE"]}, "jmartin", external)
+    started = start_run(env, TREATMENT, {}, "jmartin", external)
     monkeypatch.setattr(ChorusSftp, "upload", crash)
     with pytest.raises(DeliveryError):
         process_chunk(env, external, 0)
     recorded = conn.execute("SELECT name, status, sha256 FROM chorus_flows").fetchall()
     assert len(recorded) == 1 and recorded[0][1] == "preparee"
     name = recorded[0][0]
-    # Sent on the first attempt (definitive), but not yet deposited: still to do.
-    assert conn.execute("SELECT send_state FROM invoices WHERE number = 'RT-2'").fetchone() == (
-        "ENVOYE",
-    )
     assert len(deposited(folder)) == int(uploaded_before_crash)
 
     monkeypatch.setattr(ChorusSftp, "upload", real_upload)
@@ -253,7 +363,7 @@ def test_retried_chunk_redeposits_the_recorded_flow_never_a_second_one(
     assert conn.execute(
         "SELECT count(*) FROM exchanges WHERE kind = 'export_chorus'"
     ).fetchone() == (2,)
-    assert collect(env, {"etats": ["PRET", "ENVOYE"]})["compteurs"]["selectionnees"] == 0
+    assert collect(env)["compteurs"]["selectionnees"] == 0
     assert list(deposited(folder)) == [name]
 
 
@@ -286,18 +396,21 @@ def test_invalid_chorus_invoices_are_reported_in_french_and_not_deposited(
     insert_invoice(conn, ok, number="OK-1", send_state="ENVOYE")
     insert_invoice(conn, chorus_customer(conn, siret=None), number="KO-SIRET", send_state="ENVOYE")
     strict = chorus_customer(conn, chorus_engagement_required=True, name="Mairie de Lyon")
-    insert_invoice(conn, strict, number="KO-ENGAGE", send_state="PRET")
+    insert_invoice(conn, strict, number="KO-ENGAGE", send_state="ENVOYE")
     conn.commit()
 
-    report = collect(env, {"etats": ["PRET", "ENVOYE"]})
+    report = collect(env)
 
     reasons = {a["facture"]: a["motif"] for a in report["anomalies"]}
     assert set(reasons) == {"KO-SIRET", "KO-ENGAGE"}
     assert "SIRET du client" in reasons["KO-SIRET"]
     assert "numéro d'engagement exigé par Mairie de Lyon" in reasons["KO-ENGAGE"]
-    # Checked before anything left: the ready invoice was not sent either.
-    state = conn.execute("SELECT send_state FROM invoices WHERE number = 'KO-ENGAGE'").fetchone()
-    assert state == ("PRET",)
+    # Checked before anything left: no flow holds the refused ones.
+    refused = conn.execute(
+        "SELECT count(*) FROM chorus_flow_invoices fi JOIN invoices i ON i.id = fi.invoice_id "
+        "WHERE i.number LIKE 'KO-%'"
+    ).fetchone()
+    assert refused == (0,)
     ((_, data),) = deposited(folder).items()
     assert data.startswith(b"%PDF-") and facturx_number(data) == "OK-1"
 
@@ -319,13 +432,13 @@ def test_seller_iban_is_required_for_transfers(
 def test_without_a_server_the_report_says_so_and_nothing_changes(
     db_dsn: str, tmp_path: Path, conn: psycopg.Connection
 ) -> None:
-    insert_invoice(conn, chorus_customer(conn), number="NOSRV-1", send_state="PRET")
+    insert_invoice(conn, chorus_customer(conn), number="NOSRV-1", send_state="ENVOYE")
     conn.commit()
     env = Environment(dsn=db_dsn, home=tmp_path / "home")
-    report = collect(env, {"etats": ["PRET"]})
+    report = collect(env)
     ((anomaly,),) = [report["anomalies"]]
     assert "aucun serveur Chorus configuré" in anomaly["motif"]
-    assert conn.execute("SELECT send_state FROM invoices").fetchone() == ("PRET",)
+    assert conn.execute("SELECT chorus_deposited_at FROM invoices").fetchone() == (None,)
     assert conn.execute("SELECT count(*) FROM chorus_flows").fetchone() == (0,)
 
 

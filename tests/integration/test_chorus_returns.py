@@ -128,10 +128,11 @@ def test_every_invoice_status_is_logged_and_applied(conn, env, chorus) -> None: 
     assert {n: state[n][0] for n in numbers} == dict(zip(numbers, codes, strict=True))
     # Rejected (04, 05): to be corrected and deposited again; the others stay deposited.
     assert [n for n in numbers if state[n][1] is None] == ["ST-04", "ST-05"]
+    # Only a routing-data rejection (04) is deposited again; 05 calls for a credit note.
     again = select_ids(conn, Selection.from_params("factures_chorus_recuperer", {}))
     assert {
         r[0] for r in conn.execute("SELECT number FROM invoices WHERE id = ANY(%s)", (again,))
-    } == {"ST-04", "ST-05"}
+    } == {"ST-04"}
     rows = exchanges(conn)
     assert len(rows) == 12 and all(partner == "CHORUS" for _, partner, _, _ in rows)
     by_number = {n: (status, report) for n, _, status, report in rows}

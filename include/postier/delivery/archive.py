@@ -27,9 +27,16 @@ class DocumentArchive:
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
 
     @staticmethod
-    def key_for(invoice_date: date, customer_code: str, number: str, kind: str = "facture") -> str:
-        """Layout year/month/customer/invoice."""
-        return f"{invoice_date:%Y}/{invoice_date:%m}/{customer_code}/{number}-{kind}.pdf"
+    def key_for(
+        invoice_date: date,
+        customer_code: str,
+        number: str,
+        kind: str = "facture",
+        version: int = 1,
+    ) -> str:
+        """Layout year/month/customer/invoice; later versions beside the first (`-v2`…)."""
+        suffix = "" if version == 1 else f"-v{version}"
+        return f"{invoice_date:%Y}/{invoice_date:%m}/{customer_code}/{number}-{kind}{suffix}.pdf"
 
     def _path(self, key: str) -> str:
         if ".." in key.split("/") or key.startswith("/"):

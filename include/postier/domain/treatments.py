@@ -144,10 +144,11 @@ CATALOGUE: dict[TreatmentId, Treatment] = {
         Treatment(
             TreatmentId.CHORUS_RECUPERER,
             "Récupérer les factures à destination de Chorus",
-            "Fichier ZIP des factures signées et dépôt EDI sur Chorus Pro pour les clients Chorus "
-            "non encore déposés.",
+            "Fichier ZIP des factures signées et dépôt EDI sur Chorus Pro des factures « Envoyé "
+            "au destinataire » des clients Chorus non encore déposées (le document archivé dans "
+            "la GED).",
             default_states=(EN,),
-            allowed_states=(EN, PR),
+            allowed_states=(EN,),
             channel=Channel.CHORUS,
         ),
         Treatment(

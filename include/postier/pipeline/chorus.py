@@ -1,13 +1,21 @@
 """Récupérer les factures à destination de Chorus: signed Factur-X PDFs, one EDI flow per chunk
 deposited on the Chorus Pro SFTP server, and a ZIP of the PDFs for the clerk (finalize).
 
+Only « Envoyé au destinataire » invoices are collected (the spec's table): sending is the
+definitive step, with its confirmation, and never happens here.
+
+What is deposited is the archived document: with archiving on, exactly the bytes held in the GED
+(sha256 checked); an invoice sent while archiving was off is archived first. After a Chorus
+rejection for routing data (status 04), a new document is generated with the customer's
+corrected data, signed and archived as the next version beside the first.
+
 Exactly once, per chunk (each step commits on its own):
 1. flows recorded by an earlier attempt and not yet deposited (`preparee`) that hold invoices of
    the chunk are uploaded again, same name, same bytes — Chorus knows a flow by its name;
-2. invoices are checked (Chorus rules, seller IBAN) before anything leaves; valid « Prêt » ones
-   are sent first (the send path: signed, archived, « Envoyé », immutable);
-3. the flow is built, its file written, and recorded with its invoices (`chorus_flows`,
-   `invoices.chorus_flow_name`) in one transaction, before the upload;
+2. invoices are checked (Chorus rules, seller IBAN) before anything leaves;
+3. the flow is built, its file written, and recorded with its invoices and their documents
+   (`chorus_flows`, `chorus_flow_invoices.document_id`, `invoices.chorus_flow_name`) in one
+   transaction, before the upload;
 4. upload (temporary name, then rename), then, in one transaction: flow `deposee`, invoices
    `chorus_deposited_at`, one exchange-log row per invoice, item outcomes.
 A crash between 3 and 4 leaves a `preparee` flow that step 1 of the retry (or of a later run,
@@ -17,10 +25,12 @@ flows: step 3 only takes invoices without `chorus_flow_name`, under row locks.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import zipfile
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +54,7 @@ from postier.pipeline.outputs import write_atomically
 from postier.pipeline.runs import Run
 from postier.store.invoices import load_invoices
 from postier.store.runs import DONE, FAILED, PENDING, SKIPPED, ItemOutcome, record_outcomes
-from postier.store.settings import load_settings
+from postier.store.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +68,53 @@ NO_SERVER = (
     "POSTIER_CHORUS_SFTP_URL et POSTIER_CHORUS_HOST_KEY) : rien n'a été déposé"
 )
 DEMAT_OFF = "dématérialisation Chorus désactivée (paramètre DEMAT_CHORUS) : pas de dépôt EDI"
+
+#: Chorus Pro invoice status « rejetée pour erreur de données d'acheminement ».
+REJECTED_ROUTING = "04"
+
+#: Chorus Pro invoice status « rejetée pour un autre motif ».
+REJECTED_OTHER = "05"
+
+#: What the clerk does after a rejection (a sent invoice is immutable: never « corrigez-la »).
+ADVICE_AFTER_04 = (
+    "rejet pour données d'acheminement (code service, numéro d'engagement, SIRET de "
+    "l'acheteur) : ces données appartiennent au client ; corrigez-les dans sa fiche, puis "
+    "lancez « Récupérer les factures à destination de Chorus » : un nouveau document signé y "
+    "sera déposé et archivé comme nouvelle version, à côté du premier"
+)
+ADVICE_AFTER_05 = (
+    "rejet pour un autre motif : la facture envoyée n'est plus modifiable ; établissez un avoir "
+    "qui l'annule et une nouvelle facture corrigée"
+)
+ADVICE_AFTER_FLOW_REJECTION = (
+    "flux rejeté : la prochaine « Récupérer les factures à destination de Chorus » déposera de "
+    "nouveau le document archivé"
+)
+
+
+def rejection_advice(code: str) -> str:
+    """The report's advice after a Chorus Pro rejection of status `code`."""
+    if code == REJECTED_ROUTING:
+        return ADVICE_AFTER_04
+    if code == REJECTED_OTHER:
+        return ADVICE_AFTER_05
+    return ADVICE_AFTER_FLOW_REJECTION
+
+
+#: Why a version of the document exists (`documents.reason`).
+ARCHIVED_AT_DEPOSIT = "archivée au dépôt Chorus (envoyée quand l'archivage était désactivé)"
+RENEWED_AFTER_04 = (
+    "nouveau document déposé après le rejet Chorus 04 (données d'acheminement corrigées)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Archived:
+    id: int
+    version: int
+    location: str
+    sha256: str
+    deposited_at: datetime | None
 
 
 class _Server:
@@ -100,10 +157,10 @@ def collect_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
     try:
         for flow_id in _recorded_flows(conn, ids):
             _deposit(conn, run, flow_id, server)
-        valid = _check_and_send(env, conn, run, seller, _pending(conn, run.id, ids))
+        valid = _check(conn, run, seller, _pending(conn, run.id, ids))
         todo = _pending(conn, run.id, valid)
         if todo:
-            recorded = _record_flow(env, conn, run, seller, settings.values, todo, deposit)
+            recorded = _record_flow(env, conn, run, settings, todo)
             if recorded is not None:
                 _deposit(conn, run, recorded, server)
     except ConfigurationError as error:
@@ -138,65 +195,42 @@ def _recorded_flows(conn: psycopg.Connection, ids: Sequence[int]) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _check_and_send(
-    env: Environment, conn: psycopg.Connection, run: Run, seller: Seller, ids: list[int]
-) -> list[int]:
-    """Refuse invalid invoices before anything leaves; send the valid « Prêt » ones first.
-
-    Checking before sending matters: a sent invoice can no longer be corrected.
-    """
-    from postier.pipeline.sending import send_invoices
-
-    invoices = load_invoices(conn, ids)
+def _check(conn: psycopg.Connection, run: Run, seller: Seller, ids: list[int]) -> list[int]:
+    """Refuse, before anything leaves, the invoices Chorus Pro would reject; the others' ids."""
     refused: list[ItemOutcome] = []
     valid: list[int] = []
-    ready: list[int] = []
-    for invoice in invoices:
+    for invoice in load_invoices(conn, ids):
         problems = chorus_deposit_problems(invoice, seller)
         if problems:
             refused.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
-            continue
-        valid.append(invoice.id)
-        if invoice.send_state is SendState.PRET:
-            ready.append(invoice.id)
+        else:
+            valid.append(invoice.id)
     with conn.transaction():
         record_outcomes(conn, run.id, refused)
-        if ready:
-            send_invoices(env, conn, run, ready)
-            # Sent, not deposited yet: still to do, so that a retried chunk deposits them.
-            conn.execute(
-                "UPDATE run_items SET status = %s, output = NULL WHERE run_id = %s "
-                "AND invoice_id = ANY(%s) AND status = %s",
-                (PENDING, run.id, ready, DONE),
-            )
     conn.commit()
     return valid
 
 
 def _record_flow(
-    env: Environment,
-    conn: psycopg.Connection,
-    run: Run,
-    seller: Seller,
-    settings: dict[str, str | int | bool],
-    ids: list[int],
-    deposit: bool,
+    env: Environment, conn: psycopg.Connection, run: Run, settings: Settings, ids: list[int]
 ) -> int | None:
     """Lock, fetch the signed PDFs, write and record the flow; its id (None: nothing to deposit)."""
     outcomes: list[ItemOutcome] = []
-    documents: list[tuple[Invoice, str, bytes]] = []
+    documents: list[_Document] = []
     flow_id: int | None = None
     with conn.transaction():
         # A flow already 'deposee' while the invoice is no longer deposited means Chorus rejected
         # it (the returns cleared `chorus_deposited_at`): it may go out again in a new flow.
         rows = conn.execute(
             "SELECT i.id, i.number, i.send_state, i.chorus_flow_name, i.chorus_deposited_at, "
-            "f.status FROM invoices i LEFT JOIN chorus_flows f ON f.name = i.chorus_flow_name "
+            "f.status, i.chorus_status FROM invoices i "
+            "LEFT JOIN chorus_flows f ON f.name = i.chorus_flow_name "
             "WHERE i.id = ANY(%s) ORDER BY i.id FOR UPDATE OF i SKIP LOCKED",
             (ids,),
         ).fetchall()
         eligible: list[int] = []
-        for invoice_id, _number, state, flow, deposited, flow_status in rows:
+        chorus_status = {r[0]: r[6] for r in rows}
+        for invoice_id, _number, state, flow, deposited, flow_status, _status in rows:
             if flow_status == "deposee" and deposited is None:
                 flow = None  # rejected by Chorus: deposit again
             if deposited is not None:
@@ -224,23 +258,25 @@ def _record_flow(
         ]
         order = {invoice_id: n for n, invoice_id in enumerate(ids)}
         eligible.sort(key=order.__getitem__)
-        sources = _archived(conn, eligible)
-        archive = DocumentArchive(env.archive_url)
+        latest = _latest_documents(conn, eligible)
+        source = _Source(env, conn, run, settings)
         for invoice in load_invoices(conn, eligible):
             try:
-                pdf = _signed_pdf(env, archive, invoice, seller, sources.get(invoice.id))
+                documents.append(
+                    source.document(invoice, latest.get(invoice.id), chorus_status[invoice.id])
+                )
             except PostierError as error:
                 outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
-                continue
-            documents.append((invoice, document_name(invoice.number), pdf))
         pdf_dir = run.output_dir / PDF_DIR
-        if documents and not deposit:
+        if documents and not settings.demat_chorus:
             outcomes += [
-                ItemOutcome(inv.id, DONE, DEMAT_OFF, write_atomically(pdf_dir / name, pdf))
-                for inv, name, pdf in documents
+                ItemOutcome(
+                    d.invoice.id, DONE, DEMAT_OFF, write_atomically(pdf_dir / d.name, d.pdf)
+                )
+                for d in documents
             ]
         elif documents:
-            flow_id = _insert_flow(conn, run, settings, documents)
+            flow_id = _insert_flow(conn, run, settings.values, documents)
         record_outcomes(conn, run.id, outcomes)
     conn.commit()
     return flow_id
@@ -250,7 +286,7 @@ def _insert_flow(
     conn: psycopg.Connection,
     run: Run,
     settings: dict[str, str | int | bool],
-    documents: list[tuple[Invoice, str, bytes]],
+    documents: list[_Document],
 ) -> int:
     row = conn.execute("SELECT nextval('chorus_flow_sequence')").fetchone()
     assert row is not None
@@ -260,7 +296,7 @@ def _insert_flow(
         str(settings.get("CHORUS_CODE_PARTENAIRE", "")),
         sequence,
     )
-    data = pack([(file_name, pdf) for _, file_name, pdf in documents])
+    data = pack([(d.name, d.pdf) for d in documents])
     path = write_atomically(run.output_dir / FLOW_DIR / name, data)
     inserted = conn.execute(
         "INSERT INTO chorus_flows (name, sequence, interface, run_id, file_path, sha256, size, "
@@ -281,48 +317,109 @@ def _insert_flow(
     flow_id = int(inserted[0])
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO chorus_flow_invoices (flow_id, invoice_id, position, file_name) "
-            "VALUES (%s, %s, %s, %s)",
-            [(flow_id, inv.id, n, file_name) for n, (inv, file_name, _) in enumerate(documents)],
+            "INSERT INTO chorus_flow_invoices (flow_id, invoice_id, position, file_name, "
+            "document_id) VALUES (%s, %s, %s, %s, %s)",
+            [(flow_id, d.invoice.id, n, d.name, d.document_id) for n, d in enumerate(documents)],
         )
     conn.execute(
         "UPDATE invoices SET chorus_flow_name = %s WHERE id = ANY(%s)",
-        (name, [inv.id for inv, _, _ in documents]),
+        (name, [d.invoice.id for d in documents]),
     )
     log.info("Flux Chorus %s enregistré : %d facture(s)", name, len(documents))
     return flow_id
 
 
-def _archived(conn: psycopg.Connection, ids: list[int]) -> dict[int, tuple[str, str]]:
+@dataclasses.dataclass(frozen=True)
+class _Document:
+    """What one invoice contributes to a flow: its file name in the flow, the signed PDF, and
+    the archived document it is (None when archiving is off)."""
+
+    invoice: Invoice
+    name: str
+    pdf: bytes
+    document_id: int | None
+
+
+def _latest_documents(conn: psycopg.Connection, ids: list[int]) -> dict[int, _Archived]:
     rows = conn.execute(
-        "SELECT invoice_id, location, sha256 FROM documents "
-        "WHERE invoice_id = ANY(%s) AND kind = 'facture' AND signed",
+        "SELECT DISTINCT ON (invoice_id) invoice_id, id, version, location, sha256, deposited_at "
+        "FROM documents WHERE invoice_id = ANY(%s) AND kind = 'facture' AND signed "
+        "ORDER BY invoice_id, version DESC",
         (ids,),
     ).fetchall()
-    return {r[0]: (r[1], r[2].strip()) for r in rows}
+    return {r[0]: _Archived(r[1], r[2], r[3], r[4].strip(), r[5]) for r in rows}
 
 
-def _signed_pdf(
-    env: Environment,
-    archive: DocumentArchive,
-    invoice: Invoice,
-    seller: Seller,
-    source: tuple[str, str] | None,
-) -> bytes:
-    """The signed Factur-X kept in the GED when archived (the legal copy); otherwise rendered
-    and signed now."""
-    if source is not None:
-        location, sha256 = source
-        data = archive.read(location)
-        if hashlib.sha256(data).hexdigest() != sha256:
+class _Source:
+    """Where each deposited document comes from: the GED, or a new signed, archived version."""
+
+    def __init__(
+        self, env: Environment, conn: psycopg.Connection, run: Run, settings: Settings
+    ) -> None:
+        self.env, self.conn, self.run, self.settings = env, conn, run, settings
+        self.archive = DocumentArchive(env.archive_url)
+
+    def document(self, invoice: Invoice, latest: _Archived | None, status: str | None) -> _Document:
+        name = document_name(invoice.number)
+        # Rejected for routing data after this very document was deposited: a new one.
+        renew = (
+            status == REJECTED_ROUTING and latest is not None and latest.deposited_at is not None
+        )
+        if latest is not None and not renew:
+            return _Document(invoice, name, self._read(invoice, latest), latest.id)
+        from postier.documents import render_final_invoice
+
+        if status == REJECTED_ROUTING:
+            invoice = _with_customer_routing(invoice)
+        seller = self.settings.seller()
+        pdf = self.env.signer(seller.name).sign(render_final_invoice(invoice, seller))
+        if not self.settings.archiving:
+            return _Document(invoice, name, pdf, None)
+        version = latest.version + 1 if latest is not None else 1
+        reason = RENEWED_AFTER_04 if renew else ARCHIVED_AT_DEPOSIT
+        return _Document(invoice, name, pdf, self._archive(invoice, pdf, version, reason))
+
+    def _read(self, invoice: Invoice, archived: _Archived) -> bytes:
+        data = self.archive.read(archived.location)
+        if hashlib.sha256(data).hexdigest() != archived.sha256:
             raise DeliveryError(
                 f"Facture {invoice.number} : le PDF de la GED ne correspond plus à son empreinte "
                 "(document modifié ?) : non déposé"
             )
         return data
-    from postier.documents import render_final_invoice
 
-    return env.signer(seller.name).sign(render_final_invoice(invoice, seller))
+    def _archive(self, invoice: Invoice, pdf: bytes, version: int, reason: str) -> int:
+        key = DocumentArchive.key_for(
+            invoice.invoice_date, invoice.customer.code, invoice.number, version=version
+        )
+        # The invoice row is locked and this version is not indexed: a file already there was
+        # left by a rolled-back attempt.
+        archived = self.archive.put(key, pdf, replace_unindexed=True)
+        row = self.conn.execute(
+            "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed, version, "
+            "reason) VALUES (%s, 'facture', %s, %s, %s, true, %s, %s) RETURNING id",
+            (invoice.id, archived.sha256, archived.size, archived.location, version, reason),
+        ).fetchone()
+        assert row is not None
+        report = {
+            "emplacement": archived.location,
+            "sha256": archived.sha256,
+            "version": version,
+            "motif": reason,
+        }
+        self.conn.execute(
+            "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
+            "VALUES (%s, %s, 'archivage_ged', 'GED', 'archivee', %s, %s)",
+            (invoice.id, self.run.id, Jsonb(report), self.run.triggered_by),
+        )
+        return int(row[0])
+
+
+def _with_customer_routing(invoice: Invoice) -> Invoice:
+    """Routing data belongs to the customer: after a 04 rejection, the customer's (corrected)
+    service code replaces the one the invoice carried."""
+    service = invoice.customer.chorus_service_code or invoice.chorus_service_code
+    return dataclasses.replace(invoice, chorus_service_code=service)
 
 
 def _deposit(conn: psycopg.Connection, run: Run, flow_id: int, server: _Server) -> None:
@@ -366,6 +463,11 @@ def _deposit_locked(conn: psycopg.Connection, run: Run, flow_id: int, server: _S
     remote = server.upload(name, data)
     conn.execute(
         "UPDATE chorus_flows SET status = 'deposee', deposited_at = now() WHERE id = %s",
+        (flow_id,),
+    )
+    conn.execute(
+        "UPDATE documents SET deposited_at = now() WHERE id IN "
+        "(SELECT document_id FROM chorus_flow_invoices WHERE flow_id = %s)",
         (flow_id,),
     )
     conn.execute(

@@ -48,6 +48,7 @@ from postier.domain.chorus_returns import (
 )
 from postier.domain.states import SendState
 from postier.errors import DeliveryError, PostierError, ReturnFileError
+from postier.pipeline.chorus import rejection_advice
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import publish, report_header, timing
 from postier.store import runs as run_store
@@ -506,7 +507,7 @@ def _apply_event(
         + " : non appliqué"
     )
     if event.rejected and applied:
-        note = "rejet : facture à corriger puis à déposer de nouveau (factures_chorus_recuperer)"
+        note = rejection_advice(event.status.code)
     line = {
         "facture": event.invoice_number,
         "code": event.status.code,
@@ -617,10 +618,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     out += _table(
-        "Factures rejetées par Chorus Pro (à corriger puis à déposer de nouveau)",
-        ["Facture", "Statut", "Motif", "Fichier"],
+        "Factures rejetées par Chorus Pro : que faire",
+        ["Facture", "Statut", "Motif", "Fichier", "Que faire"],
         (
-            [r["facture"], f"{r['code']} {r['libelle']}", r["motif"], r["fichier"]]
+            [r["facture"], f"{r['code']} {r['libelle']}", r["motif"], r["fichier"], r["note"]]
             for r in report["rejets"]
         ),
     )

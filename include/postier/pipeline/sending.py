@@ -50,7 +50,7 @@ class _ChunkWrites:
             cur.executemany(
                 "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed) "
                 "VALUES (%s, 'facture', %s, %s, %s, true) "
-                "ON CONFLICT (invoice_id, kind) DO UPDATE SET sha256 = EXCLUDED.sha256, "
+                "ON CONFLICT (invoice_id, kind, version) DO UPDATE SET sha256 = EXCLUDED.sha256, "
                 "size = EXCLUDED.size, location = EXCLUDED.location, at = now()",
                 self.documents,
             )

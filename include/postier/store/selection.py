@@ -55,7 +55,9 @@ def where_clause(selection: Selection) -> tuple[sql.Composed, dict[str, Any]]:
     if selection.invoice_ids is not None:
         add("i.id = ANY(%(invoice_ids)s)", invoice_ids=sorted(selection.invoice_ids))
     if t.id is TreatmentId.CHORUS_RECUPERER:
-        add("i.chorus_deposited_at IS NULL")
+        # Rejected for another reason than routing data (05): a credit note and a new invoice,
+        # never the same invoice again.
+        add("i.chorus_deposited_at IS NULL AND i.chorus_status IS DISTINCT FROM '05'")
     return sql.SQL(" AND ").join(sql.SQL(c) for c in clauses), params
 
 
