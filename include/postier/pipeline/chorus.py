@@ -87,8 +87,9 @@ ADVICE_AFTER_05 = (
     "qui l'annule et une nouvelle facture corrigée"
 )
 ADVICE_AFTER_FLOW_REJECTION = (
-    "flux rejeté : la prochaine « Récupérer les factures à destination de Chorus » déposera de "
-    "nouveau le document archivé"
+    "rejet du flux déposé : la prochaine « Récupérer les factures à destination de Chorus » "
+    "déposera de nouveau le document archivé ; si le motif porte sur le contenu de la facture "
+    "(non modifiable une fois envoyée), établissez un avoir et une nouvelle facture"
 )
 
 
