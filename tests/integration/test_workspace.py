@@ -272,6 +272,9 @@ def test_invoice_history_shows_exchanges_and_its_archived_signed_pdf(
     insert_invoice(conn, number="H-2", send_state="PRET")
     conn.commit()
     run_treatment(env, "factures_envoyer", {}, "jmartin")
+    preview = run_treatment(
+        env, "factures_imprimer", {"mode": "apercu", "sans_dematerialisation": False}, "jmartin"
+    )
     conn.execute("UPDATE invoices SET chorus_status = '01', chorus_status_at = now()")
     conn.commit()
     page = client.get("/factures/H-1", headers=CLERK)
@@ -280,6 +283,7 @@ def test_invoice_history_shows_exchanges_and_its_archived_signed_pdf(
     assert "Suivi des échanges" in page.text and "mise à disposition" in page.text
     assert "signature valide, empreinte vérifiée" in page.text
     assert "01 — Déposée" in page.text
+    assert f"/executions/{preview}/fichiers/apercus/H-1.pdf'" in page.text  # its preview
     doc_id, sha256, location = conn.execute(
         "SELECT d.id, d.sha256, d.location FROM documents d JOIN invoices i ON i.id = d.invoice_id "
         "WHERE i.number = 'H-1' AND d.kind = 'facture'"

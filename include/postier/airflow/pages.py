@@ -414,7 +414,7 @@ def invoice_page(h: InvoiceHistory, checks: Mapping[int, str], login: str) -> st
     ] + [(STAMPS[k], _stamp(k, v)) for k, v in h.stamps.items() if v not in (None, "")]
     head = "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
     runs = _table(
-        ["Exécution", "Traitement", "Résultat", "Motif", "Le"],
+        ["Exécution", "Traitement", "Résultat", "Motif", "Le", "Document"],
         [
             [
                 _td(f"<a href='{PREFIX}/executions/{rid}'>{rid}</a>", raw=True),
@@ -429,8 +429,15 @@ def invoice_page(h: InvoiceHistory, checks: Mapping[int, str], login: str) -> st
                 ),
                 _td(reason or ""),
                 _td(when(at)),
+                _td(
+                    f"<a href='{PREFIX}/executions/{rid}/fichiers/{quote(out)}' download>"
+                    f"{e(out)}</a>"
+                    if out
+                    else "",
+                    raw=True,
+                ),
             ]
-            for rid, tr, st, reason, at in h.runs
+            for rid, tr, st, reason, at, out in h.runs
         ],
         "Aucune exécution n'a encore pris cette facture.",
     )

@@ -31,8 +31,9 @@ class InvoiceHistory:
     total_gross: Decimal
     #: (label, value) pairs of the invoice's state and stamps, in the order the clerk reads them.
     stamps: dict[str, Any]
-    #: (run id, treatment, status, reason, when) of every run that selected the invoice.
-    runs: list[tuple[int, str, str, str | None, datetime | None]]
+    #: (run id, treatment, status, reason, when, file) of every run that selected the invoice;
+    #: file: the document the run made for it, relative to the run's folder (or None).
+    runs: list[tuple[int, str, str, str | None, datetime | None, str | None]]
     #: (when, kind, partner, status, by, report) of the exchange log, oldest first.
     exchanges: list[tuple[datetime, str, str, str, str, dict[str, Any]]]
     documents: list[ArchivedDocument]
@@ -74,11 +75,15 @@ def invoice_history(conn: psycopg.Connection, number: str) -> InvoiceHistory | N
             strict=True,
         )
     )
-    runs = conn.execute(
-        "SELECT r.id, r.treatment, s.status, s.reason, s.done_at FROM run_items s "
-        "JOIN runs r ON r.id = s.run_id WHERE s.invoice_id = %s ORDER BY r.id",
-        (invoice_id,),
-    ).fetchall()
+    runs = [
+        (run_id, treatment, status, reason, done_at, _relative(output, folder))
+        for run_id, treatment, status, reason, done_at, output, folder in conn.execute(
+            "SELECT r.id, r.treatment, s.status, s.reason, s.done_at, s.output, r.output_dir "
+            "FROM run_items s JOIN runs r ON r.id = s.run_id WHERE s.invoice_id = %s "
+            "ORDER BY r.id",
+            (invoice_id,),
+        )
+    ]
     exchanges = conn.execute(
         "SELECT at, kind, partner, status, by, report FROM exchanges WHERE invoice_id = %s "
         "ORDER BY at, id",
@@ -92,10 +97,16 @@ def invoice_history(conn: psycopg.Connection, number: str) -> InvoiceHistory | N
     return InvoiceHistory(
         *row[:6],
         stamps=stamps,
-        runs=[tuple(r) for r in runs],  # type: ignore[misc]
+        runs=runs,  # type: ignore[misc]
         exchanges=[tuple(e) for e in exchanges],
         documents=[ArchivedDocument(*d) for d in documents],
     )
+
+
+def _relative(output: str | None, folder: str | None) -> str | None:
+    if not output or not folder or not output.startswith(folder.rstrip("/") + "/"):
+        return None
+    return output[len(folder.rstrip("/")) + 1 :]
 
 
 def archived_document(
