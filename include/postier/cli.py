@@ -125,6 +125,38 @@ def _ged_command(args: argparse.Namespace) -> int:
     return 0 if check.ok else 1
 
 
+def _mail_command(args: argparse.Namespace) -> int:
+    from postier.delivery.mail import SmtpConfig
+    from postier.pipeline.context import Environment
+    from postier.pipeline.mailing import resend, uncertain_messages
+
+    dsn = database.resolve_dsn()
+    if args.action == "incertains":
+        with database.connect(dsn) as conn:
+            rows = uncertain_messages(conn)
+        for message_id, customer, recipients, reason in rows:
+            print(f"{message_id}  {customer}  {recipients}\n    {reason}")
+        print(f"{len(rows)} courriel(s) incertain(s).")
+        return 0
+    if not args.message_ids:
+        print("Indiquez le Message-ID de chaque courriel à renvoyer.", file=sys.stderr)
+        return 2
+    env = Environment(
+        dsn=dsn,
+        home=database.home(),
+        ged_url=os.environ.get("POSTIER_GED_URL", ""),
+        smtp=SmtpConfig.from_env(),
+    )
+    done = resend(env, list(args.message_ids))
+    for message_id in done["ignores"]:
+        print(f"Ignoré (inconnu, ou ni incertain ni refusé) : {message_id}")
+    print(
+        f"{len(done['remis_en_file'])} courriel(s) remis en file ; {done['envoyes']} envoyé(s), "
+        f"{done['en_echec']} en échec, {done['en_attente']} en attente."
+    )
+    return 0 if not done["ignores"] and not done["en_echec"] else 1
+
+
 def _der(path: Path) -> bytes:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
@@ -181,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     ged.add_argument("action", choices=["verify"])
     ged.add_argument("--trust", type=Path, action="append", default=[], help="certificat racine")
     ged.set_defaults(func=_ged_command)
+
+    mail = sub.add_parser("courriels", help="courriels : lister les incertains, en renvoyer")
+    mail.add_argument(
+        "action",
+        choices=["incertains", "renvoyer"],
+        help="incertains : issue inconnue ; renvoyer : renvoi volontaire (même Message-ID)",
+    )
+    mail.add_argument("message_ids", nargs="*", metavar="MESSAGE-ID", help="pour renvoyer")
+    mail.set_defaults(func=_mail_command)
     return parser
 
 

@@ -1,11 +1,13 @@
 """A real SMTP server for the tests (aiosmtpd) on a free loopback port, that keeps what it gets.
 
 It can be stopped and started again on the same port (server down, then up), refuse chosen
-recipients for good (550), and require a login. Messages are parsed back with `email`.
+recipients for good (550), require a login, and answer late (`answer_delay`: the message is
+stored, then the 250 comes after that many seconds). Messages are parsed back with `email`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ class Received:
 class _Handler:
     received: list[Received] = field(default_factory=list)
     refused: set[str] = field(default_factory=set)
+    answer_delay: float = 0.0
 
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -48,6 +51,8 @@ class _Handler:
         self.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
         )
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
         return "250 Message accepted for delivery"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -87,7 +87,11 @@ def book(db_dsn: str) -> Iterator[dict[str, int]]:
     Chorus: only the portal customers get a message."""
     with psycopg.connect(db_dsn) as conn:
         celeu = insert_customer(
-            conn, code="000035", name="CÉLEU GROUPE", emails=["paul.pausission@celeu.fr"]
+            conn,
+            code="000035",
+            name="CÉLEU GROUPE",
+            contact_name="Paul PAUSISSION",
+            emails=["paul.pausission@celeu.fr"],
         )
         other = insert_customer(conn, code="000036", name="Crèmerie Loïc", emails=["loic@cr.fr"])
         ids = {
@@ -122,7 +126,12 @@ def test_message_follows_the_spec_template(
     assert celeu.mail_from == "contact@artis.fr"
     message = celeu.message
     assert message["From"] == "ARTIS <contact@artis.fr>"
-    assert message["To"] == "paul.pausission@celeu.fr"
+    # As a mail client writes it: the contact's name, a date, a Message-ID of the sender's domain.
+    assert message["To"] == "Paul PAUSISSION <paul.pausission@celeu.fr>"
+    sent_at = message["Date"].datetime
+    assert sent_at.tzinfo is not None
+    assert abs((datetime.now(UTC) - sent_at).total_seconds()) < 300
+    assert message["Message-ID"].strip().endswith("@artis.fr>")
     assert message["Subject"] == "Mise à disposition de factures sur votre espace client"
     text = text_of(message)
     for line in (
@@ -168,12 +177,18 @@ def test_message_follows_the_spec_template(
     written = json.loads(Path(report["rapport"]).with_suffix(".json").read_text())
     assert written["courriels"] | {"anomalies": []} == {
         "envoyes": 2,
+        "remis_smtp": 2,
+        "boite_locale": 0,
+        "incertains": 0,
         "en_attente": 0,
         "en_erreur": 0,
         "rattrapes": 0,
         "anomalies": [],
     }
-    assert "## Courriels aux clients" in Path(report["rapport"]).read_text()
+    markdown = Path(report["rapport"]).read_text()
+    assert "## Courriels aux clients" in markdown
+    assert "| Remis au serveur SMTP | Écrits dans la boîte d'envoi locale |" in markdown
+    assert "| 2 | 0 | 0 | 0 | 0 | 0 |" in markdown
 
 
 def test_attachment_is_the_archived_signed_pdf(
@@ -184,7 +199,7 @@ def test_attachment_is_the_archived_signed_pdf(
     with psycopg.connect(env.dsn) as conn:
         conn.execute("UPDATE settings SET value = 'true' WHERE key = 'COURRIEL_PIECE_JOINTE'")
     deliver(env, send(env, "pj"))
-    celeu = next(m for m in smtp_server.messages() if m["To"] == "paul.pausission@celeu.fr")
+    celeu = next(m for m in smtp_server.messages() if "paul.pausission@celeu.fr" in m["To"])
     attached = pdf_attachments(celeu)
     assert sorted(attached) == ["Facture-140863.pdf", "Facture-140864.pdf"]
     with psycopg.connect(env.dsn) as conn:
@@ -369,11 +384,16 @@ def test_without_smtp_messages_are_written_to_the_outbox_folder(
         }
     assert {str(m["Message-ID"]).strip() for m in parsed} == set(ids)
     assert all(t == f"dossier {tmp_path / 'home' / 'outbox'}" for t in ids.values())
-    celeu = next(m for m in parsed if m["To"] == "paul.pausission@celeu.fr")
+    celeu = next(m for m in parsed if "paul.pausission@celeu.fr" in m["To"])
     assert isinstance(celeu, EmailMessage)
     assert "Destinataire : 000035 CÉLEU GROUPE" in text_of(celeu)
+    assert celeu["Date"] is not None and celeu["To"].startswith("Paul PAUSISSION <")
     assert deliver(env, run_id)["envoyes"] == 0
     assert len(list((tmp_path / "home" / "outbox").glob("*"))) == 2
+    report = write_report(env, run_id)
+    courriels = json.loads(Path(report["rapport"]).with_suffix(".json").read_text())["courriels"]
+    # Written to a folder is not delivered: the report says which.
+    assert (courriels["remis_smtp"], courriels["boite_locale"]) == (0, 2)
 
 
 def test_concurrent_deliveries_send_each_message_once(
@@ -389,3 +409,52 @@ def test_concurrent_deliveries_send_each_message_once(
     assert sum(s["composes"] for s in summaries) == 2
     assert sum(s["envoyes"] for s in summaries) == 2
     assert len(smtp_server.received) == 2
+
+
+def test_late_smtp_answer_makes_the_message_uncertain_never_resent_until_the_clerk_asks(
+    db_dsn: str,
+    tmp_path: Path,
+    smtp_server: SmtpServer,  # noqa: F811
+    book: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server stores each message, then answers after our 1 s timeout.
+    smtp_server.handler.answer_delay = 2.5
+    env = environment(db_dsn, tmp_path / "home", SmtpConfig.from_url(smtp_server.url(timeout="1")))
+    run_id = send(env, "lent")
+    summary = deliver(env, run_id)
+    assert summary["envoyes"] == 0 and summary["en_attente"] == 1
+    assert len(smtp_server.received) == 1  # the server did store it
+    with psycopg.connect(db_dsn) as conn:
+        (message_id, status, error), *_ = conn.execute(
+            "SELECT message_id, status, last_error FROM outbox WHERE status <> 'a_envoyer'"
+        ).fetchall()
+    assert status == "incertain" and "n'a pas confirmé" in error
+
+    # A rerun, with the server fast again, delivers the other one and never resends this one.
+    smtp_server.handler.answer_delay = 0
+    assert deliver(env)["envoyes"] == 1
+    assert deliver(env)["envoyes"] == 0
+    received = [m["Message-ID"].strip() for m in smtp_server.messages()]
+    assert len(received) == 2 and received.count(message_id) == 1
+    report = write_report(env, run_id)
+    courriels = json.loads(Path(report["rapport"]).with_suffix(".json").read_text())["courriels"]
+    assert courriels["incertains"] == 1 and courriels["remis_smtp"] == 1
+    (anomaly,) = courriels["anomalies"]
+    assert anomaly["statut"] == "incertain"
+    assert f"postier courriels renvoyer {message_id}" in anomaly["motif"]
+
+    # The clerk lists it, then re-sends it on purpose: same Message-ID, now delivered.
+    from postier.cli import main
+
+    monkeypatch.setenv("POSTIER_DB_DSN", db_dsn)
+    monkeypatch.setenv("POSTIER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
+    assert main(["courriels", "incertains"]) == 0
+    assert main(["courriels", "renvoyer", message_id]) == 0
+    received = [m["Message-ID"].strip() for m in smtp_server.messages()]
+    assert received.count(message_id) == 2
+    with psycopg.connect(db_dsn) as conn:
+        assert conn.execute(
+            "SELECT status FROM outbox WHERE message_id = %s", (message_id,)
+        ).fetchone() == ("envoye",)

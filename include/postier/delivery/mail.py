@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formataddr
+from email.utils import formataddr, formatdate
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -200,11 +200,18 @@ def build_message(
     recipients: Sequence[str],
     content: NoticeContent,
     attachments: Sequence[Attachment] = (),
+    recipient_name: str | None = None,
 ) -> EmailMessage:
+    """The message as a mail client writes it (RFC 5322): Date, From and To with names."""
     message = EmailMessage(policy=SMTP)
     message["Message-ID"] = message_id
+    message["Date"] = formatdate(localtime=True)
     message["From"] = formataddr((sender_name, sender))
-    message["To"] = ", ".join(recipients)
+    # The contact's name goes with the first address, the one the ERP holds for them.
+    message["To"] = ", ".join(
+        formataddr((recipient_name or "", address)) if n == 0 else address
+        for n, address in enumerate(recipients)
+    )
     message["Subject"] = content.subject
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to a no-reply
     message.set_content(content.text, cte="quoted-printable")
@@ -231,6 +238,18 @@ class MailDeliveryError(DeliveryError):
         self.transport_down = transport_down
 
 
+class MailOutcomeUnknown(MailDeliveryError):
+    """The whole message reached the SMTP server but its answer did not come back: it may have
+    been stored and will then be delivered. Never retried automatically."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transport_down=True)
+
+
+#: Prefix of `Mailer.description` for an SMTP server, as stored in `outbox.transport`.
+SMTP_TRANSPORT = "smtp "
+
+
 class Mailer(Protocol):
     #: Where messages go, for the run report (never a secret).
     description: str
@@ -242,6 +261,28 @@ class Mailer(Protocol):
     def close(self) -> None: ...
 
 
+def _note_message_end(smtp: _TrackedSMTP | _TrackedSMTPSSL, data: Any) -> None:
+    # From the end of the message (CRLF.CRLF) on, a missing answer leaves the outcome unknown.
+    if isinstance(data, bytes) and data.endswith(b"\r\n.\r\n"):
+        smtp.message_end_sent = True
+
+
+class _TrackedSMTP(smtplib.SMTP):
+    message_end_sent = False
+
+    def send(self, s: Any) -> None:
+        super().send(s)
+        _note_message_end(self, s)
+
+
+class _TrackedSMTPSSL(smtplib.SMTP_SSL):
+    message_end_sent = False
+
+    def send(self, s: Any) -> None:
+        super().send(s)
+        _note_message_end(self, s)
+
+
 class SmtpMailer:
     """One connection, opened on the first message and reused for the following ones."""
 
@@ -249,8 +290,8 @@ class SmtpMailer:
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
-        self.description = f"smtp {config.address}"
-        self._smtp: smtplib.SMTP | None = None
+        self.description = f"{SMTP_TRANSPORT}{config.address}"
+        self._smtp: _TrackedSMTP | _TrackedSMTPSSL | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -260,14 +301,14 @@ class SmtpMailer:
     ) -> None:
         self.close()
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _TrackedSMTP | _TrackedSMTPSSL:
         c = self.config
         context = ssl.create_default_context()
-        smtp: smtplib.SMTP
+        smtp: _TrackedSMTP | _TrackedSMTPSSL
         if c.security == "ssl":
-            smtp = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=context)
+            smtp = _TrackedSMTPSSL(c.host, c.port, timeout=c.timeout, context=context)
         else:
-            smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+            smtp = _TrackedSMTP(c.host, c.port, timeout=c.timeout)
             if c.security == "starttls":
                 smtp.starttls(context=context)
         if c.login:
@@ -279,6 +320,7 @@ class SmtpMailer:
         try:
             if self._smtp is None:
                 self._smtp = self._connect()
+            self._smtp.message_end_sent = False
             refused = self._smtp.send_message(message)
         except smtplib.SMTPRecipientsRefused as error:
             codes = [code for code, _ in error.recipients.values()]
@@ -303,7 +345,14 @@ class SmtpMailer:
                 transport_down=connecting or error.smtp_code == 421,
             ) from None
         except (smtplib.SMTPException, OSError) as error:
+            in_doubt = self._smtp is not None and self._smtp.message_end_sent
             self._drop()
+            if in_doubt:
+                raise MailOutcomeUnknown(
+                    f"le serveur SMTP {self.config.address} a reçu le message mais n'a pas "
+                    f"confirmé sa prise en charge ({type(error).__name__}) : il l'a peut-être "
+                    "remis au client"
+                ) from None
             raise MailDeliveryError(
                 f"serveur SMTP {self.config.address} injoignable : {type(error).__name__} "
                 f"{error}".strip(),

@@ -9,15 +9,18 @@ definitive send, so nothing here runs inside a chunk. After the chunks:
    exchange row joins at most one message (`outbox_items.exchange_id` is UNIQUE), and composers
    queue on an advisory lock, so a retry, a rerun or a concurrent run never makes a second message
    for the same invoice.
-2. deliver — each pending message is sent under its row lock (`FOR UPDATE SKIP LOCKED`) and
-   marked `envoye` in the same transaction, with its exchange rows. A retry finds it sent; a
-   concurrent deliverer skips it. An SMTP failure commits the (French) error and leaves it
+2. deliver — each pending message is taken under its row lock (`FOR UPDATE SKIP LOCKED`),
+   marked `en_cours` and committed, then handed to the server, then marked `envoye` with its
+   exchange rows. A retry finds it sent; a concurrent deliverer skips it. An SMTP failure before
+   the end of the message reached the server commits the (French) error and leaves it
    `a_envoyer` for the next send run; a definitive refusal (5xx) marks it `en_erreur`.
 
-The one window SMTP leaves open: the process dies after the server accepted the message and before
-the commit. The transaction then rolls back and the message is sent again, with the same
-Message-ID, which receiving systems use to discard duplicates. The `.eml` outbox has no such
-window: the file is named by the Message-ID and is replaced, not duplicated.
+At most once, never silently: when the whole message reached the server but its answer did not
+come back (timeout, connection lost), or the task died while it was `en_cours`, the server may
+have stored it. It is then `incertain`: reported, never sent again automatically (a rerun never
+e-mails twice); the clerk checks with the customer and re-sends it on purpose with
+`postier courriels renvoyer <Message-ID>`. The `.eml` outbox has no such doubt: the file is named
+by the Message-ID and is replaced, not duplicated, so an interrupted write is simply redone.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from psycopg.types.json import Jsonb
 
 from postier.delivery.archive import DocumentArchive
 from postier.delivery.mail import (
+    SMTP_TRANSPORT,
     Attachment,
     MailDeliveryError,
     Mailer,
+    MailOutcomeUnknown,
     Notice,
     NoticeContent,
     build_message,
@@ -62,6 +67,12 @@ _MAIL_LOCK = 4_242_005
 _ABANDONED_AFTER = "1 day"
 
 PENDING, SENT, FAILED = "a_envoyer", "envoye", "en_erreur"
+SENDING, UNCERTAIN = "en_cours", "incertain"
+
+UNCERTAIN_HINT = (
+    "issue inconnue, non renvoyé automatiquement ; après vérification auprès du client, "
+    "renvoyez-le avec « postier courriels renvoyer {message_id} »"
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class _Row:
     customer_id: int
     customer_code: str
     customer_name: str
+    contact_name: str | None
     emails: list[str]
     invoice_id: int
     number: str
@@ -119,7 +131,8 @@ def compose_messages(
         rows = [
             _Row(*r)
             for r in conn.execute(
-                "SELECT e.id, e.run_id, c.id, c.code, c.name, c.emails, i.id, i.number, i.kind, "
+                "SELECT e.id, e.run_id, c.id, c.code, c.name, c.contact_name, c.emails, i.id, "
+                "i.number, i.kind, "
                 "i.invoice_date FROM exchanges e "
                 "JOIN runs r ON r.id = e.run_id "
                 "JOIN invoices i ON i.id = e.invoice_id "
@@ -164,15 +177,16 @@ def _compose_one(
     # Preparation refuses portal customers without an address; one removed since is said here.
     error = None if recipients else "client sans adresse e-mail : courriel non envoyé"
     row = conn.execute(
-        "INSERT INTO outbox (run_id, customer_id, message_id, sender, recipients, subject, "
-        "body_text, body_html, attach_pdf, status, last_error) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, message_id",
+        "INSERT INTO outbox (run_id, customer_id, message_id, sender, recipients, recipient_name, "
+        "subject, body_text, body_html, attach_pdf, status, last_error) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, message_id",
         (
             run_id,
             customer_id,
             new_message_id(run_id, first.customer_code, sender),
             sender,
             recipients,
+            first.contact_name or first.customer_name,
             content.subject,
             content.text,
             content.html,
@@ -212,6 +226,7 @@ def _deliver(
     run_id: int | None,
     sleep: Callable[[float], None],
 ) -> tuple[int, int]:
+    _settle_interrupted(conn)
     ids = [
         r[0]
         for r in conn.execute(
@@ -231,38 +246,119 @@ def _deliver(
         for outbox_id in ids:
             with conn.transaction():
                 row = conn.execute(
-                    "SELECT message_id, sender, recipients, subject, body_text, body_html, "
-                    "attach_pdf FROM outbox WHERE id = %s AND status = %s "
+                    "SELECT message_id, sender, recipients, recipient_name, subject, body_text, "
+                    "body_html, attach_pdf FROM outbox WHERE id = %s AND status = %s "
                     "FOR UPDATE SKIP LOCKED",
                     (outbox_id, PENDING),
                 ).fetchone()
                 if row is None:  # sent meanwhile, or being sent by another deliverer
                     continue
-                message_id, sender, recipients, subject, text, html, attach = row
+                message_id, sender, recipients, name, subject, text, html, attach = row
                 try:
                     message = build_message(
                         message_id=message_id,
                         sender=sender,
                         sender_name=settings.text("EMETTEUR_NOM"),
                         recipients=recipients,
+                        recipient_name=name,
                         content=NoticeContent(subject, text, html),
                         attachments=_attachments(conn, archive, outbox_id) if attach else (),
                     )
-                    if last_sent is not None and interval:
-                        sleep(max(0.0, last_sent + interval - time.monotonic()))
-                    last_sent = time.monotonic()
-                    mailer.send(message)
                 except DeliveryError as error:
                     failed += 1
                     _record_failure(conn, outbox_id, message_id, error)
-                    if isinstance(error, MailDeliveryError) and error.transport_down:
-                        break
                     continue
+                # Committed before the server sees it: a task killed from here on leaves it
+                # `en_cours`, which the next deliverer settles as `incertain`, never resends.
+                conn.execute(
+                    "UPDATE outbox SET status = %s, attempt_started_at = now(), transport = %s "
+                    "WHERE id = %s",
+                    (SENDING, mailer.description, outbox_id),
+                )
+            if last_sent is not None and interval:
+                sleep(max(0.0, last_sent + interval - time.monotonic()))
+            last_sent = time.monotonic()
+            try:
+                mailer.send(message)
+            except DeliveryError as error:
+                failed += 1
+                with conn.transaction():
+                    if isinstance(error, MailOutcomeUnknown):
+                        _record_uncertain(conn, outbox_id, message_id, str(error))
+                    else:
+                        _record_failure(conn, outbox_id, message_id, error)
+                if isinstance(error, MailDeliveryError) and error.transport_down:
+                    break
+                continue
+            with conn.transaction():
                 _record_sent(conn, outbox_id, message_id, recipients, run_id, mailer)
-                sent += 1
+            sent += 1
     finally:
         mailer.close()
     return sent, failed
+
+
+def _settle_interrupted(conn: psycopg.Connection) -> None:
+    """Messages left `en_cours` by a deliverer that died (we hold the mail lock, so none is
+    alive): over SMTP the server may have them, so `incertain`; a folder write is redone."""
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT id, message_id, transport FROM outbox WHERE status = %s FOR UPDATE",
+            (SENDING,),
+        ).fetchall()
+        for outbox_id, message_id, transport in rows:
+            if (transport or "").startswith(SMTP_TRANSPORT):
+                _record_uncertain(
+                    conn,
+                    outbox_id,
+                    message_id,
+                    "traitement interrompu pendant la remise au serveur SMTP : il a peut-être "
+                    "reçu le message",
+                )
+            else:
+                conn.execute("UPDATE outbox SET status = %s WHERE id = %s", (PENDING, outbox_id))
+
+
+def _record_uncertain(
+    conn: psycopg.Connection, outbox_id: int, message_id: str, reason: str
+) -> None:
+    error = f"{reason} — {UNCERTAIN_HINT.format(message_id=message_id)}"
+    conn.execute(
+        "UPDATE outbox SET status = %s, attempts = attempts + 1, last_error = %s WHERE id = %s",
+        (UNCERTAIN, error, outbox_id),
+    )
+    _update_exchanges(conn, outbox_id, UNCERTAIN, {"courriel": message_id, "erreur": error})
+    log.warning("Courriel %s incertain : %s", message_id, error)
+
+
+def resend(env: Environment, message_ids: list[str]) -> dict[str, Any]:
+    """The clerk's deliberate re-send of `incertain` (or refused) messages, same Message-ID:
+    they are queued again, then every pending message is delivered."""
+    with connect(env.dsn, autocommit=True) as conn:
+        queued = [
+            r[0]
+            for r in conn.execute(
+                "UPDATE outbox SET status = %s WHERE message_id = ANY(%s) "
+                "AND status IN (%s, %s) RETURNING message_id",
+                (PENDING, message_ids, UNCERTAIN, FAILED),
+            ).fetchall()
+        ]
+    summary: dict[str, Any] = dict(deliver_pending(env))
+    summary["remis_en_file"] = queued
+    summary["ignores"] = sorted(set(message_ids) - set(queued))
+    return summary
+
+
+def uncertain_messages(conn: psycopg.Connection) -> list[tuple[str, str, str, str]]:
+    """(Message-ID, customer, recipients, reason) of each `incertain` message."""
+    return [
+        (mid, f"{code} {name}", ", ".join(recipients), error or "")
+        for mid, code, name, recipients, error in conn.execute(
+            "SELECT o.message_id, c.code, c.name, o.recipients, o.last_error FROM outbox o "
+            "JOIN customers c ON c.id = o.customer_id WHERE o.status = %s ORDER BY o.id",
+            (UNCERTAIN,),
+        ).fetchall()
+    ]
 
 
 def _attachments(
@@ -342,6 +438,14 @@ def _record_failure(
     )
 
 
+_STATUS_LABELS = {
+    PENDING: "en attente",
+    SENDING: "en attente",
+    UNCERTAIN: "incertain",
+    FAILED: "refusé",
+}
+
+
 def run_mail_summary(conn: psycopg.Connection, run_id: int) -> dict[str, Any]:
     """The e-mails of a run for its report: counts, and the French error of each one not sent.
 
@@ -350,6 +454,13 @@ def run_mail_summary(conn: psycopg.Connection, run_id: int) -> dict[str, Any]:
     counts: dict[str, int] = dict(
         conn.execute(
             "SELECT status, count(*) FROM outbox WHERE run_id = %s GROUP BY status", (run_id,)
+        ).fetchall()
+    )
+    by_transport: dict[bool, int] = dict(
+        conn.execute(
+            "SELECT transport LIKE %s, count(*) FROM outbox WHERE run_id = %s AND status = %s "
+            "GROUP BY 1",
+            (SMTP_TRANSPORT + "%", run_id, SENT),
         ).fetchall()
     )
     caught_up = conn.execute(
@@ -363,13 +474,16 @@ def run_mail_summary(conn: psycopg.Connection, run_id: int) -> dict[str, Any]:
     ).fetchall()
     return {
         "envoyes": counts.get(SENT, 0),
-        "en_attente": counts.get(PENDING, 0),
+        "remis_smtp": by_transport.get(True, 0),
+        "boite_locale": by_transport.get(False, 0),
+        "en_attente": counts.get(PENDING, 0) + counts.get(SENDING, 0),
+        "incertains": counts.get(UNCERTAIN, 0),
         "en_erreur": counts.get(FAILED, 0),
         "rattrapes": int(caught_up[0]) if caught_up else 0,
         "anomalies": [
             {
                 "client": f"{code} {name}",
-                "statut": "en attente" if status == PENDING else "refusé",
+                "statut": _STATUS_LABELS.get(status, status),
                 "motif": error or "",
             }
             for code, name, status, error in errors

@@ -231,9 +231,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [
             "## Courriels aux clients",
             "",
-            "| Envoyés | En attente | Refusés | Rattrapés (exécutions précédentes) |",
-            "|---:|---:|---:|---:|",
-            f"| {m['envoyes']} | {m['en_attente']} | {m['en_erreur']} | {m['rattrapes']} |",
+            "| Remis au serveur SMTP | Écrits dans la boîte d'envoi locale | En attente "
+            "| Incertains | Refusés | Rattrapés (exécutions précédentes) |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {m.get('remis_smtp', 0)} | {m.get('boite_locale', 0)} | {m['en_attente']} "
+            f"| {m.get('incertains', 0)} | {m['en_erreur']} | {m['rattrapes']} |",
             "",
         ]
         lines += [f"- {a['client']} : {a['statut']} — {a['motif']}" for a in m["anomalies"]]
