@@ -153,3 +153,26 @@ def test_postier_env_is_read_and_a_typo_refused(monkeypatch: pytest.MonkeyPatch)
     assert not Environment(dsn="", home=Path("/nonexistent")).production
     with pytest.raises(ConfigurationError, match="POSTIER_ENV « prod » inconnu"):
         production_mode({"POSTIER_ENV": "prod"})
+
+
+def test_send_without_archiving_needs_no_ged(
+    db_dsn: str, tmp_path: Path, identity: SampleIdentity
+) -> None:
+    with psycopg.connect(db_dsn) as conn:
+        conn.execute(
+            "UPDATE settings SET value = 'false' WHERE key IN ('ARCHIVAGE_FACTURES', 'DEMAT_ARTIS')"
+        )
+        paper = insert_invoice(
+            conn, insert_customer(conn, channel="papier"), number="140870", send_state="PRET"
+        )
+    env = production(
+        db_dsn,
+        tmp_path / "home",
+        signing_pkcs12=identity.pkcs12,
+        signing_passphrase=identity.passphrase,
+    )
+    started = start_run(env, "factures_envoyer", {}, "mdupont", "papier")
+    for chunk in started["chunks"]:
+        process_chunk(env, started["run_id"], chunk)
+    assert state(db_dsn, paper) == "ENVOYE"
+    assert not (tmp_path / "home" / "ged").exists()

@@ -381,6 +381,7 @@ class _Source:
         return _Document(invoice, name, pdf, self._archive(invoice, pdf, version, reason))
 
     def _read(self, invoice: Invoice, archived: _Archived) -> bytes:
+        self.env.refuse_demo_fallbacks(ged=True)
         data = self.archive.read(archived.location)
         if hashlib.sha256(data).hexdigest() != archived.sha256:
             raise DeliveryError(
@@ -390,6 +391,7 @@ class _Source:
         return data
 
     def _archive(self, invoice: Invoice, pdf: bytes, version: int, reason: str) -> int:
+        self.env.refuse_demo_fallbacks(ged=True)
         key = DocumentArchive.key_for(
             invoice.invoice_date, invoice.customer.code, invoice.number, version=version
         )

@@ -85,7 +85,7 @@ class Environment:
 
     @property
     def archive_url(self) -> str:
-        self.refuse_demo_fallbacks(ged=True)
+        """The GED; what writes or reads it calls `refuse_demo_fallbacks(ged=True)` first."""
         return self.ged_url or str(self.home / "ged")
 
     @property

@@ -121,6 +121,7 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
     check_send_configuration(settings)
     seller = settings.seller()
     signer = env.signer(seller.name)
+    env.refuse_demo_fallbacks(ged=settings.archiving)
     archive = DocumentArchive(env.archive_url)
     with conn.transaction():
         locked = lock_for_transition(conn, ids, SEND)
