@@ -25,6 +25,7 @@ from pypdf import PdfReader
 from postier.airflow.reports_app import Clerk, create_app
 from postier.domain.selection import Selection
 from postier.pipeline.context import Environment
+from postier.pipeline.runs import process_chunk, start_run
 from postier.store.listings import invoice_page
 
 CSRF_KEY = b"test-key"
@@ -111,7 +112,7 @@ def test_list_shows_the_matching_invoices_and_what_preparation_would_refuse(
     assert "n&#x27;a pas d&#x27;adresse e-mail" in page.text  # refusal shown before launching
     assert "120,00\u00a0€" in page.text and "02/11/2026" in page.text
     assert page.text.count("type='checkbox' name='facture'") == 2
-    assert page.text.count(" checked aria-label='cocher") == 2  # ticked by default
+    assert len(re.findall(r"value='\d+' checked", page.text)) == 2  # ticked by default
 
 
 def test_list_validates_criteria_like_the_trigger_form(client: TestClient) -> None:
@@ -390,3 +391,27 @@ def test_list_pages_stay_one_indexed_query_at_100000_invoices(
     text = repr(plan["Plan"])
     assert "'Sort'" not in text and "Index" in text, text
     assert plan["Execution Time"] < 100, plan["Execution Time"]  # milliseconds
+
+
+def test_a_failed_run_shows_its_reason_and_a_running_one_its_progress(
+    client: TestClient, env: Environment, conn: psycopg.Connection
+) -> None:
+    from psycopg.types.json import Jsonb
+
+    for n in range(3):
+        insert_invoice(conn, number=f"P-{n}")
+    conn.commit()
+    failed = conn.execute(
+        "INSERT INTO runs (treatment, criteria, triggered_by, status, report) "
+        "VALUES ('factures_envoyer', '{}', 'jmartin', 'en_erreur', %s) RETURNING id",
+        (Jsonb({"motif": "paramètre EMETTEUR_SIRET absent"}),),
+    ).fetchone()[0]  # type: ignore[index]
+    conn.commit()
+    started = start_run(env, "factures_imprimer", {}, "jmartin", "factures_imprimer/en-cours")
+    process_chunk(env, "factures_imprimer/en-cours", started["chunks"][0])
+    page = client.get("/executions", headers=CLERK).text
+    assert "incomplète — paramètre EMETTEUR_SIRET absent" in page
+    assert "en cours (3/3 factures traitées)" in page
+    assert (
+        "paramètre EMETTEUR_SIRET absent" in client.get(f"/executions/{failed}", headers=CLERK).text
+    )

@@ -241,7 +241,7 @@ def invoices_page(
         )
         table = _table(
             [
-                "✓",
+                "✓",  # replaced below by a box that ticks or unticks the whole page
                 "Numéro",
                 "Date",
                 "Client",
@@ -254,6 +254,13 @@ def invoices_page(
             ],
             rows,
             "Aucune facture ne correspond à ces critères.",
+        )
+        table = table.replace(
+            "<th>✓</th>",
+            "<th><input type='checkbox' checked aria-label='cocher toute la page' onclick="
+            "\"for (const b of this.form.querySelectorAll('input[name=facture]'))"
+            ' b.checked = this.checked"></th>',
+            1,
         )
         body.append(
             f"<form method='post' action='{PREFIX}/factures/lancer' id='lancer'>{hidden}"
@@ -279,6 +286,8 @@ def _status_label(run: RunRow) -> str:
     if run.progress is not None:
         done, total = run.progress
         label += f" ({done}/{total} factures traitées)"
+    if run.reason:
+        label += f" — {run.reason}"
     return label
 
 

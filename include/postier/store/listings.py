@@ -101,6 +101,8 @@ class RunRow:
     external_id: str | None
     #: Invoices done / selected, read while the run is still going (None once it has ended).
     progress: tuple[int, int] | None
+    #: Why the run failed or was refused as a whole (French, from its report), if it was.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def run_page(
         params["key"] = before
     query = sql.SQL(
         "SELECT r.id, r.treatment, r.status, r.triggered_by, r.started_at, r.finished_at, "
-        "r.counts, r.external_id, p.done, p.total FROM runs r "
+        "r.counts, r.external_id, p.done, p.total, r.report->>'motif' FROM runs r "
         "LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE s.status <> 'a_traiter') AS done, "
         "count(*) AS total FROM run_items s WHERE s.run_id = r.id) p ON r.status = 'en_cours' "
         "WHERE {where} ORDER BY r.id {direction} LIMIT {limit}"
@@ -156,7 +158,7 @@ def run_page(
         limit=sql.Literal(size + 1),
     )
     rows = [
-        _run(r, (int(r[8]), int(r[9])) if r[9] is not None else None)
+        _run(r, (int(r[8]), int(r[9])) if r[9] is not None else None, r[10])
         for r in conn.execute(query, params).fetchall()
     ]
     return _page(rows, size, lambda r: r.id, backwards, first=before is None and not backwards)
@@ -168,17 +170,18 @@ def run_row(conn: psycopg.Connection, run_id: int) -> tuple[RunRow, dict[str, An
         "SELECT r.id, r.treatment, r.status, r.triggered_by, r.started_at, r.finished_at, "
         "r.counts, r.external_id, r.report, "
         "(SELECT count(*) FILTER (WHERE status <> 'a_traiter') FROM run_items WHERE run_id = r.id),"
-        " (SELECT count(*) FROM run_items WHERE run_id = r.id) FROM runs r WHERE r.id = %s",
+        " (SELECT count(*) FROM run_items WHERE run_id = r.id), r.report->>'motif' "
+        "FROM runs r WHERE r.id = %s",
         (run_id,),
     ).fetchone()
     if row is None:
         return None
     progress = (int(row[9]), int(row[10])) if row[2] == "en_cours" else None
-    return _run(row, progress), row[8]
+    return _run(row, progress, row[11]), row[8]
 
 
-def _run(r: Any, progress: tuple[int, int] | None) -> RunRow:
-    return RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], progress)
+def _run(r: Any, progress: tuple[int, int] | None, reason: str | None) -> RunRow:
+    return RunRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], progress, reason)
 
 
 def run_output_dir(conn: psycopg.Connection, run_id: int) -> str | None:
