@@ -94,6 +94,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         if "e2e" in parts:
             item.add_marker(pytest.mark.e2e)
+        if "faults" in parts:
+            item.add_marker(pytest.mark.faults)
 
 
 os.environ.setdefault("TZ", "Europe/Paris")
