@@ -932,6 +932,7 @@ def seed(
         records.sort(key=lambda r: r.created_at)
         ids_of = {id(rec): invoice_id for invoice_id, rec in zip(invoice_ids, records, strict=True)}
         sent_ids: list[int] = []
+        ready_ids: list[int] = []  # « Prêt » and to be sent: checked as the preparation would
         line_count = due_count = 0
         sequence = dict(number_max)
 
@@ -951,6 +952,8 @@ def seed(
                     if state is SendState.ENVOYE:
                         sent_ids.append(invoice_id)
                         state = SendState.PRET
+                    if state is SendState.PRET:
+                        ready_ids.append(invoice_id)
                     copy.write_row(
                         (
                             invoice_id,
@@ -993,6 +996,8 @@ def seed(
                     for position, (due, amount) in enumerate(rec.due_dates, start=1):
                         copy.write_row((invoice_id, position, due, amount))
                     due_count += len(rec.due_dates)
+        sent_ids = _settle_ready(conn, ready_ids, sent_ids)
+        with conn.cursor() as cur:
             cur.execute("UPDATE invoices SET send_state = 'ENVOYE' WHERE id = ANY(%s)", (sent_ids,))
         conn.execute("ANALYZE customers, invoices, invoice_lines, invoice_due_dates")
 
@@ -1003,6 +1008,37 @@ def seed(
         due_dates=due_count,
         duration_s=round(time.perf_counter() - started, 3),
     )
+
+
+def _settle_ready(conn: psycopg.Connection, ready: list[int], sent: list[int]) -> list[int]:
+    """« Prêt » (and to-be-sent) invoices as the preparation would leave them: checked for their
+    channel, fingerprinted; those it would refuse go back to « En attente », unsent. The sent
+    ones that passed, to switch to « Envoyé »."""
+    from postier.domain.validation import sending_problems
+    from postier.store.invoices import fingerprint, load_invoices
+
+    refused: list[int] = []
+    prints: list[tuple[str, int]] = []
+    for start in range(0, len(ready), 1000):
+        for invoice in load_invoices(conn, ready[start : start + 1000]):
+            if sending_problems(invoice):
+                refused.append(invoice.id)
+            else:
+                prints.append((fingerprint(invoice), invoice.id))
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE invoices i SET fingerprint = u.print FROM unnest(%s::text[], %s::bigint[]) "
+            "AS u(print, id) WHERE i.id = u.id",
+            ([p for p, _ in prints], [i for _, i in prints]),
+        )
+        cur.execute(
+            "UPDATE invoices SET send_state = 'EN_ATTENTE', state_changed_at = NULL, "
+            "state_changed_by = NULL, sent_at = NULL, sent_by = NULL, dematerialized = false, "
+            "dematerialized_channel = NULL WHERE id = ANY(%s)",
+            (refused,),
+        )
+    gone = set(refused)
+    return [i for i in sent if i not in gone]
 
 
 def _make_customers(gen: _Generator, ids: Sequence[int], code_offset: int) -> list[_Customer]:

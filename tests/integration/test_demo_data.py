@@ -202,6 +202,31 @@ def test_deliberately_invalid_cases_are_present(seeded: psycopg.Connection) -> N
     assert missing == []
 
 
+def test_no_ready_or_sent_invoice_is_one_that_its_channel_refuses(
+    seeded: psycopg.Connection,
+) -> None:
+    from postier.domain.validation import sending_problems
+    from postier.store.invoices import fingerprint, load_invoices
+
+    rows = seeded.execute(
+        "SELECT id, fingerprint FROM invoices WHERE send_state IN ('PRET', 'ENVOYE')"
+    ).fetchall()
+    stored = dict(rows)
+    invoices = load_invoices(seeded, list(stored))
+    assert len(invoices) > SIZE // 4
+    refused = {i.number: sending_problems(i) for i in invoices if sending_problems(i)}
+    assert refused == {}
+    # As the preparation leaves them: fingerprinted, so a later edit is caught at sending.
+    assert all(stored[i.id] == fingerprint(i) for i in invoices)
+    # The defects are still there, on invoices waiting for their preparation.
+    waiting = scalar(
+        seeded,
+        "SELECT count(*) FROM invoices i JOIN customers c ON c.id = i.customer_id "
+        "WHERE i.send_state = 'EN_ATTENTE' AND c.channel = 'chorus' AND c.siret IS NULL",
+    )
+    assert waiting > 0
+
+
 def test_valid_chorus_invoices_carry_their_required_references(
     seeded: psycopg.Connection,
 ) -> None:
