@@ -64,9 +64,27 @@ def _local_chorus(home: Path) -> tuple[SshServer, Path]:
     return server, folder
 
 
+#: The simulated answers that are not « 03 Mise à disposition »: (status, comment) by position.
+_DEMO_ANSWERS = {
+    0: ("04", "Code service inconnu de la structure destinataire"),
+    1: ("05", "Montant de la facture contesté"),
+}
+
+
+def _correct_routing_data(dsn: str) -> None:
+    """What the clerk does after a 04: correct the customer's routing data (here its service
+    code) in the ERP; the invoice itself, sent, stays as it is."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE customers c SET chorus_service_code = 'SERVICE-CORRIGE' FROM invoices i "
+            "WHERE i.customer_id = c.id AND i.chorus_status = '04'"
+        )
+
+
 def _simulated_returns(dsn: str) -> bytes | None:
     """What Chorus Pro would answer, as an official CPPStatut invoice-status file: every
-    deposited invoice made available (03), the first one rejected (05)."""
+    deposited invoice made available (03), the first one rejected for its routing data (04), the
+    second for another reason (05)."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "SELECT i.number, c.siret FROM invoices i JOIN customers c ON c.id = i.customer_id "
@@ -81,10 +99,9 @@ def _simulated_returns(dsn: str) -> bytes | None:
     now = datetime.now(PARIS).replace(microsecond=0) + timedelta(seconds=1)
     return invoice_status_file(
         [
-            InvoiceLine(number, "05", now, siret, "Numéro d'engagement inconnu")
-            if n == 0
-            else InvoiceLine(number, "03", now, siret)
+            InvoiceLine(number, code, now, siret, comment)
             for n, (number, siret) in enumerate(rows)
+            for code, comment in [_DEMO_ANSWERS.get(n, ("03", ""))]
         ],
         supplier_siret=supplier[0] if supplier else "",
         return_flow=f"DEMO{now:%Y%m%d%H%M%S}",
@@ -145,6 +162,16 @@ def run_day() -> list[tuple[str, str, dict[str, Any]]]:
             returns = f"CPPStatut_demo_{datetime.now(PARIS):%Y%m%d%H%M%S}"  # a new file each demo
             (chorus / "out" / returns).write_bytes(answer)
         done.append(_run(dsn, "Retours Chorus Pro (simulés)", "chorus_retours", {}, {}))
+        _correct_routing_data(dsn)
+        done.append(
+            _run(
+                dsn,
+                "Nouveau dépôt Chorus après correction du client (rejet 04)",
+                "factures_chorus_recuperer",
+                {},
+                {},
+            )
+        )
     finally:
         stop_sshd(server)
     print(f"\nFlux déposés sur le SFTP Chorus local : {chorus / 'in'}")
