@@ -14,8 +14,8 @@ import tarfile
 from datetime import datetime
 
 from postier.domain.chorus_returns import PARIS, schema_errors
+from postier.domain.chorus_returns import FlowError as ErrorLine
 from postier.domain.chorus_status_files import (
-    ErrorLine,
     FlowLine,
     InvoiceLine,
     flow_status_file,

@@ -14,19 +14,10 @@ from datetime import datetime
 
 from lxml import etree
 
+from postier.domain.chorus_returns import FlowError
+
 #: Our application code and the AIFE's, as they appear in the return envelope's partners.
 RECEIVER, SENDER = "POSTIE", "AIFE01"
-
-
-@dataclass(frozen=True)
-class ErrorLine:
-    """One `Details/LigneErreurDetail` of a flow status; `line_id` is its `IdLigne`."""
-
-    code: str
-    label: str
-    nature: str = "Erreur"
-    description: str = ""
-    line_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,7 +29,8 @@ class FlowLine:
     #: A datetime, or the raw `Horodatage` text (to write a hostile date).
     at: datetime | str
     comment: str = ""
-    errors: tuple[ErrorLine, ...] = ()
+    #: Its `Details/LigneErreurDetail`, written as the parser reads them back.
+    errors: tuple[FlowError, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,7 +66,7 @@ def flow_status_file(
                 detail = etree.SubElement(details, "LigneErreurDetail")
                 if error.line_id is not None:
                     detail.set("IdLigne", error.line_id)
-                _sub(detail, "NatureErreur", error.nature)
+                _sub(detail, "NatureErreur", error.nature or "Erreur")
                 _sub(detail, "CodeErreur", error.code)
                 _sub(detail, "LibelleErreur", error.label)
                 if error.description:
