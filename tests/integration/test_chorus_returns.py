@@ -518,3 +518,19 @@ def test_on_sftp_bad_names_huge_files_and_same_name_quarantines_all_remain(  # t
     assert "UTF-8" in reasons["FEN_%FF"]
     later, _ = report_of(second)
     assert later["quarantaine"][0]["range_sous"].endswith("quarantine/FEN_BAD.1")
+
+
+def test_the_demos_simulated_returns_follow_the_schema_and_apply(conn, env, chorus, db_dsn) -> None:  # type: ignore[no-untyped-def]
+    from postier.airflow.demo_day import _simulated_returns
+    from postier.domain.chorus_returns import schema_errors
+
+    numbers = deposited(conn, 3, "DEMO")
+    data = _simulated_returns(db_dsn)
+    assert data is not None and schema_errors(data) == []
+    drop(chorus, "CPPStatut_demo", data)
+
+    summary = reconcile(env, chorus)
+
+    state = chorus_state(conn)
+    assert [state[n][0] for n in numbers] == ["05", "03", "03"]
+    assert summary["compteurs"]["quarantaine"] == 0 and summary["compteurs"]["rejets"] == 1
