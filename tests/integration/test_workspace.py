@@ -216,6 +216,8 @@ def test_run_page_lists_every_file_and_serves_them(
         assert f"/executions/{run_id}/fichiers/{name}'" in page.text
     assert "Fichier d&#x27;impression (toutes les factures)" in page.text
     assert "Sélectionnées" in page.text  # the report itself, rendered
+    assert "sélectionnées : 2, traitées : 2, ignorées : 0" in page.text
+    assert "Envoyé au destinataire, En attente, Prêt" in page.text and "= oui" in page.text
     merged = client.get(f"/executions/{run_id}/fichiers/impression.pdf", headers=CLERK)
     assert merged.status_code == 200 and merged.headers["content-type"] == "application/pdf"
     assert "R-0" in pdf_text(merged.content) and "R-1" in pdf_text(merged.content)

@@ -278,7 +278,10 @@ def invoices_page(
 
 
 def _counts(counts: Mapping[str, Any]) -> str:
-    return ", ".join(f"{COUNTERS.get(k, k)} : {v}" for k, v in counts.items())
+    """The counters in the report's order (a jsonb object keeps no order of its own)."""
+    known = [(label, counts[key]) for key, label in COUNTERS.items() if key in counts]
+    other = [(key, value) for key, value in counts.items() if key not in COUNTERS]
+    return ", ".join(f"{label} : {value}" for label, value in known + other)
 
 
 def _status_label(run: RunRow) -> str:

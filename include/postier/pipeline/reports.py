@@ -14,6 +14,7 @@ import psycopg
 
 from postier.domain.models import Invoice
 from postier.domain.selection import PARAM_LABELS, PARIS
+from postier.domain.states import SEND_STATE_LABELS, SendState
 from postier.domain.treatments import SEND, TreatmentId
 from postier.errors import PostierError
 from postier.pipeline.context import Environment
@@ -191,8 +192,13 @@ def write_report(
 
 
 def _criterion(key: str, value: Any) -> str:
+    """A criterion's value in the clerk's words."""
     if key == "factures":  # invoice ids mean nothing to the clerk: how many were ticked
         return f"{len(value)} facture(s) cochée(s) dans la liste"
+    if key == "etats":
+        return ", ".join(SEND_STATE_LABELS.get(SendState(v), v) for v in value)
+    if isinstance(value, bool):
+        return "oui" if value else "non"
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
