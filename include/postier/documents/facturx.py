@@ -299,23 +299,9 @@ def build_facturx_xml(invoice: Invoice, seller: Seller) -> bytes:
 # --------------------------------------------------------------------------- checks
 
 
-def check_invoice_fields(invoice: Invoice, seller: Seller) -> None:
-    """EN 16931 mandatory fields and totals that the XSD cannot see (empty text, sums)."""
+def _reform_problems(invoice: Invoice, seller: Seller) -> list[str]:
+    """What the French reform's rules (BR-FR, Flux 2) would reject, named by field."""
     problems: list[str] = []
-    required = {
-        "BT-1 numéro de facture": invoice.number,
-        "BT-5 devise": invoice.currency,
-        "BT-27 nom du vendeur": seller.name,
-        "BT-31 numéro de TVA du vendeur": seller.vat_number,
-        "BT-29 SIRET du vendeur": seller.siret,
-        "BT-30 SIREN du vendeur": seller.siren,
-        "BT-40 pays du vendeur": seller.address.country,
-        "BT-44 nom de l'acheteur": invoice.customer.name,
-        "BT-55 pays de l'acheteur": invoice.customer.address.country,
-    }
-    problems += [f"champ {field} absent" for field, value in required.items() if not value]
-    if invoice.payment_mode is PaymentMode.VIREMENT and not seller.iban:
-        problems.append("champ BT-84 IBAN du vendeur absent (paiement par virement)")
     if not INVOICE_NUMBER.match(invoice.number):
         problems.append(
             f"champ BT-1 numéro « {invoice.number} » : 35 caractères au plus, lettres, chiffres "
@@ -346,14 +332,36 @@ def check_invoice_fields(invoice: Invoice, seller: Seller) -> None:
         problems.append(
             "champ BT-25 facture d'origine absente : un avoir cite la facture qu'il corrige"
         )
-    if not invoice.lines:
-        problems.append("champ BG-25 lignes de facture : aucune ligne")
     for line in invoice.lines:
         if unit_for(line.unit) is None:
             problems.append(
                 f"champ BT-130 unité « {line.unit} » de la ligne {line.position} absente de la "
                 "table des unités (include/templates/documents/units.toml)"
             )
+    return problems
+
+
+def check_invoice_fields(invoice: Invoice, seller: Seller) -> None:
+    """EN 16931 mandatory fields and totals that the XSD cannot see (empty text, sums), and
+    the BR-FR rules the ERP's data could break."""
+    problems: list[str] = []
+    required = {
+        "BT-1 numéro de facture": invoice.number,
+        "BT-5 devise": invoice.currency,
+        "BT-27 nom du vendeur": seller.name,
+        "BT-31 numéro de TVA du vendeur": seller.vat_number,
+        "BT-29 SIRET du vendeur": seller.siret,
+        "BT-30 SIREN du vendeur": seller.siren,
+        "BT-40 pays du vendeur": seller.address.country,
+        "BT-44 nom de l'acheteur": invoice.customer.name,
+        "BT-55 pays de l'acheteur": invoice.customer.address.country,
+    }
+    problems += [f"champ {field} absent" for field, value in required.items() if not value]
+    if invoice.payment_mode is PaymentMode.VIREMENT and not seller.iban:
+        problems.append("champ BT-84 IBAN du vendeur absent (paiement par virement)")
+    problems += _reform_problems(invoice, seller)
+    if not invoice.lines:
+        problems.append("champ BG-25 lignes de facture : aucune ligne")
     line_total = sum((line.net_amount for line in invoice.lines), Decimal(0))
     if line_total != invoice.total_net:
         problems.append(
