@@ -16,6 +16,7 @@ TASK_MODULES = [
     "postier.pipeline.handlers",
     "postier.pipeline.reports",
     "postier.pipeline.mailing",
+    "postier.pipeline.chorus_returns",
     "postier.delivery.chorus_sftp",
 ]
 
