@@ -94,7 +94,15 @@ def test_criteria_are_parsed_from_form_strings() -> None:
             "plage de dates d'édition inversée",
         ),
         ({"lot_debut": "douze"}, "Numéro de lot (début) : un nombre entier est attendu"),
-        ({"lot_fin": -1}, "le numéro doit être positif"),
+        ({"lot_fin": -1}, "le numéro doit être compris entre 0 et 2147483647 (reçu « -1 »)"),
+        ({"lot_fin": 2**31}, "le numéro doit être compris entre 0 et 2147483647"),
+        ({"lot_debut": 10**5000}, "(reçu un nombre d'environ 5001 chiffres)"),
+        ({"lot_debut": "9" * 5000}, "compris entre 0 et 2147483647 (reçu « 99999"),
+        (
+            {"date_edition_fin": "9999-12-31", "sans_date_edition": False},
+            "Date d'édition (fin) : date hors des limites (31/12/9999",
+        ),
+        ({"date_facture_debut": "0001-01-01"}, "date hors des limites"),
         ({"lot_debut": True}, "un nombre entier est attendu"),
         ({"date_facture_debut": "31/02/2026"}, "date invalide « 31/02/2026 »"),
         ({"operateur_creation": "m dupont"}, "Opérateur de création : login invalide"),
@@ -110,6 +118,12 @@ def test_bad_input_is_refused_with_a_french_message(params: dict, message: str) 
         Selection.from_params("factures_imprimer", params)
     assert message in str(error.value)
     assert str(error.value).startswith("Critères de sélection invalides")
+
+
+def test_huge_input_is_not_echoed_whole() -> None:
+    with pytest.raises(SelectionError) as error:
+        Selection.from_params("factures_imprimer", {"lot_debut": "9" * 5000, "lot_fin": 10**5000})
+    assert len(str(error.value)) < 400
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -22,6 +22,13 @@ PARIS = ZoneInfo("Europe/Paris")
 
 OPERATOR_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
+#: Batch numbers are PostgreSQL `integer`s (`invoices.batch_number`).
+BATCH_MAX = 2**31 - 1
+
+#: Dates the clerk may give: beyond them a range is surely a typo, and Python's `date` arithmetic
+#: (the day after 9999-12-31) and PostgreSQL's timestamps would fail in English.
+DATE_MIN, DATE_MAX = date(1900, 1, 1), date(2199, 12, 31)
+
 #: Names of the criteria as they appear in the trigger form and on the command line.
 PARAM_LABELS: dict[str, str] = {
     "lot_debut": "Numéro de lot (début)",
@@ -174,18 +181,33 @@ def _integer(params: Mapping[str, Any], key: str, problems: list[str]) -> int | 
     value = params.get(key)
     if _blank(value):
         return None
-    if isinstance(value, bool):
-        problems.append(f"{PARAM_LABELS[key]} : un nombre entier est attendu (reçu {value!r})")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        problems.append(f"{PARAM_LABELS[key]} : un nombre entier est attendu (reçu {shown(value)})")
         return None
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        problems.append(f"{PARAM_LABELS[key]} : un nombre entier est attendu (reçu « {value} »)")
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and not re.fullmatch(r"[+-]?[0-9]+", text):
+        problems.append(f"{PARAM_LABELS[key]} : un nombre entier est attendu (reçu {shown(value)})")
         return None
-    if number < 0:
-        problems.append(f"{PARAM_LABELS[key]} : le numéro doit être positif (reçu {number})")
+    # A string of thousands of digits never reaches `int()` (Python refuses it, in English).
+    number = (int(text) if len(text) <= 12 else -1) if text is not None else int(value)
+    if not 0 <= number <= BATCH_MAX:
+        problems.append(
+            f"{PARAM_LABELS[key]} : le numéro doit être compris entre 0 et {BATCH_MAX} "
+            f"(reçu {shown(value)})"
+        )
         return None
     return number
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A value as the clerk typed it, short enough for a message or a report (a number of
+    thousands of digits cannot even be turned into a string by Python: its size is given)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"un nombre d'environ {int(value.bit_length() * 0.30103) + 1} chiffres"
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > limit:
+        return f"« {text[:limit]}… » ({len(text)} caractères)"
+    return f"« {text} »"
 
 
 def _date(params: Mapping[str, Any], key: str, problems: list[str]) -> date | None:
@@ -193,17 +215,32 @@ def _date(params: Mapping[str, Any], key: str, problems: list[str]) -> date | No
     if _blank(value):
         return None
     if isinstance(value, datetime):
-        return value.date()
+        return _within_window(value.date(), key, problems)
     if isinstance(value, date):
-        return value
-    text = str(value).strip()
+        return _within_window(value, key, problems)
+    text = str(value).strip() if isinstance(value, str) else ""
+    day = None
     for parse in (date.fromisoformat, lambda s: datetime.strptime(s, "%d/%m/%Y").date()):
         try:
-            return parse(text)
+            day = parse(text)
+            break
         except ValueError:
             continue
+    if day is None:
+        problems.append(
+            f"{PARAM_LABELS[key]} : date invalide {shown(value)} "
+            "(format attendu AAAA-MM-JJ ou JJ/MM/AAAA)"
+        )
+        return None
+    return _within_window(day, key, problems)
+
+
+def _within_window(day: date, key: str, problems: list[str]) -> date | None:
+    if DATE_MIN <= day <= DATE_MAX:
+        return day
     problems.append(
-        f"{PARAM_LABELS[key]} : date invalide « {text} » (format attendu AAAA-MM-JJ ou JJ/MM/AAAA)"
+        f"{PARAM_LABELS[key]} : date hors des limites ({day:%d/%m/%Y} ; possibles du "
+        f"{DATE_MIN:%d/%m/%Y} au {DATE_MAX:%d/%m/%Y})"
     )
     return None
 
@@ -217,10 +254,10 @@ def _operator(params: Mapping[str, Any], key: str, problems: list[str]) -> str |
     value = params.get(key)
     if _blank(value):
         return None
-    text = str(value).strip()
-    if not isinstance(value, str) or not OPERATOR_PATTERN.match(text):
+    text = value.strip() if isinstance(value, str) else ""
+    if not OPERATOR_PATTERN.match(text):
         problems.append(
-            f"{PARAM_LABELS[key]} : login invalide « {text} » (lettres, chiffres, . _ @ -, "
+            f"{PARAM_LABELS[key]} : login invalide {shown(value)} (lettres, chiffres, . _ @ -, "
             "64 caractères au plus)"
         )
         return None
@@ -233,7 +270,7 @@ def _states(params: Mapping[str, Any], t: Treatment, problems: list[str]) -> fro
         return frozenset(t.default_states)
     raw: Iterable[Any] = value.split(",") if isinstance(value, str) else value
     if not isinstance(raw, list | tuple | set | frozenset) and not isinstance(value, str):
-        problems.append(f"États d'envoi : une liste est attendue (reçu {value!r})")
+        problems.append(f"États d'envoi : une liste est attendue (reçu {shown(value)})")
         return frozenset(t.default_states)
     chosen: set[SendState] = set()
     allowed = ", ".join(SEND_STATE_LABELS[s] for s in t.allowed_states)
@@ -242,7 +279,7 @@ def _states(params: Mapping[str, Any], t: Treatment, problems: list[str]) -> fro
         try:
             state = SendState(code)
         except ValueError:
-            problems.append(f"état d'envoi inconnu « {item} » (possibles : {allowed})")
+            problems.append(f"état d'envoi inconnu {shown(item)} (possibles : {allowed})")
             continue
         if state not in t.allowed_states:
             problems.append(
@@ -293,7 +330,7 @@ def _switch(params: Mapping[str, Any], key: str, t: Treatment, problems: list[st
     }:
         value = value.strip().lower() in {"true", "oui", "1"}
     if not isinstance(value, bool):
-        problems.append(f"{PARAM_LABELS[key]} : oui ou non attendu (reçu {value!r})")
+        problems.append(f"{PARAM_LABELS[key]} : oui ou non attendu (reçu {shown(value)})")
         return False
     if value and not t.print_switches:
         problems.append(f"{PARAM_LABELS[key]} : critère réservé aux traitements d'impression")
