@@ -11,8 +11,8 @@ modifiables, archivées dans la GED). Les PDF Factur-X signés partent ensuite e
 
 Relancer : déclencher de nouveau le DAG avec les mêmes critères ne refait que ce qui reste à faire
 (les factures déjà déposées ne sont plus sélectionnées, un flux enregistré mais non déposé est
-redéposé sous le même nom, jamais en double) ; un lot en échec se relance seul depuis l'interface
-(« Clear » sur la tâche du lot).
+redéposé sous le même nom, jamais en double) ; un paquet en échec se relance seul depuis l'interface
+(« Clear » sur la tâche du paquet).
 """
 
 from postier.airflow.dag_factory import build_dag

@@ -6,8 +6,8 @@ document définitif Factur-X est produit ; les factures valides passent à « Pr
 restent « En attente » avec leur motif dans le rapport. Déclenché à la main.
 
 Relancer : déclencher de nouveau le DAG avec les mêmes critères ne refait que ce qui reste à faire
-(les factures déjà traitées sont signalées « déjà … » dans le rapport) ; un lot en échec se relance
-seul depuis l'interface (« Clear » sur la tâche du lot).
+(les factures déjà traitées sont signalées « déjà … » dans le rapport) ; un paquet en échec se
+relance seul depuis l'interface (« Clear » sur la tâche du paquet).
 """
 
 from postier.airflow.dag_factory import build_dag

@@ -20,6 +20,7 @@ os.environ.update(
         "AIRFLOW_HOME": tempfile.mkdtemp(prefix="postier-airflow-"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(DAGS.parent / "plugins"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         "POSTIER_TASK_RETRIES": "1",
         "POSTIER_RETRY_DELAY_SECONDS": "0",

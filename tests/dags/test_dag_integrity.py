@@ -74,17 +74,17 @@ def test_params_match_the_catalogue(dag_id: str) -> None:
 def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
     dag = load_dag(dag_id)
     ids = {t.task_id for t in dag.tasks}
-    expected = {"selectionner", "traiter_lot", "finaliser", "rapport"}
+    expected = {"selectionner", "traiter_paquet", "finaliser", "rapport"}
     if CATALOGUE[dag_id].needs_confirmation:  # type: ignore[index]
         expected |= {"resumer_envoi", "confirmation"}
-        assert "confirmation" in dag.get_task("traiter_lot").upstream_task_ids
+        assert "confirmation" in dag.get_task("traiter_paquet").upstream_task_ids
     if CATALOGUE[dag_id].transition is SEND:  # type: ignore[index]
         # Customer e-mails go after the chunks, never inside a definitive send's transaction.
         expected |= {"livrer_courriels"}
         assert dag.get_task("livrer_courriels").upstream_task_ids == {"finaliser"}
         assert dag.get_task("rapport").upstream_task_ids == {"livrer_courriels"}
     assert ids == expected
-    assert type(dag.get_task("traiter_lot")).__name__.endswith("MappedOperator")
+    assert type(dag.get_task("traiter_paquet")).__name__.endswith("MappedOperator")
     assert [t.task_id for t in dag.leaves] == ["rapport"]
     assert dag.get_task("selectionner").upstream_task_ids == set()  # one root: no cycle
 

@@ -181,7 +181,8 @@ def test_invoice_edited_after_preparation_is_not_sent(run_dag, postier_env) -> N
     assert run_dag("factures_preparer_envoi").state == "success"
     with psycopg.connect(postier_env) as conn:
         conn.execute("UPDATE invoice_lines SET description = 'modifiée en douce'")
-    assert run_dag("factures_envoyer", mark_success_pattern="confirmation").state == "success"
+    # Its only invoice refused, the send did nothing: the run fails.
+    assert run_dag("factures_envoyer", mark_success_pattern="confirmation").state == "failed"
     assert column(postier_env, "SELECT number, send_state FROM invoices") == {"EDIT-1": "PRET"}
     (anomaly,) = last_report(postier_env)["anomalies"]
     assert "modifiée depuis sa préparation" in anomaly["motif"]

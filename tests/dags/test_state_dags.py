@@ -60,7 +60,9 @@ def test_invalid_criteria_fail_the_first_task_and_change_nothing(run_dag, postie
     assert dag_run.state == "failed"
     assert states(postier_env)["BAD-1"][0] == "PRET"
     with psycopg.connect(postier_env) as conn:
-        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+        # Recorded as refused (with its report), nothing selected, nothing left « en cours ».
+        assert conn.execute("SELECT status FROM runs").fetchall() == [("criteres_invalides",)]
+        assert conn.execute("SELECT count(*) FROM run_items").fetchone() == (0,)
 
 
 def test_retried_chunk_after_a_fault_mid_chunk_ends_like_a_clean_run(  # type: ignore[no-untyped-def]

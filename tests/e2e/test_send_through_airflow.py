@@ -141,7 +141,7 @@ def confirm(airflow: Airflow, api: httpx.Client, run_id: str, option: str) -> di
     wait_for_task_state(airflow, api, SEND, run_id, "confirmation", "awaiting_input")
     airflow.wait_for_parked_worker_exit(SEND, run_id, "confirmation")
     detail = api.get(hitl_path(SEND, run_id)).json()
-    assert detail["options"] == ["Approve", "Reject"] and not detail["response_received"]
+    assert detail["options"] == ["Envoyer", "Ne pas envoyer"] and not detail["response_received"]
     response = api.patch(hitl_path(SEND, run_id), json={"chosen_options": [option]})
     assert response.status_code == 200, response.text
     assert response.json()["responded_by"]["name"] == CLERK
@@ -177,6 +177,10 @@ def test_hold_triggered_by_a_named_user_is_stamped_with_that_login(
     report = api.get(f"{airflow.base_url}/postier/executions/{run['id']}")
     assert "Mettre en attente" in report.text and "<table>" in report.text
     assert run["counts"]["traitees"] == 2
+    # Its counts are on the Airflow run too (the note, in the grid), set by the scheduler.
+    assert api.get(f"/dags/{HOLD}/dagRuns/{run_id}").json()["note"] == (
+        "2 sélectionnée(s) · 2 traitée(s)"
+    )
 
 
 def test_send_triggered_by_a_named_user_is_stamped_with_that_login(
@@ -186,7 +190,7 @@ def test_send_triggered_by_a_named_user_is_stamped_with_that_login(
     other = insert_ready_invoices(airflow.postier_dsn, "SEND", 402, 1)
 
     run_id = trigger(airflow, api, SEND, {"lot_debut": 401, "lot_fin": 401})
-    detail = confirm(airflow, api, run_id, "Approve")
+    detail = confirm(airflow, api, run_id, "Envoyer")
     assert "3 facture(s)" in detail["body"] and "définitif" in detail["body"]
     assert_run_succeeded(airflow, api, SEND, run_id)
 
@@ -204,7 +208,7 @@ def test_rejected_confirmation_sends_nothing(airflow: Airflow, api: httpx.Client
     kept = insert_ready_invoices(airflow.postier_dsn, "REJ", 501, 2)
 
     run_id = trigger(airflow, api, SEND, {"lot_debut": 501, "lot_fin": 501})
-    confirm(airflow, api, run_id, "Reject")
+    confirm(airflow, api, run_id, "Ne pas envoyer")
     assert_run_succeeded(airflow, api, SEND, run_id)
 
     got = invoices(airflow.postier_dsn, kept)

@@ -42,7 +42,7 @@ def no_wait(seconds: float) -> None:
 
 
 def send(env: Environment, external_id: str, split_chunks: int = 1) -> int:
-    """A send run through its chunks (as `traiter_lot` does); `split_chunks` spreads the
+    """A send run through its chunks (as `traiter_paquet` does); `split_chunks` spreads the
     selection round-robin over that many chunks, whatever the chunk size."""
     started = start_run(env, "factures_envoyer", {}, "mdupont", external_id)
     run_id = int(started["run_id"])

@@ -12,8 +12,10 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from postier.airflow.params import trigger_params
+from postier.airflow.run_note import NOTE_KEY
 from postier.domain.selection import PARIS
 from postier.domain.treatments import TreatmentId, treatment
 
@@ -42,25 +44,45 @@ def _confirmation_timeout() -> timedelta:
 # travel through XCom, as the mapped task's input.
 
 
+class SendConfirmation(ApprovalOperator):
+    """The spec's confirmation before a definitive send, with the clerk's words for the two
+    answers (an approval whose downstream tasks are skipped on « Ne pas envoyer »)."""
+
+    APPROVE = "Envoyer"
+    REJECT = "Ne pas envoyer"
+
+
 @task(task_display_name="Valider les critères et sélectionner")
 def selectionner(treatment_id: str, **context: Any) -> list[int]:
     from postier.airflow.runtime import actor, environment, external_id
+    from postier.errors import ConfigurationError, SelectionError, SigningError
     from postier.pipeline.runs import start_run
 
     env, params = environment(), dict(context["params"])
-    return start_run(env, treatment_id, params, actor(context), external_id(context))["chunks"]
+    try:
+        started = start_run(env, treatment_id, params, actor(context), external_id(context))
+    except (SelectionError, ConfigurationError, SigningError) as error:
+        # Definitive (the run is recorded as refused, with its report): no retry, the French
+        # message as the failure reason.
+        raise AirflowFailException(str(error)) from None
+    return started["chunks"]
 
 
 @task(task_display_name="Résumer l'envoi pour confirmation")
 def resumer_envoi(**context: Any) -> str:
     from postier.airflow.runtime import environment, external_id
-    from postier.pipeline.reports import send_confirmation
+    from postier.pipeline.reports import NOTHING_TO_SEND, send_confirmation
 
-    return send_confirmation(environment(), external_id(context))
+    summary = send_confirmation(environment(), external_id(context))
+    if summary is None:
+        # Nothing to confirm: the confirmation and the chunks are skipped, the report says so.
+        raise AirflowSkipException(NOTHING_TO_SEND)
+    return summary
 
 
-@task(task_display_name="Traiter un lot de factures", map_index_template="lot {{ chunk }}")
-def traiter_lot(chunk: int, **context: Any) -> dict[str, int]:
+# « paquet », never « lot »: in the ERP a « numéro de lot » is a selection criterion.
+@task(task_display_name="Traiter un paquet de factures", map_index_template="paquet {{ chunk }}")
+def traiter_paquet(chunk: int, **context: Any) -> dict[str, int]:
     from postier.airflow.runtime import environment, external_id
     from postier.pipeline.runs import process_chunk
 
@@ -88,18 +110,25 @@ def livrer_courriels(**context: Any) -> dict[str, int]:
 @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Rapport d'exécution")
 def rapport(**context: Any) -> dict[str, Any]:
     from postier.airflow.runtime import environment, external_id
-    from postier.pipeline.reports import write_report
+    from postier.pipeline.reports import RunFailedError, write_report
 
     # `finaliser` always returns a list when it ran: None means it failed or never ran.
-    files = context["ti"].xcom_pull(task_ids="finaliser")
-    refused = _confirmation_refused(context)
-    return write_report(
-        environment(),
-        external_id(context),
-        files or [],
-        refused=refused,
-        finalized=files is not None,
-    )
+    ti = context["ti"]
+    files = ti.xcom_pull(task_ids="finaliser")
+    try:
+        summary = write_report(
+            environment(),
+            external_id(context),
+            files or [],
+            refused=_confirmation_refused(context),
+            finalized=files is not None,
+        )
+    except RunFailedError as error:
+        # The report is written; retrying it would not process anything: fail at once.
+        ti.xcom_push(key=NOTE_KEY, value=error.summary["note"])
+        raise AirflowFailException(str(error)) from None
+    ti.xcom_push(key=NOTE_KEY, value=summary["note"])
+    return summary
 
 
 def _confirmation_refused(context: Any) -> bool:
@@ -107,9 +136,9 @@ def _confirmation_refused(context: Any) -> bool:
         return False
     answer = context["ti"].xcom_pull(task_ids="confirmation")
     if answer:
-        return answer.get("chosen_options") != [ApprovalOperator.APPROVE]
-    # On "Reject" the operator skips its downstream tasks and pushes no answer (Airflow 3.3):
-    # a confirmation task that succeeded without an answer was refused.
+        return answer.get("chosen_options") != [SendConfirmation.APPROVE]
+    # On « Ne pas envoyer » the operator skips its downstream tasks and pushes no answer
+    # (Airflow 3.3): a confirmation task that succeeded without an answer was refused.
     run_id = context["run_id"]
     states = context["ti"].get_task_states(
         dag_id=context["dag"].dag_id, task_ids=["confirmation"], run_ids=[run_id], map_index=-1
@@ -134,14 +163,14 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
         tags=["postier", "factures"] + (["planifié"] if t.scheduled else ["manuel"]),
     ) as dag:
         selection = selectionner(t.id.value)
-        chunks = traiter_lot.expand(chunk=selection)
+        chunks = traiter_paquet.expand(chunk=selection)
         if t.needs_confirmation:
-            confirmation = ApprovalOperator(
+            confirmation = SendConfirmation(
                 task_id="confirmation",
                 task_display_name="Confirmer l'envoi définitif",
                 subject="Envoi définitif des factures",
                 body="{{ ti.xcom_pull(task_ids='resumer_envoi') }}",
-                defaults="Reject",
+                defaults=SendConfirmation.REJECT,
                 response_timeout=_confirmation_timeout(),
             )
             selection >> resumer_envoi() >> confirmation >> chunks

@@ -23,11 +23,15 @@ from postier.domain.chorus_status_files import InvoiceLine, invoice_status_file
 from postier.domain.selection import PARIS
 from postier.store import database
 
+#: The clerk whose day the demo plays (README, « make demo »).
+DEMO_LOGIN = "jmartin"
+
 
 def prepare_airflow_home() -> Path:
     """Airflow's home under `<POSTIER_HOME>/airflow` with its SQLite metadata, migrated."""
     home = Path(os.environ.setdefault("AIRFLOW_HOME", str(database.home() / "airflow")))
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS_DIR))
+    os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(DAGS_DIR.parent / "plugins"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the demo prints its own
     if not (home / "airflow.db").exists():
@@ -112,6 +116,8 @@ def _simulated_returns(dsn: str) -> bytes | None:
 def run_day() -> list[tuple[str, str, dict[str, Any]]]:
     """Run the day's treatments; (step, report path, counts) for each."""
     prepare_airflow_home()
+    # Stamped like a clerk's trigger from the UI, not with dag.test()'s « dag_test ».
+    os.environ.setdefault("POSTIER_DEMO_LOGIN", DEMO_LOGIN)
     dsn = database.resolve_dsn()
     os.environ.setdefault("POSTIER_DB_DSN", dsn)
     with psycopg.connect(dsn) as conn:

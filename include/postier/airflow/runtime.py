@@ -48,18 +48,33 @@ def _dsn() -> str:
     return f"postgresql://{auth}@{host}/{conn.schema or 'postgres'}"
 
 
-def _signing() -> tuple[bytes | None, bytes | None, str | None]:
-    """`postier_signing`: extra `pkcs12_path` or `pkcs12_base64`, password = passphrase."""
+def _signing() -> tuple[bytes | None, bytes | None, str | None, str | None]:
+    """`postier_signing`: extra `pkcs12_path` or `pkcs12_base64`, password = passphrase.
+
+    A key that cannot be read is not an error here (every task resolves its environment, the
+    report's too): it is the fourth item, raised by `Environment.signer()` when signing."""
     conn = _connection("postier_signing")
     if conn is None:
-        return None, None, None
+        return None, None, None, None
     extra = conn.extra_dejson
-    if extra.get("pkcs12_base64"):
-        data = base64.b64decode(extra["pkcs12_base64"])
-    else:
-        data = Path(extra.get("pkcs12_path") or conn.host).read_bytes()
+    try:
+        if extra.get("pkcs12_base64"):
+            data = base64.b64decode(extra["pkcs12_base64"], validate=True)
+        else:
+            data = Path(extra.get("pkcs12_path") or conn.host or "").read_bytes()
+    except (OSError, ValueError):
+        # Never the path's content nor the extra in the message: only where to look.
+        return (
+            b"",
+            None,
+            None,
+            (
+                "Certificat de signature introuvable ou illisible (connexion Airflow "
+                "« postier_signing » : pkcs12_path ou pkcs12_base64)."
+            ),
+        )
     passphrase = conn.password.encode() if conn.password else None
-    return data, passphrase, extra.get("timestamp_url")
+    return data, passphrase, extra.get("timestamp_url"), None
 
 
 def _ged_url() -> str:
@@ -92,13 +107,14 @@ def _chorus_sftp() -> SftpConfig | None:
 
 
 def environment() -> Environment:
-    pkcs12, passphrase, tsa = _signing()
+    pkcs12, passphrase, tsa, signing_problem = _signing()
     return Environment(
         dsn=_dsn(),
         home=database.home(),
         workers=int(os.environ.get("POSTIER_WORKERS", "4")),
         signing_pkcs12=pkcs12,
         signing_passphrase=passphrase,
+        signing_problem=signing_problem,
         timestamp_url=tsa,
         ged_url=_ged_url(),
         chorus_sftp=_chorus_sftp(),
@@ -106,12 +122,22 @@ def environment() -> Environment:
     )
 
 
+#: The user `dag.test()` stamps on every run it creates (Airflow's own sentinel).
+DAG_TEST_USER = "dag_test"
+
+
 def actor(context: Any) -> str:
-    """Who did it: the Airflow user who triggered the run, or the technical login."""
+    """Who did it: the Airflow user who triggered the run, or the technical login.
+
+    A run made by `dag.test()` (the demo day) has no real user: it is stamped with the clerk's
+    login `POSTIER_DEMO_LOGIN` when set, as a trigger from the UI would be.
+    """
     dag_run = context["dag_run"]
     user = getattr(dag_run, "triggering_user_name", None)
     if dag_run.run_type in ("scheduled", "backfill") or not user:
         return TECHNICAL_LOGIN
+    if user == DAG_TEST_USER:
+        return os.environ.get("POSTIER_DEMO_LOGIN") or DAG_TEST_USER
     return str(user)
 
 

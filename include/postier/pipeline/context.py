@@ -54,6 +54,8 @@ class Environment:
     #: PKCS#12 content and passphrase for signing; None means the local demo key.
     signing_pkcs12: bytes | None = field(default=None, repr=False)
     signing_passphrase: bytes | None = field(default=None, repr=False)
+    #: Why the configured signing key could not be read (French), raised when signing.
+    signing_problem: str | None = None
     timestamp_url: str | None = None
     #: GED location (fsspec URL); the local folder `<home>/ged` when empty.
     ged_url: str = ""
@@ -103,6 +105,10 @@ class Environment:
     def signer(self, seller_name: str = "Postier") -> Signer:
         """The signing key, loaded once per process (the expensive part of signing). Without
         `postier_signing`, a demo key whose certificate names `seller_name`."""
+        if self.signing_problem:
+            from postier.errors import SigningError
+
+            raise SigningError(self.signing_problem)
         if self.signing_pkcs12 is None:
             self.refuse_demo_fallbacks(signing=True)
             pkcs12, passphrase = demo_identity(self.home, seller_name)

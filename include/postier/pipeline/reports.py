@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,12 +13,12 @@ from typing import Any
 import psycopg
 
 from postier.domain.models import Invoice
-from postier.domain.selection import PARAM_LABELS, PARIS
+from postier.domain.selection import PARAM_LABELS, PARIS, shown
 from postier.domain.states import SEND_STATE_LABELS, SendState
-from postier.domain.treatments import SEND, TreatmentId
+from postier.domain.treatments import SEND, Treatment, TreatmentId
 from postier.errors import PostierError
 from postier.pipeline.context import Environment
-from postier.pipeline.runs import RunRef, load_run, resolve_run_id
+from postier.pipeline.runs import Run, RunRef, load_run, resolve_run_id
 from postier.store import runs as run_store
 from postier.store.invoices import load_invoices
 from postier.store.settings import load_settings
@@ -26,12 +26,38 @@ from postier.store.settings import load_settings
 log = logging.getLogger(__name__)
 
 
-class RunIncompleteError(PostierError):
+class RunFailedError(PostierError):
+    """The run's report is written, and says the run failed; `summary` is what XCom carries."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+class RunIncompleteError(RunFailedError):
     """Some invoices of the run are still to be processed (a chunk failed)."""
 
 
 #: Remarks shown in the Markdown report (all of them are in rapport.json).
 MAX_REMARKS = 50
+
+
+class NothingDoneError(RunFailedError):
+    """Every invoice the run selected was refused: it did nothing."""
+
+
+#: Run statuses (`runs.status`) and what the report says of each.
+RUN_STATUS_LABELS = {
+    "terminee": "terminée",
+    "refusee": "envoi refusé à la confirmation : rien n'a été envoyé",
+    "en_erreur": "incomplète : factures ou fichier d'impression non traités",
+    "criteres_invalides": "refusé : critères invalides",
+}
+ALL_REFUSED = "échec : toutes les factures sélectionnées ont été refusées"
+CONFIGURATION_FAILED = "échec : configuration à corriger, rien n'a été traité"
+#: A run note is at most this long (Airflow's `dag_run_note.content`).
+NOTE_MAX = 1000
+
 
 STATUS_LABELS = {
     run_store.DONE: "traitée",
@@ -133,36 +159,42 @@ def write_report(
     refused: bool = False,
     finalized: bool = True,
 ) -> dict[str, Any]:
-    """Record the run's outcome; a small summary for XCom (never documents, never secrets).
+    """Record the run's outcome; a small summary for XCom (never documents, never secrets),
+    with the run's `note` (its counts in one line, for the Airflow run).
 
     `refused`: the clerk rejected the confirmation (or it timed out): nothing was processed, on
-    purpose. Otherwise, invoices left unprocessed, or a print file that could not be made
-    (`finalized` false), make the run fail once the report is written.
+    purpose. Otherwise, invoices left unprocessed, a print file that could not be made
+    (`finalized` false), or every selected invoice refused make the run fail
+    (`RunFailedError`) once the report is written. A run refused at its start (invalid criteria,
+    configuration) already has its report: its reason is raised again (`RunFailedError`).
     """
     with env.connect() as conn:
         run = load_run(conn, ref)
         run_id = run.id
+        row = conn.execute(
+            "SELECT started_at, status, report FROM runs WHERE id = %s", (run_id,)
+        ).fetchone()
+        assert row is not None
+        started: datetime = row[0]
+        if row[2] and row[2].get("motif"):
+            # Refused at its start: the report is written; the run fails with its reason.
+            raise RunFailedError(row[2]["motif"], _summary(row[2]))
         counts = run_store.item_counts(conn, run_id)
         problems = run_store.problems(conn, run_id)
-        row = conn.execute("SELECT started_at FROM runs WHERE id = %s", (run_id,)).fetchone()
-        started: datetime = row[0] if row else datetime.now(PARIS)
         selected = sum(counts.values())
         pending = counts[run_store.PENDING]
         # A refusal leaves the selection untouched; a confirmation that left no answer but whose
         # chunks ran (e.g. marked approved) is not a refusal.
         refused = refused and pending > 0
-        failed = bool(pending) or not finalized
+        all_refused = counts[run_store.FAILED] > 0 and counts[run_store.DONE] == 0 and not pending
+        failed = bool(pending) or not finalized or all_refused
         status = "refusee" if refused else ("en_erreur" if failed else "terminee")
         report: dict[str, Any] = {
             "execution": run_id,
             "traitement": run.treatment.id.value,
             "libelle": run.treatment.label,
             "mode": run.mode,
-            "statut": {
-                "refusee": "envoi refusé à la confirmation : rien n'a été envoyé",
-                "en_erreur": "incomplète : factures ou fichier d'impression non traités",
-                "terminee": "terminée",
-            }[status],
+            "statut": _status_label(run, status, selected, all_refused and finalized),
             "lance_par": run.triggered_by,
             **timing(started),
             "criteres": run.criteria,
@@ -182,21 +214,130 @@ def write_report(
 
             report["courriels"] = run_mail_summary(conn, run_id)
         md_path = publish(conn, run_id, run.output_dir, report, status, to_markdown)
-    if failed and not refused:
+    summary = _summary(report)
+    if refused or not failed:
+        return summary
+    if pending or not finalized:
         raise RunIncompleteError(
             f"{pending} facture(s) non traitée(s), fichier d'impression "
             f"{'produit' if finalized else 'non produit'} : relancez les tâches en échec "
-            f"(rapport {md_path})"
+            f"(rapport {md_path})",
+            summary,
         )
-    return {"execution": run_id, "compteurs": report["compteurs"], "rapport": str(md_path)}
+    raise NothingDoneError(
+        f"{counts[run_store.FAILED]} facture(s) sélectionnée(s), toutes refusées : voir leurs "
+        f"motifs dans le rapport {md_path}",
+        summary,
+    )
+
+
+def _status_label(run: Run, status: str, selected: int, all_refused: bool) -> str:
+    if status == "terminee" and selected == 0 and run.treatment.transition is SEND:
+        return f"terminée : {NOTHING_TO_SEND}"
+    if status == "en_erreur" and all_refused:
+        return ALL_REFUSED
+    return RUN_STATUS_LABELS[status]
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "execution": report["execution"],
+        "compteurs": report["compteurs"],
+        "rapport": report["rapport"],
+        "note": run_note(report),
+    }
+
+
+def run_note(report: dict[str, Any]) -> str:
+    """One line for the Airflow run (its note, shown in the grid): the status when something
+    went wrong, then the counts that are not zero."""
+    c = report["compteurs"]
+    parts = [
+        f"{c[key]} {label}"
+        for key, label in (
+            ("selectionnees", "sélectionnée(s)"),
+            ("traitees", "traitée(s)"),
+            ("ignorees", "ignorée(s)"),
+            ("refusees", "refusée(s)"),
+            ("non_traitees", "non traitée(s)"),
+        )
+        if c[key] or key == "selectionnees"
+    ]
+    note = " · ".join(parts)
+    if report.get("motif"):
+        note = f"{report['statut']} — {report['motif']}"
+    elif not report["statut"].startswith(RUN_STATUS_LABELS["terminee"]):
+        note = f"{report['statut']} — {note}"
+    if len(note) > NOTE_MAX:
+        note = note[: NOTE_MAX - 1] + "…"
+    return note
+
+
+def record_refusal(
+    env: Environment,
+    t: Treatment,
+    criteria: Mapping[str, Any],
+    actor: str,
+    external_id: str,
+    status: str,
+    error: PostierError,
+) -> dict[str, Any]:
+    """Record a run refused at its start, before selecting anything, with its report (the
+    reason in French): it shows in « Rapports Postier » like any other run."""
+    started = datetime.now(PARIS)
+    recorded = {str(k)[:40]: _recordable(v) for k, v in criteria.items()}
+    with env.connect() as conn:
+        run_id = run_store.create_run(conn, t.id.value, external_id, recorded, actor)
+        folder = env.run_dir(run_id, t.id.value)
+        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (str(folder), run_id))
+        report: dict[str, Any] = {
+            "execution": run_id,
+            "traitement": t.id.value,
+            "libelle": t.label,
+            "mode": str(recorded.get("mode") or "imprimer"),
+            "statut": RUN_STATUS_LABELS[status]
+            if status == "criteres_invalides"
+            else CONFIGURATION_FAILED,
+            "motif": str(error),
+            "lance_par": actor,
+            **timing(started),
+            "criteres": recorded,
+            "compteurs": dict.fromkeys(
+                ("selectionnees", "traitees", "ignorees", "refusees", "non_traitees"), 0
+            ),
+            "anomalies": [],
+            "fichiers": [str(folder)],
+        }
+        publish(conn, run_id, folder, report, status, to_markdown)
+        conn.commit()
+    return _summary(report)
+
+
+def _recordable(value: Any) -> Any:
+    """A criterion as typed, stored in the run's JSON: short values as they are, others shown
+    in a few characters (a number of 5,000 digits cannot even be written as JSON)."""
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int) and value.bit_length() <= 63:
+        return value
+    if isinstance(value, str) and len(value) <= 64:
+        return value
+    if isinstance(value, list) and len(value) <= 10:
+        return [_recordable(v) for v in value]
+    return shown(value)
 
 
 def _criterion(key: str, value: Any) -> str:
-    """A criterion's value in the clerk's words."""
-    if key == "factures":  # invoice ids mean nothing to the clerk: how many were ticked
+    """A criterion's value in the clerk's words (a refused run's criteria are as typed)."""
+    if key == "factures" and isinstance(value, list):  # ids mean nothing: how many were ticked
         return f"{len(value)} facture(s) cochée(s) dans la liste"
-    if key == "etats":
-        return ", ".join(SEND_STATE_LABELS.get(SendState(v), v) for v in value)
+    if key == "etats" and isinstance(value, list):
+        return ", ".join(
+            SEND_STATE_LABELS[SendState(v)]
+            if isinstance(v, str) and v in SendState.__members__
+            else str(v)
+            for v in value
+        )
     if isinstance(value, bool):
         return "oui" if value else "non"
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
@@ -205,7 +346,10 @@ def _criterion(key: str, value: Any) -> str:
 def to_markdown(report: dict[str, Any]) -> str:
     c = report["compteurs"]
     preview = " — **aperçu**" if report["mode"] == "apercu" else ""
-    lines = report_header(report, preview) + [
+    lines = report_header(report, preview)
+    if report.get("motif"):
+        lines.append(f"- Motif : **{report['motif']}**")
+    lines += [
         "- Critères : "
         + "; ".join(
             f"{PARAM_LABELS.get(k, k)} = {_criterion(k, v)}"
@@ -259,8 +403,15 @@ SEND_WARNING = (
 CHANNEL_LABELS = {"portail": "portail (courriel)", "chorus": "Chorus Pro", "papier": "papier"}
 
 
-def send_confirmation(env: Environment, ref: RunRef) -> str:
-    """What will be sent (count, total, customers, per channel), then the spec's warning."""
+#: The invoices named one by one in the confirmation; the others are counted.
+CONFIRMATION_LISTED = 50
+NOTHING_TO_SEND = "rien à envoyer : aucune facture « Prêt » ne correspond aux critères"
+
+
+def send_confirmation(env: Environment, ref: RunRef) -> str | None:
+    """What will be sent (count, total, customers, per channel, then the invoices themselves:
+    number and customer, the first 50), then the spec's warning; None when nothing is to send
+    (no confirmation is asked then)."""
     from postier.domain.money import format_amount
 
     with env.connect() as conn:
@@ -277,8 +428,16 @@ def send_confirmation(env: Environment, ref: RunRef) -> str:
             "JOIN invoices i ON i.id = r.invoice_id WHERE r.run_id = %s",
             (run_id,),
         ).fetchone()
+        listed = conn.execute(
+            "SELECT i.number, c.code, c.name, i.total_gross FROM run_items r "
+            "JOIN invoices i ON i.id = r.invoice_id JOIN customers c ON c.id = i.customer_id "
+            "WHERE r.run_id = %s ORDER BY r.position LIMIT %s",
+            (run_id, CONFIRMATION_LISTED),
+        ).fetchall()
     count = sum(r[1] for r in rows)
-    total = sum((r[3] for r in rows), start=Decimal(0))  # an empty selection too
+    if count == 0:
+        return None
+    total = sum((r[3] for r in rows), start=Decimal(0))
     lines = [
         f"**{count} facture(s)** pour **{customers[0] if customers else 0} client(s)**, "
         f"total TTC **{format_amount(total)}**.",
@@ -290,4 +449,16 @@ def send_confirmation(env: Environment, ref: RunRef) -> str:
         f"| {CHANNEL_LABELS.get(ch, ch)} | {n} | {nc} | {format_amount(amount)} |"
         for ch, n, nc, amount in rows
     ]
+    lines += ["", "| Facture | Client | Total TTC |", "|---|---|---:|"]
+    lines += [
+        f"| {_cell(number)} | {_cell(code)} {_cell(name)} | {format_amount(amount)} |"
+        for number, code, name, amount in listed
+    ]
+    if count > len(listed):
+        lines.append(f"| … et {count - len(listed)} autres | | |")
     return "\n".join(lines + ["", SEND_WARNING])
+
+
+def _cell(text: str) -> str:
+    """ERP text inside a Markdown table cell, on one line, its pipes escaped."""
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")

@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 
-from postier.domain.selection import PARIS, Selection
-from postier.domain.treatments import SEND, Treatment, TreatmentId, treatment
-from postier.errors import SelectionError
+from postier.domain.selection import PARIS, Selection, shown
+from postier.domain.treatments import Treatment, TreatmentId, treatment
+from postier.errors import ConfigurationError, SelectionError, SigningError
 from postier.pipeline.context import Environment
 from postier.store import runs as run_store
 from postier.store.settings import load_settings
@@ -51,37 +51,54 @@ def start_run(
     external_id: str,
     today: date | None = None,
 ) -> dict[str, Any]:
-    """Validate the criteria, record the run and snapshot its selection in chunks.
+    """Validate the criteria and the configuration, record the run, snapshot its selection.
 
-    Returns a small summary for the next tasks (run id, count, chunk numbers). A `SelectionError`
-    (French) is raised before anything is read when the criteria are invalid.
+    Returns a small summary for the next tasks (run id, count, chunk numbers). Invalid criteria
+    (`SelectionError`) or a configuration that stops the treatment (`ConfigurationError`,
+    `SigningError`) are definitive: the run is recorded as refused, with its report, and the
+    error (French) is raised for the caller to fail at once.
     """
-    t = treatment(treatment_id)
-    criteria = dict(params)
-    mode = str(criteria.pop("mode", "imprimer") or "imprimer")
-    if mode not in PRINT_MODES or (mode == "apercu" and t.id is not TreatmentId.IMPRIMER):
-        raise SelectionError([f"mode « {mode} » inconnu (possibles : imprimer, apercu)"])
-    selection = Selection.from_params(t.id, criteria)
-    with env.connect() as conn:
-        if t.scheduled:
-            days = load_settings(conn).days_before_send
-            selection = selection.created_in_last_days(days, today or datetime.now(PARIS).date())
-        if t.transition is SEND:
-            from postier.pipeline.sending import check_send_configuration
+    from postier.pipeline.readiness import check_configuration
+    from postier.pipeline.reports import record_refusal
 
-            settings = load_settings(conn)
-            check_send_configuration(settings)
-            env.refuse_demo_fallbacks(
-                signing=True, ged=settings.archiving, smtp=settings.demat_artis
-            )
+    t = treatment(treatment_id)
+    try:
+        selection, mode = _validated(t, params)
+    except SelectionError as error:
+        record_refusal(env, t, params, actor, external_id, INVALID_CRITERIA, error)
+        raise
+    with env.connect() as conn:
+        settings = load_settings(conn)
+        if t.scheduled:
+            days = settings.days_before_send
+            selection = selection.created_in_last_days(days, today or datetime.now(PARIS).date())
         recorded = selection.as_params() | {"mode": mode}
+        try:
+            check_configuration(env, settings, t)
+        except (ConfigurationError, SigningError) as error:
+            record_refusal(env, t, recorded, actor, external_id, "en_erreur", error)
+            raise
         run_id = run_store.create_run(conn, t.id.value, external_id, recorded, actor)
         output_dir = env.run_dir(run_id, t.id.value)
         conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (str(output_dir), run_id))
         count, chunks = run_store.plan_items(conn, run_id, selection, env.workers)
         conn.commit()
-    log.info("Traitement %s : %d facture(s) sélectionnée(s) en %d lot(s)", t.label, count, chunks)
+    log.info(
+        "Traitement %s : %d facture(s) sélectionnée(s) en %d paquet(s)", t.label, count, chunks
+    )
     return {"run_id": run_id, "selected": count, "chunks": list(range(chunks))}
+
+
+#: Status of a run refused before selecting anything because its criteria are invalid.
+INVALID_CRITERIA = "criteres_invalides"
+
+
+def _validated(t: Treatment, params: Mapping[str, Any]) -> tuple[Selection, str]:
+    criteria = dict(params)
+    mode = criteria.pop("mode", "imprimer") or "imprimer"
+    if mode not in PRINT_MODES or (mode == "apercu" and t.id is not TreatmentId.IMPRIMER):
+        raise SelectionError([f"mode {shown(mode)} inconnu (possibles : imprimer, apercu)"])
+    return Selection.from_params(t.id, criteria), str(mode)
 
 
 #: A run is named by its id, or by the external id of the Airflow run that created it.
@@ -124,7 +141,7 @@ def process_chunk(env: Environment, ref: RunRef, chunk: int) -> dict[str, int]:
         conn.commit()
         counts = run_store.item_counts(conn, run.id)
     log.info(
-        "Lot %d : %d facture(s) traitée(s) en %.1f s — avancement %d/%d",
+        "Paquet %d : %d facture(s) traitée(s) en %.1f s — avancement %d/%d",
         chunk,
         len(ids),
         time.perf_counter() - started,

@@ -1,0 +1,38 @@
+"""What a treatment needs before it starts, checked once at the start of its run.
+
+A missing Chorus server or an unusable signing key would otherwise surface invoice by invoice,
+in every chunk, and the run could still end green having done nothing: a configuration problem
+stops the run at once, with its French message.
+"""
+
+from __future__ import annotations
+
+from postier.domain.treatments import SEND, Treatment, TreatmentId
+from postier.errors import ConfigurationError
+from postier.pipeline.context import Environment
+from postier.store.settings import Settings
+
+NO_CHORUS_SERVER = (
+    "la dématérialisation Chorus est active (paramètre DEMAT_CHORUS) mais aucun serveur Chorus "
+    "Pro n'est configuré (connexion Airflow « postier_chorus_sftp », ou POSTIER_CHORUS_SFTP_URL "
+    "et POSTIER_CHORUS_HOST_KEY) : configurez-le, ou désactivez DEMAT_CHORUS"
+)
+
+
+def signs(t: Treatment) -> bool:
+    """The treatments that sign documents: the send (nightly too) and the Chorus collection."""
+    return t.transition is SEND or t.id is TreatmentId.CHORUS_RECUPERER
+
+
+def check_configuration(env: Environment, settings: Settings, t: Treatment) -> None:
+    """Raise `ConfigurationError` or `SigningError` (French) if `t` cannot work as configured."""
+    if t.transition is SEND:
+        from postier.pipeline.sending import check_send_configuration
+
+        check_send_configuration(settings)
+        env.refuse_demo_fallbacks(signing=True, ged=settings.archiving, smtp=settings.demat_artis)
+    if t.id is TreatmentId.CHORUS_RECUPERER and settings.demat_chorus and env.chorus_sftp is None:
+        raise ConfigurationError(NO_CHORUS_SERVER)
+    if signs(t):
+        # Loads the key with its passphrase: a SigningError says what is wrong.
+        env.signer(settings.seller().name)

@@ -1,0 +1,229 @@
+"""What a run says happened: refused criteria, configuration problems, all or part refused,
+the send confirmation, nothing to send — on real DAG runs (`dag.test()`) and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from builders import insert_customer, insert_invoice
+from hitl import Clerk
+
+from postier.documents.samples import sample_identity
+
+
+def last_run(dsn: str) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT status, counts, report, finished_at FROM runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None, "the run has no row: it would be missing from « Rapports Postier »"
+    return dict(zip(("status", "counts", "report", "finished_at"), row, strict=True))
+
+
+def task(dag_run: Any, task_id: str, map_index: int = -1) -> Any:
+    return next(
+        ti
+        for ti in dag_run.get_task_instances()
+        if ti.task_id == task_id and ti.map_index == map_index
+    )
+
+
+def note(dag_run: Any) -> str | None:
+    """The run's note as the grid shows it, read back from Airflow's metadata database."""
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+
+    with settings.Session() as session:
+        run = session.get(DagRun, dag_run.id)
+        assert run is not None
+        return run.note
+
+
+def states(dsn: str) -> dict[str, str]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT number, send_state FROM invoices").fetchall())
+
+
+# -- invalid criteria ---------------------------------------------------------------------------
+
+
+def test_reversed_range_fails_at_once_and_the_run_has_its_report(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="BAD-1", send_state="PRET", batch_number=5)
+    dag_run = run_dag("factures_mettre_en_attente", {"lot_debut": 9, "lot_fin": 1})
+
+    assert dag_run.state == "failed"
+    first = task(dag_run, "selectionner")
+    assert (first.state, first.try_number) == ("failed", 1)  # no retry: retries=1 here
+    report = task(dag_run, "rapport")  # ran, wrote nothing more, and carries the failure
+    assert (report.state, report.try_number) == ("failed", 1)
+    assert states(postier_env) == {"BAD-1": "PRET"}
+    run = last_run(postier_env)
+    assert run["status"] == "criteres_invalides" and run["finished_at"] is not None
+    assert run["report"]["statut"] == "refusé : critères invalides"
+    assert "plage de numéros de lot inversée" in run["report"]["motif"]
+    markdown = Path(run["report"]["rapport"]).read_text()
+    assert "refusé : critères invalides" in markdown and "plage de numéros de lot" in markdown
+    assert note(dag_run).startswith("refusé : critères invalides — Critères de sélection")
+
+
+def test_edit_date_in_year_9999_is_refused_in_french_without_a_run_left_running(  # type: ignore[no-untyped-def]
+    run_dag, postier_env
+) -> None:
+    dag_run = run_dag(
+        "factures_imprimer", {"date_edition_fin": "9999-12-31", "sans_date_edition": False}
+    )
+    assert dag_run.state == "failed"
+    run = last_run(postier_env)
+    assert run["status"] == "criteres_invalides"
+    assert "Date d'édition (fin) : date hors des limites (31/12/9999" in run["report"]["motif"]
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_collection_without_chorus_server_fails_with_its_reason(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_POSTIER_CHORUS_SFTP", raising=False)
+    monkeypatch.delenv("POSTIER_CHORUS_SFTP_URL", raising=False)
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, insert_customer(conn, channel="chorus"), send_state="ENVOYE")
+    dag_run = run_dag("factures_chorus_recuperer")
+
+    assert dag_run.state == "failed"
+    assert task(dag_run, "selectionner").try_number == 1
+    run = last_run(postier_env)
+    assert run["status"] == "en_erreur"
+    assert run["report"]["statut"] == "échec : configuration à corriger, rien n'a été traité"
+    assert "aucun serveur Chorus Pro n'est configuré" in run["report"]["motif"]
+    assert "aucun serveur Chorus" in note(dag_run)
+
+
+def test_send_with_a_wrong_signing_passphrase_fails_before_asking_anything(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identity = sample_identity(b"la-bonne")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POSTIER_SIGNING",
+        json.dumps(
+            {
+                "conn_type": "generic",
+                "password": "une-autre",
+                "extra": {"pkcs12_base64": base64.b64encode(identity.pkcs12).decode()},
+            }
+        ),
+    )
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="SIGN-1", send_state="PRET")
+    with Clerk("factures_envoyer", "Envoyer") as clerk:
+        dag_run = run_dag("factures_envoyer")
+
+    assert dag_run.state == "failed" and clerk.asked == []
+    assert states(postier_env) == {"SIGN-1": "PRET"}
+    run = last_run(postier_env)
+    assert run["status"] == "en_erreur"
+    assert "mot de passe incorrect" in run["report"]["motif"]
+    assert "envoi refusé à la confirmation" not in run["report"]["statut"]
+    assert "une-autre" not in json.dumps(run["report"]) + note(dag_run)
+
+
+# -- all or part refused ------------------------------------------------------------------------
+
+
+def test_a_run_that_refused_every_invoice_fails(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        no_mail = insert_customer(conn, emails=[])
+        insert_invoice(conn, no_mail, number="KO-1")
+        insert_invoice(conn, no_mail, number="KO-2")
+    dag_run = run_dag("factures_preparer_envoi")
+
+    assert dag_run.state == "failed"
+    assert task(dag_run, "rapport").try_number == 1
+    run = last_run(postier_env)
+    assert run["status"] == "en_erreur"
+    assert run["report"]["statut"] == "échec : toutes les factures sélectionnées ont été refusées"
+    assert note(dag_run).startswith("échec : toutes les factures")
+
+
+def test_a_partial_refusal_succeeds_with_its_counts_on_the_run(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, insert_customer(conn, emails=[]), number="KO-1")
+        insert_invoice(conn, number="OK-1")
+        insert_invoice(conn, number="OK-2")
+    dag_run = run_dag("factures_preparer_envoi")
+
+    assert dag_run.state == "success"
+    assert note(dag_run) == "3 sélectionnée(s) · 2 traitée(s) · 1 refusée(s)"
+    assert last_run(postier_env)["status"] == "terminee"
+
+
+# -- the send confirmation ----------------------------------------------------------------------
+
+
+def test_confirmation_lists_the_invoices_and_answers_in_french(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        celeu = insert_customer(conn, code="000035", name="CÉLEU GROUPE", channel="papier")
+        for n in range(52):
+            insert_invoice(conn, celeu, number=f"CONF-{n:03d}", send_state="PRET")
+    with Clerk("factures_envoyer", "Envoyer") as clerk:
+        dag_run = run_dag("factures_envoyer")
+
+    assert dag_run.state == "success"
+    ((asked),) = clerk.asked
+    assert asked["options"] == ["Envoyer", "Ne pas envoyer"]
+    body = asked["body"]
+    assert "| CONF-000 | 000035 CÉLEU GROUPE |" in body and "| CONF-049 |" in body
+    assert "CONF-050" not in body and "… et 2 autres" in body
+    assert body.rstrip().endswith("Souhaitez-vous poursuivre ?")
+    assert set(states(postier_env).values()) == {"ENVOYE"}
+
+
+def test_answering_ne_pas_envoyer_sends_nothing(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="NO-1", send_state="PRET")
+    with Clerk("factures_envoyer", "Ne pas envoyer"):
+        dag_run = run_dag("factures_envoyer")
+
+    assert dag_run.state == "success"
+    assert states(postier_env) == {"NO-1": "PRET"}
+    assert last_run(postier_env)["status"] == "refusee"
+
+
+def test_nothing_to_send_asks_nothing_and_says_so(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="WAIT-1")  # En attente: not for the send
+    with Clerk("factures_envoyer", "Ne pas envoyer") as clerk:
+        dag_run = run_dag("factures_envoyer")
+
+    assert clerk.asked == []
+    assert dag_run.state == "success"
+    assert task(dag_run, "confirmation").state == "skipped"
+    run = last_run(postier_env)
+    assert run["status"] == "terminee" and "rien à envoyer" in run["report"]["statut"]
+    assert "rien à envoyer" in Path(run["report"]["rapport"]).read_text()
+
+
+# -- names and logins ---------------------------------------------------------------------------
+
+
+def test_chunks_are_named_paquet_and_demo_runs_carry_a_clerks_login(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTIER_DEMO_LOGIN", "jmartin")
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="H-1", send_state="PRET")
+    dag_run = run_dag("factures_mettre_en_attente")
+
+    assert dag_run.state == "success"
+    chunk = task(dag_run, "traiter_paquet", 0)
+    assert chunk.rendered_map_index == "paquet 0"
+    assert "lot" not in dag_run.dag.get_task("traiter_paquet").task_display_name
+    with psycopg.connect(postier_env) as conn:
+        assert conn.execute("SELECT state_changed_by FROM invoices").fetchone() == ("jmartin",)
+    assert last_run(postier_env)["report"]["lance_par"] == "jmartin"
