@@ -6,19 +6,33 @@ import uuid
 from typing import Any
 
 from postier.pipeline.context import Environment
-from postier.pipeline.reports import finalize, write_report
+from postier.pipeline.reports import RunFailedError, finalize, write_report
 from postier.pipeline.runs import process_chunk, start_run
 
 
 def run_treatment(
-    env: Environment, treatment: str, params: dict[str, Any] | None = None, actor: str = "jmartin"
+    env: Environment,
+    treatment: str,
+    params: dict[str, Any] | None = None,
+    actor: str = "jmartin",
+    *,
+    fails: bool = False,
 ) -> dict[str, Any]:
-    """One run as the DAG does it (the send's confirmation answered yes); its report."""
+    """One run as the DAG does it (the send's confirmation answered yes); its report.
+
+    `fails`: the run is expected to fail once its report is written (e.g. every invoice
+    refused), as its DAG's report task would."""
     external = f"{treatment}/test-{uuid.uuid4().hex[:8]}"
     started = start_run(env, treatment, params or {}, actor, external)
     for chunk in started["chunks"]:
         process_chunk(env, external, chunk)
-    write_report(env, external, finalize(env, external))
+    try:
+        write_report(env, external, finalize(env, external))
+    except RunFailedError:
+        if not fails:
+            raise
+    else:
+        assert not fails, "the run was expected to fail"
     with env.connect() as conn:
         row = conn.execute("SELECT report FROM runs WHERE external_id = %s", (external,)).fetchone()
     assert row is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -47,7 +48,6 @@ class Clerk:
         from airflow.models.taskinstance import TaskInstance
         from airflow.models.trigger import handle_event_submit
         from airflow.triggers.base import TriggerEvent
-        from airflow.utils import timezone
         from airflow.utils.state import TaskInstanceState
         from sqlalchemy import select
 
@@ -66,7 +66,7 @@ class Clerk:
                     {"subject": detail.subject, "body": detail.body, "options": detail.options}
                 )
                 detail.responded_by = HITLUser(id=self.login, name=self.login)
-                detail.responded_at = timezone.utcnow()
+                detail.responded_at = datetime.now(UTC)
                 detail.chosen_options = [self.option]
                 detail.params_input = {}
                 session.add(detail)

@@ -23,7 +23,7 @@ from postier.delivery.chorus_sftp import ChorusSftp, SftpConfig
 from postier.documents import verify_pdf
 from postier.errors import ConfigurationError, DeliveryError, SelectionError
 from postier.pipeline.context import Environment
-from postier.pipeline.reports import finalize, write_report
+from postier.pipeline.reports import NothingDoneError, finalize, write_report
 from postier.pipeline.runs import process_chunk, start_run
 
 VALID_SIRET = "73282932000074"
@@ -435,9 +435,11 @@ def test_without_a_server_the_report_says_so_and_nothing_changes(
     insert_invoice(conn, chorus_customer(conn), number="NOSRV-1", send_state="ENVOYE")
     conn.commit()
     env = Environment(dsn=db_dsn, home=tmp_path / "home")
-    report = collect(env)
-    ((anomaly,),) = [report["anomalies"]]
-    assert "aucun serveur Chorus configuré" in anomaly["motif"]
+    # Checked at the start of the run: it fails at once, recorded with its reason.
+    with pytest.raises(ConfigurationError, match="aucun serveur Chorus Pro n'est configuré"):
+        collect(env)
+    ((status, report),) = conn.execute("SELECT status, report FROM runs").fetchall()
+    assert status == "en_erreur" and "aucun serveur Chorus Pro" in report["motif"]
     assert conn.execute("SELECT chorus_deposited_at FROM invoices").fetchone() == (None,)
     assert conn.execute("SELECT count(*) FROM chorus_flows").fetchone() == (0,)
 
@@ -456,7 +458,9 @@ def test_wrong_host_key_is_refused_and_the_flow_waits_for_the_right_one(
     insert_invoice(conn, chorus_customer(conn), number="HK-1", send_state="ENVOYE")
     conn.commit()
     wrong = Environment(dsn=env.dsn, home=env.home, chorus_sftp=impostor)
-    report = collect(wrong)
+    with pytest.raises(NothingDoneError):  # its only invoice refused: the run failed
+        collect(wrong)
+    (report,) = conn.execute("SELECT report FROM runs ORDER BY id DESC LIMIT 1").fetchone()
     (anomaly,) = report["anomalies"]
     assert "clé d'hôte différente" in anomaly["motif"]
     assert deposited(folder) == {}

@@ -48,7 +48,11 @@ def refused_send(env: Environment) -> str:
     with pytest.raises(ConfigurationError) as refused:
         start_run(env, "factures_envoyer", {}, "mdupont", "prod")
     with psycopg.connect(env.dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+        # Recorded as failed with its reason (it shows in the reports), nothing selected.
+        assert conn.execute("SELECT status, report->>'motif' FROM runs").fetchall() == [
+            ("en_erreur", str(refused.value))
+        ]
+        assert conn.execute("SELECT count(*) FROM run_items").fetchone() == (0,)
     return str(refused.value)
 
 

@@ -79,7 +79,7 @@ def test_send_rechecks_a_prepared_invoice_whose_customer_changed_since(
     conn.execute("UPDATE customers SET siret = NULL WHERE id = %s", (customer,))
     conn.commit()
 
-    report = run(env, "factures_envoyer")
+    report = run(env, "factures_envoyer", fails=True)  # its only invoice refused
 
     assert states(conn) == {"PREP-1": "PRET"}
     (anomaly,) = report["anomalies"]

@@ -297,15 +297,17 @@ def _invoice_ids(params: Mapping[str, Any], problems: list[str]) -> frozenset[in
         return None
     raw: Iterable[Any] = value.split(",") if isinstance(value, str) else value
     if not isinstance(raw, list | tuple | set | frozenset | str):
-        problems.append(f"Factures cochées : une liste est attendue (reçu {value!r})")
+        problems.append(f"Factures cochées : une liste est attendue (reçu {shown(value)})")
         return None
     ids: set[int] = set()
     for item in raw:
-        text = str(item).strip()
-        if isinstance(item, bool) or not text.isdigit() or int(text) <= 0:
-            problems.append(f"Factures cochées : identifiant invalide « {item} »")
+        # `str()` of an int of thousands of digits fails (in English): ints are checked as such.
+        text = item.strip() if isinstance(item, str) else None
+        number = int(text) if text is not None and text.isdigit() and len(text) <= 18 else item
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 2**63:
+            problems.append(f"Factures cochées : identifiant invalide {shown(item)}")
             return None
-        ids.add(int(text))
+        ids.add(number)
     if not ids:
         problems.append("Factures cochées : aucune facture cochée")
     elif len(ids) > MAX_TICKED:
