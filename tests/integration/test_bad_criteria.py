@@ -37,8 +37,13 @@ def env(postier_env: str) -> Environment:
             {"lot_fin": "9" * 5000},
             "Numéro de lot (fin) : le numéro doit être compris entre 0 et 2147483647",
         ),
+        (
+            "factures_imprimer",
+            {"etats": ["PERDU", ["x"]], "lot_debut": 1},
+            "état d'envoi inconnu « PERDU »",
+        ),
     ],
-    ids=["edit-date-9999", "integer-5000-digits", "string-5000-digits"],
+    ids=["edit-date-9999", "integer-5000-digits", "string-5000-digits", "unknown-state"],
 )
 def test_hostile_criteria_are_refused_in_french_and_leave_no_run_half_made(
     env: Environment, postier_env: str, treatment: str, params: dict, message: str
