@@ -49,7 +49,12 @@ COUNTERS = {
     "non_traitees": "non traitées",
 }
 
-CHANNELS = {"portail": "portail (courriel)", "chorus": "Chorus Pro", "papier": "papier"}
+CHANNELS = {
+    "portail": "portail (courriel)",
+    "chorus": "Chorus Pro",
+    "papier": "papier",
+    "plateforme": "plateforme agréée",
+}
 
 EXCHANGE_KINDS = {
     "changement_etat": "changement d'état",
@@ -57,6 +62,7 @@ EXCHANGE_KINDS = {
     "dematerialisation_chorus": "dématérialisation Chorus Pro",
     "export_chorus": "dépôt Chorus Pro",
     "retour_chorus": "retour Chorus Pro",
+    "depot_plateforme": "dépôt sur la plateforme agréée",
 }
 
 

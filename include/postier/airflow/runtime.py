@@ -19,6 +19,7 @@ from postier.store import database
 
 if TYPE_CHECKING:
     from postier.delivery.chorus_sftp import SftpConfig
+    from postier.delivery.plateforme import PlatformConfig
 
 #: Login stamped by scheduled runs (nightly send, Chorus returns).
 TECHNICAL_LOGIN = os.environ.get("POSTIER_TECHNICAL_LOGIN", "traitement-nocturne")
@@ -106,6 +107,18 @@ def _chorus_sftp() -> SftpConfig | None:
     )
 
 
+def _plateforme() -> PlatformConfig | None:
+    """`postier_plateforme`; else `POSTIER_PLATEFORME_URL`; else None."""
+    from postier.delivery.plateforme import PlatformConfig
+
+    conn = _connection("postier_plateforme")
+    if conn is None:
+        return PlatformConfig.from_env()
+    return PlatformConfig.from_connection(
+        conn.host, conn.port, conn.login, conn.password, conn.extra_dejson
+    )
+
+
 def environment() -> Environment:
     pkcs12, passphrase, tsa, signing_problem = _signing()
     return Environment(
@@ -119,6 +132,7 @@ def environment() -> Environment:
         ged_url=_ged_url(),
         chorus_sftp=_chorus_sftp(),
         smtp=_smtp(),
+        plateforme=_plateforme(),
     )
 
 

@@ -58,6 +58,8 @@ class Channel(StrEnum):
     PORTAIL = "portail"
     CHORUS = "chorus"
     PAPIER = "papier"
+    #: B2B e-invoicing (2026 reform): a flow on our Plateforme Agréée.
+    PLATEFORME = "plateforme"
 
 
 class InvoiceKind(StrEnum):

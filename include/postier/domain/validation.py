@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 from stdnum import iban as iban_number
+from stdnum.fr import siren as siren_number
 from stdnum.fr import siret as siret_number
 
-from postier.domain.models import Invoice, Seller
+from postier.domain.models import EINVOICING_SCHEME, Invoice, Seller
 from postier.domain.states import BILL_OF_EXCHANGE_MODES, Channel, PaymentMode
 
 #: Chorus Pro field lengths (EDI specification of the Factur-X flow).
@@ -38,7 +39,27 @@ def sending_problems(invoice: Invoice) -> list[str]:
         problems.append(f"le client {c.code} n'a pas d'adresse e-mail pour le portail")
     if c.channel is Channel.CHORUS:
         problems.extend(chorus_problems(invoice))
+    if c.channel is Channel.PLATEFORME:
+        problems.extend(plateforme_problems(invoice))
     return problems
+
+
+def plateforme_problems(invoice: Invoice) -> list[str]:
+    """What the Plateforme Agréée needs to route a B2B invoice: the buyer's SIREN, and an
+    electronic address (BT-49) under the directory's SIREN-based scheme 0225 that starts with it."""
+    c = invoice.customer
+    siren = c.legal_siren
+    if not siren or not siren_number.is_valid(siren):
+        return [
+            f"SIREN du client {c.code} absent ou invalide (obligatoire pour la plateforme agréée)"
+        ]
+    address = c.einvoicing_address or siren
+    if c.einvoicing_scheme == EINVOICING_SCHEME and not address.startswith(siren):
+        return [
+            f"adresse électronique de facturation du client {c.code} ({address}) : elle doit "
+            f"commencer par son SIREN {siren} (schéma 0225 de l'annuaire)"
+        ]
+    return []
 
 
 def zero_amount_note(invoice: Invoice, verb: str) -> str | None:

@@ -18,6 +18,7 @@ from postier.store.database import connect
 if TYPE_CHECKING:
     from postier.delivery.chorus_sftp import SftpConfig
     from postier.delivery.mail import SmtpConfig
+    from postier.delivery.plateforme import PlatformConfig
     from postier.documents import Signer
 
 
@@ -64,6 +65,8 @@ class Environment:
     chorus_sftp: SftpConfig | None = None
     #: SMTP server for customer e-mails; None writes them to `<home>/outbox/` (.eml files).
     smtp: SmtpConfig | None = None
+    #: Our Plateforme Agréée (`postier_plateforme`); None when not configured.
+    plateforme: PlatformConfig | None = None
     #: `POSTIER_ENV=production`: the demo key, the local GED and the local outbox are refused.
     production: bool = field(default_factory=production_mode)
 

@@ -1,0 +1,364 @@
+"""Our Plateforme Agréée (PA), through the AFNOR XP Z12-013 Flow Service API (annex A).
+
+`POST /v1/flows` deposits one invoice file as a flow (multipart: `flowInfo` JSON + the file);
+`POST /v1/flows/search` finds a flow by its `trackingId` after an unknown outcome, so a retry never
+deposits twice. Authentication: OAuth2 client credentials (RFC 6749 §4.4), the Bearer token cached
+per process until shortly before it expires, fetched again once when the PA answers 401.
+
+429 and 503 are retried after the PA's `Retry-After` (seconds or HTTP date), up to a bound;
+400/413/422 are refusals of this very file (`FlowRefused`, with the PA's code and message);
+anything else that prevents the deposit is `PlatformUnavailable` (nothing left, retry later);
+a timeout once the file was sent is `FlowOutcomeUnknown` (search before depositing again).
+
+The client secret and the token never appear in `repr`, messages or logs: errors name the PA by
+its scheme and host only (`postier.service_url.redacted`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from postier.errors import ConfigurationError, DeliveryError
+from postier.service_url import parse_service_url, redacted
+
+log = logging.getLogger(__name__)
+
+#: What we deposit: a Factur-X (PDF/A-3 with its CII XML), EN 16931 with the French CIUS rules.
+FLOW_SYNTAX = "Factur-X"
+FLOW_PROFILE = "CIUS"
+PROCESSING_RULE = "B2B"
+
+#: HTTP statuses whose answer is « this file is refused » (AFNOR Flow Service error responses).
+REFUSAL_STATUSES = {400: "requête refusée", 413: "fichier trop volumineux", 422: "flux invalide"}
+RETRY_STATUSES = frozenset({429, 503})
+
+#: Seconds before its stated expiry at which a cached token is renewed.
+TOKEN_MARGIN = 30.0
+
+
+class PlatformError(DeliveryError):
+    """Something went wrong with the Plateforme Agréée."""
+
+
+class FlowRefused(PlatformError):
+    """The PA refused this file (400, 413, 422): depositing it again gives the same answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status, self.code, self.pa_message = status, code, message
+        what = REFUSAL_STATUSES.get(status, "refus")
+        detail = f" : {message}" if message else ""
+        super().__init__(
+            f"la plateforme agréée a refusé le flux ({what}, HTTP {status}, code {code}){detail}"
+        )
+
+
+class PlatformUnavailable(PlatformError):
+    """The PA could not be reached or asked to come back later: nothing was deposited."""
+
+
+class FlowOutcomeUnknown(PlatformError):
+    """The file was sent but no answer came back: the flow may exist on the PA."""
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """Where the PA's Flow Service is and how to authenticate; the secret is hidden from repr."""
+
+    #: Base URL of the Flow Service, the `/v1/...` paths are appended to it.
+    base_url: str
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scope: str | None = None
+    timeout: float = 30.0
+    #: Attempts of one request answered 429/503, and the longest `Retry-After` we wait for.
+    attempts: int = 4
+    max_wait: float = 120.0
+
+    @classmethod
+    def from_connection(
+        cls,
+        host: str | None,
+        port: int | None,
+        login: str | None,
+        password: str | None,
+        extra: Mapping[str, Any],
+    ) -> PlatformConfig:
+        """The Airflow connection `postier_plateforme`: login/password = OAuth2 client id and
+        secret; extra `base_url` (else `https://host[:port]`), `token_url` (required), `scope`,
+        `timeout`."""
+        base = str(extra.get("base_url") or "")
+        if not base and host:
+            base = host if "://" in host else f"https://{host}" + (f":{port}" if port else "")
+        token_url = str(extra.get("token_url") or "")
+        if not base or not token_url:
+            raise ConfigurationError(
+                "connexion « postier_plateforme » incomplète : extra base_url (ou hôte) et "
+                "token_url attendus"
+            )
+        return cls(
+            base_url=base.rstrip("/"),
+            token_url=token_url,
+            client_id=login or "",
+            client_secret=password or "",
+            scope=extra.get("scope") or None,
+            timeout=float(extra.get("timeout") or 30),
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> PlatformConfig | None:
+        """Outside Airflow: `POSTIER_PLATEFORME_URL` =
+        `https://client_id:secret@host[:port]/flow-service?token_url=https://…/token`;
+        None when not set."""
+        url = environ.get("POSTIER_PLATEFORME_URL", "").strip()
+        if not url:
+            return None
+        parts = parse_service_url(
+            url,
+            name="POSTIER_PLATEFORME_URL",
+            schemes=("https", "http"),
+            expected="plateforme agréée : adresse https://client:secret@hôte/chemin?token_url=…",
+        )
+        token_url = parts.query.get("token_url", "")
+        if not token_url:
+            raise ConfigurationError(
+                f"POSTIER_PLATEFORME_URL ({redacted(url)}) : paramètre token_url attendu"
+            )
+        netloc = parts.host if ":" not in parts.host else f"[{parts.host}]"
+        port = f":{parts.port}" if parts.port else ""
+        return cls(
+            base_url=f"{parts.scheme}://{netloc}{port}{parts.path}".rstrip("/"),
+            token_url=token_url,
+            client_id=parts.username or "",
+            client_secret=parts.password or "",
+            scope=parts.query.get("scope") or None,
+            timeout=float(parts.query.get("timeout") or 30),
+        )
+
+    @property
+    def where(self) -> str:
+        return f"plateforme agréée ({redacted(self.base_url)})"
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A flow as the PA knows it."""
+
+    flow_id: str
+    tracking_id: str | None
+    submitted_at: datetime | None
+    ack_status: str | None = None
+
+
+#: Tokens per (token URL, client id): tasks of one worker process share them.
+_tokens: dict[tuple[str, str], tuple[str, float]] = {}
+_tokens_lock = threading.Lock()
+
+
+def forget_tokens() -> None:
+    """Drop every cached token (tests; a changed secret)."""
+    with _tokens_lock:
+        _tokens.clear()
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _retry_after(response: httpx.Response, now: Callable[[], datetime]) -> float:
+    """Seconds the PA asks us to wait (RFC 9110 §10.2.3: delay-seconds or HTTP-date); 1 s when
+    it says nothing readable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 1.0
+    return max(0.0, (when - now()).total_seconds())
+
+
+def _error_fields(response: httpx.Response) -> tuple[str, str]:
+    """`errorCode` and `errorMessage` of the PA's `Error` body, when it is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "?", ""
+    if not isinstance(body, dict):
+        return "?", ""
+    return str(body.get("errorCode") or "?"), str(body.get("errorMessage") or "")
+
+
+class FlowClient:
+    """The Flow Service of one PA. `sleep` is injectable so that waits can be observed."""
+
+    def __init__(
+        self,
+        config: PlatformConfig,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self._sleep = sleep
+        self._http = httpx.Client(timeout=config.timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FlowClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- OAuth2 client credentials -------------------------------------------------------------
+
+    def _token(self, *, renew: bool = False) -> str:
+        key = (self.config.token_url, self.config.client_id)
+        with _tokens_lock:
+            cached = _tokens.get(key)
+            if cached is not None and not renew and cached[1] > time.monotonic():
+                return cached[0]
+        form = {"grant_type": "client_credentials"}
+        if self.config.scope:
+            form["scope"] = self.config.scope
+        try:
+            response = self._http.post(
+                self.config.token_url,
+                data=form,
+                auth=(self.config.client_id, self.config.client_secret),
+            )
+        except httpx.HTTPError as error:
+            raise PlatformUnavailable(
+                f"{self.config.where} : jeton d'accès non obtenu ({type(error).__name__})"
+            ) from None
+        if response.status_code in (400, 401):
+            raise ConfigurationError(
+                f"{self.config.where} : identifiants OAuth2 refusés (HTTP {response.status_code}) "
+                "; vérifiez le client et son secret dans la connexion postier_plateforme"
+            )
+        if response.status_code != 200:
+            raise PlatformUnavailable(
+                f"{self.config.where} : jeton d'accès non obtenu (HTTP {response.status_code})"
+            )
+        body = response.json()
+        token = str(body["access_token"])
+        lifetime = float(body.get("expires_in") or 300)
+        with _tokens_lock:
+            _tokens[key] = (token, time.monotonic() + max(0.0, lifetime - TOKEN_MARGIN))
+        return token
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, deposit: bool = False, **kwargs: Any) -> Any:
+        """One API call, retried after 429/503 (`Retry-After`) and once after a 401 with a new
+        token; the response of a 2xx, else an error of the tree above."""
+        renewed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Authorization": f"Bearer {self._token()}"}
+            try:
+                response = self._http.request(
+                    method, self.config.base_url + path, headers=headers, **kwargs
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                raise PlatformUnavailable(
+                    f"{self.config.where} injoignable ({type(error).__name__}) : "
+                    "rien n'a été déposé"
+                ) from None
+            except httpx.HTTPError as error:
+                if deposit:
+                    raise FlowOutcomeUnknown(
+                        f"{self.config.where} : pas de réponse après l'envoi du fichier "
+                        f"({type(error).__name__}) ; le flux sera recherché avant tout "
+                        "nouveau dépôt"
+                    ) from None
+                raise PlatformUnavailable(
+                    f"{self.config.where} : pas de réponse ({type(error).__name__})"
+                ) from None
+            status = response.status_code
+            if status == 401 and not renewed:
+                # The cached token expired early or was revoked: one new token, one new try.
+                renewed, attempt = True, 0
+                self._token(renew=True)
+                continue
+            if status in RETRY_STATUSES:
+                wait = _retry_after(response, lambda: datetime.now(UTC))
+                if attempt >= self.config.attempts or wait > self.config.max_wait:
+                    code, _ = _error_fields(response)
+                    raise PlatformUnavailable(
+                        f"{self.config.where} : indisponible (HTTP {status}, code {code}) après "
+                        f"{attempt} essai(s) ; rien n'a été déposé, le prochain envoi reprendra"
+                    )
+                log.info("PA answered %s, retrying in %.0f s", status, wait)
+                self._sleep(wait)
+                continue
+            if status in REFUSAL_STATUSES and deposit:
+                raise FlowRefused(status, *_error_fields(response))
+            if status >= 300:
+                code, _ = _error_fields(response)
+                raise PlatformUnavailable(
+                    f"{self.config.where} : réponse inattendue (HTTP {status}, code {code})"
+                )
+            return response.json()
+
+    def deposit(self, data: bytes, *, name: str, tracking_id: str, sha256: str) -> Flow:
+        """Deposit one Factur-X invoice as a B2B flow; the flow the PA created."""
+        info = {
+            "trackingId": tracking_id,
+            "name": name,
+            "processingRule": PROCESSING_RULE,
+            "flowSyntax": FLOW_SYNTAX,
+            "flowProfile": FLOW_PROFILE,
+            "sha256": sha256,
+        }
+        body = self._request(
+            "POST",
+            "/v1/flows",
+            deposit=True,
+            files={
+                "flowInfo": (None, json.dumps(info), "application/json"),
+                "file": (name, data, "application/pdf"),
+            },
+        )
+        return Flow(
+            flow_id=str(body["flowId"]),
+            tracking_id=body.get("trackingId"),
+            submitted_at=_parse_time(body.get("submittedAt")),
+        )
+
+    def find(self, tracking_id: str) -> Flow | None:
+        """The invoice flow we deposited under `tracking_id`, if the PA has one."""
+        body = self._request(
+            "POST",
+            "/v1/flows/search",
+            json={"where": {"trackingId": tracking_id, "flowDirection": ["Out"]}},
+        )
+        for item in body.get("results") or []:
+            if item.get("trackingId") == tracking_id and item.get("flowId"):
+                ack = item.get("acknowledgement") or {}
+                return Flow(
+                    flow_id=str(item["flowId"]),
+                    tracking_id=tracking_id,
+                    submitted_at=_parse_time(item.get("submittedAt")),
+                    ack_status=ack.get("status"),
+                )
+        return None

@@ -1,0 +1,306 @@
+"""The `plateforme` channel: deposit on a real local Plateforme Agréée (AFNOR Flow Service over
+HTTP), every request and response of which is validated against the official OpenAPI document."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from builders import insert_customer, insert_invoice
+from integration.pa_server import LocalPlatform, running_platform
+from treatment_runs import run_treatment
+
+from postier.delivery.archive import DocumentArchive
+from postier.delivery.plateforme import FlowClient, PlatformConfig, forget_tokens
+from postier.errors import ConfigurationError
+from postier.pipeline.context import Environment
+from postier.pipeline.plateforme import deposit_pending, tracking_id
+
+SIREN = "732829320"
+
+
+@pytest.fixture(scope="module")
+def platform_server() -> Iterator[LocalPlatform]:
+    yield from running_platform()
+
+
+@pytest.fixture
+def platform(platform_server: LocalPlatform) -> Iterator[LocalPlatform]:
+    platform_server.reset()
+    forget_tokens()
+    yield platform_server
+    # Every request we made and every answer it gave conform to the AFNOR OpenAPI.
+    assert platform_server.state.violations == []
+
+
+@pytest.fixture
+def config(platform: LocalPlatform) -> PlatformConfig:
+    return PlatformConfig.from_env({"POSTIER_PLATEFORME_URL": platform.env_url()})
+
+
+@pytest.fixture
+def env(db_dsn: str, tmp_path: Path, config: PlatformConfig) -> Environment:
+    return Environment(dsn=db_dsn, home=tmp_path / "home", plateforme=config)
+
+
+class Waits(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def sent_invoice(env: Environment, conn: psycopg.Connection, **customer: Any) -> str:
+    """A B2B invoice of a `plateforme` customer, prepared and sent as the DAGs do."""
+    cid = insert_customer(conn, **({"channel": "plateforme", "siren": SIREN} | customer))
+    number = f"FP-{cid:05d}"
+    insert_invoice(conn, cid, number=number)
+    conn.commit()
+    prepared = run_treatment(env, "factures_preparer_envoi")
+    assert prepared["anomalies"] == []
+    run_treatment(env, "factures_envoyer")
+    return number
+
+
+def archived_pdf(env: Environment, conn: psycopg.Connection, number: str) -> bytes:
+    row = conn.execute(
+        "SELECT d.location FROM documents d JOIN invoices i ON i.id = d.invoice_id "
+        "WHERE i.number = %s AND d.kind = 'facture' ORDER BY d.version DESC LIMIT 1",
+        (number,),
+    ).fetchone()
+    assert row is not None
+    return DocumentArchive(env.archive_url).read(row[0])
+
+
+def flow_row(conn: psycopg.Connection, number: str) -> dict[str, Any]:
+    cur = conn.execute(
+        "SELECT f.status, f.flow_id, f.reason, f.tracking_id FROM plateforme_flows f "
+        "JOIN invoices i ON i.id = f.invoice_id WHERE i.number = %s",
+        (number,),
+    )
+    row = cur.fetchone()
+    assert row is not None
+    conn.commit()
+    return dict(zip(("status", "flow_id", "reason", "tracking_id"), row, strict=True))
+
+
+def exchanges(conn: psycopg.Connection, number: str) -> list[tuple[str, dict[str, Any]]]:
+    rows = conn.execute(
+        "SELECT e.status, e.report FROM exchanges e JOIN invoices i ON i.id = e.invoice_id "
+        "WHERE i.number = %s AND e.kind = 'depot_plateforme' ORDER BY e.id",
+        (number,),
+    ).fetchall()
+    conn.commit()
+    return [(r[0], r[1]) for r in rows]
+
+
+# ----------------------------------------------------------------------------- preparation
+
+
+@pytest.mark.parametrize(
+    ("customer", "reason"),
+    [
+        ({"siren": None, "siret": None}, "SIREN du client"),
+        ({"siren": "123456789", "siret": None}, "SIREN du client"),
+        ({"einvoicing_address": "552100554"}, "doit commencer par son SIREN 732829320"),
+    ],
+)
+def test_preparation_refuses_a_plateforme_invoice_the_pa_could_not_route(
+    db_dsn: str, tmp_path: Path, conn: psycopg.Connection, customer: dict[str, Any], reason: str
+) -> None:
+    env = Environment(dsn=db_dsn, home=tmp_path / "home")
+    cid = insert_customer(conn, **({"channel": "plateforme", "siren": SIREN} | customer))
+    insert_invoice(conn, cid, number="FP-REFUS")
+    conn.commit()
+
+    report = run_treatment(env, "factures_preparer_envoi")
+
+    (anomaly,) = report["anomalies"]
+    assert anomaly["facture"] == "FP-REFUS" and reason in json.dumps(anomaly, ensure_ascii=False)
+    state = conn.execute("SELECT send_state FROM invoices WHERE number = 'FP-REFUS'").fetchone()
+    assert state == ("EN_ATTENTE",)
+
+
+# ----------------------------------------------------------------------------------- deposit
+
+
+def test_sent_invoice_is_deposited_once_as_its_archived_signed_facturx(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform
+) -> None:
+    number = sent_invoice(env, conn)
+
+    summary = deposit_pending(env, by="jmartin")
+    again = deposit_pending(env, by="jmartin")
+
+    assert summary.deposited == [number] and again.deposited == []
+    (flow,) = platform.state.flows
+    pdf = archived_pdf(env, conn, number)
+    assert flow.data == pdf
+    assert flow.info == {
+        "trackingId": flow_row(conn, number)["tracking_id"],
+        "name": f"{number}.pdf",
+        "processingRule": "B2B",
+        "flowSyntax": "Factur-X",
+        "flowProfile": "CIUS",
+        "sha256": hashlib.sha256(pdf).hexdigest(),
+    }
+    assert flow_row(conn, number)["status"] == "deposee"
+    assert flow_row(conn, number)["flow_id"] == flow.flow_id
+    ((status, report),) = exchanges(conn, number)
+    assert status == "deposee" and report["flux"] == flow.flow_id
+
+
+def test_retry_after_an_unknown_outcome_finds_the_flow_instead_of_depositing_twice(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform, config: PlatformConfig
+) -> None:
+    number = sent_invoice(env, conn)
+    platform.answer_next("/v1/flows", 202, hang=3.0)
+    impatient = dataclasses.replace(config, timeout=1.0)
+
+    with FlowClient(impatient) as client:
+        first = deposit_pending(env, by="jmartin", client=client)
+    assert "incertain" in first.pending[number]
+    assert flow_row(conn, number)["status"] == "preparee"
+    assert len(platform.state.flows) == 1  # the PA did receive it
+
+    second = deposit_pending(env, by="jmartin")
+
+    assert second.found == [number] and second.deposited == []
+    assert len(platform.state.flows) == 1
+    assert flow_row(conn, number)["flow_id"] == platform.state.flows[0].flow_id
+    ((status, report),) = exchanges(conn, number)
+    assert status == "deposee" and "pas de second dépôt" in report["rapport"]
+
+
+def test_a_recorded_flow_the_pa_never_received_is_deposited_by_the_next_run(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform
+) -> None:
+    number = sent_invoice(env, conn)
+    platform.answer_next("/v1/flows", 503, retry_after="1")
+    with FlowClient(dataclasses.replace(env.plateforme, attempts=1)) as client:  # type: ignore[arg-type]
+        first = deposit_pending(env, by="jmartin", client=client)
+    assert number in first.pending and flow_row(conn, number)["status"] == "preparee"
+
+    second = deposit_pending(env, by="jmartin")
+
+    assert second.deposited == [number] and len(platform.state.flows) == 1
+    searched = [path for path, _ in platform.state.calls if path.endswith("/search")]
+    assert searched, "a recorded flow is looked up before being deposited"
+
+
+def test_429_and_503_are_retried_after_the_retry_after_the_pa_asks(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform, config: PlatformConfig
+) -> None:
+    number = sent_invoice(env, conn)
+    platform.answer_next("/v1/flows", 429, retry_after="7")
+    platform.answer_next("/v1/flows", 503, retry_after="2")
+    waits = Waits()
+
+    with FlowClient(config, sleep=waits) as client:
+        summary = deposit_pending(env, by="jmartin", client=client)
+
+    assert waits == [7.0, 2.0]
+    assert summary.deposited == [number] and len(platform.state.flows) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "words"),
+    [
+        (400, "MISSING_REQUIRED_FIELD", "flowInfo incomplete", "requête refusée"),
+        (413, "FILE_TOO_LARGE", "max 10 MB", "fichier trop volumineux"),
+        (422, "BR-FR-12", "invalid buyer electronic address", "flux invalide"),
+    ],
+)
+def test_a_refusal_is_recorded_on_the_invoice_with_the_pa_reason_and_not_retried(
+    env: Environment,
+    conn: psycopg.Connection,
+    platform: LocalPlatform,
+    status: int,
+    code: str,
+    message: str,
+    words: str,
+) -> None:
+    number = sent_invoice(env, conn)
+    platform.answer_next("/v1/flows", status, code=code, message=message)
+
+    summary = deposit_pending(env, by="jmartin")
+    again = deposit_pending(env, by="jmartin")
+
+    reason = summary.refused[number]
+    assert words in reason and code in reason and message in reason
+    assert "avoir" in reason
+    row = flow_row(conn, number)
+    assert row["status"] == "refusee" and message in row["reason"]
+    ((logged, report),) = exchanges(conn, number)
+    assert logged == "refusee" and report["http"] == status and report["code"] == code
+    assert again.deposited == [] and platform.state.flows == []
+
+
+def test_pa_down_leaves_every_invoice_pending_and_the_next_run_deposits_them(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform, config: PlatformConfig
+) -> None:
+    first_number = sent_invoice(env, conn)
+    second_number = sent_invoice(env, conn)
+    down = dataclasses.replace(config, base_url="http://127.0.0.1:9/flow-service")
+
+    with FlowClient(down) as client:
+        summary = deposit_pending(env, by="jmartin", client=client)
+    assert set(summary.pending) == {first_number, second_number}
+    assert "injoignable" in summary.pending[first_number]
+
+    later = deposit_pending(env, by="jmartin")
+
+    assert sorted(later.deposited + later.found) == sorted([first_number, second_number])
+    assert len(platform.state.flows) == 2
+
+
+def test_token_is_cached_and_fetched_again_when_the_pa_no_longer_accepts_it(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform
+) -> None:
+    sent_invoice(env, conn)
+    deposit_pending(env, by="jmartin")
+    sent_invoice(env, conn)
+    deposit_pending(env, by="jmartin")
+    assert platform.state.tokens_issued == 1
+
+    platform.state.tokens.clear()  # the PA expired every token it gave
+    number = sent_invoice(env, conn)
+    summary = deposit_pending(env, by="jmartin")
+
+    assert summary.deposited == [number]
+    assert platform.state.tokens_issued == 2
+    assert [s for _, s in platform.state.calls].count(401) == 1
+
+
+def test_no_secret_in_repr_errors_or_logs(
+    env: Environment,
+    conn: psycopg.Connection,
+    platform: LocalPlatform,
+    config: PlatformConfig,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = platform.state.client_secret
+    number = sent_invoice(env, conn)
+    platform.answer_next("/v1/flows", 429, retry_after="0")
+    caplog.set_level(logging.DEBUG)
+    down = dataclasses.replace(config, base_url="http://127.0.0.1:9/flow-service")
+    with FlowClient(down) as client:
+        failed = deposit_pending(env, by="jmartin", client=client)
+    ok = deposit_pending(env, by="jmartin")
+
+    assert ok.deposited == [number]
+    texts = [repr(config), repr(env), caplog.text, json.dumps(failed.pending)]
+    assert not [t for t in texts if secret in t]
+    with pytest.raises(ConfigurationError) as error:
+        PlatformConfig.from_env({"POSTIER_PLATEFORME_URL": f"https://c:{secret}@pa.example"})
+    assert secret not in str(error.value) and "token_url" in str(error.value)
+    wrong = dataclasses.replace(config, client_secret="not-" + secret)
+    forget_tokens()
+    with FlowClient(wrong) as client, pytest.raises(ConfigurationError) as refused:
+        client.find(tracking_id(1))
+    assert "identifiants OAuth2 refusés" in str(refused.value)
