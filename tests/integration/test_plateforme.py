@@ -118,7 +118,7 @@ def test_preparation_refuses_a_plateforme_invoice_the_pa_could_not_route(
     insert_invoice(conn, cid, number="FP-REFUS")
     conn.commit()
 
-    report = run_treatment(env, "factures_preparer_envoi")
+    report = run_treatment(env, "factures_preparer_envoi", fails=True)
 
     (anomaly,) = report["anomalies"]
     assert anomaly["facture"] == "FP-REFUS" and reason in json.dumps(anomaly, ensure_ascii=False)
