@@ -79,10 +79,12 @@ def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
         expected |= {"resumer_envoi", "confirmation"}
         assert "confirmation" in dag.get_task("traiter_paquet").upstream_task_ids
     if CATALOGUE[dag_id].transition is SEND:  # type: ignore[index]
-        # Customer e-mails go after the chunks, never inside a definitive send's transaction.
-        expected |= {"livrer_courriels"}
+        # Customer e-mails and PA deposits go after the chunks, never inside a definitive send's
+        # transaction.
+        expected |= {"livrer_courriels", "deposer_plateforme"}
         assert dag.get_task("livrer_courriels").upstream_task_ids == {"finaliser"}
-        assert dag.get_task("rapport").upstream_task_ids == {"livrer_courriels"}
+        assert dag.get_task("deposer_plateforme").upstream_task_ids == {"livrer_courriels"}
+        assert dag.get_task("rapport").upstream_task_ids == {"deposer_plateforme"}
     assert ids == expected
     assert type(dag.get_task("traiter_paquet")).__name__.endswith("MappedOperator")
     assert [t.task_id for t in dag.leaves] == ["rapport"]

@@ -68,6 +68,8 @@ class PlatformState:
     client_id: str
     client_secret: str
     token_lifetime: int = 3600
+    #: Seconds every deposit takes before it is answered (a slow PA).
+    deposit_delay: float = 0.0
     flows: list[StoredFlow] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=dict)
     tokens_issued: int = 0
@@ -153,6 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(request, scripted.status, error, headers)
             return
         if method == "post" and route == "/v1/flows":
+            time.sleep(state.deposit_delay)
             flow = self._store(result.body)
             if scripted is not None:
                 time.sleep(scripted.hang)
@@ -302,6 +305,7 @@ class LocalPlatform:
             self.state.tokens.clear()
             self.state.tokens_issued = 0
             self.state.token_lifetime = 3600
+            self.state.deposit_delay = 0.0
 
     def start(self) -> None:
         self._thread.start()

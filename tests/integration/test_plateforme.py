@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,20 @@ def test_pa_down_leaves_every_invoice_pending_and_the_next_run_deposits_them(
 
     assert sorted(later.deposited + later.found) == sorted([first_number, second_number])
     assert len(platform.state.flows) == 2
+
+
+def test_two_sends_depositing_at_once_deposit_each_invoice_once(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform
+) -> None:
+    numbers = [sent_invoice(env, conn), sent_invoice(env, conn)]
+    platform.state.deposit_delay = 0.5
+    with ThreadPoolExecutor(2) as pool:
+        summaries = list(pool.map(lambda _: deposit_pending(env, by="jmartin"), range(2)))
+
+    assert sorted(summaries[0].deposited + summaries[1].deposited) == sorted(numbers)
+    assert sorted(flow.info["name"] for flow in platform.state.flows) == [
+        f"{n}.pdf" for n in sorted(numbers)
+    ]
 
 
 def test_token_is_cached_and_fetched_again_when_the_pa_no_longer_accepts_it(

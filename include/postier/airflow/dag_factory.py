@@ -107,6 +107,20 @@ def livrer_courriels(**context: Any) -> dict[str, int]:
     return deliver_pending(environment(), external_id(context))
 
 
+@task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Déposer sur la plateforme agréée")
+def deposer_plateforme(**context: Any) -> dict[str, int]:
+    from postier.airflow.runtime import environment, external_id
+    from postier.errors import ConfigurationError
+    from postier.pipeline.plateforme import deposit_for_run
+
+    # ALL_DONE, like the e-mails: what the chunks sent is definitive and goes to the PA even when
+    # another chunk failed; a PA that is down leaves the invoices pending, for the next send.
+    try:
+        return deposit_for_run(environment(), external_id(context))
+    except ConfigurationError as error:
+        raise AirflowFailException(str(error)) from None
+
+
 @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Rapport d'exécution")
 def rapport(**context: Any) -> dict[str, Any]:
     from postier.airflow.runtime import environment, external_id
@@ -178,7 +192,8 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
         chunks >> last
         if t.id in SENDS:
             mails = livrer_courriels()
-            last >> mails
-            last = mails
+            deposits = deposer_plateforme()
+            last >> mails >> deposits
+            last = deposits
         last >> rapport()
     return dag

@@ -38,6 +38,10 @@ from postier.pipeline.context import Environment
 
 log = logging.getLogger(__name__)
 
+#: Deposits queue on this session advisory lock: two sends running at once never both find the
+#: same invoice without a flow, nor both search and deposit a `preparee` one.
+_DEPOSIT_LOCK = 4_242_016
+
 PARTNER = "PLATEFORME"
 EXCHANGE_KIND = "depot_plateforme"
 
@@ -106,20 +110,26 @@ def deposit_pending(
     """Deposit every sent `plateforme` invoice not yet on the PA (see the module's steps)."""
     summary = DepositSummary()
     with env.connect() as conn:
-        candidates = _candidates(conn)
+        conn.execute("SELECT pg_advisory_lock(%s)", (_DEPOSIT_LOCK,))
         conn.commit()
-        if not candidates:
-            return summary
-        config = env.plateforme
-        if config is None:
-            raise ConfigurationError(NO_PLATFORM)
-        own = client is None
-        client = client or FlowClient(config)
         try:
-            _deposit_all(env, conn, client, candidates, summary, by=by, run_id=run_id)
+            candidates = _candidates(conn)
+            conn.commit()
+            if not candidates:
+                return summary
+            if env.plateforme is None:
+                raise ConfigurationError(NO_PLATFORM)
+            own = client is None
+            client = client or FlowClient(env.plateforme)
+            try:
+                _deposit_all(env, conn, client, candidates, summary, by=by, run_id=run_id)
+            finally:
+                if own:
+                    client.close()
         finally:
-            if own:
-                client.close()
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_DEPOSIT_LOCK,))
+            conn.commit()
     return summary
 
 
@@ -241,3 +251,59 @@ def _exchange(
         "VALUES (%s, %s, %s, %s, %s, %s, %s)",
         (invoice_id, run_id, EXCHANGE_KIND, PARTNER, status, Jsonb(report), by),
     )
+
+
+def deposit_for_run(env: Environment, run_ref: int | str) -> dict[str, int]:
+    """The send's deposit step: every pending `plateforme` invoice (of this run and of earlier
+    ones the PA did not take), stamped with this run. Small counts for XCom."""
+    from postier.pipeline.runs import resolve_run_id
+
+    with env.connect() as conn:
+        run_id = resolve_run_id(conn, run_ref)
+        row = conn.execute("SELECT triggered_by FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert row is not None
+    summary = deposit_pending(env, by=str(row[0]), run_id=run_id)
+    counts = {
+        "deposees": len(summary.deposited),
+        "retrouvees": len(summary.found),
+        "refusees": len(summary.refused),
+        "en_attente": len(summary.pending),
+    }
+    for number, reason in summary.pending.items():
+        log.warning("Facture %s non déposée : %s", number, reason)
+    log.info(
+        "Plateforme agréée : %(deposees)d déposée(s), %(retrouvees)d retrouvée(s), "
+        "%(refusees)d refusée(s), %(en_attente)d en attente",
+        counts,
+    )
+    return counts
+
+
+def run_platform_summary(conn: psycopg.Connection, run_id: int) -> dict[str, Any] | None:
+    """The PA deposits of a send for its report; None when the run sent no `plateforme`
+    invoice and deposited none."""
+    logged = conn.execute(
+        "SELECT i.number, e.status, e.report FROM exchanges e JOIN invoices i ON i.id = "
+        "e.invoice_id WHERE e.run_id = %s AND e.kind = %s ORDER BY i.number",
+        (run_id, EXCHANGE_KIND),
+    ).fetchall()
+    pending = conn.execute(
+        "SELECT i.number FROM run_items r JOIN invoices i ON i.id = r.invoice_id "
+        "JOIN customers c ON c.id = i.customer_id "
+        "LEFT JOIN plateforme_flows f ON f.invoice_id = i.id "
+        "WHERE r.run_id = %s AND r.status = 'traitee' AND c.channel = 'plateforme' "
+        "AND i.send_state = 'ENVOYE' AND (f.status IS NULL OR f.status = 'preparee') "
+        "ORDER BY i.number",
+        (run_id,),
+    ).fetchall()
+    if not logged and not pending:
+        return None
+    return {
+        "deposees": sum(1 for _, status, _ in logged if status == "deposee"),
+        "refusees": [
+            {"facture": n, "motif": f"{report['rapport']} ; {report['conseil']}"}
+            for n, status, report in logged
+            if status == "refusee"
+        ],
+        "en_attente": [n for (n,) in pending],
+    }

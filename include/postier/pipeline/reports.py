@@ -213,6 +213,11 @@ def write_report(
             from postier.pipeline.mailing import run_mail_summary
 
             report["courriels"] = run_mail_summary(conn, run_id)
+            from postier.pipeline.plateforme import run_platform_summary
+
+            deposits = run_platform_summary(conn, run_id)
+            if deposits is not None:
+                report["plateforme"] = deposits
         md_path = publish(conn, run_id, run.output_dir, report, status, to_markdown)
     summary = _summary(report)
     if refused or not failed:
@@ -390,6 +395,18 @@ def to_markdown(report: dict[str, Any]) -> str:
         ]
         lines += [f"- {a['client']} : {a['statut']} — {a['motif']}" for a in m["anomalies"]]
         lines += [""] if m["anomalies"] else []
+    if "plateforme" in report:
+        p = report["plateforme"]
+        lines += [
+            "## Plateforme agréée",
+            "",
+            f"{p['deposees']} facture(s) déposée(s), {len(p['refusees'])} refusée(s), "
+            f"{len(p['en_attente'])} en attente (déposées par le prochain envoi).",
+            "",
+        ]
+        lines += [f"- {r['facture']} refusée : {r['motif']}" for r in p["refusees"]]
+        lines += [f"- {n} en attente de dépôt" for n in p["en_attente"]]
+        lines += [""] if p["refusees"] or p["en_attente"] else []
     lines += ["## Fichiers produits", ""] + [f"- `{f}`" for f in report["fichiers"]]
     return "\n".join(lines) + "\n"
 
@@ -400,7 +417,12 @@ SEND_WARNING = (
     "modifier la facture après envoi. Souhaitez-vous poursuivre ?"
 )
 
-CHANNEL_LABELS = {"portail": "portail (courriel)", "chorus": "Chorus Pro", "papier": "papier"}
+CHANNEL_LABELS = {
+    "portail": "portail (courriel)",
+    "chorus": "Chorus Pro",
+    "papier": "papier",
+    "plateforme": "plateforme agréée",
+}
 
 
 #: The invoices named one by one in the confirmation; the others are counted.

@@ -1,0 +1,62 @@
+"""Real DAG runs of the send that deposit `plateforme` invoices on a local Plateforme Agréée (the
+AFNOR Flow Service over HTTP, every request and answer validated against the official OpenAPI)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from builders import insert_customer, insert_invoice
+from integration.pa_server import LocalPlatform, running_platform
+
+from postier.delivery.plateforme import forget_tokens
+
+
+@pytest.fixture
+def platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlatform]:
+    forget_tokens()
+    for server in running_platform():
+        monkeypatch.setenv("AIRFLOW_CONN_POSTIER_PLATEFORME", server.airflow_connection())
+        yield server
+        assert server.state.violations == []
+
+
+def report(dsn: str) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT report FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def test_send_dag_deposits_plateforme_invoices_and_the_next_send_what_the_pa_could_not_take(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, platform: LocalPlatform
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        b2b = insert_customer(conn, channel="plateforme", siren="732829320")
+        insert_invoice(conn, b2b, number="FP-DAG-1", send_state="PRET")
+        insert_invoice(conn, b2b, number="FP-DAG-2", send_state="PRET")
+        insert_invoice(conn, insert_customer(conn, channel="papier"), send_state="PRET")
+    # The PA is overloaded for longer than we wait: nothing deposited, nothing lost.
+    for _ in range(4):
+        platform.answer_next("/v1/flows", 503, retry_after="0")
+
+    first = run_dag("factures_envoyer", mark_success_pattern="confirmation")
+
+    assert first.state == "success"
+    states = {ti.task_id: ti.state for ti in first.get_task_instances()}
+    assert states["deposer_plateforme"] == states["rapport"] == "success"
+    pending = report(postier_env)["plateforme"]
+    assert pending["deposees"] == 0 and pending["en_attente"] == ["FP-DAG-1", "FP-DAG-2"]
+    assert platform.state.flows == []
+
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, b2b, number="FP-DAG-3", send_state="PRET")
+    second = run_dag("factures_envoyer", mark_success_pattern="confirmation")
+
+    assert second.state == "success"
+    names = sorted(flow.info["name"] for flow in platform.state.flows)
+    assert names == ["FP-DAG-1.pdf", "FP-DAG-2.pdf", "FP-DAG-3.pdf"]
+    deposited = report(postier_env)["plateforme"]
+    assert deposited["deposees"] == 3 and deposited["en_attente"] == []
