@@ -21,7 +21,7 @@ def last_run(dsn: str) -> dict[str, Any]:
         row = conn.execute(
             "SELECT status, counts, report, finished_at FROM runs ORDER BY id DESC LIMIT 1"
         ).fetchone()
-    assert row is not None, "the run has no row: it would be missing from « Rapports Postier »"
+    assert row is not None, "the run has no row: it would be missing from Postier's « Exécutions »"
     return dict(zip(("status", "counts", "report", "finished_at"), row, strict=True))
 
 
@@ -159,7 +159,10 @@ def test_a_partial_refusal_succeeds_with_its_counts_on_the_run(run_dag, postier_
     dag_run = run_dag("factures_preparer_envoi")
 
     assert dag_run.state == "success"
-    assert note(dag_run) == "3 sélectionnée(s) · 2 traitée(s) · 1 refusée(s)"
+    run_id = last_run(postier_env)["report"]["execution"]
+    assert note(dag_run) == (
+        f"3 sélectionnée(s) · 2 traitée(s) · 1 refusée(s) · [rapport](/postier/executions/{run_id})"
+    )
     assert last_run(postier_env)["status"] == "terminee"
 
 

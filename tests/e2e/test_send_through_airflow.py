@@ -178,8 +178,9 @@ def test_hold_triggered_by_a_named_user_is_stamped_with_that_login(
     assert "Mettre en attente" in report.text and "<table>" in report.text
     assert run["counts"]["traitees"] == 2
     # Its counts are on the Airflow run too (the note, in the grid), set by the scheduler.
+    # with a link back to the run's Postier page.
     assert api.get(f"/dags/{HOLD}/dagRuns/{run_id}").json()["note"] == (
-        "2 sélectionnée(s) · 2 traitée(s)"
+        f"2 sélectionnée(s) · 2 traitée(s) · [rapport](/postier/executions/{run['id']})"
     )
 
 

@@ -94,6 +94,14 @@ def test_a_clerks_day_in_the_browser(airflow: Airflow, browser: object) -> None:
         (postier_run,) = conn.execute(  # type: ignore[misc]
             "SELECT id FROM runs WHERE external_id = %s", (f"{PRINT}/{run_id}",)
         ).fetchone()
+    # The Airflow run's note links back to its Postier page.
+    airflow_run_page = page.url
+    page.goto(airflow_run_page)
+    back = page.locator(f"a[href='/postier/executions/{postier_run}']")
+    back.first.wait_for()
+    shot(page, "02b-execution-airflow-note")
+    back.first.click()
+    page.wait_for_url(f"{airflow.base_url}/postier/executions/{postier_run}")
     page.goto(f"{airflow.base_url}/postier/executions?traitement={PRINT}")
     shot(page, "03-executions")
     assert "terminée" in page.content() and "jmartin" in page.content()

@@ -53,7 +53,7 @@ def client(env: Environment, launched: list[tuple[str, dict[str, Any]]]) -> Iter
             raise HTTPException(status_code=401, detail="Not authenticated")
         return Clerk(x_login, x_admin == "1")
 
-    def launch(who: Clerk, dag_id: str, conf: dict[str, Any], run_id: str, note: str) -> str:
+    def launch(who: Clerk, dag_id: str, conf: dict[str, Any], run_id: str) -> str:
         launched.append((dag_id, conf))
         run_treatment(env, dag_id, conf, who.login)
         return f"/dags/{dag_id}/runs/{run_id}"

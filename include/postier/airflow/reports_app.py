@@ -44,8 +44,8 @@ class Clerk:
     user: Any = None
 
 
-#: Starts a DAG run for the clerk: (clerk, dag_id, conf, run_id, note) → URL of the run's page.
-Launcher = Callable[[Clerk, str, dict[str, Any], str, str], str]
+#: Starts a DAG run for the clerk: (clerk, dag_id, conf, run_id) → URL of the run's page.
+Launcher = Callable[[Clerk, str, dict[str, Any], str], str]
 
 SWITCHES = ("sans_date_edition", "sans_dematerialisation")
 
@@ -202,9 +202,9 @@ def create_app(
         if t_id is TreatmentId.IMPRIMER:
             conf["mode"] = "apercu" if fields.get("mode") == "apercu" else "imprimer"
         run_id = f"manual__{datetime.now(UTC).isoformat()}"
-        back = f"/postier/executions/airflow/{t_id.value}/{quote(run_id, safe='')}"
-        note = f"Lancé depuis la liste Postier par {who.login}. [Rapport Postier]({back})"
-        return RedirectResponse(launch(who, t_id.value, conf, run_id, note), status_code=303)
+        # No note of ours: the run's outcome note (with its link back here) is set when it ends,
+        # and a note already there would be kept instead.
+        return RedirectResponse(launch(who, t_id.value, conf, run_id), status_code=303)
 
     # -- one invoice -----------------------------------------------------------------------
 
@@ -257,14 +257,6 @@ def create_app(
                 conn, flt, before=_int(q.get("avant")), after=_int(q.get("apres"))
             )
         return pages.runs_page(flt, page, dict(q), who.login)
-
-    @app.get("/executions/airflow/{dag_id}/{run_id:path}")
-    def run_of_airflow(dag_id: str, run_id: str, who: Clerk = Signed) -> RedirectResponse:
-        with env_of().connect() as conn:
-            found = listings.run_for_airflow(conn, f"{dag_id}/{run_id}")
-        if found is None:
-            raise HTTPException(status_code=404, detail="exécution pas encore commencée")
-        return RedirectResponse(f"/postier/executions/{found}", status_code=303)
 
     @app.get("/executions/{run_id}", response_class=HTMLResponse)
     def run(run_id: int, who: Clerk = Signed) -> str:
@@ -400,7 +392,7 @@ def _airflow_wiring() -> tuple[
         may = get_auth_manager().is_authorized_configuration(method="PUT", user=user)
         return Clerk(user.get_name(), bool(may), user)
 
-    def launch(who: Clerk, dag_id: str, run_conf: dict[str, Any], run_id: str, note: str) -> str:
+    def launch(who: Clerk, dag_id: str, run_conf: dict[str, Any], run_id: str) -> str:
         from airflow.api.common.trigger_dag import trigger_dag
         from airflow.api_fastapi.auth.managers.models.resource_details import (
             DagAccessEntity,
@@ -423,7 +415,6 @@ def _airflow_wiring() -> tuple[
                 triggering_user_name=who.login,
                 run_id=run_id,
                 conf=run_conf,
-                note=note,
             )
         except ValueError as error:  # the DAG's Params refused the conf
             raise HTTPException(status_code=400, detail=f"critères refusés : {error}") from None

@@ -273,9 +273,11 @@ def run_note(report: dict[str, Any]) -> str:
         note = f"{report['statut']} — {report['motif']}"
     elif not report["statut"].startswith(RUN_STATUS_LABELS["terminee"]):
         note = f"{report['statut']} — {note}"
-    if len(note) > NOTE_MAX:
-        note = note[: NOTE_MAX - 1] + "…"
-    return note
+    # Back to the run's page in Postier (report, files to download); the grid renders Markdown.
+    link = f" · [rapport](/postier/executions/{report['execution']})"
+    if len(note) + len(link) > NOTE_MAX:
+        note = note[: NOTE_MAX - len(link) - 1] + "…"
+    return note + link
 
 
 def record_refusal(
@@ -288,7 +290,7 @@ def record_refusal(
     error: PostierError,
 ) -> dict[str, Any]:
     """Record a run refused at its start, before selecting anything, with its report (the
-    reason in French): it shows in « Rapports Postier » like any other run."""
+    reason in French): it shows in Postier's « Exécutions » page like any other run."""
     started = datetime.now(PARIS)
     recorded = {str(k)[:40]: _recordable(v) for k, v in criteria.items()}
     with env.connect() as conn:

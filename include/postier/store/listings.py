@@ -187,8 +187,3 @@ def _run(r: Any, progress: tuple[int, int] | None, reason: str | None) -> RunRow
 def run_output_dir(conn: psycopg.Connection, run_id: int) -> str | None:
     row = conn.execute("SELECT output_dir FROM runs WHERE id = %s", (run_id,)).fetchone()
     return row[0] if row else None
-
-
-def run_for_airflow(conn: psycopg.Connection, external_id: str) -> int | None:
-    row = conn.execute("SELECT id FROM runs WHERE external_id = %s", (external_id,)).fetchone()
-    return int(row[0]) if row else None
