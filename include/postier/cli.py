@@ -157,6 +157,22 @@ def _mail_command(args: argparse.Namespace) -> int:
     return 0 if not done["ignores"] and not done["en_echec"] else 1
 
 
+def _platform_command(args: argparse.Namespace) -> int:
+    from postier.pipeline.context import Environment
+    from postier.pipeline.lifecycle import import_files
+
+    env = Environment(dsn=database.resolve_dsn(), home=database.home())
+    done = import_files(env, list(args.files), by=os.environ.get("USER") or "postier")
+    for line in done.applied:
+        print(f"Appliqué : {line}")
+    for line in done.attention:
+        print(f"À traiter : {line}")
+    for name, reason in done.quarantined.items():
+        print(f"Mis de côté : {name} — {reason}")
+    print(f"{len(done.applied)} statut(s) appliqué(s), {len(done.quarantined)} mis de côté.")
+    return 0 if not done.quarantined else 1
+
+
 def _der(path: Path) -> bytes:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
@@ -222,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mail.add_argument("message_ids", nargs="*", metavar="MESSAGE-ID", help="pour renvoyer")
     mail.set_defaults(func=_mail_command)
+
+    pa = sub.add_parser(
+        "plateforme", help="plateforme agréée : appliquer des fichiers de cycle de vie"
+    )
+    pa.add_argument("action", choices=["importer"])
+    pa.add_argument("files", nargs="+", type=Path, metavar="FICHIER", help="fichiers CDAR")
+    pa.set_defaults(func=_platform_command)
     return parser
 
 

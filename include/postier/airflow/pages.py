@@ -63,6 +63,7 @@ EXCHANGE_KINDS = {
     "export_chorus": "dépôt Chorus Pro",
     "retour_chorus": "retour Chorus Pro",
     "depot_plateforme": "dépôt sur la plateforme agréée",
+    "cycle_de_vie": "cycle de vie (plateforme agréée)",
 }
 
 
