@@ -108,3 +108,14 @@ def test_migrations_cover_later_tables_for_the_task_role(
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         with conn.transaction():
             conn.execute("TRUNCATE later_feature")
+
+
+def test_cli_migrate_refuses_the_task_role_connection(
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from postier.cli import main
+
+    monkeypatch.setenv("POSTIER_DB_DSN", db_dsn)
+    monkeypatch.delenv("POSTIER_DB_OWNER_DSN", raising=False)
+    assert main(["db", "migrate"]) == 2
+    assert "POSTIER_DB_OWNER_DSN" in capsys.readouterr().err

@@ -244,6 +244,10 @@ def _deliver(
     sent = failed = 0
     try:
         for outbox_id in ids:
+            # Wait before the message is marked `en_cours`: a task killed while waiting leaves
+            # it plainly pending, not in doubt.
+            if last_sent is not None and interval:
+                sleep(max(0.0, last_sent + interval - time.monotonic()))
             with conn.transaction():
                 row = conn.execute(
                     "SELECT message_id, sender, recipients, recipient_name, subject, body_text, "
@@ -275,8 +279,6 @@ def _deliver(
                     "WHERE id = %s",
                     (SENDING, mailer.description, outbox_id),
                 )
-            if last_sent is not None and interval:
-                sleep(max(0.0, last_sent + interval - time.monotonic()))
             last_sent = time.monotonic()
             try:
                 mailer.send(message)
