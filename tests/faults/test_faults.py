@@ -110,7 +110,7 @@ def ready_book(dsn: str, invoices: int, prefix: str) -> list[int]:
 
 
 def assert_each_sent_once(dsn: str, ids: list[int]) -> None:
-    """0 lost (all sent, each in a finished run item), 0 stamped twice (one exchange of each
+    """0 lost (all sent and stamped), 0 stamped twice (one exchange of each
     kind, one archived document per invoice)."""
     with psycopg.connect(dsn) as conn:
         sent = conn.execute(
