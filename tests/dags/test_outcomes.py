@@ -105,19 +105,22 @@ def test_collection_without_chorus_server_fails_with_its_reason(  # type: ignore
     assert "aucun serveur Chorus" in note(dag_run)
 
 
-def test_send_with_a_wrong_signing_passphrase_fails_before_asking_anything(  # type: ignore[no-untyped-def]
-    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (None, "mot de passe incorrect"),  # a real key, another passphrase
+        ({"pkcs12_path": "/nulle/part/cle.p12"}, "Certificat de signature introuvable"),
+    ],
+    ids=["wrong-passphrase", "no-key-file"],
+)
+def test_send_with_an_unusable_signing_key_fails_before_asking_anything(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch, extra: Any, reason: str
 ) -> None:
-    identity = sample_identity(b"la-bonne")
+    if extra is None:
+        extra = {"pkcs12_base64": base64.b64encode(sample_identity(b"la-bonne").pkcs12).decode()}
     monkeypatch.setenv(
         "AIRFLOW_CONN_POSTIER_SIGNING",
-        json.dumps(
-            {
-                "conn_type": "generic",
-                "password": "une-autre",
-                "extra": {"pkcs12_base64": base64.b64encode(identity.pkcs12).decode()},
-            }
-        ),
+        json.dumps({"conn_type": "generic", "password": "une-autre", "extra": extra}),
     )
     with psycopg.connect(postier_env) as conn:
         insert_invoice(conn, number="SIGN-1", send_state="PRET")
@@ -128,7 +131,7 @@ def test_send_with_a_wrong_signing_passphrase_fails_before_asking_anything(  # t
     assert states(postier_env) == {"SIGN-1": "PRET"}
     run = last_run(postier_env)
     assert run["status"] == "en_erreur"
-    assert "mot de passe incorrect" in run["report"]["motif"]
+    assert reason in run["report"]["motif"]
     assert "envoi refusé à la confirmation" not in run["report"]["statut"]
     assert "une-autre" not in json.dumps(run["report"]) + note(dag_run)
 
