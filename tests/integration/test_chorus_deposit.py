@@ -250,6 +250,11 @@ def test_after_a_routing_rejection_a_new_version_is_deposited_beside_the_first(
     collect(env)
     (first_flow,) = deposited(folder)
     reject(conn, "R04-1", "04")
+    # Nothing corrected yet: the same data would only be rejected again.
+    (unchanged,) = collect(env)["anomalies"]
+    assert "rien n'a changé depuis dans la fiche du client" in unchanged["motif"]
+    assert list(deposited(folder)) == [first_flow]
+    assert conn.execute("SELECT count(*) FROM documents").fetchone() == (1,)
     # Routing data belongs to the customer: corrected there, not on the (immutable) invoice.
     conn.execute("UPDATE customers SET chorus_service_code = 'SERV-OK' WHERE id = %s", (customer,))
     conn.commit()

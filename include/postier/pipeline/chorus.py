@@ -48,7 +48,7 @@ from postier.delivery.chorus_edi import (
 from postier.domain.models import Invoice, Seller
 from postier.domain.states import SendState
 from postier.domain.validation import chorus_deposit_problems
-from postier.errors import ConfigurationError, DeliveryError, PostierError
+from postier.errors import ConfigurationError, DeliveryError, InvoiceValidationError, PostierError
 from postier.pipeline.context import Environment
 from postier.pipeline.outputs import write_atomically
 from postier.pipeline.runs import Run
@@ -101,6 +101,11 @@ def rejection_advice(code: str) -> str:
         return ADVICE_AFTER_05
     return ADVICE_AFTER_FLOW_REJECTION
 
+
+UNCHANGED_AFTER_04 = (
+    "rejetée par Chorus Pro pour ses données d'acheminement (04) et rien n'a changé depuis dans "
+    "la fiche du client (code service, SIRET…) : corrigez-la puis relancez ; rien n'a été déposé"
+)
 
 #: Why a version of the document exists (`documents.reason`).
 ARCHIVED_AT_DEPOSIT = "archivée au dépôt Chorus (envoyée quand l'archivage était désactivé)"
@@ -373,7 +378,13 @@ class _Source:
         if status == REJECTED_ROUTING:
             invoice = _with_customer_routing(invoice)
         seller = self.settings.seller()
-        pdf = self.env.signer(seller.name).sign(render_final_invoice(invoice, seller))
+        unsigned = render_final_invoice(invoice, seller)
+        if renew and latest is not None:
+            # The same Factur-X data again would only be rejected again (and fill the GED).
+            rejected = self._read(invoice, latest)
+            if _facturx_data(unsigned) == _facturx_data(rejected):
+                raise InvoiceValidationError(invoice.number, [UNCHANGED_AFTER_04])
+        pdf = self.env.signer(seller.name).sign(unsigned)
         if not self.settings.archiving:
             return _Document(invoice, name, pdf, None)
         version = latest.version + 1 if latest is not None else 1
@@ -416,6 +427,12 @@ class _Source:
             (invoice.id, self.run.id, Jsonb(report), self.run.triggered_by),
         )
         return int(row[0])
+
+
+def _facturx_data(pdf: bytes) -> bytes | None:
+    import facturx
+
+    return facturx.get_xml_from_pdf(pdf, check_xsd=False)[1]
 
 
 def _with_customer_routing(invoice: Invoice) -> Invoice:
