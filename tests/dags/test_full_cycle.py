@@ -109,8 +109,15 @@ def test_chorus_invoices_from_preparation_to_return_statuses_and_redeposit(  # t
     assert "Que faire" in Path(returns_report["rapport"]).read_text()
     assert not (folder / "out" / "CPPStatut_1").exists()  # set aside once applied
 
-    # The routing rejection goes out again, alone, in a new flow, as a new archived version; the
-    # one rejected for another reason is not deposited again.
+    # The clerk corrects the customer's routing data; the routing rejection then goes out again,
+    # alone, in a new flow, as a new archived version; the one rejected for another reason is
+    # not deposited again.
+    with psycopg.connect(postier_env) as conn:
+        conn.execute(
+            "UPDATE customers c SET chorus_service_code = 'SERVICE-CORRIGE' FROM invoices i "
+            "WHERE i.customer_id = c.id AND i.number = %s",
+            (rejected,),
+        )
     assert run_dag("factures_chorus_recuperer").state == "success"
     with psycopg.connect(postier_env) as conn:
         row = conn.execute(
