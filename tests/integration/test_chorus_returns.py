@@ -532,5 +532,6 @@ def test_the_demos_simulated_returns_follow_the_schema_and_apply(conn, env, chor
     summary = reconcile(env, chorus)
 
     state = chorus_state(conn)
-    assert [state[n][0] for n in numbers] == ["05", "03", "03"]
-    assert summary["compteurs"]["quarantaine"] == 0 and summary["compteurs"]["rejets"] == 1
+    # The first rejected for its routing data (04), the second for another reason (05).
+    assert [state[n][0] for n in numbers] == ["04", "05", "03"]
+    assert summary["compteurs"]["quarantaine"] == 0 and summary["compteurs"]["rejets"] == 2
