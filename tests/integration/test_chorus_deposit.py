@@ -251,7 +251,10 @@ def test_after_a_routing_rejection_a_new_version_is_deposited_beside_the_first(
     (first_flow,) = deposited(folder)
     reject(conn, "R04-1", "04")
     # Nothing corrected yet: the same data would only be rejected again.
-    (unchanged,) = collect(env)["anomalies"]
+    with pytest.raises(NothingDoneError):  # the only invoice refused: the run fails
+        collect(env)
+    (report,) = conn.execute("SELECT report FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    (unchanged,) = report["anomalies"]
     assert "rien n'a changé depuis dans la fiche du client" in unchanged["motif"]
     assert list(deposited(folder)) == [first_flow]
     assert conn.execute("SELECT count(*) FROM documents").fetchone() == (1,)
