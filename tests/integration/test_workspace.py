@@ -417,3 +417,18 @@ def test_a_failed_run_shows_its_reason_and_a_running_one_its_progress(
     assert (
         "paramètre EMETTEUR_SIRET absent" in client.get(f"/executions/{failed}", headers=CLERK).text
     )
+
+
+def test_a_run_whose_every_invoice_was_refused_says_so_in_the_runs_list(
+    client: TestClient, env: Environment, conn: psycopg.Connection
+) -> None:
+    customer = insert_customer(conn, address_line1="")  # preparation refuses it
+    insert_invoice(conn, customer, number="R-REFUS")
+    conn.commit()
+    report = treatment_runs.run_treatment(env, "factures_preparer_envoi", fails=True)
+
+    assert report["compteurs"]["refusees"] == 1
+    page = client.get("/executions", headers=CLERK).text
+    assert "incomplète — toutes les factures sélectionnées ont été refusées" in page
+    run_page = client.get(f"/executions/{report['execution']}", headers=CLERK).text
+    assert "toutes les factures sélectionnées ont été refusées" in run_page

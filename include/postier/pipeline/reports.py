@@ -209,6 +209,9 @@ def write_report(
             "remarques": run_store.remarks(conn, run_id),
             "fichiers": (files or []) + [str(run.output_dir)],
         }
+        if all_refused and finalized:
+            # Why the run failed, for the run lists (`motif` is kept for runs refused at start).
+            report["echec"] = "toutes les factures sélectionnées ont été refusées"
         if run.treatment.transition is SEND:
             from postier.pipeline.mailing import run_mail_summary
 

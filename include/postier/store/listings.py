@@ -37,6 +37,10 @@ class InvoiceRow:
     sent_by: str | None
 
 
+#: Why a run failed: the refusal at its start (`motif`), or its every invoice refused (`echec`).
+_REASON = "coalesce(r.report->>'motif', r.report->>'echec')"
+
+
 @dataclass(frozen=True)
 class Page:
     rows: list[Any]
@@ -148,7 +152,7 @@ def run_page(
         params["key"] = before
     query = sql.SQL(
         "SELECT r.id, r.treatment, r.status, r.triggered_by, r.started_at, r.finished_at, "
-        "r.counts, r.external_id, p.done, p.total, r.report->>'motif' FROM runs r "
+        f"r.counts, r.external_id, p.done, p.total, {_REASON} FROM runs r "
         "LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE s.status <> 'a_traiter') AS done, "
         "count(*) AS total FROM run_items s WHERE s.run_id = r.id) p ON r.status = 'en_cours' "
         "WHERE {where} ORDER BY r.id {direction} LIMIT {limit}"
@@ -170,7 +174,7 @@ def run_row(conn: psycopg.Connection, run_id: int) -> tuple[RunRow, dict[str, An
         "SELECT r.id, r.treatment, r.status, r.triggered_by, r.started_at, r.finished_at, "
         "r.counts, r.external_id, r.report, "
         "(SELECT count(*) FILTER (WHERE status <> 'a_traiter') FROM run_items WHERE run_id = r.id),"
-        " (SELECT count(*) FROM run_items WHERE run_id = r.id), r.report->>'motif' "
+        f" (SELECT count(*) FROM run_items WHERE run_id = r.id), {_REASON} "
         "FROM runs r WHERE r.id = %s",
         (run_id,),
     ).fetchone()
