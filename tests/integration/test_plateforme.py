@@ -154,6 +154,10 @@ def test_sent_invoice_is_deposited_once_as_its_archived_signed_facturx(
     assert flow_row(conn, number)["flow_id"] == flow.flow_id
     ((status, report),) = exchanges(conn, number)
     assert status == "deposee" and report["flux"] == flow.flow_id
+    marked = conn.execute(
+        "SELECT dematerialized, dematerialized_channel FROM invoices WHERE number = %s", (number,)
+    ).fetchone()
+    assert marked == (True, "plateforme")  # « Dématérialisée », like Artis and Chorus
 
 
 def test_retry_after_an_unknown_outcome_finds_the_flow_instead_of_depositing_twice(

@@ -218,6 +218,11 @@ def _deposited(
             "WHERE invoice_id = %s",
             (flow_id, c.invoice_id),
         )
+        conn.execute(
+            "UPDATE invoices SET dematerialized = true, dematerialized_channel = 'plateforme' "
+            "WHERE id = %s",
+            (c.invoice_id,),
+        )
         _exchange(conn, c.invoice_id, "deposee", report, by, run_id)
 
 
