@@ -29,7 +29,7 @@ class InvoiceHistory:
     customer: str
     channel: str
     total_gross: Decimal
-    #: (label, value) pairs of the invoice's state and stamps, in the order the clerk reads them.
+    #: The invoice's state and stamps by column (see `_STAMPS`), in the order the clerk reads them.
     stamps: dict[str, Any]
     #: (run id, treatment, status, reason, when, file) of every run that selected the invoice;
     #: file: the document the run made for it, relative to the run's folder (or None).
@@ -39,42 +39,37 @@ class InvoiceHistory:
     documents: list[ArchivedDocument]
 
 
+#: The invoice columns shown as its state and stamps, in the order the clerk reads them.
+_STAMPS = (
+    "send_state",
+    "created_at",
+    "created_by",
+    "state_changed_at",
+    "state_changed_by",
+    "edited_at",
+    "edited_by",
+    "sent_at",
+    "sent_by",
+    "dematerialized",
+    "dematerialized_channel",
+    "chorus_flow_name",
+    "chorus_deposited_at",
+    "chorus_status",
+    "chorus_status_at",
+)
+
+
 def invoice_history(conn: psycopg.Connection, number: str) -> InvoiceHistory | None:
     row = conn.execute(
         "SELECT i.id, i.number, i.invoice_date, c.code || ' — ' || c.name, c.channel, "
-        "i.total_gross, i.send_state, i.created_at, i.created_by, i.state_changed_at, "
-        "i.state_changed_by, i.edited_at, i.edited_by, i.sent_at, i.sent_by, i.dematerialized, "
-        "i.dematerialized_channel, i.chorus_flow_name, i.chorus_deposited_at, i.chorus_status, "
-        "i.chorus_status_at FROM invoices i JOIN customers c ON c.id = i.customer_id "
-        "WHERE i.number = %s",
+        f"i.total_gross, {', '.join('i.' + c for c in _STAMPS)} "
+        "FROM invoices i JOIN customers c ON c.id = i.customer_id WHERE i.number = %s",
         (number,),
     ).fetchone()
     if row is None:
         return None
     invoice_id = row[0]
-    stamps = dict(
-        zip(
-            (
-                "send_state",
-                "created_at",
-                "created_by",
-                "state_changed_at",
-                "state_changed_by",
-                "edited_at",
-                "edited_by",
-                "sent_at",
-                "sent_by",
-                "dematerialized",
-                "dematerialized_channel",
-                "chorus_flow_name",
-                "chorus_deposited_at",
-                "chorus_status",
-                "chorus_status_at",
-            ),
-            row[6:],
-            strict=True,
-        )
-    )
+    stamps = dict(zip(_STAMPS, row[6:], strict=True))
     runs = [
         (run_id, treatment, status, reason, done_at, _relative(output, folder))
         for run_id, treatment, status, reason, done_at, output, folder in conn.execute(
