@@ -262,10 +262,9 @@ def create_app(
     def run(run_id: int, who: Clerk = Signed) -> str:
         with env_of().connect() as conn:
             found = listings.run_row(conn, run_id)
-            folder = listings.run_output_dir(conn, run_id)
         if found is None:
             raise HTTPException(status_code=404, detail="exécution introuvable")
-        row, _report = found
+        row, folder = found
         files = list_run_files(_path(folder)) if folder else []
         report_md = run_file(_path(folder), "rapport.md") if folder else None
         report_html = None

@@ -168,11 +168,11 @@ def run_page(
     return _page(rows, size, lambda r: r.id, backwards, first=before is None and not backwards)
 
 
-def run_row(conn: psycopg.Connection, run_id: int) -> tuple[RunRow, dict[str, Any] | None] | None:
-    """One run and its report (None while it runs)."""
+def run_row(conn: psycopg.Connection, run_id: int) -> tuple[RunRow, str | None] | None:
+    """One run and its output folder (None if it has none)."""
     row = conn.execute(
         "SELECT r.id, r.treatment, r.status, r.triggered_by, r.started_at, r.finished_at, "
-        "r.counts, r.external_id, r.report, "
+        "r.counts, r.external_id, r.output_dir, "
         "(SELECT count(*) FILTER (WHERE status <> 'a_traiter') FROM run_items WHERE run_id = r.id),"
         f" (SELECT count(*) FROM run_items WHERE run_id = r.id), {_REASON} "
         "FROM runs r WHERE r.id = %s",
