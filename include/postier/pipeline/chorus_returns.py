@@ -353,8 +353,26 @@ def _apply(
     for flow_id, fs in flows:
         events += _flow_events(flow_id, fs, states)
     lines: list[dict[str, Any]] = []
+    updates: list[tuple[Any, ...]] = []
+    exchanges: list[tuple[Any, ...]] = []
     for event in sorted(events, key=lambda e: (e.at, e.status.rank, e.invoice_number)):
-        lines.append(_apply_event(conn, states[event.invoice_number], event, name, run_id, actor))
+        state = states[event.invoice_number]
+        line = _apply_event(state, event, name, run_id, actor, updates, exchanges)
+        lines.append(line)
+    # Written once the file is decided, in event order: a few statements per file rather than
+    # two round trips per status (a return file may carry thousands).
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE invoices SET chorus_status = %s, chorus_status_at = %s, "
+            "chorus_deposited_at = CASE WHEN %s THEN NULL ELSE chorus_deposited_at END "
+            "WHERE id = %s",
+            updates,
+        )
+        cur.executemany(
+            "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            exchanges,
+        )
     return {
         "fichier": name,
         "flux_retour": sorted({d.flow_id for d in documents}),
@@ -475,13 +493,16 @@ def _flow_events(flow_id: str, fs: FlowStatus, states: dict[str, _InvoiceState])
 
 
 def _apply_event(
-    conn: psycopg.Connection,
     state: _InvoiceState,
     event: _Event,
     name: str,
     run_id: int,
     actor: str,
+    updates: list[tuple[Any, ...]],
+    exchanges: list[tuple[Any, ...]],
 ) -> dict[str, Any]:
+    """Decide one status against the invoice's known state (kept up to date in `state`); the
+    report line. The rows to write are appended to `updates` and `exchanges`."""
     stale = ""
     if event.deposited_flow and state.flow_name and event.deposited_flow != state.flow_name:
         stale = f"flux antérieur : la facture a été déposée de nouveau ({state.flow_name})"
@@ -491,12 +512,7 @@ def _apply_event(
         event.status, event.at, state.code, state.at, state.deposited_at
     )
     if applied:
-        conn.execute(
-            "UPDATE invoices SET chorus_status = %s, chorus_status_at = %s, "
-            "chorus_deposited_at = CASE WHEN %s THEN NULL ELSE chorus_deposited_at END "
-            "WHERE id = %s",
-            (event.status.code, event.at, event.rejected, state.id),
-        )
+        updates.append((event.status.code, event.at, event.rejected, state.id))
         state.code, state.at = event.status.code, event.at
         if event.rejected:
             state.deposited_at = None
@@ -519,9 +535,7 @@ def _apply_event(
         "motif": event.reason,
         "note": note,
     }
-    conn.execute(
-        "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+    exchanges.append(
         (
             state.id,
             run_id,
