@@ -1,16 +1,32 @@
 """CDAR D22B lifecycle files (« cycle de vie ») as a Plateforme Agréée sends them, for the tests.
 
-Every file built here is checked against the official schema by the parser that reads it."""
+Every file built here is validated, before it is returned, against the official schema
+(`spec/afnor/cdar-d22b/`, the copy the parser uses): a fixture that drifts from the schema fails
+the test that builds it, whatever the parser under test does."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from lxml import etree
 
+from postier.domain.lifecycle import SCHEMA_DIR, SCHEMA_NAME
+
 RSM = "urn:un:unece:uncefact:data:standard:CrossDomainAcknowledgementAndResponse:100"
 RAM = "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100"
 UDT = "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100"
+
+
+@functools.cache
+def _schema() -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(SCHEMA_DIR / SCHEMA_NAME)))
+
+
+def _validated(root: etree._Element) -> bytes:
+    schema = _schema()
+    assert schema.validate(root), f"CDAR fixture not valid: {schema.error_log}"
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
 def _el(parent: etree._Element, ns: str, name: str, text: str | None = None) -> etree._Element:
@@ -40,4 +56,4 @@ def cdar(number: str, code: str, at: datetime, reason: str = "", *, doc_id: str 
     if reason:
         status = _el(ref, RAM, "SpecifiedDocumentStatus")
         _el(status, RAM, "Reason", reason)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return _validated(root)

@@ -1,5 +1,5 @@
 """Lifecycle statuses (CDAR D22B, 200–214) applied from files with `postier plateforme importer`;
-every file is built by `cdar_files` and checked against the official CDAR schema by the parser."""
+every file is built by `cdar_files`, which validates it against the official CDAR schema."""
 
 from __future__ import annotations
 
