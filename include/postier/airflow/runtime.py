@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from airflow.sdk import Connection
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Login stamped by scheduled runs (nightly send, Chorus returns).
 TECHNICAL_LOGIN = os.environ.get("POSTIER_TECHNICAL_LOGIN", "traitement-nocturne")
+
+_C = TypeVar("_C", covariant=True)
 
 
 def _connection(conn_id: str) -> Any | None:
@@ -85,38 +88,48 @@ def _ged_url() -> str:
     return str(conn.extra_dejson.get("url") or conn.host or "")
 
 
-def _smtp() -> SmtpConfig | None:
-    """`postier_smtp`; else `POSTIER_SMTP_URL`; else None (e-mails go to `<home>/outbox/`)."""
-    conn = _connection("postier_smtp")
+class _ServiceConfig(Protocol[_C]):
+    """A delivery's settings, read from an Airflow connection or else the environment."""
+
+    def from_env(self) -> _C | None: ...
+
+    def from_connection(
+        self,
+        host: str | None,
+        port: int | None,
+        login: str | None,
+        password: str | None,
+        extra: Mapping[str, Any],
+    ) -> _C: ...
+
+
+def _service(conn_id: str, config: _ServiceConfig[_C]) -> _C | None:
+    """The connection `conn_id`; else the environment variables `config` reads; else None."""
+    conn = _connection(conn_id)
     if conn is None:
-        return SmtpConfig.from_env()
-    return SmtpConfig.from_connection(
+        return config.from_env()
+    return config.from_connection(
         conn.host, conn.port, conn.login, conn.password, conn.extra_dejson
     )
+
+
+def _smtp() -> SmtpConfig | None:
+    """`postier_smtp`; else `POSTIER_SMTP_URL`; else None (e-mails go to `<home>/outbox/`)."""
+    return _service("postier_smtp", SmtpConfig)
 
 
 def _chorus_sftp() -> SftpConfig | None:
     """`postier_chorus_sftp`; else `POSTIER_CHORUS_SFTP_URL` (+ `POSTIER_CHORUS_HOST_KEY`)."""
     from postier.delivery.chorus_sftp import SftpConfig
 
-    conn = _connection("postier_chorus_sftp")
-    if conn is None:
-        return SftpConfig.from_env()
-    return SftpConfig.from_connection(
-        conn.host, conn.port, conn.login, conn.password, conn.extra_dejson
-    )
+    return _service("postier_chorus_sftp", SftpConfig)
 
 
 def _plateforme() -> PlatformConfig | None:
     """`postier_plateforme`; else `POSTIER_PLATEFORME_URL`; else None."""
     from postier.delivery.plateforme import PlatformConfig
 
-    conn = _connection("postier_plateforme")
-    if conn is None:
-        return PlatformConfig.from_env()
-    return PlatformConfig.from_connection(
-        conn.host, conn.port, conn.login, conn.password, conn.extra_dejson
-    )
+    return _service("postier_plateforme", PlatformConfig)
 
 
 def environment() -> Environment:
