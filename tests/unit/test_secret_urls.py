@@ -9,6 +9,7 @@ import pytest
 
 from postier.delivery.chorus_sftp import SftpConfig
 from postier.delivery.mail import SmtpConfig
+from postier.delivery.plateforme import PlatformConfig
 from postier.errors import ConfigurationError
 from postier.store.database import check_dsn
 
@@ -23,6 +24,10 @@ def _smtp_env(url: str) -> object:
 
 def _sftp_env(url: str) -> object:
     return SftpConfig.from_env({"POSTIER_CHORUS_SFTP_URL": url, "POSTIER_CHORUS_HOST_KEY": "x"})
+
+
+def _platform_env(url: str) -> object:
+    return PlatformConfig.from_env({"POSTIER_PLATEFORME_URL": url})
 
 
 @pytest.mark.parametrize(
@@ -46,6 +51,11 @@ def _sftp_env(url: str) -> object:
         (_sftp_env, f"sftp://depot:{SECRET}@chorus.example.fr:22/flux", "sftp://chorus.example.fr"),
         (_sftp_env, "sftp://depot:Zq8Kp3wLm@[::1:22/flux", "sftp://"),
         (
+            _platform_env,
+            f"https://facturation:{SECRET}@pa.example.fr/flow-service?token_url=https://t.example",
+            "https://pa.example.fr",
+        ),
+        (
             check_dsn,
             "postgresql://postier_app:Zq8Kp3%zzwLm@db.example.fr/erp",
             "postgresql://db.example.fr",
@@ -67,3 +77,12 @@ def test_encoded_password_still_parses() -> None:
     config = SmtpConfig.from_url("smtp://facturation:Zq8%23wLm@relais.example.fr:587?starttls=1")
     assert (config.password, config.port, config.security) == ("Zq8#wLm", 587, "starttls")
     assert "Zq8" not in repr(config)
+
+
+def test_platform_connection_without_base_url_is_https_on_its_host() -> None:
+    extra = {"token_url": "https://pa.example.fr/token"}
+    config = PlatformConfig.from_connection("pa.example.fr", 8443, "client", "s3cret", extra)
+    assert (config.base_url, config.client_id) == ("https://pa.example.fr:8443", "client")
+    assert "s3cret" not in repr(config)
+    with pytest.raises(ConfigurationError, match="token_url"):
+        PlatformConfig.from_connection("pa.example.fr", None, "client", "s3cret", {})
