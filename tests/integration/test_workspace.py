@@ -299,6 +299,23 @@ def test_invoice_history_shows_exchanges_and_its_archived_signed_pdf(
     assert client.get("/factures/INCONNUE", headers=CLERK).status_code == 404
 
 
+def test_invoice_history_says_when_its_archived_pdf_is_altered_or_missing(
+    client: TestClient, env: Environment, conn: psycopg.Connection
+) -> None:
+    insert_invoice(conn, number="A-1", send_state="PRET")
+    insert_invoice(conn, number="A-2", send_state="PRET")
+    conn.commit()
+    run_treatment(env, "factures_envoyer", {}, "jmartin")
+    (altered,) = (env.home / "ged").rglob("A-1*.pdf")
+    data = bytearray(altered.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    altered.write_bytes(bytes(data))
+    for missing in (env.home / "ged").rglob("A-2*.pdf"):
+        missing.unlink()
+    assert "contenu altéré" in client.get("/factures/A-1", headers=CLERK).text
+    assert "absent de la GED" in client.get("/factures/A-2", headers=CLERK).text
+
+
 def test_clerk_reads_settings_admin_changes_them_and_each_change_is_recorded(
     client: TestClient, conn: psycopg.Connection
 ) -> None:
