@@ -6,7 +6,13 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from postier.domain.selection import BATCH_MAX, DATE_MAX, DATE_MIN, PARAM_LABELS
+from postier.domain.selection import (
+    BATCH_MAX,
+    DATE_MAX,
+    DATE_MIN,
+    OPERATOR_PATTERN,
+    PARAM_LABELS,
+)
 from postier.domain.states import SEND_STATE_LABELS
 from postier.domain.treatments import Treatment, TreatmentId
 
@@ -16,7 +22,7 @@ BATCH_RULE = f"nombre entier de 0 à {BATCH_MAX}."
 DATE_RULE = f"Date du {DATE_MIN:%d/%m/%Y} au {DATE_MAX:%d/%m/%Y}."
 LOGIN_RULE = "Lettres, chiffres et . _ @ - ; 64 caractères au plus."
 #: `OPERATOR_PATTERN` of the selection, or blank (a cleared field).
-LOGIN_PATTERN = r"^(\s*|[A-Za-z0-9][A-Za-z0-9._@-]{0,63})$"
+LOGIN_PATTERN = rf"^(\s*|{OPERATOR_PATTERN.pattern.removeprefix('^').removesuffix('$')})$"
 
 
 def _optional(kind: str, key: str, description: str, **schema: Any) -> Param:
