@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from postier.errors import ReturnFileError
+from postier.errors import PostierError, ReturnFileError
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -451,28 +451,34 @@ def schema_errors(document: etree._Element | bytes) -> list[str]:
     return [f"ligne {e.line} : {e.message}" for e in schema.error_log]
 
 
+def safe_xml_root(data: bytes, where: str, error: type[PostierError]) -> etree._Element:
+    """The root of an untrusted XML file (a return or a lifecycle file); `error` (French, with
+    `where` naming the file) when it declares a DOCTYPE/ENTITY, is malformed or nests too deep."""
+    # Refused before parsing: entity declarations are how XML bombs and external entities work,
+    # and a status file never needs one. Checked again on the parsed tree for other encodings.
+    if _DOCTYPE.search(data) or _DOCTYPE.search(data.replace(b"\x00", b"")):
+        raise error(
+            f"XML refusé{where} : déclaration DOCTYPE/ENTITY interdite (entités externes ou "
+            "expansion d'entités)"
+        )
+    try:
+        root = etree.fromstring(data, etree.XMLParser(**_PARSER_OPTIONS))
+    except etree.XMLSyntaxError as exc:
+        raise error(f"XML mal formé{where} : {exc.msg}") from None
+    tree = root.getroottree()
+    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+        raise error(f"XML refusé{where} : DOCTYPE interdit")
+    if _depth(root) > MAX_XML_DEPTH:
+        raise error(f"XML refusé{where} : imbrication trop profonde")
+    return root
+
+
 def parse_status_xml(
     data: bytes, member: str = "", *, now: datetime | None = None
 ) -> ReturnDocument:
     """One `CPPStatut` document; `member` names it in messages when it came from an archive."""
     where = f" (membre « {printable(member)} »)" if member else ""
-    # Refused before parsing: entity declarations are how XML bombs and external entities work,
-    # and a status file never needs one. Checked again on the parsed tree for other encodings.
-    if _DOCTYPE.search(data) or _DOCTYPE.search(data.replace(b"\x00", b"")):
-        raise ReturnFileError(
-            f"XML refusé{where} : déclaration DOCTYPE/ENTITY interdite (entités externes ou "
-            "expansion d'entités)"
-        )
-    parser = etree.XMLParser(**_PARSER_OPTIONS)
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        raise ReturnFileError(f"XML mal formé{where} : {exc.msg}") from None
-    tree = root.getroottree()
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
-        raise ReturnFileError(f"XML refusé{where} : DOCTYPE interdit")
-    if _depth(root) > MAX_XML_DEPTH:
-        raise ReturnFileError(f"XML refusé{where} : imbrication trop profonde")
+    root = safe_xml_root(data, where, ReturnFileError)
     if root.tag != "CPPStatut":
         raise ReturnFileError(
             f"XML inattendu{where} : élément racine « {root.tag} », « CPPStatut » attendu"

@@ -21,14 +21,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from postier.domain.chorus_returns import (
-    _DOCTYPE,
-    _PARSER_OPTIONS,
-    MAX_FILE_SIZE,
-    MAX_XML_DEPTH,
-    _depth,
-    parse_status_date,
-)
+from postier.domain.chorus_returns import MAX_FILE_SIZE, parse_status_date, safe_xml_root
 from postier.errors import ReturnFileError
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -96,14 +89,7 @@ def parse_lifecycle(data: bytes, *, now: datetime | None = None) -> list[Lifecyc
     """The statuses of one CDAR lifecycle file; `LifecycleFileError` (French) when it is refused."""
     if len(data) > MAX_FILE_SIZE:
         raise LifecycleFileError(f"fichier de cycle de vie de plus de {MAX_FILE_SIZE} octets")
-    if _DOCTYPE.search(data) or _DOCTYPE.search(data.replace(b"\x00", b"")):
-        raise LifecycleFileError("XML refusé : déclaration DOCTYPE/ENTITY interdite")
-    try:
-        root = etree.fromstring(data, etree.XMLParser(**_PARSER_OPTIONS))
-    except etree.XMLSyntaxError as exc:
-        raise LifecycleFileError(f"XML mal formé : {exc.msg}") from None
-    if _depth(root) > MAX_XML_DEPTH:
-        raise LifecycleFileError("XML refusé : imbrication trop profonde")
+    root = safe_xml_root(data, "", LifecycleFileError)
     if root.tag != f"{{{RSM}}}CrossDomainAcknowledgementAndResponse":
         raise LifecycleFileError(
             f"XML inattendu : élément racine « {etree.QName(root).localname} », "
