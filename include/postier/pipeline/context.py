@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import secrets
@@ -136,19 +137,23 @@ def demo_identity(home: Path, seller_name: str) -> tuple[bytes, bytes]:
     folder = home / "signing"
     p12, secret, ca = folder / "demo.p12", folder / "demo.passphrase", folder / "demo-ca.der"
     named = folder / "demo.organization"
-    if not p12.exists() or not named.exists() or named.read_text() != seller_name:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        identity = sample_identity(
-            secrets.token_urlsafe(24).encode(),
-            common_name=f"{seller_name} (démo Postier)",
-            organization=seller_name,
-        )
-        named.write_text(seller_name)
-        secret.touch(mode=0o600)
-        secret.write_bytes(identity.passphrase)
-        ca.write_bytes(identity.ca_cert_der)
-        tmp = p12.with_suffix(".part")
-        tmp.touch(mode=0o600)
-        tmp.write_bytes(identity.pkcs12)
-        tmp.replace(p12)
-    return p12.read_bytes(), secret.read_bytes()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Two runs starting at once on a fresh home must not each make an identity and read the
+    # other's certificate with their own passphrase: one makes it, the other waits and reads it.
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not p12.exists() or not named.exists() or named.read_text() != seller_name:
+            identity = sample_identity(
+                secrets.token_urlsafe(24).encode(),
+                common_name=f"{seller_name} (démo Postier)",
+                organization=seller_name,
+            )
+            named.write_text(seller_name)
+            secret.touch(mode=0o600)
+            secret.write_bytes(identity.passphrase)
+            ca.write_bytes(identity.ca_cert_der)
+            tmp = p12.with_suffix(".part")
+            tmp.touch(mode=0o600)
+            tmp.write_bytes(identity.pkcs12)
+            tmp.replace(p12)
+        return p12.read_bytes(), secret.read_bytes()
