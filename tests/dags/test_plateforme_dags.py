@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 from builders import insert_customer, insert_invoice
-from integration.pa_server import LocalPlatform, running_platform
 
+from postier.delivery.local_pa import LocalPlatform, running_platform
 from postier.delivery.plateforme import forget_tokens
 
 

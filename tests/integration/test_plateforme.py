@@ -15,10 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 from builders import insert_customer, insert_invoice
-from integration.pa_server import LocalPlatform, running_platform
 from treatment_runs import run_treatment
 
 from postier.delivery.archive import DocumentArchive
+from postier.delivery.local_pa import LocalPlatform, running_platform
 from postier.delivery.plateforme import FlowClient, PlatformConfig, forget_tokens
 from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment

@@ -21,6 +21,10 @@ SPEC = Path("/work/shared/spec")
 COPIES = [
     ("CPPStatutPivot_V1_19.xsd", "chorus/CPPStatutPivot_V1_19.xsd"),
     ("afnor/AFNOR-Flow_Service-1.1.0-openapi.json", "afnor/AFNOR-Flow_Service-1.1.0-openapi.json"),
+    (
+        "afnor/AFNOR-Directory_Service-1.1.0-openapi.json",
+        "afnor/AFNOR-Directory_Service-1.1.0-openapi.json",
+    ),
     ("cdar-d22b", "afnor/cdar-d22b"),
 ]
 

@@ -1,13 +1,15 @@
 """A local Plateforme Agréée: the AFNOR Flow Service (XP Z12-013 annex A), real HTTP on loopback.
 
-Every request and every response of the Flow API is validated against the official OpenAPI
-document (`shared/spec/afnor/AFNOR-Flow_Service-1.1.0-openapi.json`, copied unchanged in
-`include/postier/domain/schemas/afnor/`) with openapi-core; a request
-that does not conform is answered 400 and kept in `violations`, and the tests assert that list is
-empty. The OAuth2 token endpoint (RFC 6749 client credentials, not part of that document) issues
-Bearer tokens with a chosen lifetime. The server stores the flows it accepts and can be told to
-answer the next requests with 429/503 (with `Retry-After`), 400/413/422, or to accept a flow and
-then never answer (the client times out: an unknown outcome).
+The project starts it itself where no real PA is at hand (as the local sshd stands for Chorus
+Pro): `make demo` deposits its `plateforme` invoices there, and the tests use it as the real
+server they talk to. Every request and every response of the Flow API is validated against the
+official OpenAPI document (`spec/afnor/AFNOR-Flow_Service-1.1.0-openapi.json`, copied unchanged in
+`schemas/afnor/` beside the Chorus schemas) with openapi-core; a request that does not conform is
+answered 400 and kept in `violations`, and the tests assert that list is empty. The OAuth2 token
+endpoint (RFC 6749 client credentials, not part of that document) issues Bearer tokens with a
+chosen lifetime. The server stores the flows it accepts and can be told to answer the next
+requests with 429/503 (with `Retry-After`), 400/413/422, or to accept a flow and then never
+answer (the client times out: an unknown outcome).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from typing import Any
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-#: The official document, copied unchanged from `shared/spec/afnor/` beside the Chorus schemas.
+#: The official document, copied unchanged from `spec/afnor/` beside the Chorus schemas.
 SPEC = (
-    Path(__file__).resolve().parents[2]
-    / "include/postier/domain/schemas/afnor/AFNOR-Flow_Service-1.1.0-openapi.json"
+    Path(__file__).resolve().parents[1]
+    / "domain/schemas/afnor/AFNOR-Flow_Service-1.1.0-openapi.json"
 )
 
 #: The spec's server (`https://{sub-domain}.{domain}/flow-service`, default variables): requests
@@ -146,6 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
             state.violations.append(f"request {method} {route}: {detail}")
             self._answer(request, 400, {"errorCode": "INVALID_REQUEST", "errorMessage": detail})
             return
+        payload: dict[str, Any] = result.body or {}
         scripted = self._scripted(route)
         if scripted is not None and not scripted.hang:
             headers = {"Retry-After": scripted.retry_after} if scripted.retry_after else {}
@@ -156,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if method == "post" and route == "/v1/flows":
             time.sleep(state.deposit_delay)
-            flow = self._store(result.body)
+            flow = self._store(payload)
             if scripted is not None:
                 time.sleep(scripted.hang)
                 self.close_connection = True
@@ -167,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {**flow.info, "flowId": flow.flow_id, "submittedAt": flow.submitted_at},
             )
         elif method == "post" and route == "/v1/flows/search":
-            self._answer(request, 200, self._search(result.body))
+            self._answer(request, 200, self._search(payload))
         elif method == "get" and route == "/v1/healthcheck":
             self._answer(request, 200, None)
         else:
@@ -266,6 +269,7 @@ class LocalPlatform:
     @property
     def root(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)
         return f"http://{host}:{port}"
 
     @property
