@@ -30,7 +30,7 @@ from postier.errors import ConfigurationError, PostierError, SelectionError
 from postier.pipeline.context import Environment
 from postier.pipeline.run_files import list_run_files, run_file
 from postier.store import listings
-from postier.store.invoice_history import archived_document, invoice_history
+from postier.store.invoice_history import ArchivedDocument, archived_document, invoice_history
 from postier.store.settings import change_setting, list_settings, setting_changes
 
 
@@ -215,10 +215,7 @@ def create_app(
             history = invoice_history(conn, number)
         if history is None:
             raise HTTPException(status_code=404, detail="facture introuvable")
-        checks = {
-            d.id: _check_document(env, d.location, d.sha256, d.signed) for d in history.documents
-        }
-        return pages.invoice_page(history, checks, who.login)
+        return pages.invoice_page(history, _check_documents(env, history.documents), who.login)
 
     @app.get("/factures/{number}/documents/{document_id}")
     def invoice_document(number: str, document_id: int, who: Clerk = Signed) -> Response:
@@ -355,26 +352,27 @@ def _preparation_refusals(conn: Any, rows: Sequence[listings.InvoiceRow]) -> dic
     }
 
 
-def _check_document(env: Environment, location: str, sha256: str, signed: bool) -> str:
-    """The archived document read back: its fingerprint, then its signature."""
+def _check_documents(env: Environment, documents: Sequence[ArchivedDocument]) -> dict[int, str]:
+    """Each archived document read back: its fingerprint, then its signature."""
     from postier.delivery.archive import DocumentArchive
-
-    try:
-        data = DocumentArchive(env.archive_url).read(location)
-    except (PostierError, OSError):
-        return "absent de la GED"
-    if hashlib.sha256(data).hexdigest() != sha256:
-        return "contenu altéré (empreinte SHA-256 différente)"
-    if not signed:
-        return "empreinte vérifiée (document non signé)"
-    from postier.documents import verify_pdf
+    from postier.pipeline.archive_check import document_problem
 
     # The demo signing identity's CA when it is the one in use; pyHanko's defaults otherwise.
     demo_ca = env.home / "signing" / "demo-ca.der"
-    result = verify_pdf(data, trust_roots=[demo_ca.read_bytes()] if demo_ca.exists() else None)
-    if result.valid:
-        return "signature valide, empreinte vérifiée"
-    return "signature : " + ("; ".join(result.problems) or "invalide")
+    roots = [demo_ca.read_bytes()] if demo_ca.exists() else None
+    checks: dict[int, str] = {}
+    for d in documents:
+        try:
+            archive = DocumentArchive(env.archive_url)  # inside: a GED out of reach is "absent"
+            problem = document_problem(archive, d.location, d.sha256, d.signed, roots)
+        except (PostierError, OSError):
+            problem = "absent de la GED"
+        checks[d.id] = problem or (
+            "signature valide, empreinte vérifiée"
+            if d.signed
+            else "empreinte vérifiée (document non signé)"
+        )
+    return checks
 
 
 def _airflow_wiring() -> tuple[

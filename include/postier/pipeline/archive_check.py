@@ -28,8 +28,6 @@ class ArchiveCheck:
 
 
 def verify_archive(env: Environment, trust_roots: list[bytes] | None = None) -> ArchiveCheck:
-    from postier.documents import verify_pdf
-
     archive = DocumentArchive(env.archive_url)
     problems: list[ArchiveProblem] = []
     with env.connect() as conn:
@@ -39,16 +37,32 @@ def verify_archive(env: Environment, trust_roots: list[bytes] | None = None) -> 
         ).fetchall()
     for number, location, sha256, signed in rows:
         try:
-            data = archive.read(location)
+            problem = document_problem(archive, location, sha256, signed, trust_roots)
         except (PostierError, OSError) as error:
-            problems.append(ArchiveProblem(number, location, f"document manquant ({error})"))
-            continue
-        if hashlib.sha256(data).hexdigest() != sha256:
-            problems.append(ArchiveProblem(number, location, "contenu altéré (empreinte SHA-256)"))
-            continue
-        if signed:
-            result = verify_pdf(data, trust_roots=trust_roots)
-            if not result.valid:
-                why = "; ".join(result.problems) or "signature invalide"
-                problems.append(ArchiveProblem(number, location, f"signature : {why}"))
+            problem = f"document manquant ({error})"
+        if problem:
+            problems.append(ArchiveProblem(number, location, problem))
     return ArchiveCheck(len(rows), tuple(problems))
+
+
+def document_problem(
+    archive: DocumentArchive,
+    location: str,
+    sha256: str,
+    signed: bool,
+    trust_roots: list[bytes] | None,
+) -> str | None:
+    """One archived document read back: its fingerprint, then its signature; None when sound.
+
+    Raises `PostierError` or `OSError` when the document cannot be read from the GED.
+    """
+    from postier.documents import verify_pdf
+
+    data = archive.read(location)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return "contenu altéré (empreinte SHA-256)"
+    if signed:
+        result = verify_pdf(data, trust_roots=trust_roots)
+        if not result.valid:
+            return "signature : " + ("; ".join(result.problems) or "signature invalide")
+    return None
