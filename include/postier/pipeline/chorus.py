@@ -37,7 +37,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from postier.delivery.archive import DocumentArchive
+from postier.delivery.archive import Archived, DocumentArchive
 from postier.delivery.chorus_edi import (
     FACTURX_INTERFACE,
     document_name,
@@ -273,6 +273,7 @@ def _record_flow(
                 )
             except PostierError as error:
                 outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
+        documents = source.index_archived(documents)
         pdf_dir = run.output_dir / PDF_DIR
         if documents and not settings.demat_chorus:
             outcomes += [
@@ -338,7 +339,7 @@ def _insert_flow(
 @dataclasses.dataclass(frozen=True)
 class _Document:
     """What one invoice contributes to a flow: its file name in the flow, the signed PDF, and
-    the archived document it is (None when archiving is off)."""
+    the archived document it is (None when archiving is off, or until a new version is indexed)."""
 
     invoice: Invoice
     name: str
@@ -364,6 +365,8 @@ class _Source:
     ) -> None:
         self.env, self.conn, self.run, self.settings = env, conn, run, settings
         self.archive = DocumentArchive(env.archive_url)
+        #: Versions put in the GED and not yet indexed: (invoice id, archived, version, reason).
+        self._unindexed: list[tuple[int, Archived, int, str]] = []
 
     def document(self, invoice: Invoice, latest: _Archived | None, status: str | None) -> _Document:
         name = document_name(invoice.number)
@@ -389,7 +392,8 @@ class _Source:
             return _Document(invoice, name, pdf, None)
         version = latest.version + 1 if latest is not None else 1
         reason = RENEWED_AFTER_04 if renew else ARCHIVED_AT_DEPOSIT
-        return _Document(invoice, name, pdf, self._archive(invoice, pdf, version, reason))
+        self._archive(invoice, pdf, version, reason)
+        return _Document(invoice, name, pdf, None)
 
     def _read(self, invoice: Invoice, archived: _Archived) -> bytes:
         self.env.refuse_demo_fallbacks(ged=True)
@@ -401,7 +405,7 @@ class _Source:
             )
         return data
 
-    def _archive(self, invoice: Invoice, pdf: bytes, version: int, reason: str) -> int:
+    def _archive(self, invoice: Invoice, pdf: bytes, version: int, reason: str) -> None:
         self.env.refuse_demo_fallbacks(ged=True)
         key = DocumentArchive.key_for(
             invoice.invoice_date, invoice.customer.code, invoice.number, version=version
@@ -409,24 +413,44 @@ class _Source:
         # The invoice row is locked and this version is not indexed: a file already there was
         # left by a rolled-back attempt.
         archived = self.archive.put(key, pdf, replace_unindexed=True)
-        row = self.conn.execute(
-            "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed, version, "
-            "reason) VALUES (%s, 'facture', %s, %s, %s, true, %s, %s) RETURNING id",
-            (invoice.id, archived.sha256, archived.size, archived.location, version, reason),
-        ).fetchone()
-        assert row is not None
-        report = {
-            "emplacement": archived.location,
-            "sha256": archived.sha256,
-            "version": version,
-            "motif": reason,
-        }
-        self.conn.execute(
-            "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-            "VALUES (%s, %s, 'archivage_ged', 'GED', 'archivee', %s, %s)",
-            (invoice.id, self.run.id, Jsonb(report), self.run.triggered_by),
-        )
-        return int(row[0])
+        self._unindexed.append((invoice.id, archived, version, reason))
+
+    def index_archived(self, documents: list[_Document]) -> list[_Document]:
+        """Index the versions archived for the chunk (their `documents` row and `archivage_ged`
+        exchange), one statement per table; `documents` with the new versions' ids."""
+        if not self._unindexed:
+            return documents
+        pending, self._unindexed = self._unindexed, []
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed, "
+                "version, reason) VALUES (%s, 'facture', %s, %s, %s, true, %s, %s) "
+                "RETURNING invoice_id, id",
+                [(i, a.sha256, a.size, a.location, version, why) for i, a, version, why in pending],
+                returning=True,
+            )
+            ids = {row[0]: row[1] for _ in cur.results() for row in cur.fetchall()}
+            cur.executemany(
+                "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
+                "VALUES (%s, %s, 'archivage_ged', 'GED', 'archivee', %s, %s)",
+                [
+                    (i, self.run.id, Jsonb(_archived_report(a, v, why)), self.run.triggered_by)
+                    for i, a, v, why in pending
+                ],
+            )
+        return [
+            dataclasses.replace(d, document_id=ids[d.invoice.id]) if d.invoice.id in ids else d
+            for d in documents
+        ]
+
+
+def _archived_report(archived: Archived, version: int, reason: str) -> dict[str, Any]:
+    return {
+        "emplacement": archived.location,
+        "sha256": archived.sha256,
+        "version": version,
+        "motif": reason,
+    }
 
 
 def _facturx_data(pdf: bytes) -> bytes | None:
