@@ -147,7 +147,8 @@ def _deposit_all(
     for n, c in enumerate(candidates):
         try:
             if c.flow_status == "preparee":
-                assert c.tracking_id is not None
+                if c.tracking_id is None:  # plateforme_flows.tracking_id is NOT NULL
+                    raise RuntimeError(f"flux préparé sans trackingId : facture {c.number}")
                 flow = client.find(c.tracking_id)
                 if flow is not None:
                     _deposited(conn, c, flow.flow_id, by, run_id, found=True)
