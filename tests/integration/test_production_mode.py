@@ -56,57 +56,40 @@ def refused_send(env: Environment) -> str:
     return str(refused.value)
 
 
-def test_send_refuses_the_demo_signing_key(
-    db_dsn: str,
-    tmp_path: Path,
-    ready: int,
-    smtp_server: SmtpServer,  # noqa: F811
-) -> None:
-    env = production(
-        db_dsn,
-        tmp_path / "home",
-        ged_url=str(tmp_path / "ged"),
-        smtp=SmtpConfig.from_url(smtp_server.url()),
-    )
-    message = refused_send(env)
-    assert "clé de signature de démonstration" in message and "postier_signing" in message
-    assert state(db_dsn, ready) == "PRET"
-    assert not (tmp_path / "home" / "signing").exists()  # no demo key made either
-
-
-def test_send_refuses_the_local_ged(
+@pytest.mark.parametrize(
+    ("stand_in", "says", "not_says"),
+    [
+        ("signing", ["clé de signature de démonstration", "postier_signing"], []),
+        ("ged", ["GED locale", "postier_ged"], ["signature"]),
+        ("smtp", ["boîte d'envoi locale", "postier_smtp"], []),
+    ],
+    ids=["signing_key", "local_ged", "local_outbox"],
+)
+def test_send_refuses_a_demo_stand_in(
     db_dsn: str,
     tmp_path: Path,
     ready: int,
     identity: SampleIdentity,
     smtp_server: SmtpServer,  # noqa: F811
+    stand_in: str,
+    says: list[str],
+    not_says: list[str],
 ) -> None:
+    """Every real service configured but one: the send names the demo stand-in it refuses."""
+    services: dict[str, dict[str, object]] = {
+        "signing": {"signing_pkcs12": identity.pkcs12, "signing_passphrase": identity.passphrase},
+        "ged": {"ged_url": str(tmp_path / "ged")},
+        "smtp": {"smtp": SmtpConfig.from_url(smtp_server.url())},
+    }
+    del services[stand_in]
     env = production(
-        db_dsn,
-        tmp_path / "home",
-        signing_pkcs12=identity.pkcs12,
-        signing_passphrase=identity.passphrase,
-        smtp=SmtpConfig.from_url(smtp_server.url()),
+        db_dsn, tmp_path / "home", **{k: v for s in services.values() for k, v in s.items()}
     )
     message = refused_send(env)
-    assert "GED locale" in message and "postier_ged" in message
-    assert "signature" not in message
+    assert all(part in message for part in says), message
+    assert not any(part in message for part in not_says), message
     assert state(db_dsn, ready) == "PRET"
-
-
-def test_send_refuses_the_local_outbox(
-    db_dsn: str, tmp_path: Path, ready: int, identity: SampleIdentity
-) -> None:
-    env = production(
-        db_dsn,
-        tmp_path / "home",
-        signing_pkcs12=identity.pkcs12,
-        signing_passphrase=identity.passphrase,
-        ged_url=str(tmp_path / "ged"),
-    )
-    message = refused_send(env)
-    assert "boîte d'envoi locale" in message and "postier_smtp" in message
-    assert state(db_dsn, ready) == "PRET"
+    assert not (tmp_path / "home" / "signing").exists()  # no demo key made either
 
 
 def test_send_with_real_services_goes_through(
