@@ -60,3 +60,28 @@ def test_send_dag_deposits_plateforme_invoices_and_the_next_send_what_the_pa_cou
     assert names == ["FP-DAG-1.pdf", "FP-DAG-2.pdf", "FP-DAG-3.pdf"]
     deposited = report(postier_env)["plateforme"]
     assert deposited["deposees"] == 3 and deposited["en_attente"] == []
+
+
+def test_send_with_plateforme_invoices_and_no_platform_is_refused_before_anything_is_sent(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_POSTIER_PLATEFORME", raising=False)
+    monkeypatch.delenv("POSTIER_PLATEFORME_URL", raising=False)
+    with psycopg.connect(postier_env) as conn:
+        b2b = insert_customer(conn, channel="plateforme", siren="732829320")
+        insert_invoice(conn, b2b, number="FP-NOPA-1", send_state="PRET")
+        paper = insert_customer(conn, channel="papier")
+        insert_invoice(conn, paper, number="FP-NOPA-2", send_state="PRET")
+
+    dag_run = run_dag("factures_envoyer", mark_success_pattern="confirmation")
+
+    assert dag_run.state == "failed"
+    selected = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "selectionner")
+    assert (selected.state, selected.try_number) == ("failed", 1)
+    run = report(postier_env)
+    assert run["statut"] == "échec : configuration à corriger, rien n'a été traité"
+    assert "aucune plateforme agréée n'est configurée" in run["motif"]
+    assert "postier_plateforme" in run["motif"]
+    with psycopg.connect(postier_env) as conn:
+        sent = conn.execute("SELECT number, send_state FROM invoices ORDER BY number").fetchall()
+    assert sent == [("FP-NOPA-1", "PRET"), ("FP-NOPA-2", "PRET")]

@@ -74,7 +74,7 @@ def start_run(
             selection = selection.created_in_last_days(days, today or datetime.now(PARIS).date())
         recorded = selection.as_params() | {"mode": mode}
         try:
-            check_configuration(env, settings, t)
+            check_configuration(env, conn, settings, t, selection)
         except (ConfigurationError, SigningError) as error:
             record_refusal(env, t, recorded, actor, external_id, "en_erreur", error)
             raise
