@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 STAMP := $(VENV)/.installed-stamp
 DEMO_INVOICES ?= 500
+# Invoices of the real-Airflow benchmark (prepare + send through a real Airflow; see README).
+BENCH_AIRFLOW_INVOICES ?= 2000
 # Airflow runs from the project's own home; the same settings serve `make demo` and `make airflow`.
 export AIRFLOW_HOME ?= $(CURDIR)/.postier/airflow
 export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
@@ -52,6 +54,7 @@ airflow: install ## Start Airflow locally (standalone) with the DAGs and local d
 bench: install ## Benchmarks: figures as ratios against baselines measured in the same run
 	$(BIN)/python bench/documents_bench.py
 	$(BIN)/python bench/pipeline_bench.py
+	$(BIN)/python bench/airflow_bench.py --invoices $(BENCH_AIRFLOW_INVOICES)
 
 .PHONY: test
 test: install ## Run the whole test suite (starts its own PostgreSQL)

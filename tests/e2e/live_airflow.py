@@ -69,6 +69,8 @@ class Airflow:
     postier_home: Path
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: Settings over the defaults of `_environment` (e.g. the benchmark's parallelism).
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -231,6 +233,7 @@ def start_airflow(af: Airflow, metadata_url: str) -> None:
     """Migrate the metadata database, start the four components, wait until all are healthy."""
     (af.home / "process-logs").mkdir(exist_ok=True)
     env = _environment(af.home, af.port, metadata_url, af.postier_dsn, af.postier_home)
+    env.update(af.settings)
     with af.log_file("db-migrate").open("wb") as out:
         done = subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -21,6 +23,8 @@ from postier.store import database
 if TYPE_CHECKING:
     from postier.delivery.chorus_sftp import SftpConfig
     from postier.delivery.plateforme import PlatformConfig
+
+log = logging.getLogger(__name__)
 
 #: Login stamped by scheduled runs (nightly send, Chorus returns).
 TECHNICAL_LOGIN = os.environ.get("POSTIER_TECHNICAL_LOGIN", "traitement-nocturne")
@@ -132,7 +136,35 @@ def _plateforme() -> PlatformConfig | None:
     return _service("postier_plateforme", PlatformConfig)
 
 
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux /proc), None elsewhere."""
+    try:
+        with open("/proc/self/stat") as stat:
+            # Field 22, after the parenthesised command name: start time in clock ticks.
+            started = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as uptime:
+            up = float(uptime.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return up - started / os.sysconf("SC_CLK_TCK")
+
+
 def environment() -> Environment:
+    """What a task needs, resolved once at its start; logs how long the task process took to be
+    ready to work (start-up, imports, DAG file) and to resolve this (`make bench` reads both)."""
+    age = _process_age()
+    started = time.perf_counter()
+    env = _environment()
+    if age is not None:
+        log.info(
+            "Tâche prête en %.2f s, environnement résolu en %.2f s",
+            age,
+            time.perf_counter() - started,
+        )
+    return env
+
+
+def _environment() -> Environment:
     pkcs12, passphrase, tsa, signing_problem = _signing()
     return Environment(
         dsn=_dsn(),

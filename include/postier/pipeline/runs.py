@@ -141,7 +141,7 @@ def process_chunk(env: Environment, ref: RunRef, chunk: int) -> dict[str, int]:
         conn.commit()
         counts = run_store.item_counts(conn, run.id)
     log.info(
-        "Paquet %d : %d facture(s) traitée(s) en %.1f s — avancement %d/%d",
+        "Paquet %d : %d facture(s) traitée(s) en %.2f s — avancement %d/%d",
         chunk,
         len(ids),
         time.perf_counter() - started,

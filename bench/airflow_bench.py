@@ -1,0 +1,282 @@
+"""Benchmark with Airflow in the loop: demo invoices prepared then sent by a real Airflow.
+
+    .venv/bin/python bench/airflow_bench.py --invoices 2000 --workers 2
+
+In the same run, on a throwaway PostgreSQL cluster seeded with demo data:
+- the document-step throughput on one core (as `pipeline_bench.py`: render, render + sign);
+- a real Airflow 3 (the end-to-end tests' harness, `tests/e2e/live_airflow.py`: api-server,
+  scheduler, dag-processor, triggerer as subprocesses, LocalExecutor with `parallelism` =
+  `POSTIER_WORKERS` = `--workers`), the preparation then the send triggered through the REST API,
+  the send's confirmation approved through the API, each timed from trigger to success (the
+  seconds between the confirmation awaiting its answer and our answer are left out: that is the
+  clerk's time, not the machine's);
+- each task's queue wait and duration read from the API, and from the task logs the time a task
+  process took to be ready to work (`runtime.environment()`) and a chunk's own work
+  (`process_chunk`);
+- printed as ratios against the document step: orchestration share = 1 − (document time /
+  workers) / wall time; per mapped task overhead = its queue wait + duration − its own work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from e2e.live_airflow import Airflow, start_airflow, stop_airflow  # noqa: E402
+from pipeline_bench import document_rate  # noqa: E402
+
+from postier import demo_data  # noqa: E402
+from postier.pipeline.context import Environment  # noqa: E402
+from postier.store.cluster import LocalCluster  # noqa: E402
+from postier.store.migrations import migrate  # noqa: E402
+
+PREPARE, SEND = "factures_preparer_envoi", "factures_envoyer"
+CLERK = "jmartin"
+CHUNK_TASK = "traiter_paquet"
+APPROVE = "Envoyer"
+POLL = 0.5
+READY = re.compile(r"Tâche prête en ([0-9.]+) s, environnement résolu en ([0-9.]+) s")
+CHUNK_WORK = re.compile(r"Paquet \d+ : (\d+) facture\(s\) traitée\(s\) en ([0-9.]+) s")
+
+
+@dataclass
+class RunTiming:
+    """One Airflow run as measured: wall time, its tasks, what the task logs say."""
+
+    dag_id: str
+    run_id: str
+    wall_s: float
+    clerk_s: float = 0.0
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    ready_s: list[float] = field(default_factory=list)
+    env_s: list[float] = field(default_factory=list)
+    chunk_work_s: dict[int, float] = field(default_factory=dict)
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _seconds(start: str | None, end: str | None) -> float:
+    a, b = _when(start), _when(end)
+    return (b - a).total_seconds() if a and b else 0.0
+
+
+def _state(api: httpx.Client, dag_id: str, run_id: str, task_id: str) -> str | None:
+    response = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+    return response.json().get("state") if response.status_code == 200 else None
+
+
+def _run_state(api: httpx.Client, dag_id: str, run_id: str) -> str | None:
+    state = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+    if state == "failed":
+        raise RuntimeError(f"run {dag_id}/{run_id} failed")
+    return state if state == "success" else None
+
+
+def run_dag(af: Airflow, api: httpx.Client, dag_id: str, timeout: float) -> RunTiming:
+    """Trigger `dag_id` with its default criteria, approve its confirmation if it has one, wait
+    for success; wall time from trigger to success minus the answer's delay."""
+    af.wait_for_dag(api, dag_id)
+    api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+    started = time.monotonic()
+    response = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {}})
+    response.raise_for_status()
+    run_id = str(response.json()["dag_run_id"])
+    clerk_s = 0.0
+    if dag_id == SEND:
+
+        def awaiting() -> bool | None:
+            if _run_state(api, dag_id, run_id):
+                raise RuntimeError("the send finished without asking for its confirmation")
+            return True if _state(api, dag_id, run_id, "confirmation") == "awaiting_input" else None
+
+        af.wait_for("the send's confirmation", awaiting, timeout)
+        asked = time.monotonic()
+        af.wait_for_parked_worker_exit(dag_id, run_id, "confirmation")
+        hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/confirmation/-1/hitlDetails"
+        api.patch(hitl, json={"chosen_options": [APPROVE]}).raise_for_status()
+        clerk_s = time.monotonic() - asked
+    af.wait_for(f"{dag_id}/{run_id} to succeed", lambda: _run_state(api, dag_id, run_id), timeout)
+    timing = RunTiming(dag_id, run_id, time.monotonic() - started - clerk_s, clerk_s)
+    response = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+    response.raise_for_status()
+    timing.tasks = response.json()["task_instances"]
+    folder = af.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    for log_file in sorted(folder.rglob("*.log")):
+        text = log_file.read_text(errors="replace")
+        for ready, env in READY.findall(text):
+            timing.ready_s.append(float(ready))
+            timing.env_s.append(float(env))
+        mapped = re.search(r"map_index=(\d+)", str(log_file))
+        for _count, work in CHUNK_WORK.findall(text):
+            if mapped:
+                timing.chunk_work_s[int(mapped.group(1))] = float(work)
+    return timing
+
+
+def task_figures(runs: list[RunTiming]) -> dict[str, float]:
+    """Queue waits, durations and overheads of the tasks of `runs` (HITL task left out)."""
+    mapped_overhead, queue_waits, serial_cost = [], [], 0.0
+    serial_count = mapped_count = 0
+    for run in runs:
+        for ti in run.tasks:
+            if ti["task_id"] == "confirmation" or ti["state"] != "success":
+                continue
+            wait = _seconds(ti.get("queued_when"), ti.get("start_date"))
+            duration = _seconds(ti.get("start_date"), ti.get("end_date"))
+            queue_waits.append(wait)
+            if ti["task_id"] == CHUNK_TASK:
+                mapped_count += 1
+                work = run.chunk_work_s.get(int(ti["map_index"]), 0.0)
+                mapped_overhead.append(wait + duration - work)
+            else:
+                serial_count += 1
+                serial_cost += wait + duration
+    ready = [r for run in runs for r in run.ready_s]
+    env = [e for run in runs for e in run.env_s]
+    return {
+        "mapped_tasks": mapped_count,
+        "mapped_overhead_s": statistics.mean(mapped_overhead) if mapped_overhead else 0.0,
+        "queue_wait_s": statistics.mean(queue_waits) if queue_waits else 0.0,
+        "serial_tasks": serial_count,
+        "serial_s": serial_cost,
+        "ready_median_s": statistics.median(ready) if ready else 0.0,
+        "ready_max_s": max(ready, default=0.0),
+        "env_median_s": statistics.median(env) if env else 0.0,
+    }
+
+
+def counts(dsn: str, external_id: str) -> tuple[int, int]:
+    """(invoices done, chunks) of the Postier run of an Airflow run."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE ri.status = 'traitee'), count(DISTINCT ri.chunk) "
+            "FROM runs r JOIN run_items ri ON ri.run_id = r.id WHERE r.external_id = %s",
+            (external_id,),
+        ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def measure(invoices: int, workers: int, timeout: float) -> dict[str, float]:
+    base = Path(tempfile.mkdtemp(prefix="postier-airflow-bench-"))
+    base.chmod(0o755)
+    cluster = LocalCluster(base / "pg")
+    af: Airflow | None = None
+    try:
+        dsn = cluster.start()
+        with psycopg.connect(cluster.owner_dsn()) as conn:
+            migrate(conn)
+        with psycopg.connect(dsn) as conn:
+            conn.execute("UPDATE settings SET value = 'false' WHERE key = 'DEMAT_ARTIS'")
+            demo_data.seed(conn, invoices, seed=3)
+            # Every demo invoice not yet sent goes through prepare then send.
+            conn.execute(
+                "UPDATE invoices SET send_state = 'EN_ATTENTE' WHERE send_state <> 'ENVOYE'"
+            )
+        home = base / "postier-home"
+        render_rate, send_rate = document_rate(Environment(dsn=dsn, home=home), 200)
+        cluster.create_database("airflow_bench")
+        metadata = cluster.owner_dsn("airflow_bench").replace(
+            "postgresql://", "postgresql+psycopg://", 1
+        )
+        af = Airflow(home=base / "airflow", postier_dsn=dsn, postier_home=home)
+        af.home.mkdir()
+        af.settings = {
+            "AIRFLOW__CORE__PARALLELISM": str(workers),
+            "POSTIER_WORKERS": str(workers),
+        }
+        start_airflow(af, metadata)
+        with af.client(CLERK) as api:
+            prep = run_dag(af, api, PREPARE, timeout)
+            send = run_dag(af, api, SEND, timeout)
+        prepared, prep_chunks = counts(dsn, f"{PREPARE}/{prep.run_id}")
+        sent, send_chunks = counts(dsn, f"{SEND}/{send.run_id}")
+        document_s = prepared / render_rate + sent / send_rate
+        wall_s = prep.wall_s + send.wall_s
+        return {
+            "invoices": invoices,
+            "workers": workers,
+            "render_rate": render_rate,
+            "send_rate": send_rate,
+            "prepared": prepared,
+            "sent": sent,
+            "chunks": prep_chunks + send_chunks,
+            "prep_s": prep.wall_s,
+            "send_s": send.wall_s,
+            "clerk_s": send.clerk_s,
+            "ideal_s": document_s / workers,
+            "share": 1 - document_s / workers / wall_s,
+            "throughput": (prepared + sent) / wall_s,
+            **task_figures([prep, send]),
+        }
+    finally:
+        if af is not None:
+            stop_airflow(af)
+        cluster.stop()
+        if os.environ.get("POSTIER_BENCH_KEEP") != "1":
+            shutil.rmtree(base, ignore_errors=True)
+
+
+ROWS = (
+    ("documents/s, 1 cœur (rendu Factur-X)", "render_rate", "{:.1f}"),
+    ("documents/s, 1 cœur (rendu + signature)", "send_rate", "{:.1f}"),
+    ("préparées + envoyées", "done", "{:.0f}"),
+    ("paquets (tâches mappées)", "chunks", "{:.0f}"),
+    ("durée préparation, déclenchement → succès (s)", "prep_s", "{:.1f}"),
+    ("durée envoi, déclenchement → succès, sans la réponse (s)", "send_s", "{:.1f}"),
+    ("durée idéale = travail documentaire / workers (s)", "ideal_s", "{:.1f}"),
+    ("part d'orchestration (cible ≤ 25 % à 10 000)", "share", "{:.0%}"),
+    ("débit (factures/s, préparation + envoi)", "throughput", "{:.1f}"),
+    (
+        "surcoût par tâche mappée : attente + durée − travail (s, cible ≤ 1,5)",
+        "mapped_overhead_s",
+        "{:.2f}",
+    ),
+    ("attente moyenne en file d'une tâche (s)", "queue_wait_s", "{:.2f}"),
+    ("tâches hors paquets (2 exécutions, sans la confirmation)", "serial_tasks", "{:.0f}"),
+    ("coût total des tâches hors paquets : attente + durée (s)", "serial_s", "{:.1f}"),
+    ("processus de tâche prêt à travailler, médiane (s, cible ≤ 0,5)", "ready_median_s", "{:.2f}"),
+    ("processus de tâche prêt à travailler, max (s)", "ready_max_s", "{:.2f}"),
+    ("dont résolution des connexions, médiane (s)", "env_median_s", "{:.2f}"),
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--invoices", type=int, default=2_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1800, help="per run, seconds")
+    args = parser.parse_args()
+    started = time.monotonic()
+    got = measure(args.invoices, args.workers, args.timeout)
+    got["done"] = got["prepared"] + got["sent"]
+    print(
+        f"\nAirflow réel (LocalExecutor, parallelism = POSTIER_WORKERS = {args.workers}), "
+        f"préparation + envoi de N = {args.invoices} factures de démonstration"
+    )
+    print("| mesure | valeur |\n|---|---:|")
+    for label, key, fmt in ROWS:
+        print(f"| {label} | {fmt.format(got[key])} |")
+    print(f"\n(banc Airflow : {time.monotonic() - started:.0f} s en tout, démarrage compris)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
