@@ -10,11 +10,12 @@ from dag_files import DAGS, ROOT, load_dag
 
 from postier.airflow.chorus_returns_dag import DAG_ID as CHORUS_RETURNS
 from postier.airflow.dag_factory import IMPLEMENTED
+from postier.airflow.lifecycle_dag import DAG_ID as LIFECYCLE
 from postier.domain.treatments import CATALOGUE, SEND
 
 DAG_IDS = [t.value for t in IMPLEMENTED]
 #: Scheduled DAGs outside the treatment catalogue.
-OTHER_DAG_IDS = [CHORUS_RETURNS]
+OTHER_DAG_IDS = [CHORUS_RETURNS, LIFECYCLE]
 
 
 def test_there_is_one_dag_file_per_implemented_treatment() -> None:

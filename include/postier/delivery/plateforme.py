@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +66,10 @@ class FlowRefused(PlatformError):
 
 class PlatformUnavailable(PlatformError):
     """The PA could not be reached or asked to come back later: nothing was deposited."""
+
+
+class FlowMissing(PlatformError):
+    """The PA does not have the flow it listed (404 on its download)."""
 
 
 class FlowOutcomeUnknown(PlatformError):
@@ -159,6 +164,20 @@ class Flow:
     tracking_id: str | None
     submitted_at: datetime | None
     ack_status: str | None = None
+
+
+#: The lifecycle (CDAR) of an invoice we issued, as the Flow API types it (`FlowType`).
+LIFECYCLE_FLOW_TYPE = "CustomerInvoiceLC"
+#: The most results one search may return (`SearchFlowParams.limit`).
+SEARCH_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class LifecycleFlow:
+    """A lifecycle flow the PA holds for us: its id and when it last changed on the PA."""
+
+    flow_id: str
+    updated_at: datetime
 
 
 #: Tokens per (token URL, client id): tasks of one worker process share them.
@@ -267,9 +286,11 @@ class FlowClient:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, deposit: bool = False, **kwargs: Any) -> Any:
+    def _request(
+        self, method: str, path: str, *, deposit: bool = False, raw: bool = False, **kwargs: Any
+    ) -> Any:
         """One API call, retried after 429/503 (`Retry-After`) and once after a 401 with a new
-        token; the response of a 2xx, else an error of the tree above."""
+        token; the JSON (or with `raw`, the bytes) of a 2xx, else an error of the tree above."""
         renewed = False
         attempt = 0
         while True:
@@ -313,12 +334,18 @@ class FlowClient:
                 continue
             if status in REFUSAL_STATUSES and deposit:
                 raise FlowRefused(status, *_error_fields(response))
+            if status == 404 and raw:
+                code, message = _error_fields(response)
+                raise FlowMissing(
+                    f"{self.config.where} : flux introuvable (HTTP 404, code {code})"
+                    + (f" : {message}" if message else "")
+                )
             if status >= 300:
                 code, _ = _error_fields(response)
                 raise PlatformUnavailable(
                     f"{self.config.where} : réponse inattendue (HTTP {status}, code {code})"
                 )
-            return response.json()
+            return response.content if raw else response.json()
 
     def deposit(self, data: bytes, *, name: str, tracking_id: str, sha256: str) -> Flow:
         """Deposit one Factur-X invoice as a B2B flow; the flow the PA created."""
@@ -362,3 +389,35 @@ class FlowClient:
                     ack_status=ack.get("status"),
                 )
         return None
+
+    def lifecycle_flows(
+        self, updated_after: datetime | None, *, limit: int = SEARCH_LIMIT
+    ) -> tuple[list[LifecycleFlow], bool]:
+        """The lifecycle flows of our invoices updated after `updated_after` (all when None),
+        oldest first; and whether the page is full (more may follow: search again from the
+        last one, the API paginates by `updatedAfter`)."""
+        where: dict[str, Any] = {"flowType": [LIFECYCLE_FLOW_TYPE], "flowDirection": ["In"]}
+        if updated_after is not None:
+            stamp = updated_after.astimezone(UTC).isoformat(timespec="microseconds")
+            where["updatedAfter"] = stamp.replace("+00:00", "Z")
+        body = self._request("POST", "/v1/flows/search", json={"limit": limit, "where": where})
+        results = body.get("results") or []
+        flows = []
+        for item in results:
+            at = _parse_time(item.get("updatedAt")) or _parse_time(item.get("submittedAt"))
+            if item.get("flowId") and at is not None and at.tzinfo is not None:
+                flows.append(LifecycleFlow(str(item["flowId"]), at))
+        flows.sort(key=lambda f: f.updated_at)
+        return flows, len(results) >= limit
+
+    def download(self, flow_id: str) -> bytes:
+        """The file of a flow as the PA received it (`docType` Original): for a lifecycle flow,
+        the CDAR message."""
+        return bytes(
+            self._request(
+                "GET",
+                f"/v1/flows/{urllib.parse.quote(flow_id, safe='')}",
+                raw=True,
+                params={"docType": "Original"},
+            )
+        )

@@ -24,7 +24,6 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +49,7 @@ from postier.domain.states import SendState
 from postier.errors import DeliveryError, PostierError, ReturnFileError
 from postier.pipeline.chorus import rejection_advice
 from postier.pipeline.context import Environment
+from postier.pipeline.reports import markdown_table as _table
 from postier.pipeline.reports import publish, report_header, timing
 from postier.store import runs as run_store
 from postier.store.settings import load_settings
@@ -669,17 +669,3 @@ def to_markdown(report: dict[str, Any]) -> str:
         ),
     )
     return "\n".join(out)
-
-
-def _table(title: str, header: list[str], rows: Iterable[list[str]]) -> list[str]:
-    body = ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
-    if not body:
-        return []
-    return [
-        f"## {title}",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *body,
-        "",
-    ]

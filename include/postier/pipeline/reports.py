@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -128,6 +128,21 @@ def report_header(report: dict[str, Any], suffix: str = "") -> list[str]:
         f"- Statut : **{report['statut']}**",
         f"- Lancé par : **{report['lance_par']}**, début {report['debut']}, "
         f"durée {report['duree_s']} s{suffix}",
+    ]
+
+
+def markdown_table(title: str, header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    """A titled Markdown table, or nothing when there is no row."""
+    body = ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    if not body:
+        return []
+    return [
+        f"## {title}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *body,
+        "",
     ]
 
 
