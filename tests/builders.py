@@ -82,3 +82,40 @@ def insert_invoice(
 
 def days_ago(n: int) -> datetime:
     return datetime.now(PARIS) - timedelta(days=n)
+
+
+def insert_deposited_invoice(conn: psycopg.Connection, number: str, flow_id: str = "") -> int:
+    """An invoice of a `plateforme` customer whose flow the PA accepted (`flow_id`)."""
+    customer = insert_customer(conn, channel="plateforme", siren="732829320")
+    invoice_id = insert_invoice(conn, customer, number=number, send_state="ENVOYE")
+    conn.execute(
+        "INSERT INTO plateforme_flows (invoice_id, tracking_id, file_name, sha256, status, "
+        "flow_id, deposited_at, created_by) VALUES (%s, %s, %s, %s, 'deposee', %s, now(), 'x')",
+        (
+            invoice_id,
+            f"postier-facture-{invoice_id}",
+            f"{number}.pdf",
+            "0" * 64,
+            flow_id or f"F-{number}",
+        ),
+    )
+    conn.commit()
+    return invoice_id
+
+
+def lifecycle_of(conn: psycopg.Connection, number: str) -> tuple[list[str], tuple[Any, ...]]:
+    """The lifecycle statuses logged for an invoice, in order, and its flow's current status,
+    reason and payment date."""
+    logged = conn.execute(
+        "SELECT e.status FROM exchanges e JOIN invoices i ON i.id = e.invoice_id "
+        "WHERE i.number = %s AND e.kind = 'cycle_de_vie' ORDER BY e.id",
+        (number,),
+    ).fetchall()
+    current = conn.execute(
+        "SELECT f.lifecycle_status, f.lifecycle_reason, f.paid_at FROM plateforme_flows f "
+        "JOIN invoices i ON i.id = f.invoice_id WHERE i.number = %s",
+        (number,),
+    ).fetchone()
+    conn.commit()
+    assert current is not None
+    return [r[0] for r in logged], tuple(current)

@@ -47,3 +47,17 @@ def run_dag(airflow_db: None, postier_env: str) -> Iterator[Any]:
         return load_dag(dag_id).test(run_conf=conf or {}, **kwargs)
 
     yield run
+
+
+@pytest.fixture
+def platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The local Plateforme Agréée as `postier_plateforme`; no request or answer of the run may
+    break the AFNOR Flow OpenAPI."""
+    from postier.delivery.local_pa import running_platform
+    from postier.delivery.plateforme import forget_tokens
+
+    forget_tokens()
+    for server in running_platform():
+        monkeypatch.setenv("AIRFLOW_CONN_POSTIER_PLATEFORME", server.airflow_connection())
+        yield server
+        assert server.state.violations == []

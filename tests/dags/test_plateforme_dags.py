@@ -3,24 +3,12 @@ AFNOR Flow Service over HTTP, every request and answer validated against the off
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 from builders import insert_customer, insert_invoice
 
-from postier.delivery.local_pa import LocalPlatform, running_platform
-from postier.delivery.plateforme import forget_tokens
-
-
-@pytest.fixture
-def platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlatform]:
-    forget_tokens()
-    for server in running_platform():
-        monkeypatch.setenv("AIRFLOW_CONN_POSTIER_PLATEFORME", server.airflow_connection())
-        yield server
-        assert server.state.violations == []
+from postier.delivery.local_pa import LocalPlatform
 
 
 def report(dsn: str) -> dict[str, Any]:

@@ -9,25 +9,13 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from builders import insert_customer, insert_invoice
-from cdar_files import cdar
+from builders import insert_deposited_invoice, lifecycle_of
+from cdar_files import cdar, cdar_many
 
 from postier.cli import main
 
 PARIS = ZoneInfo("Europe/Paris")
 T0 = datetime(2026, 11, 3, 9, 0, tzinfo=PARIS)
-
-
-def deposited_invoice(conn: psycopg.Connection, number: str) -> int:
-    cid = insert_customer(conn, channel="plateforme", siren="732829320")
-    invoice_id = insert_invoice(conn, cid, number=number, send_state="ENVOYE")
-    conn.execute(
-        "INSERT INTO plateforme_flows (invoice_id, tracking_id, file_name, sha256, status, "
-        "flow_id, deposited_at, created_by) VALUES (%s, %s, %s, %s, 'deposee', %s, now(), 'x')",
-        (invoice_id, f"postier-facture-{invoice_id}", f"{number}.pdf", "0" * 64, f"F-{number}"),
-    )
-    conn.commit()
-    return invoice_id
 
 
 def write(folder: Path, name: str, data: bytes) -> Path:
@@ -36,26 +24,10 @@ def write(folder: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def lifecycle(conn: psycopg.Connection, number: str) -> tuple[list[str], tuple]:
-    logged = conn.execute(
-        "SELECT e.status FROM exchanges e JOIN invoices i ON i.id = e.invoice_id "
-        "WHERE i.number = %s AND e.kind = 'cycle_de_vie' ORDER BY e.id",
-        (number,),
-    ).fetchall()
-    current = conn.execute(
-        "SELECT f.lifecycle_status, f.lifecycle_reason, f.paid_at FROM plateforme_flows f "
-        "JOIN invoices i ON i.id = f.invoice_id WHERE i.number = %s",
-        (number,),
-    ).fetchone()
-    conn.commit()
-    assert current is not None
-    return [r[0] for r in logged], tuple(current)
-
-
 def test_statuses_200_to_212_are_applied_in_order_and_212_records_the_payment(
     postier_env: str, conn: psycopg.Connection, tmp_path: Path
 ) -> None:
-    deposited_invoice(conn, "FP-LC-1")
+    insert_deposited_invoice(conn, "FP-LC-1")
     codes = ["200", "202", "203", "204", "205", "211", "212"]
     files = [
         write(tmp_path, f"{i}.xml", cdar("FP-LC-1", code, T0 + timedelta(hours=i)))
@@ -65,7 +37,7 @@ def test_statuses_200_to_212_are_applied_in_order_and_212_records_the_payment(
     assert main(["plateforme", "importer", *map(str, files)]) == 0
     assert main(["plateforme", "importer", *map(str, files)]) == 0  # replayed: nothing twice
 
-    logged, (status, _, paid_at) = lifecycle(conn, "FP-LC-1")
+    logged, (status, _, paid_at) = lifecycle_of(conn, "FP-LC-1")
     assert logged == codes
     assert status == "212" and paid_at == T0 + timedelta(hours=6)
 
@@ -73,13 +45,13 @@ def test_statuses_200_to_212_are_applied_in_order_and_212_records_the_payment(
 def test_an_older_status_arriving_late_never_overwrites_a_newer_one(
     postier_env: str, conn: psycopg.Connection, tmp_path: Path
 ) -> None:
-    deposited_invoice(conn, "FP-LC-2")
+    insert_deposited_invoice(conn, "FP-LC-2")
     newer = write(tmp_path, "a.xml", cdar("FP-LC-2", "205", T0 + timedelta(days=1)))
     older = write(tmp_path, "b.xml", cdar("FP-LC-2", "204", T0))
 
     assert main(["plateforme", "importer", str(newer), str(older)]) == 0
 
-    logged, (status, _, _) = lifecycle(conn, "FP-LC-2")
+    logged, (status, _, _) = lifecycle_of(conn, "FP-LC-2")
     assert logged == ["205", "204"] and status == "205"
 
 
@@ -89,7 +61,7 @@ def test_hostile_invalid_or_unknown_files_are_set_aside_while_the_others_apply(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    deposited_invoice(conn, "FP-LC-3")
+    insert_deposited_invoice(conn, "FP-LC-3")
     good = write(tmp_path, "bon.xml", cdar("FP-LC-3", "210", T0, "montant contesté"))
     unknown = write(tmp_path, "inconnue.xml", cdar("FA-JAMAIS", "200", T0))
     bomb = write(
@@ -107,7 +79,7 @@ def test_hostile_invalid_or_unknown_files_are_set_aside_while_the_others_apply(
     code = main(["plateforme", "importer", *map(str, [unknown, bomb, invalid, not_cdar, good])])
 
     assert code == 1
-    logged, (status, reason, _) = lifecycle(conn, "FP-LC-3")
+    logged, (status, reason, _) = lifecycle_of(conn, "FP-LC-3")
     assert logged == ["210"] and status == "210" and reason == "montant contesté"
     out = capsys.readouterr().out
     assert "À traiter : FP-LC-3 : 210 Refusée : montant contesté" in out
@@ -124,3 +96,51 @@ def test_hostile_invalid_or_unknown_files_are_set_aside_while_the_others_apply(
         "invalide.xml",
         "schema.xml",
     ]
+
+
+def test_paid_at_is_the_newest_212_even_behind_a_newer_status_and_never_an_older_one(
+    postier_env: str, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    insert_deposited_invoice(conn, "FP-LC-7")
+    visa = write(tmp_path, "214.xml", cdar("FP-LC-7", "214", T0 + timedelta(hours=3)))
+    paid = write(tmp_path, "212.xml", cdar("FP-LC-7", "212", T0 + timedelta(hours=1)))
+    older = write(tmp_path, "212-old.xml", cdar("FP-LC-7", "212", T0))
+
+    assert main(["plateforme", "importer", str(visa), str(paid)]) == 0
+    # A 212 older than the status held still records the payment, without becoming current.
+    _, (status, _, paid_at) = lifecycle_of(conn, "FP-LC-7")
+    assert status == "214" and paid_at == T0 + timedelta(hours=1)
+
+    assert main(["plateforme", "importer", str(older)]) == 0
+
+    logged, (status, _, paid_at) = lifecycle_of(conn, "FP-LC-7")
+    assert logged == ["214", "212", "212"]
+    assert status == "214" and paid_at == T0 + timedelta(hours=1)
+
+
+def test_one_file_of_many_statuses_applies_each_once_and_sets_aside_only_the_unknown_one(
+    postier_env: str, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    insert_deposited_invoice(conn, "FP-LC-8")
+    insert_deposited_invoice(conn, "FP-LC-9")
+    at = [T0 + timedelta(minutes=i) for i in range(4)]
+    data = cdar_many(
+        ("FP-LC-8", "200", at[0]),
+        ("FP-LC-9", "200", at[0]),
+        ("FP-LC-8", "205", at[2]),
+        ("FP-LC-8", "204", at[1]),  # older than 205, later in the file
+        ("FA-JAMAIS", "200", at[0]),
+        ("FP-LC-9", "212", at[3]),
+        ("FP-LC-9", "212", at[3]),  # the same status twice in one file
+    )
+    many = write(tmp_path, "lot.xml", data)
+
+    assert main(["plateforme", "importer", str(many)]) == 1
+    assert main(["plateforme", "importer", str(many)]) == 1  # replayed: nothing applied twice
+
+    assert lifecycle_of(conn, "FP-LC-8") == (["200", "205", "204"], ("205", None, None))
+    assert lifecycle_of(conn, "FP-LC-9") == (["200", "212"], ("212", None, at[3]))
+    set_aside = conn.execute(
+        "SELECT report->>'motif' FROM exchanges WHERE status = 'quarantaine'"
+    ).fetchall()
+    assert [r[0][:40] for r in set_aside] == ["statut 200 Déposée pour la facture FA-JA"] * 2

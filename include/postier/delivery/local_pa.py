@@ -10,6 +10,11 @@ endpoint (RFC 6749 client credentials, not part of that document) issues Bearer 
 chosen lifetime. The server stores the flows it accepts and can be told to answer the next
 requests with 429/503 (with `Retry-After`), 400/413/422, or to accept a flow and then never
 answer (the client times out: an unknown outcome).
+
+It also plays the buyer's side: told which statuses an invoice it received reaches
+(`LocalPlatform.lifecycle`), it produces one lifecycle flow per status (flowType
+`CustomerInvoiceLC`, a CDAR D22B message valid against the official schema), found by
+`POST /v1/flows/search` (`updatedAfter`, oldest first) and downloaded by `GET /v1/flows/{flowId}`.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ import json
 import secrets
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
+
+from postier.domain.lifecycle import PARIS, LifecycleStatus, write_lifecycle
 
 #: The official document, copied unchanged from `spec/afnor/` beside the Chorus schemas.
 SPEC = (
@@ -63,6 +71,13 @@ class StoredFlow:
     info: dict[str, Any]
     data: bytes
     submitted_at: str
+    flow_type: str = "CustomerInvoice"
+    direction: str = "Out"
+    updated_at: str = ""
+
+    @property
+    def updated(self) -> str:
+        return self.updated_at or self.submitted_at
 
 
 @dataclass
@@ -82,7 +97,18 @@ class PlatformState:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _stamp(datetime.now(UTC))
+
+
+def _stamp(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _time(value: str | datetime) -> datetime:
+    """A date-time of the API (openapi-core hands the request's ones already parsed)."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -126,11 +152,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, body: bytes) -> None:
         state = self.server.state
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         request = MockRequest(
             SPEC_HOST,
             method,
             path,
+            args=dict(urllib.parse.parse_qsl(query)),
             headers=dict(self.headers.items()),
             data=body,
             content_type=self.headers.get("Content-Type") or "application/json",
@@ -173,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(request, 200, self._search(payload))
         elif method == "get" and route == "/v1/healthcheck":
             self._answer(request, 200, None)
+        elif method == "get" and route.startswith("/v1/flows/"):
+            self._download(request, urllib.parse.unquote(route.removeprefix("/v1/flows/")))
         else:
             self._answer(request, 404, {"errorCode": "NOT_FOUND"})
 
@@ -195,25 +224,43 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         where = body["where"]
+        after = _time(where["updatedAfter"]) if "updatedAfter" in where else None
+        with self.server.state.lock:
+            flows = sorted(self.server.state.flows, key=lambda f: _time(f.updated))
         results = []
-        for flow in list(self.server.state.flows):
+        for flow in flows:
             if "trackingId" in where and flow.info.get("trackingId") != where["trackingId"]:
                 continue
-            results.append(
-                {
-                    "flowId": flow.flow_id,
-                    "trackingId": flow.info.get("trackingId"),
-                    "submittedAt": flow.submitted_at,
-                    "updatedAt": flow.submitted_at,
-                    "flowType": "CustomerInvoice",
-                    "flowDirection": "Out",
-                    "flowSyntax": flow.info["flowSyntax"],
-                    "processingRule": flow.info.get("processingRule", "B2B"),
-                    "acknowledgement": {"status": "Ok"},
-                }
-            )
+            if "flowType" in where and flow.flow_type not in where["flowType"]:
+                continue
+            if "flowDirection" in where and flow.direction not in where["flowDirection"]:
+                continue
+            # The API paginates by `updatedAfter`: strictly after, oldest first.
+            if after is not None and _time(flow.updated) <= after:
+                continue
+            results.append(_metadata(flow))
         limit = body.get("limit", 25)
-        return {"limit": limit, "filters": where, "results": results[:limit]}
+        filters = {k: _stamp(v) if isinstance(v, datetime) else v for k, v in where.items()}
+        return {"limit": limit, "filters": filters, "results": results[:limit]}
+
+    def _download(self, request: MockRequest, flow_id: str) -> None:
+        with self.server.state.lock:
+            found = [f for f in self.server.state.flows if f.flow_id == flow_id]
+        if not found:
+            self._answer(request, 404, {"errorCode": "NOT_FOUND", "errorMessage": "flux inconnu"})
+            return
+        flow = found[0]
+        if request.parameters.query.get("docType", "Metadata") == "Metadata":
+            self._answer(request, 200, _metadata(flow))
+            return
+        name = flow.info.get("name") or flow.flow_id
+        self._answer(
+            request,
+            200,
+            flow.data,
+            {"Content-Disposition": f"attachment;filename={name}"},
+            content_type="application/octet-stream",
+        )
 
     def _answer(
         self,
@@ -221,26 +268,79 @@ class _Handler(BaseHTTPRequestHandler):
         status: int,
         payload: Any,
         headers: dict[str, str] | None = None,
+        *,
+        content_type: str = "application/json",
     ) -> None:
-        data = b"" if payload is None else json.dumps(payload).encode()
-        response = MockResponse(data, status_code=status, headers=headers or {})
+        data = _body(payload)
+        response = MockResponse(
+            data, status_code=status, headers=headers or {}, content_type=content_type
+        )
         result = self.server.api.unmarshal_response(request, response)
         if result.errors and status != 401:
             self.server.state.violations.append(
                 f"response {status} {request.path}: {result.errors!r}"
             )
-        self._send(status, payload, headers)
+        self._send(status, payload, headers, content_type=content_type)
 
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        content_type: str = "application/json",
+    ) -> None:
         self.server.state.calls.append((self.path, status))
-        data = b"" if payload is None else json.dumps(payload).encode()
+        data = _body(payload)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _body(payload: Any) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    return b"" if payload is None else json.dumps(payload).encode()
+
+
+def _metadata(flow: StoredFlow) -> dict[str, Any]:
+    """A flow as `Flow` of the API describes it."""
+    meta: dict[str, Any] = {
+        "flowId": flow.flow_id,
+        "submittedAt": flow.submitted_at,
+        "updatedAt": flow.updated,
+        "flowType": flow.flow_type,
+        "flowDirection": flow.direction,
+        "flowSyntax": flow.info["flowSyntax"],
+        "processingRule": flow.info.get("processingRule", "B2B"),
+        "acknowledgement": {"status": "Ok"},
+    }
+    if flow.info.get("trackingId"):
+        meta["trackingId"] = flow.info["trackingId"]
+    return meta
+
+
+def invoice_number(flow: StoredFlow) -> str:
+    """The number of the invoice a deposited flow carries, read as a PA reads it: from the
+    Factur-X XML (`ExchangedDocument/ID`); else the file name without its extension."""
+    import io
+
+    import facturx
+    from lxml import etree
+
+    try:
+        _, xml = facturx.get_xml_from_pdf(io.BytesIO(flow.data), check_xsd=False)
+        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
+        found = root.findtext(
+            "{*}ExchangedDocument/{*}ID",
+        )
+    except Exception:  # noqa: BLE001 - not a Factur-X: the name is all there is
+        found = None
+    return (found or "").strip() or str(flow.info.get("name") or "").rsplit(".", 1)[0]
 
 
 class _Server(ThreadingHTTPServer):
@@ -299,6 +399,46 @@ class LocalPlatform:
 
     def answer_next(self, path: str, status: int, **kwargs: Any) -> None:
         self.state.script.append(Scripted(path, status, **kwargs))
+
+    def lifecycle(
+        self, number: str, *statuses: str | tuple[str, str], at: datetime | None = None
+    ) -> list[str]:
+        """The buyer's side: invoice `number`, which this PA received, reaches `statuses` in
+        order (a code, or a code and its reason: ``("210", "montant contesté")``), one minute
+        apart, the last at `at` (now by default). One lifecycle flow per status; their ids."""
+        with self.state.lock:
+            received = [f for f in self.state.flows if f.flow_type == "CustomerInvoice"]
+        if not any(invoice_number(f) == number for f in received):
+            raise LookupError(f"invoice {number} was never deposited on this PA")
+        last = (at or datetime.now(PARIS)).replace(microsecond=0)
+        ids = []
+        for i, item in enumerate(statuses):
+            code, reason = (item, "") if isinstance(item, str) else item
+            when = last - timedelta(minutes=len(statuses) - 1 - i)
+            data = write_lifecycle(
+                [LifecycleStatus(number, code, when, reason)], doc_id=f"LC-{uuid.uuid4().hex[:12]}"
+            )
+            ids.append(self.add_lifecycle_flow(data, name=f"{number}-{code}.xml"))
+        return ids
+
+    def add_lifecycle_flow(
+        self, data: bytes, *, name: str = "cycle-de-vie.xml", updated_at: datetime | None = None
+    ) -> str:
+        """A lifecycle flow with these bytes, whatever they are (tests: hostile or foreign
+        files); its id."""
+        now = _now()
+        flow = StoredFlow(
+            str(uuid.uuid4()),
+            {"name": name, "flowSyntax": "CDAR", "processingRule": "B2B"},
+            data,
+            now,
+            flow_type="CustomerInvoiceLC",
+            direction="In",
+            updated_at=_stamp(updated_at) if updated_at else now,
+        )
+        with self.state.lock:
+            self.state.flows.append(flow)
+        return flow.flow_id
 
     def reset(self) -> None:
         with self.state.lock:

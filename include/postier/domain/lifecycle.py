@@ -143,3 +143,37 @@ def _reason(ref: etree._Element) -> str:
         for t in ref.iterfind("ram:SpecifiedDocumentStatus/ram:ReasonInformation", NS)
     ]
     return " ; ".join(p for p in parts if p)[:500]
+
+
+def write_lifecycle(
+    statuses: list[LifecycleStatus], *, doc_id: str, recipient: str = "Postier SA"
+) -> bytes:
+    """One CDAR D22B lifecycle message, as a Plateforme Agréée sends it to the seller: one
+    `AcknowledgementDocument` per status. Checked against the official schema before it is
+    returned (the local PA of the demo and the tests produces nothing else)."""
+    root = etree.Element(f"{{{RSM}}}CrossDomainAcknowledgementAndResponse", nsmap=NS)
+    exchanged = _el(root, RSM, "ExchangedDocument")
+    _el(exchanged, RAM, "ID", doc_id)
+    _el(_el(exchanged, RAM, "RecipientTradeParty"), RAM, "Name", recipient)
+    for s in statuses:
+        ack = _el(root, RSM, "AcknowledgementDocument")
+        issued = _el(ack, RAM, "IssueDateTime")
+        # Format 204 (CCYYMMDDHHMMSS) carries no zone: Paris time, as the parser reads it.
+        stamp = s.at.astimezone(PARIS).strftime("%Y%m%d%H%M%S")
+        _el(issued, UDT, "DateTimeString", stamp).set("format", "204")
+        ref = _el(ack, RAM, "ReferenceReferencedDocument")
+        _el(ref, RAM, "IssuerAssignedID", s.invoice_number)
+        _el(ref, RAM, "ProcessConditionCode", s.code)
+        if s.reason:
+            _el(_el(ref, RAM, "SpecifiedDocumentStatus"), RAM, "Reason", s.reason)
+    schema = cdar_schema()
+    if not schema.validate(root):
+        raise LifecycleFileError(f"message CDAR produit non conforme : {schema.error_log}")
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def _el(parent: etree._Element, ns: str, name: str, text: str | None = None) -> etree._Element:
+    node = etree.SubElement(parent, f"{{{ns}}}{name}")
+    if text is not None:
+        node.text = text
+    return node
