@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from builders import insert_customer, insert_invoice
 
 from postier.delivery.local_pa import LocalPlatform
