@@ -25,6 +25,7 @@ import pytest
 from postier.store.cluster import LocalCluster
 
 from .live_airflow import METADATA_DB, Airflow, start_airflow, stop_airflow
+from .live_redis import RedisServer, start_redis, stop_redis
 
 TEMPLATE = "postier_template"
 
@@ -49,3 +50,14 @@ def airflow(pg_cluster: LocalCluster) -> Iterator[Airflow]:
         pg_cluster.drop_database(METADATA_DB)
         if os.environ.get("POSTIER_E2E_KEEP") != "1":
             shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Debian's redis-server on a loopback port (as the `redis` user under root)."""
+    base = Path(tempfile.mkdtemp(prefix="postier-test-redis-"))
+    base.chmod(0o755)  # the server runs as `redis` and must reach its folder
+    server = start_redis(base / "redis")
+    yield server
+    stop_redis(server)
+    shutil.rmtree(base, ignore_errors=True)

@@ -3,12 +3,20 @@
 `start_airflow` migrates the metadata database then starts api-server, scheduler, dag-processor and
 triggerer, each in its own process group with its own log file; `Airflow` is the handle the tests
 use (REST client as a named user, bounded waits, log tails for assertion messages).
+
+The LocalExecutor by default; with `executor=CELERY` and a `broker_url` (see `live_redis.py`), the
+CeleryExecutor and `celery_workers` Celery workers (`airflow celery worker`), each with its own
+POSTIER_HOME as if on its own host (`worker_home`), the Celery results in the metadata database.
+Every process gets the same generated Fernet key and JWT secret: Airflow 3 api-server and workers
+refuse each other's tokens otherwise. `settings` go to every process.
+No pytest here: `bench/` reuses it too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -43,6 +51,13 @@ POLL = 0.5
 
 T = TypeVar("T")
 
+LOCAL = "LocalExecutor"
+CELERY = "CeleryExecutor"
+
+#: The time after which the scheduler fails a task whose process stopped heart-beating (a worker
+#: killed): its retry then goes to another worker. Airflow's default is 5 minutes.
+HEARTBEAT_TIMEOUT = 15
+
 PROCESSES: dict[str, list[str]] = {
     "api-server": ["api-server", "--host", "127.0.0.1", "--workers", "1"],
     "scheduler": ["scheduler", "--skip-serve-logs"],
@@ -69,8 +84,24 @@ class Airflow:
     postier_home: Path
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    #: Settings over the defaults of `_environment` (e.g. the benchmark's parallelism).
-    settings: dict[str, str] = field(default_factory=dict)
+    executor: str = LOCAL
+    #: The Celery broker (CeleryExecutor only); it carries a password: never logged.
+    broker_url: str = field(default="", repr=False)
+    celery_workers: int = 0
+    #: Task slots per Celery worker.
+    worker_concurrency: int = 2
+    #: Settings over the defaults of `_environment`, for every process including the workers
+    #: (e.g. the benchmark's parallelism, a storage URL).
+    settings: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def workers(self) -> list[str]:
+        """Names of the Celery workers (also their process and log names)."""
+        return [f"worker-{n}" for n in range(1, self.celery_workers + 1)]
+
+    def worker_home(self, worker: str) -> Path:
+        """The worker's own POSTIER_HOME (as on its own host)."""
+        return self.home / worker / "postier-home"
 
     @property
     def base_url(self) -> str:
@@ -83,7 +114,7 @@ class Airflow:
         """Tails of every process log, for assertion messages."""
         return "\n".join(
             f"----- {name} ({self.log_file(name)}) -----\n{_tail(self.log_file(name), chars)}"
-            for name in [*PROCESSES, "db-migrate"]
+            for name in [*PROCESSES, *self.workers, "db-migrate"]
         )
 
     def task_logs(self, dag_id: str, run_id: str, chars: int = 3000) -> str:
@@ -97,6 +128,15 @@ class Airflow:
     def check_alive(self) -> None:
         dead = {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
         assert not dead, f"Airflow process(es) exited: {dead}\n{self.logs()}"
+
+    def kill_worker(self, worker: str) -> None:
+        """SIGKILL a Celery worker with its task processes (a host lost), and forget it."""
+        proc = self.processes.pop(worker)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
 
     def wait_for(
         self,
@@ -178,9 +218,8 @@ class Airflow:
         return self.wait_for(f"DAG {dag_id} to be parsed", parsed, DAG_PARSED_TIMEOUT)
 
 
-def _environment(
-    home: Path, port: int, metadata_url: str, postier_dsn: str, postier_home: Path
-) -> dict[str, str]:
+def _environment(af: Airflow, metadata_url: str) -> dict[str, str]:
+    home, port = af.home, af.port
     # Start from a clean slate: no AIRFLOW_* or POSTIER_* leaking from the caller (the DAG tests
     # set some at import time when the whole suite runs in one session).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTIER_"))}
@@ -190,7 +229,7 @@ def _environment(
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(DAGS.parent / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": af.executor,
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -218,22 +257,35 @@ def _environment(
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "POSTIER_DB_DSN": postier_dsn,
-            "POSTIER_HOME": str(postier_home),
+            "POSTIER_DB_DSN": af.postier_dsn,
+            "POSTIER_HOME": str(af.postier_home),
             "POSTIER_TASK_RETRIES": "0",
             "POSTIER_RETRY_DELAY_SECONDS": "0",
             "POSTIER_WORKERS": "2",
             "TZ": "Europe/Paris",
         }
     )
+    if af.executor == CELERY:
+        assert af.broker_url, "the CeleryExecutor needs a broker_url"
+        env.update(
+            {
+                "AIRFLOW__CELERY__BROKER_URL": af.broker_url,
+                # SQLAlchemy's psycopg 3 dialect, as the metadata database (no psycopg2 here).
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(af.worker_concurrency),
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+                "AIRFLOW__WORKERS__TASK_INSTANCE_HEARTBEAT_SEC": "2",
+            }
+        )
+    env.update(af.settings)
     return env
 
 
 def start_airflow(af: Airflow, metadata_url: str) -> None:
     """Migrate the metadata database, start the four components, wait until all are healthy."""
     (af.home / "process-logs").mkdir(exist_ok=True)
-    env = _environment(af.home, af.port, metadata_url, af.postier_dsn, af.postier_home)
-    env.update(af.settings)
+    env = _environment(af, metadata_url)
     with af.log_file("db-migrate").open("wb") as out:
         done = subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"],
@@ -264,6 +316,37 @@ def start_airflow(af: Airflow, metadata_url: str) -> None:
         return health if ok else None
 
     af.wait_for("Airflow health (/api/v2/monitor/health)", healthy, HEALTH_TIMEOUT)
+    for worker in af.workers:
+        start_celery_worker(af, worker, env)
+
+
+def start_celery_worker(af: Airflow, worker: str, env: dict[str, str]) -> None:
+    """`airflow celery worker` named `worker`, its own POSTIER_HOME; until Celery says ready."""
+    home = af.worker_home(worker)
+    home.mkdir(parents=True, exist_ok=True)
+    log = af.log_file(worker)
+    with log.open("wb") as out:
+        af.processes[worker] = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "airflow", "celery", "worker"),
+                *("--celery-hostname", f"{worker}@%h", "--skip-serve-logs"),
+                *("--concurrency", str(af.worker_concurrency)),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env | {"POSTIER_HOME": str(home)},
+            cwd=home,
+            start_new_session=True,
+        )
+
+    def ready() -> bool | None:
+        # Celery's own line: « worker-1@<host> ready. »
+        return (
+            True if re.search(rf"{worker}@\S+ ready\.", log.read_text(errors="replace")) else None
+        )
+
+    af.wait_for(f"Celery {worker} ready", ready, HEALTH_TIMEOUT)
 
 
 def stop_airflow(af: Airflow) -> None:
