@@ -55,7 +55,7 @@ def _demo_command(args: argparse.Namespace) -> int:
     with database.connect(database.resolve_owner_dsn()) as conn:
         migrate(conn)
     with database.connect(database.resolve_dsn()) as conn:
-        summary = demo_data.seed(conn, args.invoices, args.seed)
+        summary = demo_data.seed(conn, args.invoices, args.seed, plateforme=True)
     print(
         f"Données de démonstration : {summary.invoices} factures, {summary.customers} clients, "
         f"{summary.lines} lignes en {summary.duration_s:.1f} s."

@@ -4,7 +4,10 @@
 both valid and invalid invoices: all send states, channels and payment modes, credit notes, split
 schedules, multi-page invoices, and deliberate defects (0 € invoices, portal customers without
 e-mail, Chorus customers without SIRET, Chorus invoices without the service code or engagement
-number their buyer requires, LCR customers without bank details).
+number their buyer requires, LCR customers without bank details). With `plateforme=True` (as
+`postier demo seed` does) a share of the private customers receive theirs through the Plateforme
+Agréée: valid SIREN, a scheme-0225 address that starts with it, and no invoice already sent (the
+local PA of the demo has none of them yet).
 
 Same `seed` and `today` give the same rows. Seeding a database that already holds data continues
 after it: customer codes, invoice numbers and batch numbers start after the highest existing ones,
@@ -40,6 +43,8 @@ WINDOW_DAYS = 90
 CUSTOMER_PREFIX = "CLI"
 NUMBER_PREFIX: dict[InvoiceKind, str] = {InvoiceKind.FACTURE: "FA", InvoiceKind.AVOIR: "AV"}
 FIRST_BATCH = 1000
+#: Share of the private customers on channel `plateforme` (`seed(..., plateforme=True)`).
+PLATEFORME_SHARE = 0.2
 
 CREATORS: tuple[str, ...] = ("mdupont", "jmartin", "scompta", "lbernard", "cpetit")
 CREATOR_WEIGHTS: tuple[int, ...] = (35, 25, 20, 12, 8)
@@ -906,9 +911,16 @@ def _copy(
 
 
 def seed(
-    conn: psycopg.Connection, invoices: int, seed: int = 1, *, today: date | None = None
+    conn: psycopg.Connection,
+    invoices: int,
+    seed: int = 1,
+    *,
+    today: date | None = None,
+    plateforme: bool = False,
 ) -> SeedSummary:
-    """Add `invoices` demo invoices (and their customers) in one transaction; reproducible."""
+    """Add `invoices` demo invoices (and their customers) in one transaction; reproducible.
+    `plateforme`: some private customers receive theirs through the Plateforme Agréée (a send
+    then needs a PA configured)."""
     if invoices < 1:
         raise PostierError(
             f"Nombre de factures de démonstration invalide : {invoices} (il en faut au moins une)."
@@ -927,6 +939,8 @@ def seed(
         invoice_ids = _reserve_ids(conn, "invoices", invoices)
 
         customers = _make_customers(gen, customer_ids, customer_max)
+        if plateforme:
+            _move_to_plateforme(rng, customers)
         records = _make_invoices(gen, customers, invoices, max(batch_max + 1, FIRST_BATCH))
         # Numbers follow creation order, as the ERP hands them out.
         records.sort(key=lambda r: r.created_at)
@@ -1147,7 +1161,31 @@ def _make_invoices(
 
     _drop_required_chorus_references(rng, records)
     _link_credit_notes(rng, records, limit)
+    _none_sent_through_plateforme(records)
     return records
+
+
+def _move_to_plateforme(rng: random.Random, customers: list[_Customer]) -> None:
+    """Switch a share of the private customers (never one of the deliberate defects) to the
+    channel `plateforme`; their SIREN and 0225 address are already valid."""
+    eligible = [
+        c
+        for c in customers
+        if c.channel in (Channel.PORTAIL, Channel.PAPIER)
+        and (c.channel is Channel.PAPIER or c.emails)
+        and (c.iban or c.payment_mode not in BANK_MODES)
+    ]
+    for c in rng.sample(eligible, min(len(eligible), _quota(len(eligible), PLATEFORME_SHARE, 2))):
+        c.channel = Channel.PLATEFORME
+
+
+def _none_sent_through_plateforme(records: list[_Invoice]) -> None:
+    """A `plateforme` invoice « Envoyé » would be one the PA has: there is none yet, so those
+    are « Prêt », left for the send to deposit."""
+    for rec in records:
+        if rec.customer.channel is Channel.PLATEFORME and rec.state is SendState.ENVOYE:
+            rec.state = SendState.PRET
+            rec.sent_at = rec.sent_by = rec.dematerialized_channel = None
 
 
 def _fill_lines(gen: _Generator, rec: _Invoice, sector: str, n_lines: int, free: bool) -> None:

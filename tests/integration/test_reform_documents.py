@@ -140,3 +140,32 @@ def test_demo_signing_certificate_names_the_seller_of_the_settings(
     assert result.valid
     assert "ARTIS" in result.signatures[0].signer
     assert "Dupré" not in result.signatures[0].signer
+
+
+def test_demo_plateforme_customers_are_routable_and_their_invoices_pass_br_fr_none_sent(
+    conn: psycopg.Connection, facturx_validator: FacturxValidator
+) -> None:
+    from stdnum.fr import siren as siren_number
+
+    from postier.domain.validation import sending_problems
+
+    seed(conn, 300, seed=1, today=TODAY, plateforme=True)
+    seller = load_settings(conn).seller()
+    rows = conn.execute(
+        "SELECT c.code, c.siren, c.einvoicing_address, c.einvoicing_scheme, i.id, i.send_state "
+        "FROM invoices i JOIN customers c ON c.id = i.customer_id WHERE c.channel = 'plateforme'"
+    ).fetchall()
+    assert len({r[0] for r in rows}) >= 2, "several plateforme customers"
+    for code, siren, address, scheme, _, _ in rows:
+        assert siren_number.is_valid(siren) and scheme == "0225" and address.startswith(siren), code
+    # None sent yet (the demo's PA has none of them), some ready for the send to deposit.
+    states = collections.Counter(r[5] for r in rows)
+    assert states["ENVOYE"] == 0 and states["PRET"] > 0
+    failures = []
+    for invoice in load_invoices(conn, [r[4] for r in rows]):
+        assert sending_problems(invoice) == [], invoice.number
+        _, xml = facturx.get_xml_from_pdf(render_final_invoice(invoice, seller), check_xsd=False)
+        report = facturx_validator.validate(xml)
+        if not report.valid or report.warnings:
+            failures.append(f"{invoice.number}: {report.explain()} {report.warnings}")
+    assert failures == []

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from postier.airflow.dag_files import DAGS_DIR, load_dag
+from postier.delivery.local_pa import LocalPlatform
 from postier.delivery.local_sftp import SshServer, start_sshd, stop_sshd
 from postier.domain.chorus_status_files import InvoiceLine, invoice_status_file
 from postier.domain.selection import PARIS
@@ -42,11 +43,11 @@ def prepare_airflow_home() -> Path:
     return home
 
 
-def _report(dsn: str) -> tuple[str, dict[str, Any]]:
+def _report(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT report FROM runs ORDER BY id DESC LIMIT 1").fetchone()
     assert row is not None
-    return row[0]["rapport"], row[0]["compteurs"]
+    return dict(row[0])
 
 
 def _batches_with_zero_invoices(dsn: str) -> list[int]:
@@ -66,6 +67,16 @@ def _local_chorus(home: Path) -> tuple[SshServer, Path]:
     folder = server.folder()
     os.environ["AIRFLOW_CONN_POSTIER_CHORUS_SFTP"] = server.airflow_connection(folder)
     return server, folder
+
+
+def _local_platform() -> LocalPlatform:
+    """A local Plateforme Agréée (the AFNOR Flow API on loopback, every request and answer checked
+    against the official OpenAPI) as the `postier_plateforme` connection; its secret is drawn at
+    random and never printed."""
+    platform = LocalPlatform(client_id="postier-demo")
+    platform.start()
+    os.environ["AIRFLOW_CONN_POSTIER_PLATEFORME"] = platform.airflow_connection()
+    return platform
 
 
 #: The simulated answers that are not « 03 Mise à disposition »: (status, comment) by position.
@@ -160,6 +171,7 @@ def run_day() -> list[tuple[str, str, dict[str, Any]]]:
     ]
     done: list[tuple[str, str, dict[str, Any]]] = []
     server, chorus = _local_chorus(database.home())
+    platform = _local_platform()
     try:
         for label, dag_id, conf, options in steps:
             done.append(_run(dsn, label, dag_id, conf, options))
@@ -180,7 +192,14 @@ def run_day() -> list[tuple[str, str, dict[str, Any]]]:
         )
     finally:
         stop_sshd(server)
+        platform.stop()
     print(f"\nFlux déposés sur le SFTP Chorus local : {chorus / 'in'}")
+    print(
+        f"Factures déposées sur la plateforme agréée locale ({platform.base_url}) : "
+        f"{len(platform.state.flows)}"
+    )
+    for violation in platform.state.violations:  # none expected: said, never hidden
+        print(f"  non conforme à l'OpenAPI AFNOR : {violation}")
     print(f"Fichiers de retour traités : {chorus / 'out' / 'processed'}")
     return done
 
@@ -190,6 +209,13 @@ def _run(
 ) -> tuple[str, str, dict[str, Any]]:
     print(f"→ {label} ({dag_id})", flush=True)
     dag_run = load_dag(dag_id).test(run_conf=conf, **options)
-    path, counts = _report(dsn)
+    report = _report(dsn)
+    path, counts = report["rapport"], report["compteurs"]
     print(f"  {dag_run.state} — {counts} — rapport : {path}", flush=True)
+    if deposits := report.get("plateforme"):
+        print(
+            f"  plateforme agréée : {deposits['deposees']} déposée(s), "
+            f"{len(deposits['refusees'])} refusée(s), {len(deposits['en_attente'])} en attente",
+            flush=True,
+        )
     return label, path, counts

@@ -357,11 +357,11 @@ class LocalPlatform:
 
     _api: OpenAPI | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, client_id: str = "postier-test") -> None:
         if LocalPlatform._api is None:
             LocalPlatform._api = OpenAPI.from_file_path(str(SPEC))
         self.state = PlatformState(
-            client_id="postier-test", client_secret="s3cret-" + secrets.token_hex(8)
+            client_id=client_id, client_secret="s3cret-" + secrets.token_hex(8)
         )
         self._server = _Server(self.state, LocalPlatform._api)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
