@@ -26,7 +26,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -76,11 +76,34 @@ class FlowOutcomeUnknown(PlatformError):
     """The file was sent but no answer came back: the flow may exist on the PA."""
 
 
+def _seconds(value: Any, where: str) -> float:
+    """The `timeout` setting: a positive number of seconds, else a French error naming it."""
+    if value is None or value == "":
+        return 30.0
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigurationError(
+            f"{where} : timeout « {value} » invalide (un nombre de secondes positif est attendu)"
+        )
+    return seconds
+
+
 @dataclass(frozen=True)
 class PlatformConfig:
-    """Where the PA's Flow Service is and how to authenticate; the secret is hidden from repr."""
+    """Where an AFNOR API of the PA is and how to authenticate; the secret is hidden from repr.
 
-    #: Base URL of the Flow Service, the `/v1/...` paths are appended to it.
+    Subclasses name another API of the same kind (the directory): the connection, the
+    environment variable and the words of the messages are class attributes."""
+
+    #: Airflow connection, environment variable, and what the clerk calls the service.
+    CONNECTION = "postier_plateforme"
+    ENV = "POSTIER_PLATEFORME_URL"
+    SERVICE = "plateforme agréée"
+
+    #: Base URL of the service, the `/v1/...` paths are appended to it.
     base_url: str
     token_url: str
     client_id: str
@@ -99,18 +122,18 @@ class PlatformConfig:
         login: str | None,
         password: str | None,
         extra: Mapping[str, Any],
-    ) -> PlatformConfig:
-        """The Airflow connection `postier_plateforme`: login/password = OAuth2 client id and
-        secret; extra `base_url` (else `https://host[:port]`), `token_url` (required), `scope`,
-        `timeout`."""
+    ) -> Self:
+        """The Airflow connection (`CONNECTION`): login/password = OAuth2 client id and secret;
+        extra `base_url` (else `https://host[:port]`), `token_url` (required), `scope`,
+        `timeout` (seconds)."""
+        where = f"connexion « {cls.CONNECTION} »"
         base = str(extra.get("base_url") or "")
         if not base and host:
             base = host if "://" in host else f"https://{host}" + (f":{port}" if port else "")
         token_url = str(extra.get("token_url") or "")
         if not base or not token_url:
             raise ConfigurationError(
-                "connexion « postier_plateforme » incomplète : extra base_url (ou hôte) et "
-                "token_url attendus"
+                f"{where} incomplète : extra base_url (ou hôte) et token_url attendus"
             )
         return cls(
             base_url=base.rstrip("/"),
@@ -118,42 +141,42 @@ class PlatformConfig:
             client_id=login or "",
             client_secret=password or "",
             scope=extra.get("scope") or None,
-            timeout=float(extra.get("timeout") or 30),
+            timeout=_seconds(extra.get("timeout"), where),
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> PlatformConfig | None:
-        """Outside Airflow: `POSTIER_PLATEFORME_URL` =
-        `https://client_id:secret@host[:port]/flow-service?token_url=https://…/token`;
-        None when not set."""
-        url = environ.get("POSTIER_PLATEFORME_URL", "").strip()
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Self | None:
+        """Outside Airflow, the variable `ENV` =
+        `https://client_id:secret@host[:port]/path?token_url=https://…/token[&scope=…][&timeout=…]`
+        read as the connection would be; None when not set."""
+        url = environ.get(cls.ENV, "").strip()
         if not url:
             return None
         parts = parse_service_url(
             url,
-            name="POSTIER_PLATEFORME_URL",
+            name=cls.ENV,
             schemes=("https", "http"),
-            expected="plateforme agréée : adresse https://client:secret@hôte/chemin?token_url=…",
+            expected=f"{cls.SERVICE} : adresse https://client:secret@hôte/chemin?token_url=…",
         )
-        token_url = parts.query.get("token_url", "")
-        if not token_url:
-            raise ConfigurationError(
-                f"POSTIER_PLATEFORME_URL ({redacted(url)}) : paramètre token_url attendu"
-            )
+        if not parts.query.get("token_url"):
+            raise ConfigurationError(f"{cls.ENV} ({redacted(url)}) : paramètre token_url attendu")
         netloc = parts.host if ":" not in parts.host else f"[{parts.host}]"
         port = f":{parts.port}" if parts.port else ""
-        return cls(
-            base_url=f"{parts.scheme}://{netloc}{port}{parts.path}".rstrip("/"),
-            token_url=token_url,
-            client_id=parts.username or "",
-            client_secret=parts.password or "",
-            scope=parts.query.get("scope") or None,
-            timeout=float(parts.query.get("timeout") or 30),
-        )
+        extra = {
+            **parts.query,
+            "base_url": f"{parts.scheme}://{netloc}{port}{parts.path}",
+        }
+        try:
+            return cls.from_connection(None, None, parts.username, parts.password, extra)
+        except ConfigurationError as error:
+            # Name the variable the clerk set, not the connection they did not.
+            raise ConfigurationError(
+                str(error).replace(f"connexion « {cls.CONNECTION} »", f"{cls.ENV}")
+            ) from None
 
     @property
     def where(self) -> str:
-        return f"plateforme agréée ({redacted(self.base_url)})"
+        return f"{self.SERVICE} ({redacted(self.base_url)})"
 
 
 @dataclass(frozen=True)
@@ -224,8 +247,13 @@ def _error_fields(response: httpx.Response) -> tuple[str, str]:
     return str(body.get("errorCode") or "?"), str(body.get("errorMessage") or "")
 
 
-class FlowClient:
-    """The Flow Service of one PA. `sleep` is injectable so that waits can be observed."""
+class ApiClient:
+    """One AFNOR API of the PA (Flow, Directory) with its OAuth2 client credentials token, its
+    retries after 429/503 and its one new token after a 401. `sleep` is injectable so that waits
+    can be observed."""
+
+    #: What did not happen when a request fails, for the clerk (« rien n'a été déposé »).
+    NOTHING_DONE = "la demande n'a pas abouti"
 
     def __init__(
         self,
@@ -241,7 +269,7 @@ class FlowClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> FlowClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -271,7 +299,7 @@ class FlowClient:
         if response.status_code in (400, 401):
             raise ConfigurationError(
                 f"{self.config.where} : identifiants OAuth2 refusés (HTTP {response.status_code}) "
-                "; vérifiez le client et son secret dans la connexion postier_plateforme"
+                f"; vérifiez le client et son secret dans la connexion {self.config.CONNECTION}"
             )
         if response.status_code != 200:
             raise PlatformUnavailable(
@@ -303,7 +331,7 @@ class FlowClient:
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
                 raise PlatformUnavailable(
                     f"{self.config.where} injoignable ({type(error).__name__}) : "
-                    "rien n'a été déposé"
+                    f"{self.NOTHING_DONE}"
                 ) from None
             except httpx.HTTPError as error:
                 if deposit:
@@ -327,7 +355,7 @@ class FlowClient:
                     code, _ = _error_fields(response)
                     raise PlatformUnavailable(
                         f"{self.config.where} : indisponible (HTTP {status}, code {code}) après "
-                        f"{attempt} essai(s) ; rien n'a été déposé, le prochain envoi reprendra"
+                        f"{attempt} essai(s) ; {self.NOTHING_DONE}"
                     )
                 log.info("PA answered %s, retrying in %.0f s", status, wait)
                 self._sleep(wait)
@@ -346,6 +374,12 @@ class FlowClient:
                     f"{self.config.where} : réponse inattendue (HTTP {status}, code {code})"
                 )
             return response.content if raw else response.json()
+
+
+class FlowClient(ApiClient):
+    """The Flow Service of our PA."""
+
+    NOTHING_DONE = "rien n'a été déposé, le prochain envoi reprendra"
 
     def deposit(self, data: bytes, *, name: str, tracking_id: str, sha256: str) -> Flow:
         """Deposit one Factur-X invoice as a B2B flow; the flow the PA created."""
