@@ -21,6 +21,7 @@ from postier.service_url import ENCODING_HINT
 from postier.store import database
 
 if TYPE_CHECKING:
+    from postier.delivery.annuaire import DirectoryConfig
     from postier.delivery.chorus_sftp import SftpConfig
     from postier.delivery.plateforme import PlatformConfig
 
@@ -136,6 +137,13 @@ def _plateforme() -> PlatformConfig | None:
     return _service("postier_plateforme", PlatformConfig)
 
 
+def _annuaire() -> DirectoryConfig | None:
+    """`postier_annuaire`; else `POSTIER_ANNUAIRE_URL`; else None."""
+    from postier.delivery.annuaire import DirectoryConfig
+
+    return _service("postier_annuaire", DirectoryConfig)
+
+
 def _process_age() -> float | None:
     """Seconds since this process started (Linux /proc), None elsewhere."""
     try:
@@ -178,6 +186,7 @@ def _environment() -> Environment:
         chorus_sftp=_chorus_sftp(),
         smtp=_smtp(),
         plateforme=_plateforme(),
+        annuaire=_annuaire(),
     )
 
 

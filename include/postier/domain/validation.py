@@ -46,14 +46,20 @@ def sending_problems(invoice: Invoice) -> list[str]:
 
 def plateforme_problems(invoice: Invoice) -> list[str]:
     """What the Plateforme Agréée needs to route a B2B invoice: the buyer's SIREN, and an
-    electronic address (BT-49) under the directory's SIREN-based scheme 0225 that starts with it."""
+    electronic address (BT-49) under the directory's SIREN-based scheme 0225 that starts with it
+    (typed on the customer's data, or found in the directory by the preparation)."""
     c = invoice.customer
     siren = c.legal_siren
     if not siren or not siren_number.is_valid(siren):
         return [
             f"SIREN du client {c.code} absent ou invalide (obligatoire pour la plateforme agréée)"
         ]
-    address = c.einvoicing_address or siren
+    address = c.einvoicing_address
+    if not address:
+        return [
+            f"adresse de facturation électronique du client {c.code} inconnue (ni sur sa fiche, "
+            "ni trouvée dans l'annuaire à la préparation) : préparez la facture de nouveau"
+        ]
     if c.einvoicing_scheme == EINVOICING_SCHEME and not address.startswith(siren):
         return [
             f"adresse électronique de facturation du client {c.code} ({address}) : elle doit "

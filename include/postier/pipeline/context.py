@@ -17,6 +17,7 @@ from postier.errors import ConfigurationError
 from postier.store.database import connect
 
 if TYPE_CHECKING:
+    from postier.delivery.annuaire import DirectoryConfig
     from postier.delivery.chorus_sftp import SftpConfig
     from postier.delivery.mail import SmtpConfig
     from postier.delivery.plateforme import PlatformConfig
@@ -68,6 +69,8 @@ class Environment:
     smtp: SmtpConfig | None = None
     #: Our Plateforme Agréée (`postier_plateforme`); None when not configured.
     plateforme: PlatformConfig | None = None
+    #: The directory (`postier_annuaire`), where buyers' e-invoicing addresses are looked up.
+    annuaire: DirectoryConfig | None = None
     #: `POSTIER_ENV=production`: the demo key, the local GED and the local outbox are refused.
     production: bool = field(default_factory=production_mode)
 

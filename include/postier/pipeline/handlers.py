@@ -12,6 +12,7 @@ from postier.domain.models import Invoice
 from postier.domain.treatments import HOLD, KEEP_INTERNAL, PREPARE, REQUEUE, Transition, TreatmentId
 from postier.domain.validation import sending_problems, zero_amount_note
 from postier.errors import PostierError
+from postier.pipeline.annuaire import AddressResolver, BuyerAddress, record_addresses, with_address
 from postier.pipeline.chorus import collect_chunk
 from postier.pipeline.context import Environment
 from postier.pipeline.export import export_chunk
@@ -91,12 +92,21 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
     from postier.documents import render_final_invoice
 
     seller = load_settings(conn).seller()
+    resolver = AddressResolver(env, conn)
     with conn.transaction():
         locked = lock_for_transition(conn, ids, PREPARE)
         ready: list[int] = []
         prints: list[tuple[str, int]] = []  # (fingerprint, invoice id) of the prepared ones
+        addresses: dict[int, BuyerAddress] = {}
         outcomes = _skips(locked)
         for invoice in load_invoices(conn, locked.ids):
+            # A `plateforme` buyer's address: its data, else the directory (or refused).
+            found = resolver.resolve(invoice)
+            if isinstance(found, str):
+                outcomes.append(ItemOutcome(invoice.id, FAILED, found))
+                continue
+            if found is not None:
+                invoice = with_address(invoice, found)
             problems = sending_problems(invoice)
             if not problems:
                 try:
@@ -109,10 +119,15 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             path = write_atomically(run.output_dir / "preparees" / f"{invoice.number}.pdf", pdf)
             prints.append((fingerprint(invoice), invoice.id))
             ready.append(invoice.id)
-            note = zero_amount_note(invoice, "préparée")
+            notes = [zero_amount_note(invoice, "préparée"), found and found.note]
+            note = " ; ".join(n for n in notes if n) or None
+            if found is not None:
+                addresses[invoice.id] = found
             outcomes.append(ItemOutcome(invoice.id, DONE, note, output=path))
+        resolver.close()
         with conn.cursor() as cur:
             cur.executemany("UPDATE invoices SET fingerprint = %s WHERE id = %s", prints)
+        record_addresses(conn, addresses)
         stamp_transition(conn, ready, PREPARE, run.triggered_by, run.id)
         record_outcomes(conn, run.id, outcomes)
 

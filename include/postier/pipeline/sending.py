@@ -20,6 +20,7 @@ from postier.domain.states import Channel
 from postier.domain.treatments import SEND
 from postier.domain.validation import sending_problems, zero_amount_note
 from postier.errors import ConfigurationError, PostierError
+from postier.pipeline.annuaire import BuyerAddress, recorded_addresses, with_address
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import Run
 from postier.store.invoices import fingerprint, load_invoices
@@ -133,6 +134,7 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
         )
         sent: list[int] = []
         writes = _ChunkWrites(run)
+        addresses = recorded_addresses(conn, list(locked.ids))
         for invoice in load_invoices(conn, locked.ids):
             if stored.get(invoice.id) and stored[invoice.id] != fingerprint(invoice):
                 outcomes.append(
@@ -143,6 +145,11 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                     )
                 )
                 continue
+            # A `plateforme` invoice goes to the address it was prepared with (directory or
+            # customer data), and the report says which.
+            address = addresses.get(invoice.id)
+            if address is not None and invoice.customer.channel is Channel.PLATEFORME:
+                invoice = with_address(invoice, address)
             # Checked again whatever the fingerprint (a missing one is not a pass): customer
             # data may have changed since the preparation, and a sent invoice is immutable.
             problems = sending_problems(invoice)
@@ -155,6 +162,8 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                 outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
                 continue
             notes = [n for n in [zero_amount_note(invoice, "envoyée")] if n]
+            if invoice.customer.channel is Channel.PLATEFORME:
+                notes.append((address or BuyerAddress.typed(invoice)).note)
             location = None
             if settings.archiving:
                 key = DocumentArchive.key_for(
