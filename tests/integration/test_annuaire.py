@@ -21,8 +21,10 @@ from treatment_runs import run_treatment
 
 from postier.delivery.annuaire import DirectoryClient, DirectoryConfig
 from postier.delivery.local_annuaire import LocalDirectory, running_directory
-from postier.delivery.plateforme import forget_tokens
+from postier.delivery.local_pa import running_platform
+from postier.delivery.plateforme import PlatformConfig, forget_tokens
 from postier.pipeline.context import Environment
+from postier.pipeline.plateforme import deposit_pending
 
 SIREN, SIRET = "732829320", "73282932000074"
 BUYER_URIID = "//ram:BuyerTradeParty/ram:URIUniversalCommunication/ram:URIID"
@@ -68,6 +70,14 @@ def b2b_invoice(conn: psycopg.Connection, number: str, **customer: Any) -> int:
     return cid
 
 
+def buyer_address(pdf: bytes) -> str:
+    """BT-49 of a Factur-X."""
+    _, xml = facturx.get_xml_from_pdf(pdf, check_xsd=False)
+    (address,) = etree.fromstring(xml).xpath(BUYER_URIID, namespaces=NS)
+    assert address.get("schemeID") == "0225"
+    return str(address.text)
+
+
 def prepared_buyer_address(conn: psycopg.Connection, number: str) -> str:
     """BT-49 of the Factur-X the preparation produced for the invoice."""
     row = conn.execute(
@@ -77,10 +87,7 @@ def prepared_buyer_address(conn: psycopg.Connection, number: str) -> str:
     ).fetchone()
     conn.commit()
     assert row is not None
-    _, xml = facturx.get_xml_from_pdf(Path(row[0]).read_bytes(), check_xsd=False)
-    (address,) = etree.fromstring(xml).xpath(BUYER_URIID, namespaces=NS)
-    assert address.get("schemeID") == "0225"
-    return str(address.text)
+    return buyer_address(Path(row[0]).read_bytes())
 
 
 def state_of(conn: psycopg.Connection, number: str) -> str:
@@ -300,18 +307,34 @@ def test_a_directory_that_cannot_be_asked_without_a_usable_look_up_refuses(
 
 
 def test_the_send_report_tells_where_each_buyers_address_came_from(
-    env: Environment, conn: psycopg.Connection, directory: LocalDirectory
+    db_dsn: str,
+    tmp_path: Path,
+    config: DirectoryConfig,
+    conn: psycopg.Connection,
+    directory: LocalDirectory,
 ) -> None:
     directory.add_line(SIREN)
     b2b_invoice(conn, "FP-ENV-ANN")
     b2b_invoice(conn, "FP-ENV-FICHE", einvoicing_address=f"{SIREN}_COMPTA")
-    run_treatment(env, "factures_preparer_envoi")
-    # The directory is down at the send: the address it gave at the preparation is used.
-    directory.answer_next(503, times=8)
+    for platform in running_platform():
+        env = Environment(
+            dsn=db_dsn,
+            home=tmp_path / "home",
+            annuaire=config,
+            plateforme=PlatformConfig.from_env({"POSTIER_PLATEFORME_URL": platform.env_url()}),
+        )
+        run_treatment(env, "factures_preparer_envoi")
+        # The directory is down at the send: the address of the preparation is used.
+        directory.answer_next(503, times=8)
 
-    report = run_treatment(env, "factures_envoyer")
+        report = run_treatment(env, "factures_envoyer")
+        deposit_pending(env, by="jmartin")
 
-    assert (state_of(conn, "FP-ENV-ANN"), state_of(conn, "FP-ENV-FICHE")) == ("ENVOYE",) * 2
-    assert remark(report, "FP-ENV-ANN").endswith(f"{SIREN} : annuaire, consulté le {today()}")
-    assert remark(report, "FP-ENV-FICHE").endswith(f"{SIREN}_COMPTA : fiche client")
+        assert (state_of(conn, "FP-ENV-ANN"), state_of(conn, "FP-ENV-FICHE")) == ("ENVOYE",) * 2
+        assert remark(report, "FP-ENV-ANN").endswith(f"{SIREN} : annuaire, consulté le {today()}")
+        assert remark(report, "FP-ENV-FICHE").endswith(f"{SIREN}_COMPTA : fiche client")
+        # What reached the PA is addressed where the report says.
+        received = {flow.info["name"]: buyer_address(flow.data) for flow in platform.state.flows}
+        assert received == {"FP-ENV-ANN.pdf": SIREN, "FP-ENV-FICHE.pdf": f"{SIREN}_COMPTA"}
+        assert platform.state.violations == []
     directory.reset()
