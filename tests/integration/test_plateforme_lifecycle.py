@@ -144,3 +144,39 @@ def test_one_file_of_many_statuses_applies_each_once_and_sets_aside_only_the_unk
         "SELECT report->>'motif' FROM exchanges WHERE status = 'quarantaine'"
     ).fetchall()
     assert [r[0][:40] for r in set_aside] == ["statut 200 Déposée pour la facture FA-JA"] * 2
+
+
+def test_polling_pages_through_flows_sharing_a_time_across_the_page_limit_without_losing_one(
+    postier_env: str, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    from postier.delivery.local_pa import running_platform
+    from postier.delivery.plateforme import SEARCH_LIMIT, FlowClient, PlatformConfig
+    from postier.pipeline.context import Environment
+    from postier.pipeline.lifecycle_flows import poll, watermark
+
+    insert_deposited_invoice(conn, "FP-LC-10")
+    # 98 flows at t1, 5 at t2 (the first page ends in the middle of them), 2 at t3.
+    t1 = datetime.now(PARIS).replace(microsecond=0) - timedelta(hours=3)
+    times = (
+        [t1] * (SEARCH_LIMIT - 2) + [t1 + timedelta(hours=1)] * 5 + [t1 + timedelta(hours=2)] * 2
+    )
+    for pa in running_platform():
+        ids = [
+            pa.add_lifecycle_flow(
+                cdar("FP-LC-10", "204", T0 + timedelta(minutes=i)), updated_at=updated
+            )
+            for i, updated in enumerate(times)
+        ]
+        state = pa.state
+        config = PlatformConfig(pa.base_url, pa.token_url, state.client_id, state.client_secret)
+        with FlowClient(config) as client:
+            env = Environment(dsn=postier_env, home=tmp_path / "home")
+            summary = poll(env, client, actor="test")
+            again = poll(env, client, actor="test")
+        assert state.violations == []
+
+    assert summary["compteurs"]["flux"] == len(ids) and again["compteurs"]["flux"] == 0
+    recorded = {r[0] for r in conn.execute("SELECT flow_id FROM plateforme_lifecycle_flows")}
+    assert recorded == set(ids)
+    assert len(lifecycle_of(conn, "FP-LC-10")[0]) == len(ids)
+    assert watermark(conn) == times[-1]

@@ -132,7 +132,13 @@ def _read_all(conn: psycopg.Connection, pa: FlowClient, run: _Run) -> None:
         # The next page starts just before the last time seen, so that flows sharing it are not
         # skipped (those already read are recognised); a page with nothing new moves on.
         newest = page[-1].updated_at
-        cursor = newest - timedelta(microseconds=1) if fresh else newest
+        following = newest - timedelta(microseconds=1) if fresh else newest
+        if cursor is not None and following <= cursor:
+            # A PA that ignores `updatedAfter` would give this page forever: stop here, the
+            # next run starts again from the watermark.
+            log.warning("La plateforme agréée renvoie la même page de flux : relevé arrêté")
+            return
+        cursor = following
 
 
 def _read_one(
