@@ -58,7 +58,7 @@ def env(db_dsn: str, tmp_path: Path, config: DirectoryConfig) -> Environment:
 
 
 def searches(directory: LocalDirectory) -> int:
-    return sum(1 for _, path, _ in directory.state.calls if path.endswith("/search"))
+    return sum(1 for path, _ in directory.state.calls if path.endswith("/search"))
 
 
 def b2b_invoice(conn: psycopg.Connection, number: str, **customer: Any) -> int:

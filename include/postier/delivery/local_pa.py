@@ -19,24 +19,27 @@ It also plays the buyer's side: told which statuses an invoice it received reach
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
-import secrets
-import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
+from postier.delivery.local_oauth import (
+    LocalServer,
+    OAuthHandler,
+    OAuthServer,
+    OAuthState,
+    body_of,
+    serving,
+)
 from postier.domain.lifecycle import PARIS, LifecycleStatus, write_lifecycle
 
 #: The official document, copied unchanged from `spec/afnor/` beside the Chorus schemas.
@@ -49,7 +52,6 @@ SPEC = (
 #: are validated as if they had reached it.
 SPEC_HOST = "https://api.flow.company.com"
 BASE_PATH = "/flow-service"
-TOKEN_PATH = "/oauth/token"
 
 
 @dataclass
@@ -81,19 +83,11 @@ class StoredFlow:
 
 
 @dataclass
-class PlatformState:
-    client_id: str
-    client_secret: str
-    token_lifetime: int = 3600
+class PlatformState(OAuthState):
     #: Seconds every deposit takes before it is answered (a slow PA).
     deposit_delay: float = 0.0
     flows: list[StoredFlow] = field(default_factory=list)
-    tokens: dict[str, float] = field(default_factory=dict)
-    tokens_issued: int = 0
     script: list[Scripted] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
-    calls: list[tuple[str, int]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _now() -> str:
@@ -111,42 +105,8 @@ def _time(value: str | datetime) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(OAuthHandler):
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
-        if self.path == TOKEN_PATH:
-            self._token(body)
-            return
-        self._api("post", body)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        self._api("get", b"")
-
-    # -- OAuth2 -------------------------------------------------------------------------------
-
-    def _token(self, body: bytes) -> None:
-        state = self.server.state
-        expected = base64.b64encode(f"{state.client_id}:{state.client_secret}".encode()).decode()
-        form = dict(p.split("=", 1) for p in body.decode().split("&") if "=" in p)
-        if self.headers.get("Authorization") != f"Basic {expected}" or form.get("grant_type") != (
-            "client_credentials"
-        ):
-            self._send(401, {"error": "invalid_client"})
-            return
-        token = secrets.token_urlsafe(24)
-        with state.lock:
-            state.tokens[token] = time.monotonic() + state.token_lifetime
-            state.tokens_issued += 1
-        self._send(
-            200,
-            {"access_token": token, "token_type": "Bearer", "expires_in": state.token_lifetime},
-        )
 
     # -- Flow Service ---------------------------------------------------------------------------
 
@@ -163,10 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
             content_type=self.headers.get("Content-Type") or "application/json",
         )
         route = path.removeprefix(BASE_PATH)
-        auth = self.headers.get("Authorization", "")
-        with state.lock:
-            expiry = state.tokens.get(auth.removeprefix("Bearer "))
-        if not auth.startswith("Bearer ") or expiry is None or expiry < time.monotonic():
+        if not self._authorized():
             self._answer(request, 401, {"errorCode": "UNAUTHORIZED", "errorMessage": "token"})
             return
         result = self.server.api.unmarshal_request(request)
@@ -271,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         *,
         content_type: str = "application/json",
     ) -> None:
-        data = _body(payload)
+        data = body_of(payload)
         response = MockResponse(
             data, status_code=status, headers=headers or {}, content_type=content_type
         )
@@ -281,30 +238,6 @@ class _Handler(BaseHTTPRequestHandler):
                 f"response {status} {request.path}: {result.errors!r}"
             )
         self._send(status, payload, headers, content_type=content_type)
-
-    def _send(
-        self,
-        status: int,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        *,
-        content_type: str = "application/json",
-    ) -> None:
-        self.server.state.calls.append((self.path, status))
-        data = _body(payload)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def _body(payload: Any) -> bytes:
-    if isinstance(payload, bytes):
-        return payload
-    return b"" if payload is None else json.dumps(payload).encode()
 
 
 def _metadata(flow: StoredFlow) -> dict[str, Any]:
@@ -343,59 +276,22 @@ def invoice_number(flow: StoredFlow) -> str:
     return (found or "").strip() or str(flow.info.get("name") or "").rsplit(".", 1)[0]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: PlatformState, api: OpenAPI) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = state
-        self.api = api
+class _Server(OAuthServer):
+    state: PlatformState
 
 
-class LocalPlatform:
+class LocalPlatform(LocalServer):
     """The running server; `base_url`, `token_url`, and the knobs of `state`."""
 
+    BASE_PATH = BASE_PATH
     _api: OpenAPI | None = None
+    state: PlatformState
 
     def __init__(self, client_id: str = "postier-test") -> None:
         if LocalPlatform._api is None:
             LocalPlatform._api = OpenAPI.from_file_path(str(SPEC))
-        self.state = PlatformState(
-            client_id=client_id, client_secret="s3cret-" + secrets.token_hex(8)
-        )
-        self._server = _Server(self.state, LocalPlatform._api)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def root(self) -> str:
-        host, port = self._server.server_address[:2]
-        assert isinstance(host, str)
-        return f"http://{host}:{port}"
-
-    @property
-    def base_url(self) -> str:
-        return self.root + BASE_PATH
-
-    @property
-    def token_url(self) -> str:
-        return self.root + TOKEN_PATH
-
-    def env_url(self) -> str:
-        """`POSTIER_PLATEFORME_URL` for this server."""
-        return (
-            f"http://{self.state.client_id}:{self.state.client_secret}@"
-            f"{self.root.removeprefix('http://')}{BASE_PATH}?token_url={self.token_url}"
-        )
-
-    def airflow_connection(self) -> str:
-        return json.dumps(
-            {
-                "conn_type": "http",
-                "login": self.state.client_id,
-                "password": self.state.client_secret,
-                "extra": {"base_url": self.base_url, "token_url": self.token_url},
-            }
-        )
+        state = PlatformState(client_id=client_id, client_secret=self.new_secret())
+        super().__init__(_Handler, state, LocalPlatform._api)
 
     def answer_next(self, path: str, status: int, **kwargs: Any) -> None:
         self.state.script.append(Scripted(path, status, **kwargs))
@@ -442,27 +338,11 @@ class LocalPlatform:
 
     def reset(self) -> None:
         with self.state.lock:
+            self.state.clear_oauth()
             self.state.flows.clear()
             self.state.script.clear()
-            self.state.violations.clear()
-            self.state.calls.clear()
-            self.state.tokens.clear()
-            self.state.tokens_issued = 0
-            self.state.token_lifetime = 3600
             self.state.deposit_delay = 0.0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def running_platform() -> Iterator[LocalPlatform]:
-    platform = LocalPlatform()
-    platform.start()
-    try:
-        yield platform
-    finally:
-        platform.stop()
+    yield from serving(LocalPlatform())
