@@ -77,15 +77,16 @@ def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
     ids = {t.task_id for t in dag.tasks}
     expected = {"selectionner", "traiter_paquet", "finaliser", "rapport"}
     if CATALOGUE[dag_id].needs_confirmation:  # type: ignore[index]
-        expected |= {"resumer_envoi", "confirmation"}
+        # The selection writes the confirmation's text: no task process of its own for it.
+        expected |= {"confirmation"}
+        assert dag.get_task("confirmation").upstream_task_ids == {"selectionner"}
         assert "confirmation" in dag.get_task("traiter_paquet").upstream_task_ids
     if CATALOGUE[dag_id].transition is SEND:  # type: ignore[index]
         # Customer e-mails and PA deposits go after the chunks, never inside a definitive send's
-        # transaction.
-        expected |= {"livrer_courriels", "deposer_plateforme"}
-        assert dag.get_task("livrer_courriels").upstream_task_ids == {"finaliser"}
-        assert dag.get_task("deposer_plateforme").upstream_task_ids == {"livrer_courriels"}
-        assert dag.get_task("rapport").upstream_task_ids == {"deposer_plateforme"}
+        # transaction; one task for both (one task process less per send).
+        expected |= {"livrer"}
+        assert dag.get_task("livrer").upstream_task_ids == {"finaliser"}
+        assert dag.get_task("rapport").upstream_task_ids == {"livrer"}
     assert ids == expected
     assert type(dag.get_task("traiter_paquet")).__name__.endswith("MappedOperator")
     assert [t.task_id for t in dag.leaves] == ["rapport"]

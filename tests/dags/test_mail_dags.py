@@ -37,7 +37,7 @@ def test_send_dag_emails_each_portal_customer_once(  # type: ignore[no-untyped-d
     dag_run = run_dag("factures_envoyer", mark_success_pattern="confirmation")
     assert dag_run.state == "success"
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-    assert states["livrer_courriels"] == states["rapport"] == "success"
+    assert states["livrer"] == states["rapport"] == "success"
     (received,) = smtp_server.received
     assert received.rcpt_tos == ["paul.pausission@celeu.fr"]
     message = received.message

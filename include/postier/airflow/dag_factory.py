@@ -40,6 +40,9 @@ def _confirmation_timeout() -> timedelta:
     return timedelta(minutes=int(os.environ.get("POSTIER_CONFIRMATION_MINUTES", "120")))
 
 
+#: XCom key of the send's summary, written by `selectionner`, shown by the confirmation.
+SUMMARY_KEY = "resume_envoi"
+
 # Every task finds its run from the Airflow run's identity (`external_id`): only the chunk numbers
 # travel through XCom, as the mapped task's input.
 
@@ -51,6 +54,15 @@ class SendConfirmation(ApprovalOperator):
     APPROVE = "Envoyer"
     REJECT = "Ne pas envoyer"
 
+    def execute(self, context: Any) -> Any:
+        if not context["ti"].xcom_pull(task_ids="selectionner", key=SUMMARY_KEY):
+            from postier.pipeline.reports import NOTHING_TO_SEND
+
+            # Nothing to confirm: the confirmation and the chunks are skipped, the report
+            # says so.
+            raise AirflowSkipException(NOTHING_TO_SEND)
+        return super().execute(context)
+
 
 @task(task_display_name="Valider les critères et sélectionner")
 def selectionner(treatment_id: str, **context: Any) -> list[int]:
@@ -58,26 +70,20 @@ def selectionner(treatment_id: str, **context: Any) -> list[int]:
     from postier.errors import ConfigurationError, SelectionError, SigningError
     from postier.pipeline.runs import start_run
 
-    env, params = environment(), dict(context["params"])
+    env, params, ref = environment(), dict(context["params"]), external_id(context)
     try:
-        started = start_run(env, treatment_id, params, actor(context), external_id(context))
+        started = start_run(env, treatment_id, params, actor(context), ref)
     except (SelectionError, ConfigurationError, SigningError) as error:
         # Definitive (the run is recorded as refused, with its report): no retry, the French
         # message as the failure reason.
         raise AirflowFailException(str(error)) from None
+    if "confirmation" in context["dag"].task_dict:
+        # The confirmation's text, in the same task (one task process less per send); None
+        # when nothing is to send.
+        from postier.pipeline.reports import send_confirmation
+
+        context["ti"].xcom_push(key=SUMMARY_KEY, value=send_confirmation(env, ref))
     return started["chunks"]
-
-
-@task(task_display_name="Résumer l'envoi pour confirmation")
-def resumer_envoi(**context: Any) -> str:
-    from postier.airflow.runtime import environment, external_id
-    from postier.pipeline.reports import NOTHING_TO_SEND, send_confirmation
-
-    summary = send_confirmation(environment(), external_id(context))
-    if summary is None:
-        # Nothing to confirm: the confirmation and the chunks are skipped, the report says so.
-        raise AirflowSkipException(NOTHING_TO_SEND)
-    return summary
 
 
 # « paquet », never « lot »: in the ERP a « numéro de lot » is a selection criterion.
@@ -97,28 +103,27 @@ def finaliser(**context: Any) -> list[str]:
     return finalize(environment(), external_id(context))
 
 
-@task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Envoyer les courriels aux clients")
-def livrer_courriels(**context: Any) -> dict[str, int]:
-    from postier.airflow.runtime import environment, external_id
-    from postier.pipeline.mailing import deliver_pending
-
-    # ALL_DONE: invoices sent by the chunks that succeeded are definitive and are announced even
-    # when another chunk failed; an SMTP failure leaves the messages pending, not this task failed.
-    return deliver_pending(environment(), external_id(context))
-
-
-@task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Déposer sur la plateforme agréée")
-def deposer_plateforme(**context: Any) -> dict[str, int]:
+@task(
+    trigger_rule=TriggerRule.ALL_DONE,
+    task_display_name="Envoyer les courriels et déposer sur la plateforme agréée",
+)
+def livrer(**context: Any) -> dict[str, dict[str, int]]:
     from postier.airflow.runtime import environment, external_id
     from postier.errors import ConfigurationError
+    from postier.pipeline.mailing import deliver_pending
     from postier.pipeline.plateforme import deposit_for_run
 
-    # ALL_DONE, like the e-mails: what the chunks sent is definitive and goes to the PA even when
-    # another chunk failed; a PA that is down leaves the invoices pending, for the next send.
+    # ALL_DONE: invoices sent by the chunks that succeeded are definitive, are announced and go
+    # to the PA even when another chunk failed. An SMTP failure leaves the messages pending, a PA
+    # that is down leaves the invoices pending for the next send: neither fails this task. Both
+    # only do what is still pending, so a retry repeats nothing.
+    env, ref = environment(), external_id(context)
+    mails = deliver_pending(env, ref)
     try:
-        return deposit_for_run(environment(), external_id(context))
+        deposits = deposit_for_run(env, ref)
     except ConfigurationError as error:
         raise AirflowFailException(str(error)) from None
+    return {"courriels": mails, "plateforme": deposits}
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Rapport d'exécution")
@@ -183,17 +188,16 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
                 task_id="confirmation",
                 task_display_name="Confirmer l'envoi définitif",
                 subject="Envoi définitif des factures",
-                body="{{ ti.xcom_pull(task_ids='resumer_envoi') }}",
+                body="{{ ti.xcom_pull(task_ids='selectionner', key='" + SUMMARY_KEY + "') }}",
                 defaults=SendConfirmation.REJECT,
                 response_timeout=_confirmation_timeout(),
             )
-            selection >> resumer_envoi() >> confirmation >> chunks
+            selection >> confirmation >> chunks
         last = finaliser()
         chunks >> last
         if t.id in SENDS:
-            mails = livrer_courriels()
-            deposits = deposer_plateforme()
-            last >> mails >> deposits
-            last = deposits
+            deliveries = livrer()
+            last >> deliveries
+            last = deliveries
         last >> rapport()
     return dag
