@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +22,47 @@ PENDING, DONE, SKIPPED, FAILED = "a_traiter", "traitee", "ignoree", "en_erreur"
 MAX_CHUNKS = 1024
 
 
-def chunk_size_for(count: int, workers: int, min_size: int = 100, max_size: int = 2000) -> int:
-    """Enough chunks to keep `workers` busy (about four rounds each), few enough that a mapped
-    task's start-up cost (over a second) stays small against its work, never over MAX_CHUNKS."""
+#: What a mapped task costs outside its own work (queue wait, task process start-up, executor
+#: slot release), in seconds: the « surcoût par tâche mappée » of `make bench` (real Airflow).
+#: `POSTIER_TASK_OVERHEAD_SECONDS` sets it from a measure on the production machines.
+TASK_OVERHEAD_S = 2.5
+#: The work per invoice of a chunk, in seconds (document step: render + Factur-X + signature).
+INVOICE_S = 0.03
+#: Largest share of a chunk's time its task overhead may take.
+OVERHEAD_SHARE = 0.05
+#: At most this many rounds of chunks per worker (they even out unequal chunks).
+MAX_ROUNDS = 4
+
+
+def task_overhead_s() -> float:
+    value = os.environ.get("POSTIER_TASK_OVERHEAD_SECONDS", "")
+    try:
+        return max(0.0, float(value)) if value else TASK_OVERHEAD_S
+    except ValueError:
+        return TASK_OVERHEAD_S
+
+
+def chunk_size_for(
+    count: int,
+    workers: int,
+    min_size: int = 100,
+    max_size: int = 2000,
+    overhead_s: float | None = None,
+) -> int:
+    """Chunks from the measured cost of a mapped task: as few rounds per worker (1 to
+    MAX_ROUNDS) as keep that cost under OVERHEAD_SHARE of a chunk's work, every worker busy,
+    chunks a multiple of the workers, never over MAX_CHUNKS."""
     if count <= 0:
         return min_size
-    size = math.ceil(count / max(1, workers * 4))
-    size = max(min_size, min(max_size, size))
+    workers = max(1, workers)
+    overhead = task_overhead_s() if overhead_s is None else overhead_s
+    # A chunk at least this big keeps its task's overhead under OVERHEAD_SHARE of its work.
+    worth_it = math.ceil(overhead / (INVOICE_S * OVERHEAD_SHARE))
+    rounds = max(1, min(MAX_ROUNDS, count // (workers * max(1, worth_it))))
+    chunks = workers * rounds
+    if math.ceil(count / chunks) > max_size:
+        chunks = workers * math.ceil(count / (workers * max_size))
+    size = max(min_size, math.ceil(count / chunks))
     return max(size, math.ceil(count / MAX_CHUNKS))
 
 
