@@ -11,7 +11,8 @@ carries a CSRF token.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import mimetypes
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.params import Depends as DependsParam
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from postier.airflow import csrf, pages
 from postier.domain.selection import PARAM_LABELS, Selection
@@ -29,6 +30,7 @@ from postier.domain.treatments import TreatmentId, treatment
 from postier.errors import ConfigurationError, PostierError, SelectionError
 from postier.pipeline.context import Environment
 from postier.pipeline.run_files import list_run_files, run_file
+from postier.storage import RunFolder
 from postier.store import listings
 from postier.store.invoice_history import ArchivedDocument, archived_document, invoice_history
 from postier.store.settings import change_setting, list_settings, setting_changes
@@ -261,25 +263,30 @@ def create_app(
             found = listings.run_row(conn, run_id)
         if found is None:
             raise HTTPException(status_code=404, detail="exécution introuvable")
-        row, folder = found
-        files = list_run_files(_path(folder)) if folder else []
-        report_md = run_file(_path(folder), "rapport.md") if folder else None
+        row, location = found
+        folder = _folder(env_of(), location)
+        files = list_run_files(folder) if folder else []
         report_html = None
-        if report_md is not None:
+        if folder and run_file(folder, "rapport.md"):
             from markdown_it import MarkdownIt
 
             md = MarkdownIt("commonmark", {"html": False}).enable("table")
-            report_html = md.render(report_md.read_text(encoding="utf-8"))
+            report_html = md.render(folder.read("rapport.md").decode("utf-8"))
         return pages.run_page(row, report_html, files, who.login)
 
     @app.get("/executions/{run_id}/fichiers/{name:path}")
-    def run_download(run_id: int, name: str, who: Clerk = Signed) -> FileResponse:
-        with env_of().connect() as conn:
-            folder = listings.run_output_dir(conn, run_id)
-        path = run_file(_path(folder), name) if folder else None
-        if path is None:
+    def run_download(run_id: int, name: str, who: Clerk = Signed) -> StreamingResponse:
+        env = env_of()
+        with env.connect() as conn:
+            folder = _folder(env, listings.run_output_dir(conn, run_id))
+        if folder is None or run_file(folder, name) is None:
             raise HTTPException(status_code=404, detail="fichier introuvable")
-        return FileResponse(path, filename=path.name)  # streamed in blocks by Starlette
+        base = name.rsplit("/", 1)[-1]
+        return StreamingResponse(
+            _blocks(folder, name),
+            media_type=mimetypes.guess_type(base)[0] or "application/octet-stream",
+            headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(base)}"},
+        )
 
     # -- settings --------------------------------------------------------------------------
 
@@ -320,10 +327,22 @@ def create_app(
     return app
 
 
-def _path(folder: str | None) -> Any:
-    from pathlib import Path
+def _folder(env: Environment, location: str | None) -> RunFolder | None:
+    """The run's folder in the storage; None when it has none or it lies outside the storage
+    (a run of another configuration: its files are not served)."""
+    if not location:
+        return None
+    try:
+        return env.storage.folder(location)
+    except PostierError:
+        return None
 
-    return Path(folder or "/nonexistent")
+
+def _blocks(folder: RunFolder, name: str) -> Iterator[bytes]:
+    """The file in blocks of 1 MiB, read from the storage as the response is sent."""
+    with folder.open(name) as handle:
+        while block := handle.read(1 << 20):
+            yield block
 
 
 def _int(value: str | None) -> int | None:

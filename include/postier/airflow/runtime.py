@@ -18,6 +18,7 @@ from postier.delivery.mail import SmtpConfig
 from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment
 from postier.service_url import ENCODING_HINT
+from postier.storage import StorageConfig
 from postier.store import database
 
 if TYPE_CHECKING:
@@ -130,6 +131,11 @@ def _chorus_sftp() -> SftpConfig | None:
     return _service("postier_chorus_sftp", SftpConfig)
 
 
+def _storage() -> StorageConfig:
+    """`postier_storage`; else `POSTIER_STORAGE_URL` (…); else the local home folder."""
+    return _service("postier_storage", StorageConfig) or StorageConfig()
+
+
 def _plateforme() -> PlatformConfig | None:
     """`postier_plateforme`; else `POSTIER_PLATEFORME_URL`; else None."""
     from postier.delivery.plateforme import PlatformConfig
@@ -187,6 +193,7 @@ def _environment() -> Environment:
         smtp=_smtp(),
         plateforme=_plateforme(),
         annuaire=_annuaire(),
+        storage_config=_storage(),
     )
 
 
@@ -215,4 +222,6 @@ def external_id(context: Any) -> str:
 
 def workspace_environment() -> Environment:
     """What the Postier pages of the api-server need: the database, the runs, the GED."""
-    return Environment(dsn=_dsn(), home=database.home(), ged_url=_ged_url())
+    return Environment(
+        dsn=_dsn(), home=database.home(), ged_url=_ged_url(), storage_config=_storage()
+    )

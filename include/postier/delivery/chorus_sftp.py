@@ -114,7 +114,7 @@ class SftpConfig:
         return f"{self.username}@{self.host}:{self.port}"
 
 
-def parse_host_key(line: str) -> paramiko.PKey:
+def parse_host_key(line: str, server: str = "du serveur Chorus") -> paramiko.PKey:
     """The public key of a known_hosts or `ssh-keyscan` line (host names before it ignored)."""
     import paramiko
 
@@ -124,15 +124,15 @@ def parse_host_key(line: str) -> paramiko.PKey:
             try:
                 return paramiko.PKey.from_type_string(token, base64.b64decode(tokens[i + 1]))
             except (binascii.Error, paramiko.SSHException, ValueError) as error:
-                raise ConfigurationError(
-                    f"clé d'hôte du serveur Chorus illisible : {error}"
-                ) from None
+                raise ConfigurationError(f"clé d'hôte {server} illisible : {error}") from None
     raise ConfigurationError(
-        "clé d'hôte du serveur Chorus absente ou illisible (attendu : « ssh-ed25519 AAAA… »)"
+        f"clé d'hôte {server} absente ou illisible (attendu : « ssh-ed25519 AAAA… »)"
     )
 
 
-def _private_key(text: str, passphrase: str | None) -> paramiko.PKey:
+def private_key(
+    text: str, passphrase: str | None, server: str = "du serveur Chorus"
+) -> paramiko.PKey:
     import paramiko
 
     for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
@@ -140,11 +140,11 @@ def _private_key(text: str, passphrase: str | None) -> paramiko.PKey:
             return kind.from_private_key(io.StringIO(text), password=passphrase)
         except paramiko.PasswordRequiredException:
             raise ConfigurationError(
-                "clé privée du serveur Chorus protégée : phrase secrète absente"
+                f"clé privée {server} protégée : phrase secrète absente"
             ) from None
         except (paramiko.SSHException, ValueError):
             continue
-    raise ConfigurationError("clé privée du serveur Chorus illisible ou de type non géré")
+    raise ConfigurationError(f"clé privée {server} illisible ou de type non géré")
 
 
 def _simple_name(name: str) -> str:
@@ -190,7 +190,7 @@ class ChorusSftp:
         key = parse_host_key(c.host_key)
         known_as = c.host if c.port == 22 else f"[{c.host}]:{c.port}"
         client.get_host_keys().add(known_as, key.get_name(), key)
-        pkey = _private_key(c.private_key, c.private_key_passphrase) if c.private_key else None
+        pkey = private_key(c.private_key, c.private_key_passphrase) if c.private_key else None
         try:
             client.connect(
                 c.host,

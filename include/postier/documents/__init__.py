@@ -17,7 +17,9 @@ from postier.documents.invoice_pdf import render_invoice
 from postier.documents.print_files import (
     PrintFileSummary,
     write_bills_print_file,
+    write_bills_print_stream,
     write_print_file,
+    write_print_stream,
 )
 from postier.documents.signing import (
     SignatureCheck,
@@ -44,5 +46,7 @@ __all__ = [
     "split_french_iban",
     "verify_pdf",
     "write_bills_print_file",
+    "write_bills_print_stream",
     "write_print_file",
+    "write_print_stream",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import IO, TypeVar
 
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -42,7 +42,7 @@ class PrintFileSummary:
 class StreamingPdfWriter:
     """Concatenate the pages of many PDFs into one file, writing objects as they come."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: IO[bytes]) -> None:
         self._out = out
         self._offsets: list[int] = [0, 0, 0]  # 1 = catalog, 2 = page tree, written at close
         self._kids: list[int] = []
@@ -194,25 +194,41 @@ def write_print_file(
     if parts is not None:
         parts.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(out.name + ".part")
-    count = 0
     with temporary.open("wb") as handle:
-        writer = StreamingPdfWriter(handle)
-        for chunk in _chunks(invoices, chunk_size):
-            if parts is not None:
-                for invoice in chunk:
-                    _atomic_write(
-                        parts / f"{_safe_name(invoice.number)}.pdf",
-                        render_invoice(invoice, seller, preview=preview),
-                    )
-
-            def draw(canvas: Canvas, chunk: list[Invoice] = chunk) -> int:
-                return sum(draw_invoice(canvas, inv, seller, preview=preview) for inv in chunk)
-
-            writer.append(_render_chunk(draw, title="Impression des factures", author=seller.name))
-            count += len(chunk)
-        writer.close()
+        pages, count = write_print_stream(
+            invoices, seller, handle, preview=preview, parts=parts, chunk_size=chunk_size
+        )
     os.replace(temporary, out)
-    return PrintFileSummary(str(out), writer.pages, count, str(parts) if parts else None)
+    return PrintFileSummary(str(out), pages, count, str(parts) if parts else None)
+
+
+def write_print_stream(
+    invoices: Iterable[Invoice],
+    seller: Seller,
+    handle: IO[bytes],
+    *,
+    preview: bool = False,
+    parts: Path | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[int, int]:
+    """The merged print file of the invoices, written into `handle`; (pages, invoices)."""
+    count = 0
+    writer = StreamingPdfWriter(handle)
+    for chunk in _chunks(invoices, chunk_size):
+        if parts is not None:
+            for invoice in chunk:
+                _atomic_write(
+                    parts / f"{_safe_name(invoice.number)}.pdf",
+                    render_invoice(invoice, seller, preview=preview),
+                )
+
+        def draw(canvas: Canvas, chunk: list[Invoice] = chunk) -> int:
+            return sum(draw_invoice(canvas, inv, seller, preview=preview) for inv in chunk)
+
+        writer.append(_render_chunk(draw, title="Impression des factures", author=seller.name))
+        count += len(chunk)
+    writer.close()
+    return writer.pages, count
 
 
 def write_bills_print_file(
@@ -232,33 +248,48 @@ def write_bills_print_file(
     if parts is not None:
         parts.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(out.name + ".part")
-    count = 0
     try:
         with temporary.open("wb") as handle:
-            writer = StreamingPdfWriter(handle)
-            for chunk in _chunks(invoices, chunk_size):
-                bills: list[Bill] = []
-                for invoice in chunk:
-                    own = bills_of(invoice)
-                    bills.extend(own)
-                    if parts is not None:
-                        _atomic_write(
-                            parts / f"traites-{_safe_name(invoice.number)}.pdf",
-                            _render_chunk(
-                                _bills_drawer(own, seller),
-                                title=f"Traites {invoice.number}",
-                                author=seller.name,
-                            ),
-                        )
-
-                def draw(canvas: Canvas, bills: list[Bill] = bills) -> int:
-                    return draw_bills(canvas, bills, seller)
-
-                writer.append(_render_chunk(draw, title="Traites", author=seller.name))
-                count += len(chunk)
-            writer.close()
+            pages, count = write_bills_print_stream(
+                invoices, seller, handle, parts=parts, chunk_size=chunk_size
+            )
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     os.replace(temporary, out)
-    return PrintFileSummary(str(out), writer.pages, count, str(parts) if parts else None)
+    return PrintFileSummary(str(out), pages, count, str(parts) if parts else None)
+
+
+def write_bills_print_stream(
+    invoices: Iterable[Invoice],
+    seller: Seller,
+    handle: IO[bytes],
+    *,
+    parts: Path | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[int, int]:
+    """The bills of exchange print file, written into `handle`; (pages, invoices)."""
+    count = 0
+    writer = StreamingPdfWriter(handle)
+    for chunk in _chunks(invoices, chunk_size):
+        bills: list[Bill] = []
+        for invoice in chunk:
+            own = bills_of(invoice)
+            bills.extend(own)
+            if parts is not None:
+                _atomic_write(
+                    parts / f"traites-{_safe_name(invoice.number)}.pdf",
+                    _render_chunk(
+                        _bills_drawer(own, seller),
+                        title=f"Traites {invoice.number}",
+                        author=seller.name,
+                    ),
+                )
+
+        def draw(canvas: Canvas, bills: list[Bill] = bills) -> int:
+            return draw_bills(canvas, bills, seller)
+
+        writer.append(_render_chunk(draw, title="Traites", author=seller.name))
+        count += len(chunk)
+    writer.close()
+    return writer.pages, count

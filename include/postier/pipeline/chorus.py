@@ -31,7 +31,6 @@ import logging
 import zipfile
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -50,7 +49,6 @@ from postier.domain.states import SendState
 from postier.domain.validation import chorus_deposit_problems
 from postier.errors import ConfigurationError, DeliveryError, InvoiceValidationError, PostierError
 from postier.pipeline.context import Environment
-from postier.pipeline.outputs import write_atomically
 from postier.pipeline.runs import Run
 from postier.store.invoices import load_invoices
 from postier.store.runs import DONE, FAILED, PENDING, SKIPPED, ItemOutcome, record_outcomes
@@ -274,11 +272,10 @@ def _record_flow(
             except PostierError as error:
                 outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
         documents = source.index_archived(documents)
-        pdf_dir = run.output_dir / PDF_DIR
         if documents and not settings.demat_chorus:
             outcomes += [
                 ItemOutcome(
-                    d.invoice.id, DONE, DEMAT_OFF, write_atomically(pdf_dir / d.name, d.pdf)
+                    d.invoice.id, DONE, DEMAT_OFF, run.folder.write(f"{PDF_DIR}/{d.name}", d.pdf)
                 )
                 for d in documents
             ]
@@ -304,7 +301,7 @@ def _insert_flow(
         sequence,
     )
     data = pack([(d.name, d.pdf) for d in documents])
-    path = write_atomically(run.output_dir / FLOW_DIR / name, data)
+    path = run.folder.write(f"{FLOW_DIR}/{name}", data)
     inserted = conn.execute(
         "INSERT INTO chorus_flows (name, sequence, interface, run_id, file_path, sha256, size, "
         "invoice_count, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
@@ -496,8 +493,9 @@ def _deposit_locked(conn: psycopg.Connection, run: Run, flow_id: int, server: _S
         return
     name, _status, file_path, sha256, sequence = flow
     try:
-        data = Path(file_path).read_bytes()
-    except OSError:
+        # Maybe another run's folder (a flow left `preparee`): any location of the storage.
+        data = run.folder.storage.read(file_path)
+    except DeliveryError:
         data = b""
     if hashlib.sha256(data).hexdigest() != sha256.strip():
         raise DeliveryError(
@@ -545,7 +543,7 @@ def _deposit_locked(conn: psycopg.Connection, run: Run, flow_id: int, server: _S
             invoice_id,
             DONE,
             f"déposée sur Chorus Pro (flux {name})",
-            write_atomically(run.output_dir / PDF_DIR / file_name, pdfs[file_name]),
+            run.folder.write(f"{PDF_DIR}/{file_name}", pdfs[file_name]),
         )
         for invoice_id, file_name in members
         if invoice_id in ours
@@ -562,18 +560,20 @@ def write_zip(conn: psycopg.Connection, run: Run) -> list[str]:
         "ORDER BY position",
         (run.id, DONE),
     ).fetchall()
-    pdfs = [Path(r[0]) for r in rows if r[0].endswith(".pdf") and Path(r[0]).exists()]
+    storage = run.folder.storage
+    pdfs = [r[0] for r in rows if r[0].endswith(".pdf") and storage.exists(r[0])]
     if not pdfs:
         return []
-    target = run.output_dir / ZIP_NAME
-    tmp = target.with_name(target.name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with (
+        run.folder.writer(ZIP_NAME) as handle,
+        zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+    ):
         for pdf in pdfs:
-            archive.write(pdf, arcname=pdf.name)
-    tmp.replace(target)
+            archive.writestr(pdf.rsplit("/", 1)[-1], storage.read(pdf))
+    target = run.folder.file_location(ZIP_NAME)
     flows = conn.execute(
         "SELECT file_path FROM chorus_flows WHERE run_id = %s AND status = 'deposee' ORDER BY id",
         (run.id,),
     ).fetchall()
     log.info("ZIP des factures Chorus : %s (%d PDF)", target, len(pdfs))
-    return [str(target)] + [r[0] for r in flows]
+    return [target] + [r[0] for r in flows]

@@ -51,6 +51,7 @@ from postier.pipeline.chorus import rejection_advice
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import markdown_table as _table
 from postier.pipeline.reports import publish, report_header, timing
+from postier.storage import RunFolder
 from postier.store import runs as run_store
 from postier.store.settings import load_settings
 
@@ -181,8 +182,8 @@ def reconcile(
     errors: list[dict[str, str]] = []
     with env.connect() as conn:
         run_id = run_store.create_run(conn, TREATMENT, ref, {"source": repr(source)}, actor)
-        output_dir = env.run_dir(run_id, TREATMENT)
-        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (str(output_dir), run_id))
+        folder = env.run_folder(run_id, TREATMENT)
+        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (folder.location, run_id))
         conn.commit()
         supplier = str(load_settings(conn).values.get("EMETTEUR_SIRET", "") or "")
         conn.commit()
@@ -198,7 +199,7 @@ def reconcile(
                 conn.rollback()
                 log.warning("Retour Chorus %s non traité : %s", printable(name), exc)
                 errors.append({"fichier": printable(name), "motif": f"{exc} : laissé dans {OUT}/"})
-        summary = _write_report(conn, run_id, output_dir, errors)
+        summary = _write_report(conn, run_id, folder, errors)
     if errors:
         raise DeliveryError(
             f"{len(errors)} fichier(s) de retour Chorus non lu(s) ou non déplacé(s) : relancez "
@@ -572,7 +573,7 @@ def _fr(at: datetime | None) -> str:
 
 
 def _write_report(
-    conn: psycopg.Connection, run_id: int, output_dir: Path, errors: list[dict[str, str]]
+    conn: psycopg.Connection, run_id: int, folder: RunFolder, errors: list[dict[str, str]]
 ) -> dict[str, Any]:
     run = conn.execute(
         "SELECT triggered_by, started_at FROM runs WHERE id = %s", (run_id,)
@@ -617,8 +618,8 @@ def _write_report(
         "non_lus": errors,
     }
     status = "en_erreur" if errors else "terminee"
-    md_path = publish(conn, run_id, output_dir, report, status, to_markdown)
-    return {"execution": run_id, "compteurs": counts, "rapport": str(md_path)}
+    md_path = publish(conn, run_id, folder, report, status, to_markdown)
+    return {"execution": run_id, "compteurs": counts, "rapport": md_path}
 
 
 def to_markdown(report: dict[str, Any]) -> str:

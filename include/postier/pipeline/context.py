@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from postier.errors import ConfigurationError
+from postier.storage import RunFolder, Storage, StorageConfig, open_storage
 from postier.store.database import connect
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class Environment:
     annuaire: DirectoryConfig | None = None
     #: `POSTIER_ENV=production`: the demo key, the local GED and the local outbox are refused.
     production: bool = field(default_factory=production_mode)
+    #: Where runs' files live (`POSTIER_STORAGE_URL`, `postier_storage`); `home` when unset.
+    storage_config: StorageConfig = field(default_factory=StorageConfig.from_env)
 
     def refuse_demo_fallbacks(
         self, *, signing: bool = False, ged: bool = False, smtp: bool = False
@@ -104,10 +107,14 @@ class Environment:
     def connect(self) -> psycopg.Connection[Any]:
         return connect(self.dsn)
 
-    def run_dir(self, run_id: int, treatment: str) -> Path:
-        path = self.home / "runs" / f"{run_id:06d}-{treatment}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    @property
+    def storage(self) -> Storage:
+        """The runs' storage, opened once per process."""
+        return open_storage(self.storage_config, self.home)
+
+    def run_folder(self, run_id: int, treatment: str) -> RunFolder:
+        """The folder of a new run, in the storage every task of the run reaches."""
+        return self.storage.run_folder(run_id, treatment)
 
     def signer(self, seller_name: str = "Postier") -> Signer:
         """The signing key, loaded once per process (the expensive part of signing). Without

@@ -2,8 +2,9 @@
 
 Each chunk renders its invoices (a real print: edit date and login are stamped); the finalize step
 packs the PDFs with an index CSV (file, invoice, customer, postal address lines, page count) into
-one ZIP and drops it in the configured folder (`POSTIER_EXPORT_URL`, any fsspec URL such as
-`sftp://…`; the run folder by default). The ZIP appears under its final name only once complete.
+one ZIP in the run's folder (the storage, `POSTIER_STORAGE_URL`) and drops a copy in the
+configured folder (`POSTIER_EXPORT_URL`, any fsspec URL such as `sftp://…`) when there is one.
+The ZIP appears under its final name only once complete.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import zipfile
 
 import fsspec
 import psycopg
 
 from postier.pipeline.context import Environment
-from postier.pipeline.outputs import write_atomically
 from postier.pipeline.runs import Run, RunRef, load_run
 from postier.store import runs as run_store
 from postier.store.invoices import load_invoices
@@ -43,11 +44,9 @@ def export_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list
     from postier.documents import render_invoice
 
     seller = load_settings(conn).seller()
-    folder = run.output_dir / "export"
-    folder.mkdir(parents=True, exist_ok=True)
     outcomes: list[ItemOutcome] = []
     for invoice in load_invoices(conn, ids):
-        path = write_atomically(folder / f"{invoice.number}.pdf", render_invoice(invoice, seller))
+        path = run.folder.write(f"export/{invoice.number}.pdf", render_invoice(invoice, seller))
         outcomes.append(ItemOutcome(invoice.id, DONE, output=path))
     with conn.transaction():
         stamp_edited(conn, [o.invoice_id for o in outcomes], run.triggered_by)
@@ -57,7 +56,7 @@ def export_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list
 def export_archive(env: Environment, ref: RunRef) -> str | None:
     """Pack the run's PDFs and their index into one ZIP, dropped at the export destination."""
     with env.connect() as conn:
-        run = load_run(conn, ref)
+        run = load_run(conn, ref, env.storage)
         ids = list(run_store.run_ids_in_order(conn, run.id))
         rows = []
         for start in range(0, len(ids), 500):
@@ -80,23 +79,26 @@ def export_archive(env: Environment, ref: RunRef) -> str | None:
         return None
     from pypdf import PdfReader  # only the export's finalize counts pages
 
-    local = run.output_dir / f"export-{run.id:06d}.zip"
+    name = f"export-{run.id:06d}.zip"
     index = io.StringIO()
     writer = csv.writer(index, delimiter=";")
     writer.writerow(INDEX_COLUMNS)
-    with zipfile.ZipFile(local.with_suffix(".zip.part"), "w", zipfile.ZIP_DEFLATED) as archive:
+    with (
+        run.folder.writer(name) as handle,
+        zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive,
+    ):
         for row in rows:
-            pdf = run.output_dir / "export" / row[0]
-            archive.write(pdf, row[0])
-            writer.writerow(row + [len(PdfReader(pdf).pages)])
+            pdf = run.folder.read(f"export/{row[0]}")
+            archive.writestr(row[0], pdf)
+            writer.writerow(row + [len(PdfReader(io.BytesIO(pdf)).pages)])
         archive.writestr("index.csv", index.getvalue().encode("utf-8-sig"))  # Excel-friendly
-    local.with_suffix(".zip.part").replace(local)
     destination = os.environ.get("POSTIER_EXPORT_URL", "")
     if not destination:
-        return str(local)
+        return run.folder.file_location(name)
     fs, root = fsspec.core.url_to_fs(destination)
     fs.makedirs(root, exist_ok=True)
-    target = f"{root.rstrip('/')}/{local.name}"
-    fs.put_file(str(local), f"{target}.part")
+    target = f"{root.rstrip('/')}/{name}"
+    with run.folder.open(name) as source, fs.open(f"{target}.part", "wb") as copy:
+        shutil.copyfileobj(source, copy, 1 << 20)
     fs.mv(f"{target}.part", target)
-    return f"{destination.rstrip('/')}/{local.name}"
+    return f"{destination.rstrip('/')}/{name}"

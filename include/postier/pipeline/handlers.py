@@ -16,7 +16,6 @@ from postier.pipeline.annuaire import AddressResolver, BuyerAddress, record_addr
 from postier.pipeline.chorus import collect_chunk
 from postier.pipeline.context import Environment
 from postier.pipeline.export import export_chunk
-from postier.pipeline.outputs import write_atomically
 from postier.pipeline.runs import ChunkHandler, Run
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
@@ -46,12 +45,12 @@ def print_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[
     from postier.documents import render_invoice
 
     seller = load_settings(conn).seller()
-    folder = run.output_dir / ("apercus" if run.preview else "factures")
+    folder = "apercus" if run.preview else "factures"
     outcomes: list[ItemOutcome] = []
     printed: list[int] = []
     for invoice in load_invoices(conn, ids):
         pdf = render_invoice(invoice, seller, preview=run.preview)
-        path = write_atomically(folder / f"{invoice.number}.pdf", pdf)
+        path = run.folder.write(f"{folder}/{invoice.number}.pdf", pdf)
         outcomes.append(ItemOutcome(invoice.id, DONE, output=path))
         printed.append(invoice.id)
     with conn.transaction():
@@ -81,7 +80,7 @@ def bills_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[
         # Named after the chunk's first invoice: chunks are in invoice-number order.
         name = f"traites-{printable[0].number}.pdf"
         pdf = render_bills(printable, seller)
-        path = write_atomically(run.output_dir / "traites" / name, pdf)
+        path = run.folder.write(f"traites/{name}", pdf)
         outcomes += [ItemOutcome(i.id, DONE, output=path) for i in printable]
     with conn.transaction():
         record_outcomes(conn, run.id, outcomes)
@@ -116,7 +115,7 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             if problems:
                 outcomes.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
                 continue
-            path = write_atomically(run.output_dir / "preparees" / f"{invoice.number}.pdf", pdf)
+            path = run.folder.write(f"preparees/{invoice.number}.pdf", pdf)
             prints.append((fingerprint(invoice), invoice.id))
             ready.append(invoice.id)
             notes = [zero_amount_note(invoice, "préparée"), found and found.note]

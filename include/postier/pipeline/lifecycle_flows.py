@@ -25,7 +25,6 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -37,6 +36,7 @@ from postier.pipeline.context import Environment
 from postier.pipeline.lifecycle import LifecycleSummary, apply_statuses, quarantine
 from postier.pipeline.reports import markdown_table as _table
 from postier.pipeline.reports import publish, report_header, timing
+from postier.storage import RunFolder
 from postier.store import runs as run_store
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ def poll(
     error = ""
     with env.connect() as conn:
         run = _Run(run_store.create_run(conn, TREATMENT, ref, {"plateforme": where}, actor), actor)
-        output_dir = env.run_dir(run.id, TREATMENT)
-        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (str(output_dir), run.id))
+        output_dir = env.run_folder(run.id, TREATMENT)
+        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (output_dir.location, run.id))
         conn.commit()
         own = client is None
         pa = client or FlowClient(env.plateforme)  # type: ignore[arg-type]
@@ -217,7 +217,7 @@ def _move_watermark(conn: psycopg.Connection, mark: datetime | None) -> None:
 
 
 def _write_report(
-    conn: psycopg.Connection, run: _Run, output_dir: Path, error: str
+    conn: psycopg.Connection, run: _Run, output_dir: RunFolder, error: str
 ) -> dict[str, Any]:
     row = conn.execute(
         "SELECT triggered_by, started_at FROM runs WHERE id = %s", (run.id,)

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,6 +18,7 @@ from postier.domain.treatments import SEND, Treatment, TreatmentId
 from postier.errors import PostierError
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import Run, RunRef, load_run, resolve_run_id
+from postier.storage import RunFolder
 from postier.store import runs as run_store
 from postier.store.invoices import load_invoices
 from postier.store.settings import load_settings
@@ -74,16 +74,17 @@ def finalize(env: Environment, ref: RunRef) -> list[str]:
     are embedded once per block of invoices and memory stays flat whatever the volume.
     """
     with env.connect() as conn:
-        run = load_run(conn, ref)
+        run = load_run(conn, ref, env.storage)
         seller = load_settings(conn).seller()
         ids = run_store.run_ids_in_order(conn, run.id)
         if run.treatment.id is TreatmentId.IMPRIMER and ids:
-            from postier.documents import write_print_file
+            from postier.documents import write_print_stream
 
             name = "apercu.pdf" if run.preview else "impression.pdf"
-            summary = write_print_file(
-                _invoices_in_order(conn, ids), seller, run.output_dir / name, preview=run.preview
-            )
+            with run.folder.writer(name) as handle:
+                pages, _ = write_print_stream(
+                    _invoices_in_order(conn, ids), seller, handle, preview=run.preview
+                )
         elif run.treatment.id is TreatmentId.CHORUS_RECUPERER:
             from postier.pipeline.chorus import write_zip
 
@@ -94,15 +95,16 @@ def finalize(env: Environment, ref: RunRef) -> list[str]:
             archive = export_archive(env, run.id)
             return [archive] if archive else []
         elif run.treatment.id is TreatmentId.IMPRIMER_TRAITES and ids:
-            from postier.documents import write_bills_print_file
+            from postier.documents import write_bills_print_stream
 
-            summary = write_bills_print_file(
-                _invoices_in_order(conn, ids), seller, run.output_dir / "traites.pdf"
-            )
+            name = "traites.pdf"
+            with run.folder.writer(name) as handle:
+                pages, _ = write_bills_print_stream(_invoices_in_order(conn, ids), seller, handle)
         else:
             return []
-    log.info("Fichier d'impression %s : %d page(s)", summary.path, summary.pages)
-    return [summary.path]
+    path = run.folder.file_location(name)
+    log.info("Fichier d'impression %s : %d page(s)", path, pages)
+    return [path]
 
 
 def _invoices_in_order(conn: psycopg.Connection, ids: Sequence[int]) -> Iterator[Invoice]:
@@ -149,20 +151,21 @@ def markdown_table(title: str, header: list[str], rows: Iterable[list[str]]) -> 
 def publish(
     conn: psycopg.Connection,
     run_id: int,
-    folder: Path,
+    folder: RunFolder,
     report: dict[str, Any],
     status: str,
     markdown: Callable[[dict[str, Any]], str],
-) -> Path:
-    """Write `rapport.json` and `rapport.md`, close the `runs` row, log the Markdown."""
-    md_path = folder / "rapport.md"
-    report["rapport"] = str(md_path)
-    (folder / "rapport.json").write_text(
-        json.dumps(report, ensure_ascii=False, indent=2, default=str)
+) -> str:
+    """Write `rapport.json` and `rapport.md`, close the `runs` row, log the Markdown; the
+    report's location."""
+    report["rapport"] = folder.file_location("rapport.md")
+    folder.write(
+        "rapport.json", json.dumps(report, ensure_ascii=False, indent=2, default=str).encode()
     )
-    md_path.write_text(markdown(report))
+    text = markdown(report)
+    md_path = folder.write("rapport.md", text.encode())
     run_store.finish_run(conn, run_id, status, report["compteurs"], report)
-    log.info("\n%s", md_path.read_text())
+    log.info("\n%s", text)
     return md_path
 
 
@@ -184,7 +187,7 @@ def write_report(
     configuration) already has its report: its reason is raised again (`RunFailedError`).
     """
     with env.connect() as conn:
-        run = load_run(conn, ref)
+        run = load_run(conn, ref, env.storage)
         run_id = run.id
         row = conn.execute(
             "SELECT started_at, status, report FROM runs WHERE id = %s", (run_id,)
@@ -222,7 +225,7 @@ def write_report(
             },
             "anomalies": [p | {"statut": STATUS_LABELS[p["statut"]]} for p in problems],
             "remarques": run_store.remarks(conn, run_id),
-            "fichiers": (files or []) + [str(run.output_dir)],
+            "fichiers": (files or []) + [run.folder.location],
         }
         if all_refused and finalized:
             # Why the run failed, for the run lists (`motif` is kept for runs refused at start).
@@ -236,7 +239,7 @@ def write_report(
             deposits = run_platform_summary(conn, run_id)
             if deposits is not None:
                 report["plateforme"] = deposits
-        md_path = publish(conn, run_id, run.output_dir, report, status, to_markdown)
+        md_path = publish(conn, run_id, run.folder, report, status, to_markdown)
     summary = _summary(report)
     if refused or not failed:
         return summary
@@ -313,8 +316,8 @@ def record_refusal(
     recorded = {str(k)[:40]: _recordable(v) for k, v in criteria.items()}
     with env.connect() as conn:
         run_id = run_store.create_run(conn, t.id.value, external_id, recorded, actor)
-        folder = env.run_dir(run_id, t.id.value)
-        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (str(folder), run_id))
+        folder = env.run_folder(run_id, t.id.value)
+        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (folder.location, run_id))
         report: dict[str, Any] = {
             "execution": run_id,
             "traitement": t.id.value,
@@ -331,7 +334,7 @@ def record_refusal(
                 ("selectionnees", "traitees", "ignorees", "refusees", "non_traitees"), 0
             ),
             "anomalies": [],
-            "fichiers": [str(folder)],
+            "fichiers": [folder.location],
         }
         publish(conn, run_id, folder, report, status, to_markdown)
         conn.commit()

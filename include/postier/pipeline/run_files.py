@@ -1,14 +1,16 @@
-"""The files a run produced, as the clerk downloads them: listed from the run's own folder only.
+"""The files a run produced, as the clerk downloads them: listed from the run's own folder only,
+in the storage (`POSTIER_STORAGE_URL`) every task wrote them to.
 
 A file is named by its path relative to the run's folder, and served only if that exact name is
-in the folder's listing and its real path (symlinks resolved) stays inside the folder: no `..`,
-no absolute path, no link pointing elsewhere reaches anything but the run's own files.
+in its folder's listing as a file (not a link) and, on a local disk, its real path stays inside
+the run's folder: no `..`, no absolute path, no link reaches anything but the run's own files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+
+from postier.storage import RunFolder
 
 #: What each file of a run folder is, for the clerk (by name or sub-folder).
 KINDS: tuple[tuple[str, str], ...] = (
@@ -47,33 +49,12 @@ def _sort_key(name: str) -> tuple[int, str]:
     return (name.count("/"), name)
 
 
-def list_run_files(folder: Path) -> list[RunFile]:
+def list_run_files(folder: RunFolder) -> list[RunFile]:
     """Every finished file under the run's folder (no `.part` left by a crash), top level first."""
-    if not folder.is_dir():
-        return []
-    root = folder.resolve()
-    found: list[RunFile] = []
-    for path in folder.rglob("*"):
-        if not path.is_file() or path.name.endswith(".part"):
-            continue
-        if not path.resolve().is_relative_to(root):
-            continue
-        name = path.relative_to(folder).as_posix()
-        found.append(RunFile(name, path.stat().st_size, _kind(name)))
+    found = [RunFile(name, size, _kind(name)) for name, size in folder.files().items()]
     return sorted(found, key=lambda f: _sort_key(f.name))
 
 
-def run_file(folder: Path, name: str) -> Path | None:
-    """The file `name` of the run's folder, or None for anything that is not one of its files."""
-    parts = name.split("/")
-    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        return None
-    path = folder.joinpath(*parts)
-    root = folder.resolve()
-    try:
-        real = path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return None
-    if not real.is_relative_to(root) or not real.is_file() or real.name.endswith(".part"):
-        return None
-    return real
+def run_file(folder: RunFolder, name: str) -> str | None:
+    """`name` if it is one of the run's files (to `folder.open`), else None."""
+    return folder.file(name)

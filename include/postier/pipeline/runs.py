@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,6 +15,7 @@ from postier.domain.selection import PARIS, Selection, shown
 from postier.domain.treatments import Treatment, TreatmentId, treatment
 from postier.errors import ConfigurationError, SelectionError, SigningError
 from postier.pipeline.context import Environment
+from postier.storage import RunFolder, Storage
 from postier.store import runs as run_store
 from postier.store.settings import load_settings
 
@@ -32,7 +32,8 @@ class Run:
     treatment: Treatment
     criteria: dict[str, Any]
     triggered_by: str
-    output_dir: Path
+    #: The run's folder in the storage (`runs.output_dir` holds its location).
+    folder: RunFolder
 
     @property
     def mode(self) -> str:
@@ -79,8 +80,8 @@ def start_run(
             record_refusal(env, t, recorded, actor, external_id, "en_erreur", error)
             raise
         run_id = run_store.create_run(conn, t.id.value, external_id, recorded, actor)
-        output_dir = env.run_dir(run_id, t.id.value)
-        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (str(output_dir), run_id))
+        folder = env.run_folder(run_id, t.id.value)
+        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (folder.location, run_id))
         count, chunks = run_store.plan_items(conn, run_id, selection, env.workers)
         conn.commit()
     log.info(
@@ -114,14 +115,14 @@ def resolve_run_id(conn: psycopg.Connection, ref: RunRef) -> int:
     return int(row[0])
 
 
-def load_run(conn: psycopg.Connection, ref: RunRef) -> Run:
+def load_run(conn: psycopg.Connection, ref: RunRef, storage: Storage) -> Run:
     run_id = resolve_run_id(conn, ref)
     row = conn.execute(
         "SELECT treatment, criteria, triggered_by, output_dir FROM runs WHERE id = %s", (run_id,)
     ).fetchone()
     if row is None:
         raise LookupError(f"exécution {run_id} introuvable")
-    return Run(run_id, treatment(row[0]), row[1], row[2], Path(row[3]))
+    return Run(run_id, treatment(row[0]), row[1], row[2], storage.folder(row[3]))
 
 
 #: A chunk handler processes the pending invoices of a chunk and records their outcomes.
@@ -134,7 +135,7 @@ def process_chunk(env: Environment, ref: RunRef, chunk: int) -> dict[str, int]:
 
     started = time.perf_counter()
     with env.connect() as conn:
-        run = load_run(conn, ref)
+        run = load_run(conn, ref, env.storage)
         ids = run_store.pending_ids(conn, run.id, chunk)
         if ids:
             CHUNK_HANDLERS[run.treatment.id](env, conn, run, ids)

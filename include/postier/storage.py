@@ -1,0 +1,418 @@
+"""Where runs' files live: one folder per run under `POSTIER_STORAGE_URL`, through fsspec.
+
+Every task of a run, on whatever host or Celery worker it runs, writes and reads the run's files
+(chunk PDFs, print files, ZIPs, Chorus flows, reports) here, never on its own disk only:
+
+- unset: the local folder `POSTIER_HOME` (`.postier/` by default), runs under `<home>/runs/`;
+- a local path or `file:///…`: a folder shared by every worker (NFS mount…);
+- `sftp://login[:password]@host[:port]/folder`: an SFTP server, whose host key is required
+  (`POSTIER_STORAGE_HOST_KEY`, as `ssh-keyscan` prints it) and checked on every connection,
+  never trusted on first use; a private key with `POSTIER_STORAGE_KEY_FILE`;
+- any other fsspec URL whose package is installed (`s3://bucket/prefix` with s3fs…), with its
+  options from the `postier_storage` connection's extra `storage_options`.
+
+A file is known by its *location*: the storage's public address (no login, password or query)
+then its path — `/…/.postier/runs/000012-factures_imprimer/impression.pdf` locally,
+`sftp://host:2222/srv/postier/runs/…` over SFTP. The database and the reports hold locations;
+a task resolves one against its own storage and refuses any outside it.
+
+Files appear under their final name only once complete (written as `<name>.part`, then
+renamed); listings and reads never show a `.part` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from postier.errors import ConfigurationError, DeliveryError
+from postier.service_url import parse_service_url, redacted
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+TEMPORARY_SUFFIX = ".part"
+#: How the storage's SFTP server is named in messages.
+SERVER = "du serveur de stockage"
+#: Under the storage root: one folder per run.
+RUNS = "runs"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """`POSTIER_STORAGE_URL` and what reaching it needs; secrets never in `repr`."""
+
+    #: Empty: the local home folder.
+    url: str = field(default="", repr=False)
+    #: The SFTP server's public key (`[host] ssh-ed25519 AAAA…`).
+    host_key: str = ""
+    private_key: str | None = field(default=None, repr=False)
+    #: fsspec options (JSON object text), e.g. an S3 endpoint and keys.
+    options: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> StorageConfig:
+        """`POSTIER_STORAGE_URL`, `POSTIER_STORAGE_HOST_KEY`, `POSTIER_STORAGE_KEY_FILE`,
+        `POSTIER_STORAGE_OPTIONS` (JSON)."""
+        key_file = environ.get("POSTIER_STORAGE_KEY_FILE")
+        try:
+            private_key = Path(key_file).read_text() if key_file else None
+        except OSError:
+            raise ConfigurationError(
+                "POSTIER_STORAGE_KEY_FILE : clé privée du stockage introuvable ou illisible"
+            ) from None
+        return cls(
+            url=environ.get("POSTIER_STORAGE_URL", "").strip(),
+            host_key=environ.get("POSTIER_STORAGE_HOST_KEY", ""),
+            private_key=private_key,
+            options=environ.get("POSTIER_STORAGE_OPTIONS", ""),
+        )
+
+    @classmethod
+    def from_connection(
+        cls,
+        host: str | None,
+        port: int | None,
+        login: str | None,
+        password: str | None,
+        extra: Mapping[str, Any],
+    ) -> StorageConfig:
+        """The Airflow connection `postier_storage`: extra `url` (or the host field), and
+        `host_key`, `private_key`, `storage_options` (an object)."""
+        options = extra.get("storage_options") or ""
+        return cls(
+            url=str(extra.get("url") or host or "").strip(),
+            host_key=str(extra.get("host_key") or ""),
+            private_key=extra.get("private_key") or None,
+            options=json.dumps(options) if isinstance(options, dict) else str(options),
+        )
+
+
+def open_storage(config: StorageConfig, home: Path) -> Storage:
+    """The storage `config` names (the home folder when its URL is empty), one per process."""
+    # By process: a forked task must not share its parent's SSH connection.
+    return _open(config, str(home), os.getpid())
+
+
+@functools.lru_cache(maxsize=8)
+def _open(config: StorageConfig, home: str, pid: int) -> Storage:
+    url = config.url
+    if not url:
+        return Storage(_local_fs(), home, home)
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme in ("", "file", "local"):
+        path = urlsplit(url).path if scheme else url
+        if not path.startswith("/"):
+            raise ConfigurationError(
+                "POSTIER_STORAGE_URL : chemin absolu attendu pour un dossier partagé"
+            )
+        return Storage(_local_fs(), path.rstrip("/") or "/", path.rstrip("/") or "/")
+    if scheme == "sftp":
+        return _sftp_storage(config)
+    return _fsspec_storage(config, scheme)
+
+
+def _local_fs() -> AbstractFileSystem:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem()
+
+
+def _options(config: StorageConfig) -> dict[str, Any]:
+    if not config.options:
+        return {}
+    try:
+        options = json.loads(config.options)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise ConfigurationError(
+            "options du stockage (POSTIER_STORAGE_OPTIONS) : objet JSON attendu"
+        )
+    return options
+
+
+def _sftp_storage(config: StorageConfig) -> Storage:
+    from fsspec.implementations.sftp import SFTPFileSystem
+
+    from postier.delivery.chorus_sftp import parse_host_key, private_key
+
+    parts = parse_service_url(
+        config.url,
+        name="POSTIER_STORAGE_URL",
+        schemes=("sftp",),
+        expected="stockage : adresse sftp://login@hôte:port/dossier",
+    )
+    if not config.host_key:
+        raise ConfigurationError(
+            f"POSTIER_STORAGE_URL ({redacted(config.url)}) : clé d'hôte du serveur requise "
+            "(POSTIER_STORAGE_HOST_KEY ou extra host_key de la connexion postier_storage)"
+        )
+    expected = parse_host_key(config.host_key, SERVER)
+    port = parts.port or 22
+    pkey = private_key(config.private_key, None, SERVER) if config.private_key else None
+    try:
+        fs = SFTPFileSystem(
+            parts.host,
+            port=port,
+            username=parts.username,
+            password=parts.password,
+            pkey=pkey,
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=30,
+            banner_timeout=30,
+            auth_timeout=30,
+            host_key_policy=_PinnedHostKey(expected),
+            skip_instance_cache=True,
+            **_options(config),
+        )
+    except Exception as error:  # paramiko's errors never hold the password; the URL might
+        raise DeliveryError(
+            f"stockage {redacted(config.url)}:{port} injoignable ou refusé "
+            f"({type(error).__name__}) : vérifiez l'adresse, la clé d'hôte et l'accès"
+        ) from None
+    root = parts.path.rstrip("/") or "/"
+    public = f"sftp://{parts.host}" + (f":{port}" if port != 22 else "") + root
+    return Storage(fs, root, public)
+
+
+class _PinnedHostKey:
+    """paramiko's policy for a host key not in the (empty) known hosts: only the configured
+    key is accepted, whatever the server presents otherwise is refused."""
+
+    def __init__(self, expected: Any) -> None:
+        self.expected = expected
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        import paramiko
+
+        if key.get_name() != self.expected.get_name() or key.asbytes() != self.expected.asbytes():
+            raise paramiko.SSHException(
+                f"clé d'hôte du stockage {hostname} différente de celle configurée"
+            )
+
+
+def _fsspec_storage(config: StorageConfig, scheme: str) -> Storage:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(config.url, **_options(config))
+    except (ImportError, ValueError):
+        raise ConfigurationError(
+            f"POSTIER_STORAGE_URL ({redacted(config.url)}) : protocole « {scheme} » non géré "
+            "(paquet fsspec correspondant non installé ?)"
+        ) from None
+    parts = urlsplit(config.url)
+    host = parts.hostname or ""
+    public = f"{scheme}://{host}" + (f":{parts.port}" if parts.port else "") + parts.path
+    return Storage(fs, str(root).rstrip("/"), public.rstrip("/"))
+
+
+def _checked(name: str) -> str:
+    """`name` if it is a plain relative path (no `..`, `.`, empty part, `\\`, leading `/`)."""
+    parts = name.split("/")
+    if not name or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        raise DeliveryError(f"nom de fichier refusé dans le stockage : « {name[:80]} »")
+    return name
+
+
+class Storage:
+    """The storage root: resolves locations, holds the run folders."""
+
+    def __init__(self, fs: AbstractFileSystem, root: str, public: str) -> None:
+        self._fs = fs
+        #: The root as the filesystem names it; `public`, as locations show it.
+        self.root = root
+        self.public = public
+        self.local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+    def __repr__(self) -> str:
+        return f"Storage({self.public})"
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        """The filesystem; an SFTP session the server closed (idle api-server) is reopened."""
+        client = getattr(self._fs, "client", None)
+        if client is not None:
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                self._fs._connect()
+        return self._fs
+
+    def run_folder(self, run_id: int, treatment: str) -> RunFolder:
+        """The folder of a new run."""
+        return RunFolder(self, f"{RUNS}/{run_id:06d}-{treatment}")
+
+    def folder(self, location: str) -> RunFolder:
+        """The run folder at `location` (as recorded in `runs.output_dir`)."""
+        return RunFolder(self, self.key(location))
+
+    def key(self, location: str) -> str:
+        """The path under the root of `location`; refused when outside this storage."""
+        prefix = self.public.rstrip("/") + "/"
+        if not location.startswith(prefix):
+            raise DeliveryError(
+                f"fichier hors du stockage configuré ({self.public}) : {location} — "
+                "POSTIER_STORAGE_URL doit être le même pour toutes les tâches d'une exécution"
+            )
+        return _checked(location[len(prefix) :])
+
+    def location(self, key: str) -> str:
+        return f"{self.public.rstrip('/')}/{key}"
+
+    def path(self, key: str) -> str:
+        return f"{self.root.rstrip('/')}/{_checked(key)}"
+
+    def read(self, location: str) -> bytes:
+        """The content of the file at `location`; `DeliveryError` when absent or unreadable."""
+        key = self.key(location)
+        if key.endswith(TEMPORARY_SUFFIX):
+            raise DeliveryError(f"fichier incomplet : {location}")
+        try:
+            return bytes(self.fs.cat_file(self.path(key)))
+        except OSError as error:
+            raise DeliveryError(f"lecture de {location} : {error.strerror or error}") from None
+
+    def exists(self, location: str) -> bool:
+        try:
+            return bool(self.fs.isfile(self.path(self.key(location))))
+        except (OSError, DeliveryError):
+            return False
+
+
+class RunFolder:
+    """One run's folder; files named by their path relative to it (`factures/F1.pdf`)."""
+
+    def __init__(self, storage: Storage, key: str) -> None:
+        self.storage = storage
+        self.key = _checked(key)
+        self.location = storage.location(self.key)
+        self._made: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"RunFolder({self.location})"
+
+    def _path(self, name: str) -> str:
+        return self.storage.path(f"{self.key}/{_checked(name)}")
+
+    def file_location(self, name: str) -> str:
+        return self.storage.location(f"{self.key}/{_checked(name)}")
+
+    def _parent(self, path: str) -> None:
+        parent = posixpath.dirname(path)
+        if parent not in self._made:
+            self.storage.fs.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+
+    def write(self, name: str, data: bytes) -> str:
+        """Write `data` as `name` (under `name.part`, then renamed); its location."""
+        path = self._path(name)
+        self._parent(path)
+        fs = self.storage.fs
+        if self.storage.local:
+            # The plain OS calls: the chunk step writes one file per invoice.
+            temporary = path + TEMPORARY_SUFFIX
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        else:
+            fs.pipe_file(path + TEMPORARY_SUFFIX, data)
+            fs.mv(path + TEMPORARY_SUFFIX, path)
+        return self.file_location(name)
+
+    @contextlib.contextmanager
+    def writer(self, name: str) -> Iterator[IO[bytes]]:
+        """A file to write `name` into, streamed; published when the block ends without error,
+        removed otherwise. Remote storages get it from a local temporary file (memory flat)."""
+        path = self._path(name)
+        self._parent(path)
+        fs = self.storage.fs
+        temporary = path + TEMPORARY_SUFFIX
+        if self.storage.local:
+            try:
+                with open(temporary, "wb") as handle:
+                    yield handle
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+            os.replace(temporary, path)
+            return
+        with tempfile.TemporaryFile() as spool:
+            yield spool
+            spool.seek(0)
+            with fs.open(temporary, "wb") as remote:
+                shutil.copyfileobj(spool, remote, 1 << 20)
+        fs.mv(temporary, path)
+
+    def read(self, name: str) -> bytes:
+        return self.storage.read(self.file_location(name))
+
+    def open(self, name: str) -> IO[bytes]:
+        """`name` opened for reading (a finished file of this folder only: see `file`)."""
+        return self.storage.fs.open(self._path(name), "rb")
+
+    def files(self) -> dict[str, int]:
+        """Every finished file of the folder (relative name → size); no `.part`, no link."""
+        fs = self.storage.fs
+        base = self.storage.path(self.key)
+        try:
+            found = fs.find(base, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        files: dict[str, int] = {}
+        prefix = base.rstrip("/") + "/"
+        for path, info in found.items():
+            path = str(path)
+            if info.get("type") != "file" or info.get("islink") or not path.startswith(prefix):
+                continue
+            name = path[len(prefix) :]
+            if name.endswith(TEMPORARY_SUFFIX):
+                continue
+            files[name] = int(info.get("size") or 0)
+        if self.storage.local:
+            # A link inside the folder must not reach a file outside it.
+            root = os.path.realpath(base)
+            files = {
+                n: s
+                for n, s in files.items()
+                if os.path.realpath(prefix + n).startswith(root + os.sep)
+            }
+        return files
+
+    def file(self, name: str) -> str | None:
+        """`name` if it is a finished file of this folder, else None (`..`, absolute paths,
+        `.part`, links, anything its folder's listing does not show as a file)."""
+        try:
+            path = self._path(name)
+        except DeliveryError:
+            return None
+        if name.endswith(TEMPORARY_SUFFIX):
+            return None
+        try:
+            # Listed, not stat-ed: a listing describes links as links (lstat) on SFTP too.
+            entries = self.storage.fs.ls(posixpath.dirname(path), detail=True)
+        except OSError:
+            return None
+        for entry in entries:
+            if str(entry["name"]).rstrip("/") != path:
+                continue
+            if entry.get("type") != "file" or entry.get("islink"):
+                return None
+            if self.storage.local:
+                root = os.path.realpath(self.storage.path(self.key))
+                if not os.path.realpath(path).startswith(root + os.sep):
+                    return None
+            return name
+        return None
