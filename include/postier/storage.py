@@ -173,7 +173,7 @@ def _sftp_storage(config: StorageConfig) -> Storage:
             timeout=30,
             banner_timeout=30,
             auth_timeout=30,
-            host_key_policy=_PinnedHostKey(expected),
+            host_key_policy=_pinned(expected),
             skip_instance_cache=True,
             **_options(config),
         )
@@ -187,20 +187,19 @@ def _sftp_storage(config: StorageConfig) -> Storage:
     return Storage(fs, root, public)
 
 
-class _PinnedHostKey:
+def _pinned(expected: Any) -> Any:
     """paramiko's policy for a host key not in the (empty) known hosts: only the configured
-    key is accepted, whatever the server presents otherwise is refused."""
+    key is accepted, never one trusted on first use."""
+    import paramiko
 
-    def __init__(self, expected: Any) -> None:
-        self.expected = expected
+    class PinnedHostKey(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            if key.get_name() != expected.get_name() or key.asbytes() != expected.asbytes():
+                raise paramiko.SSHException(
+                    f"clé d'hôte du stockage {hostname} différente de celle configurée"
+                )
 
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        import paramiko
-
-        if key.get_name() != self.expected.get_name() or key.asbytes() != self.expected.asbytes():
-            raise paramiko.SSHException(
-                f"clé d'hôte du stockage {hostname} différente de celle configurée"
-            )
+    return PinnedHostKey()
 
 
 def _fsspec_storage(config: StorageConfig, scheme: str) -> Storage:

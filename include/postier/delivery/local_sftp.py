@@ -75,6 +75,16 @@ class SshServer:
         } | overrides
         return SftpConfig(**values)  # type: ignore[arg-type]
 
+    def storage_environment(self, folder: Path, password: str = "") -> dict[str, str]:
+        """`POSTIER_STORAGE_*` for runs' files stored on `folder` of this server (key login;
+        a `password` is only carried in the URL, as a real one would be)."""
+        secret = f":{password}" if password else ""
+        return {
+            "POSTIER_STORAGE_URL": f"sftp://{self.user}{secret}@{self.host}:{self.port}{folder}",
+            "POSTIER_STORAGE_HOST_KEY": self.host_key,
+            "POSTIER_STORAGE_KEY_FILE": str(self.base / "client_ed25519"),
+        }
+
     def log(self) -> str:
         path = self.base / "sshd.log"
         return path.read_text(errors="replace") if path.exists() else ""
