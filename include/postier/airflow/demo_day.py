@@ -79,6 +79,39 @@ def _local_platform() -> LocalPlatform:
     return platform
 
 
+#: What the buyers' side answers, by position among the deposited invoices (number order): the
+#: first ones only — the others have no answer yet.
+_DEMO_LIFECYCLE: list[tuple[str | tuple[str, str], ...]] = [
+    ("200", "201", "202", "203", ("210", "Montant contesté : remise commerciale non appliquée")),
+    ("200", "201", "202", "203", ("207", "Quantité livrée inférieure à la quantité facturée")),
+    ("200", "201", "202", "203", "204", "205", "211", "212"),
+    *[("200", "201", "202", "203", "204", "205")] * 3,
+    *[("200", "201", "202", "203")] * 4,
+]
+
+
+def _simulated_lifecycle(platform: LocalPlatform, dsn: str) -> int:
+    """The local PA produces the lifecycle flows (CDAR, `CustomerInvoiceLC`) the buyers' side
+    would to this demo's deposits: statuses a second apart, the last now (after the deposit);
+    the number of flows."""
+    with platform.state.lock:
+        received = [f.flow_id for f in platform.state.flows if f.flow_type == "CustomerInvoice"]
+    with psycopg.connect(dsn) as conn:
+        numbers = [
+            r[0]
+            for r in conn.execute(
+                "SELECT i.number FROM plateforme_flows f JOIN invoices i ON i.id = f.invoice_id "
+                "WHERE f.status = 'deposee' AND f.flow_id = ANY(%s) "
+                "ORDER BY i.kind = 'avoir', i.number LIMIT %s",
+                (received, len(_DEMO_LIFECYCLE)),
+            )
+        ]
+    return sum(
+        len(platform.lifecycle(number, *statuses, every=timedelta(seconds=1)))
+        for number, statuses in zip(numbers, _DEMO_LIFECYCLE, strict=False)
+    )
+
+
 #: The simulated answers that are not « 03 Mise à disposition »: (status, comment) by position.
 _DEMO_ANSWERS = {
     0: ("04", "Code service inconnu de la structure destinataire"),
@@ -175,6 +208,9 @@ def run_day() -> list[tuple[str, str, dict[str, Any]]]:
     try:
         for label, dag_id, conf, options in steps:
             done.append(_run(dsn, label, dag_id, conf, options))
+            if dag_id == "factures_envoyer" and _simulated_lifecycle(platform, dsn):
+                label = "Cycle de vie des factures déposées (statuts simulés de la plateforme)"
+                done.append(_run(dsn, label, "plateforme_cycle_de_vie", {}, {}))
         answer = _simulated_returns(dsn)
         if answer is not None:
             returns = f"CPPStatut_demo_{datetime.now(PARIS):%Y%m%d%H%M%S}"  # a new file each demo
@@ -194,10 +230,15 @@ def run_day() -> list[tuple[str, str, dict[str, Any]]]:
         stop_sshd(server)
         platform.stop()
     print(f"\nFlux déposés sur le SFTP Chorus local : {chorus / 'in'}")
+    invoices = [f for f in platform.state.flows if f.flow_type == "CustomerInvoice"]
     print(
-        f"Factures déposées sur la plateforme agréée locale ({platform.base_url}) : "
-        f"{len(platform.state.flows)}"
+        f"Factures déposées sur la plateforme agréée locale ({platform.base_url}) : {len(invoices)}"
     )
+    with psycopg.connect(dsn) as conn:
+        statuses = conn.execute(
+            "SELECT count(*) FROM exchanges WHERE kind = 'cycle_de_vie'"
+        ).fetchone()
+    print(f"Statuts de cycle de vie dans le suivi des échanges : {statuses[0] if statuses else 0}")
     for violation in platform.state.violations:  # none expected: said, never hidden
         print(f"  non conforme à l'OpenAPI AFNOR : {violation}")
     print(f"Fichiers de retour traités : {chorus / 'out' / 'processed'}")

@@ -297,11 +297,16 @@ class LocalPlatform(LocalServer):
         self.state.script.append(Scripted(path, status, **kwargs))
 
     def lifecycle(
-        self, number: str, *statuses: str | tuple[str, str], at: datetime | None = None
+        self,
+        number: str,
+        *statuses: str | tuple[str, str],
+        at: datetime | None = None,
+        every: timedelta = timedelta(minutes=1),
     ) -> list[str]:
         """The buyer's side: invoice `number`, which this PA received, reaches `statuses` in
-        order (a code, or a code and its reason: ``("210", "montant contesté")``), one minute
-        apart, the last at `at` (now by default). One lifecycle flow per status; their ids."""
+        order (a code, or a code and its reason: ``("210", "montant contesté")``), `every` apart
+        (a minute by default), the last at `at` (now by default). One lifecycle flow per status;
+        their ids."""
         with self.state.lock:
             received = [f for f in self.state.flows if f.flow_type == "CustomerInvoice"]
         if not any(invoice_number(f) == number for f in received):
@@ -310,7 +315,7 @@ class LocalPlatform(LocalServer):
         ids = []
         for i, item in enumerate(statuses):
             code, reason = (item, "") if isinstance(item, str) else item
-            when = last - timedelta(minutes=len(statuses) - 1 - i)
+            when = last - every * (len(statuses) - 1 - i)
             data = write_lifecycle(
                 [LifecycleStatus(number, code, when, reason)], doc_id=f"LC-{uuid.uuid4().hex[:12]}"
             )
