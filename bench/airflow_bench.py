@@ -40,7 +40,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from e2e.live_airflow import Airflow, start_airflow, stop_airflow  # noqa: E402
+from e2e.live_airflow import CELERY, Airflow, start_airflow, stop_airflow  # noqa: E402
+from e2e.live_redis import RedisServer, start_redis, stop_redis  # noqa: E402
 from pipeline_bench import document_rate  # noqa: E402
 
 from postier import demo_data  # noqa: E402
@@ -55,6 +56,15 @@ APPROVE = "Envoyer"
 POLL = 0.5
 READY = re.compile(r"Tâche prête en ([0-9.]+) s, environnement résolu en ([0-9.]+) s")
 CHUNK_WORK = re.compile(r"Paquet \d+ : (\d+) facture\(s\) traitée\(s\) en ([0-9.]+) s")
+
+
+class SharedHomeAirflow(Airflow):
+    """Celery workers sharing one POSTIER_HOME: the run files a chunk writes are where the
+    finaliser reads them (as a shared folder would make them, until run files go through a
+    storage URL)."""
+
+    def worker_home(self, worker: str) -> Path:
+        return self.postier_home
 
 
 @dataclass
@@ -181,11 +191,14 @@ def counts(dsn: str, external_id: str) -> tuple[int, int]:
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-def measure(invoices: int, workers: int, timeout: float) -> dict[str, float]:
+def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -> dict[str, float]:
+    """Prepare then send `invoices` demo invoices on `workers` task slots: the LocalExecutor,
+    or `workers` Celery workers of one slot each."""
     base = Path(tempfile.mkdtemp(prefix="postier-airflow-bench-"))
     base.chmod(0o755)
     cluster = LocalCluster(base / "pg")
     af: Airflow | None = None
+    redis: RedisServer | None = None
     try:
         dsn = cluster.start()
         with psycopg.connect(cluster.owner_dsn()) as conn:
@@ -193,6 +206,8 @@ def measure(invoices: int, workers: int, timeout: float) -> dict[str, float]:
         with psycopg.connect(dsn) as conn:
             conn.execute("UPDATE settings SET value = 'false' WHERE key = 'DEMAT_ARTIS'")
             demo_data.seed(conn, invoices, seed=3)
+            # No Plateforme Agréée here: its customers get their invoices on paper.
+            conn.execute("UPDATE customers SET channel = 'papier' WHERE channel = 'plateforme'")
             # Every demo invoice not yet sent goes through prepare then send.
             conn.execute(
                 "UPDATE invoices SET send_state = 'EN_ATTENTE' WHERE send_state <> 'ENVOYE'"
@@ -203,12 +218,23 @@ def measure(invoices: int, workers: int, timeout: float) -> dict[str, float]:
         metadata = cluster.owner_dsn("airflow_bench").replace(
             "postgresql://", "postgresql+psycopg://", 1
         )
-        af = Airflow(home=base / "airflow", postier_dsn=dsn, postier_home=home)
+        settings = {"AIRFLOW__CORE__PARALLELISM": str(workers), "POSTIER_WORKERS": str(workers)}
+        if celery:
+            redis = start_redis(base / "redis")
+            af = SharedHomeAirflow(
+                home=base / "airflow",
+                postier_dsn=dsn,
+                postier_home=home,
+                executor=CELERY,
+                broker_url=redis.url,
+                celery_workers=workers,
+                worker_concurrency=1,
+                settings=settings,
+            )
+        else:
+            af = Airflow(home=base / "airflow", postier_dsn=dsn, postier_home=home)
+            af.settings = settings
         af.home.mkdir()
-        af.settings = {
-            "AIRFLOW__CORE__PARALLELISM": str(workers),
-            "POSTIER_WORKERS": str(workers),
-        }
         start_airflow(af, metadata)
         with af.client(CLERK) as api:
             prep = run_dag(af, api, PREPARE, timeout)
@@ -224,10 +250,12 @@ def measure(invoices: int, workers: int, timeout: float) -> dict[str, float]:
             "send_rate": send_rate,
             "prepared": prepared,
             "sent": sent,
+            "done": prepared + sent,
             "chunks": prep_chunks + send_chunks,
             "prep_s": prep.wall_s,
             "send_s": send.wall_s,
             "clerk_s": send.clerk_s,
+            "wall_s": wall_s,
             "ideal_s": document_s / workers,
             "share": 1 - document_s / workers / wall_s,
             "throughput": (prepared + sent) / wall_s,
@@ -236,6 +264,8 @@ def measure(invoices: int, workers: int, timeout: float) -> dict[str, float]:
     finally:
         if af is not None:
             stop_airflow(af)
+        if redis is not None:
+            stop_redis(redis)
         cluster.stop()
         if os.environ.get("POSTIER_BENCH_KEEP") != "1":
             shutil.rmtree(base, ignore_errors=True)
@@ -265,23 +295,51 @@ ROWS = (
 )
 
 
+CELERY_ROWS = (
+    ("préparées + envoyées", "done", "{:.0f}"),
+    ("paquets (tâches mappées)", "chunks", "{:.0f}"),
+    ("durée préparation + envoi (s)", "wall_s", "{:.1f}"),
+    ("débit (factures/s)", "throughput", "{:.1f}"),
+    ("part d'orchestration", "share", "{:.0%}"),
+    ("surcoût par tâche mappée (s)", "mapped_overhead_s", "{:.2f}"),
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", type=int, default=2_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--celery-invoices",
+        type=int,
+        default=None,
+        help="invoices of the Celery 1 vs 2 workers runs (default --invoices; 0: not run)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="per run, seconds")
     args = parser.parse_args()
     started = time.monotonic()
-    got = measure(args.invoices, args.workers, args.timeout)
-    got["done"] = got["prepared"] + got["sent"]
+    local = measure(args.invoices, args.workers, args.timeout)
     print(
         f"\nAirflow réel (LocalExecutor, parallelism = POSTIER_WORKERS = {args.workers}), "
         f"préparation + envoi de N = {args.invoices} factures de démonstration"
     )
     print("| mesure | valeur |\n|---|---:|")
     for label, key, fmt in ROWS:
-        print(f"| {label} | {fmt.format(got[key])} |")
-    print(f"\n(banc Airflow : {time.monotonic() - started:.0f} s en tout, démarrage compris)")
+        print(f"| {label} | {fmt.format(local[key])} |", flush=True)
+    celery_n = args.invoices if args.celery_invoices is None else args.celery_invoices
+    if celery_n > 0:
+        one = measure(celery_n, 1, args.timeout, celery=True)
+        two = measure(celery_n, 2, args.timeout, celery=True)
+        print(
+            f"\nAirflow réel (CeleryExecutor, workers d'un slot chacun, POSTIER_WORKERS = nombre "
+            f"de workers), N = {celery_n}"
+        )
+        print("| mesure | 1 worker | 2 workers |\n|---|---:|---:|")
+        for label, key, fmt in CELERY_ROWS:
+            print(f"| {label} | {fmt.format(one[key])} | {fmt.format(two[key])} |")
+        speed_up = two["throughput"] / one["throughput"]
+        print(f"\nAccélération de 2 workers Celery sur 1 (débit) : {speed_up:.2f} × (cible ≥ 1,7)")
+    print(f"\n(banc Airflow : {time.monotonic() - started:.0f} s en tout, démarrages compris)")
     return 0
 
 

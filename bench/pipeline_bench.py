@@ -90,6 +90,8 @@ def one_volume(invoices: int, workers: int) -> dict[str, float]:
         with psycopg.connect(dsn) as conn:
             conn.execute("UPDATE settings SET value = 'false' WHERE key = 'DEMAT_ARTIS'")
             demo_data.seed(conn, invoices, seed=3)
+            # No Plateforme Agréée here: its customers get their invoices on paper.
+            conn.execute("UPDATE customers SET channel = 'papier' WHERE channel = 'plateforme'")
             # Every demo invoice goes through prepare then send.
             conn.execute(
                 "UPDATE invoices SET send_state = 'EN_ATTENTE' WHERE send_state <> 'ENVOYE'"

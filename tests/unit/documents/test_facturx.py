@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 import facturx
 import pytest
 from lxml import etree
 
 from postier.documents import build_facturx_xml, check_facturx_xml, render_final_invoice
+from postier.documents import facturx as postier_facturx
 from postier.documents.samples import sample_invoice
 from postier.documents.signing import Signer
 from postier.domain.models import Seller
@@ -108,3 +110,19 @@ def test_facturx_still_extractable_and_valid_after_signing(seller: Seller, signe
     signed = signer.sign(render_final_invoice(invoice, seller))
     _, embedded = facturx.get_xml_from_pdf(signed, check_xsd=True)
     assert embedded == build_facturx_xml(invoice, seller)
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Facture FA-1",
+        "Avoir A&B <n°1> \"x\" 'y' é € @@title@@",
+        "ligne\navec\ttab",
+        "retour\rchariot",
+    ],
+)
+def test_the_cached_xmp_packet_is_the_one_the_library_builds(title: str) -> None:
+    moment = datetime(2026, 12, 6, 3, 4, 5, tzinfo=UTC)
+    args = (title, "SARL Dupont & Fils", "Facture <client>", "facture, FA-1", moment)
+    stamp = "2026-12-06T03:04:05+00:00"
+    assert postier_facturx._xmp(*args) == postier_facturx._build_xmp(*args[:4], stamp).encode()
