@@ -103,10 +103,14 @@ def _state(api: httpx.Client, dag_id: str, run_id: str, task_id: str) -> str | N
     return response.json().get("state") if response.status_code == 200 else None
 
 
-def _run_state(api: httpx.Client, dag_id: str, run_id: str) -> str | None:
+def _run_state(af: Airflow, api: httpx.Client, dag_id: str, run_id: str) -> str | None:
     state = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
     if state == "failed":
-        raise RuntimeError(f"run {dag_id}/{run_id} failed")
+        tis = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()
+        states = {f"{t['task_id']}[{t['map_index']}]": t["state"] for t in tis["task_instances"]}
+        raise RuntimeError(
+            f"run {dag_id}/{run_id} failed: {states}\n{af.task_logs(dag_id, run_id, 1500)}"
+        )
     return state if state == "success" else None
 
 
@@ -123,7 +127,7 @@ def run_dag(af: Airflow, api: httpx.Client, dag_id: str, timeout: float) -> RunT
     if dag_id == SEND:
 
         def awaiting() -> bool | None:
-            if _run_state(api, dag_id, run_id):
+            if _run_state(af, api, dag_id, run_id):
                 raise RuntimeError("the send finished without asking for its confirmation")
             return True if _state(api, dag_id, run_id, "confirmation") == "awaiting_input" else None
 
@@ -133,7 +137,9 @@ def run_dag(af: Airflow, api: httpx.Client, dag_id: str, timeout: float) -> RunT
         hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/confirmation/-1/hitlDetails"
         api.patch(hitl, json={"chosen_options": [APPROVE]}).raise_for_status()
         clerk_s = time.monotonic() - asked
-    af.wait_for(f"{dag_id}/{run_id} to succeed", lambda: _run_state(api, dag_id, run_id), timeout)
+    af.wait_for(
+        f"{dag_id}/{run_id} to succeed", lambda: _run_state(af, api, dag_id, run_id), timeout
+    )
     timing = RunTiming(dag_id, run_id, time.monotonic() - started - clerk_s, clerk_s)
     response = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
     response.raise_for_status()
@@ -294,11 +300,11 @@ ROWS = (
     ("part d'orchestration (cible ≤ 25 % à 10 000)", "share", "{:.0%}"),
     ("débit (factures/s, préparation + envoi)", "throughput", "{:.1f}"),
     (
-        "surcoût par tâche mappée : attente + durée − travail (s, cible ≤ 1,5)",
+        "surcoût par tâche mappée : temps des slots hors travail / paquets (s, cible ≤ 1,5)",
         "mapped_overhead_s",
         "{:.2f}",
     ),
-    ("attente moyenne en file d'une tâche (s)", "queue_wait_s", "{:.2f}"),
+    ("attente en file d'une tâche hors paquets, moyenne (s)", "queue_wait_s", "{:.2f}"),
     ("tâches hors paquets (2 exécutions, sans la confirmation)", "serial_tasks", "{:.0f}"),
     ("coût total des tâches hors paquets : attente + durée (s)", "serial_s", "{:.1f}"),
     ("processus de tâche prêt à travailler, médiane (s, cible ≤ 0,5)", "ready_median_s", "{:.2f}"),
