@@ -27,7 +27,7 @@ from postier.errors import PostierError
 from postier.pipeline.context import Environment
 
 if TYPE_CHECKING:
-    from postier.delivery.annuaire import DirectoryClient, DirectoryEntry
+    from postier.delivery.annuaire import DirectoryEntry
 
 #: A directory line rarely changes: a week-old answer is used as it is.
 FRESH = timedelta(days=7)
@@ -77,12 +77,7 @@ class AddressResolver:
 
     def __init__(self, env: Environment, conn: psycopg.Connection) -> None:
         self._env, self._conn = env, conn
-        self._client: DirectoryClient | None = None
         self._known: dict[tuple[str, str], BuyerAddress | str] = {}
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
 
     def resolve(self, invoice: Invoice) -> BuyerAddress | str | None:
         """Its address, or a French reason to refuse it; None when not a `plateforme` invoice
@@ -147,9 +142,9 @@ class AddressResolver:
 
         if self._env.annuaire is None:
             raise ConfigurationError(NO_DIRECTORY)
-        if self._client is None:
-            self._client = DirectoryClient(self._env.annuaire)
-        return self._client.lookup(siren, siret or None)
+        # One client per buyer looked up (a few per chunk); the OAuth2 token is shared anyway.
+        with DirectoryClient(self._env.annuaire) as client:
+            return client.lookup(siren, siret or None)
 
 
 def record_addresses(conn: psycopg.Connection, addresses: dict[int, BuyerAddress]) -> None:

@@ -123,7 +123,6 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             if found is not None:
                 addresses[invoice.id] = found
             outcomes.append(ItemOutcome(invoice.id, DONE, note, output=path))
-        resolver.close()
         with conn.cursor() as cur:
             cur.executemany("UPDATE invoices SET fingerprint = %s WHERE id = %s", prints)
         record_addresses(conn, addresses)
