@@ -439,8 +439,12 @@ class FlowClient(ApiClient):
         flows = []
         for item in results:
             at = _parse_time(item.get("updatedAt")) or _parse_time(item.get("submittedAt"))
-            if item.get("flowId") and at is not None and at.tzinfo is not None:
-                flows.append(LifecycleFlow(str(item["flowId"]), at))
+            flow_id = str(item.get("flowId") or "")
+            # The API's ids are at most 36 characters (NotOnlyUuid); its dates carry a zone.
+            if 0 < len(flow_id) <= 36 and at is not None and at.tzinfo is not None:
+                flows.append(LifecycleFlow(flow_id, at))
+            else:
+                log.warning("PA search result without a usable flowId/updatedAt: ignored")
         flows.sort(key=lambda f: f.updated_at)
         return flows, len(results) >= limit
 

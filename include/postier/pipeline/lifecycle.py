@@ -44,6 +44,14 @@ class LifecycleSummary:
     #: Every status applied, for the run report.
     lines: list[dict[str, Any]] = field(default_factory=list)
 
+    def merge(self, other: LifecycleSummary) -> None:
+        self.applied += other.applied
+        self.attention += other.attention
+        self.payments += other.payments
+        self.lines += other.lines
+        for source, reason in other.quarantined.items():
+            self.quarantined.setdefault(source, reason)
+
 
 def import_files(env: Environment, paths: list[Path], *, by: str) -> LifecycleSummary:
     """`postier plateforme importer FICHIER…`: apply lifecycle files read from disk."""

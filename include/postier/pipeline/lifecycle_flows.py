@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from postier.delivery.plateforme import SEARCH_LIMIT, FlowClient, FlowMissing, LifecycleFlow
-from postier.domain.lifecycle import PARIS, parse_lifecycle
+from postier.domain.lifecycle import CASHED, NEEDS_ATTENTION, PARIS, parse_lifecycle
 from postier.errors import ConfigurationError, DeliveryError, PostierError, ReturnFileError
 from postier.pipeline.context import Environment
 from postier.pipeline.lifecycle import LifecycleSummary, apply_statuses, quarantine
@@ -164,16 +164,24 @@ def _read_one(
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LIFECYCLE_LOCK,))
         if _recorded(conn, flow.flow_id):  # read meanwhile by another run
             return
+        reasons: list[str] = []
         if not refused:
+            done = LifecycleSummary()  # merged into the run's once the file is applied
             try:
-                statuses = parse_lifecycle(data)
+                with conn.transaction():  # savepoint: a refused file leaves nothing behind
+                    statuses = parse_lifecycle(data)
+                    reasons = apply_statuses(conn, statuses, source, run.actor, done, run_id=run.id)
+                run.summary.merge(done)
             except ReturnFileError as exc:
                 refused = str(exc)
+            except (ValueError, LookupError, ArithmeticError, RecursionError, psycopg.DataError):
+                # A file that trips the parser or the database in a way nobody foresaw must not
+                # block every later flow: it is set aside like any other bad file.
+                log.exception("Flux de cycle de vie %s : erreur inattendue", flow.flow_id)
+                refused = "fichier illisible (erreur inattendue) : mis de côté"
         if refused:
             quarantine(conn, source, refused, run.actor, run.summary, run_id=run.id)
             reasons = [refused]
-        else:
-            reasons = apply_statuses(conn, statuses, source, run.actor, run.summary, run_id=run.id)
         status = QUARANTINED if reasons else APPLIED
         reason = " ; ".join(reasons)[:2000] or None
         conn.execute(
@@ -226,8 +234,8 @@ def _write_report(
     mark = watermark(conn)
     s = run.summary
     lines = s.lines
-    attention = [line for line in lines if line["code"] in ("207", "210", "213")]
-    payments = [line for line in lines if line["code"] == "212"]
+    attention = [line for line in lines if line["code"] in NEEDS_ATTENTION]
+    payments = [line for line in lines if line["code"] == CASHED]
     set_aside = [f for f in run.flows if f["statut"] == QUARANTINED]
     counts = {
         "flux": len(run.flows),
