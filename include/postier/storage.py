@@ -29,7 +29,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -161,30 +161,34 @@ def _sftp_storage(config: StorageConfig) -> Storage:
     expected = parse_host_key(config.host_key, SERVER)
     port = parts.port or 22
     pkey = private_key(config.private_key, None, SERVER) if config.private_key else None
-    try:
-        fs = SFTPFileSystem(
-            parts.host,
-            port=port,
-            username=parts.username,
-            password=parts.password,
-            pkey=pkey,
-            allow_agent=False,
-            look_for_keys=False,
-            timeout=30,
-            banner_timeout=30,
-            auth_timeout=30,
-            host_key_policy=_pinned(expected),
-            skip_instance_cache=True,
-            **_options(config),
-        )
-    except Exception as error:  # paramiko's errors never hold the password; the URL might
-        raise DeliveryError(
-            f"stockage {redacted(config.url)}:{port} injoignable ou refusé "
-            f"({type(error).__name__}) : vérifiez l'adresse, la clé d'hôte et l'accès"
-        ) from None
+    options = _options(config)
+
+    def connect() -> AbstractFileSystem:
+        try:
+            return SFTPFileSystem(
+                parts.host,
+                port=port,
+                username=parts.username,
+                password=parts.password,
+                pkey=pkey,
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=30,
+                banner_timeout=30,
+                auth_timeout=30,
+                host_key_policy=_pinned(expected),
+                skip_instance_cache=True,
+                **options,
+            )
+        except Exception as error:  # paramiko's errors never hold the password; the URL might
+            raise DeliveryError(
+                f"stockage {redacted(config.url)}:{port} injoignable ou refusé "
+                f"({type(error).__name__}) : vérifiez l'adresse, la clé d'hôte et l'accès"
+            ) from None
+
     root = parts.path.rstrip("/") or "/"
     public = f"sftp://{parts.host}" + (f":{port}" if port != 22 else "") + root
-    return Storage(fs, root, public)
+    return Storage(connect, root, public, local=False)
 
 
 def _pinned(expected: Any) -> Any:
@@ -215,7 +219,7 @@ def _fsspec_storage(config: StorageConfig, scheme: str) -> Storage:
     parts = urlsplit(config.url)
     host = parts.hostname or ""
     public = f"{scheme}://{host}" + (f":{parts.port}" if parts.port else "") + parts.path
-    return Storage(fs, str(root).rstrip("/"), public.rstrip("/"))
+    return Storage(fs, str(root).rstrip("/"), public.rstrip("/"), local=False)
 
 
 def _checked(name: str) -> str:
@@ -229,12 +233,21 @@ def _checked(name: str) -> str:
 class Storage:
     """The storage root: resolves locations, holds the run folders."""
 
-    def __init__(self, fs: AbstractFileSystem, root: str, public: str) -> None:
-        self._fs = fs
+    def __init__(
+        self,
+        fs: AbstractFileSystem | Callable[[], AbstractFileSystem],
+        root: str,
+        public: str,
+        *,
+        local: bool = True,
+    ) -> None:
+        # A callable connects on first use: a task that writes nothing opens no session.
+        self._fs: AbstractFileSystem | None = None if callable(fs) else fs
+        self._connect = fs if callable(fs) else None
         #: The root as the filesystem names it; `public`, as locations show it.
         self.root = root
         self.public = public
-        self.local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        self.local = local
 
     def __repr__(self) -> str:
         return f"Storage({self.public})"
@@ -242,11 +255,13 @@ class Storage:
     @property
     def fs(self) -> AbstractFileSystem:
         """The filesystem; an SFTP session the server closed (idle api-server) is reopened."""
-        client = getattr(self._fs, "client", None)
-        if client is not None:
-            transport = client.get_transport()
+        if self._fs is not None and self._connect is not None:
+            transport = self._fs.client.get_transport()
             if transport is None or not transport.is_active():
-                self._fs._connect()
+                self._fs = None
+        if self._fs is None:
+            assert self._connect is not None
+            self._fs = self._connect()
         return self._fs
 
     def run_folder(self, run_id: int, treatment: str) -> RunFolder:
