@@ -44,10 +44,12 @@ def _demo_command(args: argparse.Namespace) -> int:
         from postier.airflow.demo_day import run_day
 
         run_day()
+        from postier.storage import RUNS, StorageConfig, open_storage
+
         home = database.home()
+        runs = open_storage(StorageConfig.from_env(), home).location(RUNS)
         print(
-            f"\nDocuments et rapports : {home / 'runs'}\nGED : {home / 'ged'}\n"
-            f"Courriels : {home / 'outbox'}"
+            f"\nDocuments et rapports : {runs}\nGED : {home / 'ged'}\nCourriels : {home / 'outbox'}"
         )
         return 0
     from postier import demo_data

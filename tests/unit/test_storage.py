@@ -1,0 +1,39 @@
+"""The runs' storage on a local folder: what a task refuses, what a crash leaves behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from postier.errors import DeliveryError
+from postier.storage import StorageConfig, open_storage
+
+
+def test_a_file_of_another_storage_is_refused_in_french(tmp_path: Path) -> None:
+    mine = open_storage(StorageConfig(), tmp_path / "a")
+    theirs = open_storage(StorageConfig(url=f"file://{tmp_path / 'b'}"), tmp_path / "a")
+    written = theirs.run_folder(7, "factures_imprimer").write("impression.pdf", b"%PDF-1.7")
+    assert written == f"{tmp_path}/b/runs/000007-factures_imprimer/impression.pdf"
+    with pytest.raises(DeliveryError, match="POSTIER_STORAGE_URL doit être le même"):
+        mine.read(written)
+    for escape in ("../../b/runs/000007-factures_imprimer/impression.pdf", "/etc/passwd"):
+        with pytest.raises(DeliveryError):
+            mine.read(f"{tmp_path}/a/{escape}")
+
+
+def test_a_file_being_written_is_never_seen_and_a_failed_one_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    folder = open_storage(StorageConfig(), tmp_path).run_folder(3, "factures_imprimer")
+    with folder.writer("impression.pdf") as handle:
+        handle.write(b"%PDF-")
+        assert folder.files() == {} and folder.file("impression.pdf.part") is None
+    assert folder.files() == {"impression.pdf": 5}
+    with pytest.raises(RuntimeError), folder.writer("traites.pdf") as handle:
+        handle.write(b"%PDF-")
+        raise RuntimeError("rendu interrompu")
+    assert folder.files() == {"impression.pdf": 5}
+    assert sorted(p.name for p in (tmp_path / "runs" / "000003-factures_imprimer").iterdir()) == [
+        "impression.pdf"
+    ]
