@@ -21,11 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from integration.sshd import sshd
 
 from postier.store.cluster import LocalCluster
 
 from .live_airflow import METADATA_DB, Airflow, start_airflow, stop_airflow
 from .live_redis import RedisServer, start_redis, stop_redis
+
+__all__ = ["airflow", "redis_server", "sshd"]
 
 TEMPLATE = "postier_template"
 
