@@ -269,14 +269,15 @@ def worker_of(airflow: Airflow, dag_id: str, run_id: str, map_index: int, attemp
     return found[0] if found else ""
 
 
-def pending_in_chunk(dsn: str, dag_id: str, run_id: str, map_index: int) -> int:
+def chunk_numbers(dsn: str, dag_id: str, run_id: str, map_index: int) -> dict[str, str]:
+    """The chunk's invoices: number → run item status."""
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM run_items i JOIN runs r ON r.id = i.run_id "
-            "WHERE r.external_id = %s AND i.chunk = %s AND i.status = 'a_traiter'",
+        rows = conn.execute(
+            "SELECT v.number, i.status FROM run_items i JOIN runs r ON r.id = i.run_id "
+            "JOIN invoices v ON v.id = i.invoice_id WHERE r.external_id = %s AND i.chunk = %s",
             (f"{dag_id}/{run_id}", map_index),
-        ).fetchone()
-    return int(row[0]) if row else 0
+        ).fetchall()
+    return dict(rows)
 
 
 def test_a_worker_killed_mid_chunk_loses_nor_doubles_anything(celery_airflow: Airflow) -> None:
@@ -287,28 +288,27 @@ def test_a_worker_killed_mid_chunk_loses_nor_doubles_anything(celery_airflow: Ai
         run_id = trigger(af, api, SEND, {"lot_debut": KILL_BATCH, "lot_fin": KILL_BATCH})
         confirm(af, api, run_id, "Envoyer")
 
-        def a_chunk_under_way() -> tuple[int, str] | None:
-            # A chunk running on a worker, which has archived some invoices already (the
-            # chunk commits them with their states at its end).
+        def a_chunk_under_way() -> tuple[int, str, int] | None:
+            # A chunk running on a worker that has archived some of its invoices already (it
+            # commits them with their states at its end).
             states = api.get(f"/dags/{SEND}/dagRuns/{run_id}/taskInstances").json()
-            running = [
-                ti["map_index"]
-                for ti in states["task_instances"]
-                if ti["task_id"] == CHUNK_TASK and ti["state"] == "running"
-            ]
             archived = {p.name.split("-facture")[0] for p in ged.rglob("KIL-*.pdf")}
-            if not running or not archived:
-                return None
-            chunk = running[0]
-            worker = worker_of(af, SEND, run_id, chunk, 1)
-            return (chunk, worker) if worker else None
+            for ti in states["task_instances"]:
+                if ti["task_id"] != CHUNK_TASK or ti["state"] != "running":
+                    continue
+                chunk = ti["map_index"]
+                done = archived & chunk_numbers(af.postier_dsn, SEND, run_id, chunk).keys()
+                worker = worker_of(af, SEND, run_id, chunk, 1)
+                if done and worker:
+                    return chunk, worker, len(done)
+            return None
 
-        chunk, victim = af.wait_for("a send chunk under way", a_chunk_under_way, 120)
+        chunk, victim, archived = af.wait_for("a send chunk under way", a_chunk_under_way, 180)
         af.kill_worker(victim)
         killed_at = time.monotonic()
-        # Killed before its end: none of its invoices was committed.
-        unfinished = pending_in_chunk(af.postier_dsn, SEND, run_id, chunk)
-        assert unfinished > 0
+        # Killed in its middle: some of its invoices archived, none committed.
+        items = chunk_numbers(af.postier_dsn, SEND, run_id, chunk)
+        assert set(items.values()) == {"a_traiter"} and archived > 0
         assert_run_succeeded(af, api, SEND, run_id)
         recovered_s = time.monotonic() - killed_at
         ti = api.get(f"/dags/{SEND}/dagRuns/{run_id}/taskInstances/{CHUNK_TASK}/{chunk}").json()
@@ -319,7 +319,8 @@ def test_a_worker_killed_mid_chunk_loses_nor_doubles_anything(celery_airflow: Ai
         {
             "killed": victim,
             "chunk": chunk,
-            "unfinished": unfinished,
+            "archived_before_kill": archived,
+            "chunk_size": len(items),
             "recovered_s": round(recovered_s, 1),
         }
     )
