@@ -112,7 +112,9 @@ def wait_for_task_state(
     )
 
 
-def wait_for_run(airflow: Airflow, api: httpx.Client, dag_id: str, run_id: str) -> str:
+def wait_for_run(
+    airflow: Airflow, api: httpx.Client, dag_id: str, run_id: str, timeout: float = RUN_TIMEOUT
+) -> str:
     """The final state of the run (success or failed)."""
 
     def finished() -> str | None:
@@ -122,13 +124,15 @@ def wait_for_run(airflow: Airflow, api: httpx.Client, dag_id: str, run_id: str) 
     return airflow.wait_for(
         f"run {dag_id}/{run_id} to finish",
         finished,
-        RUN_TIMEOUT,
+        timeout,
         context=lambda: diagnosis(airflow, api, dag_id, run_id),
     )
 
 
-def assert_run_succeeded(airflow: Airflow, api: httpx.Client, dag_id: str, run_id: str) -> None:
-    state = wait_for_run(airflow, api, dag_id, run_id)
+def assert_run_succeeded(
+    airflow: Airflow, api: httpx.Client, dag_id: str, run_id: str, timeout: float = RUN_TIMEOUT
+) -> None:
+    state = wait_for_run(airflow, api, dag_id, run_id, timeout)
     assert state == "success", f"run {run_id} {state}\n{diagnosis(airflow, api, dag_id, run_id)}"
 
 
