@@ -130,8 +130,13 @@ def test_an_older_status_arriving_later_never_overwrites_a_newer_one(  # type: i
 
     logged, (status, reason, _) = lifecycle(postier_env, "FP-LC-3")
     assert logged == ["205", "207"] and (status, reason) == ("205", None)
-    [line] = last_report(postier_env)["statuts"]
+    report = last_report(postier_env)
+    [line] = report["statuts"]
     assert line["code"] == "207" and line["courant"] is False
+    # The column says what « oui » means: the status became the current one when applied.
+    markdown = open(report["rapport"], encoding="utf-8").read()
+    assert "| Facture | Statut | Date | Devenu le statut courant | Flux |" in markdown
+    assert "non (plus ancien que le statut connu)" in markdown
 
 
 def test_hostile_invalid_or_unknown_flows_are_quarantined_while_the_others_apply(  # type: ignore[no-untyped-def]

@@ -303,7 +303,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     )
     out += _table(
         "Statuts reçus",
-        ["Facture", "Statut", "Date", "Statut courant", "Flux"],
+        ["Facture", "Statut", "Date", "Devenu le statut courant", "Flux"],
         (
             [
                 r["facture"],
