@@ -90,10 +90,18 @@ def raw() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())  # merge keys (<<) resolved like compose
 
 
-def references() -> list[tuple[str, str]]:
+def references() -> list[tuple[str, str | None]]:
+    """Every variable read: interpolated (`${VAR…}`) or passed through by a key without value,
+    which compose takes from the shell or the env file, else leaves unset (operator `None`)."""
     seen: list[tuple[str, str]] = []
     resolve(raw(), {name: "x" for name in SECRETS}, seen)
-    return seen
+    passed: list[tuple[str, str | None]] = [
+        (name, None)
+        for service in raw()["services"].values()
+        for name, value in (service.get("environment") or {}).items()
+        if value is None
+    ]
+    return [*seen, *passed]
 
 
 def deployed(**overrides: str) -> dict[str, Any]:
