@@ -11,6 +11,9 @@ Every task of a run, on whatever host or Celery worker it runs, writes and reads
 - any other fsspec URL whose package is installed (`s3://bucket/prefix` with s3fs…), with its
   options from the `postier_storage` connection's extra `storage_options`.
 
+The GED (`POSTIER_GED_URL`) and the print-house drop (`POSTIER_EXPORT_URL`) open an `sftp://` URL
+the same way (`open_place`), with their own `…_HOST_KEY`, `…_KEY_FILE` and `…_OPTIONS`.
+
 A file is known by its *location*: the storage's public address (no login, password or query)
 then its path — `/…/.postier/runs/000012-factures_imprimer/impression.pdf` locally,
 `sftp://host:2222/srv/postier/runs/…` over SFTP. The database and the reports hold locations;
@@ -42,10 +45,26 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 TEMPORARY_SUFFIX = ".part"
-#: How the storage's SFTP server is named in messages.
-SERVER = "du serveur de stockage"
 #: Under the storage root: one folder per run.
 RUNS = "runs"
+
+
+@dataclass(frozen=True)
+class Place:
+    """How a configured place is named: its variables (`<prefix>_URL`, `_HOST_KEY`,
+    `_KEY_FILE`, `_OPTIONS`), its Airflow connection, its server in French messages."""
+
+    prefix: str
+    connection: str
+    server: str
+
+
+#: Where runs' files live.
+RUN_STORAGE = Place("POSTIER_STORAGE", "postier_storage", "du serveur de stockage")
+#: The GED (document archive).
+GED = Place("POSTIER_GED", "postier_ged", "du serveur de la GED")
+#: The print-house drop of `factures_exporter_impression` (no connection).
+EXPORT = Place("POSTIER_EXPORT", "", "du serveur de dépôt des exports")
 
 
 @dataclass(frozen=True)
@@ -59,23 +78,29 @@ class StorageConfig:
     private_key: str | None = field(default=None, repr=False)
     #: fsspec options (JSON object text), e.g. an S3 endpoint and keys.
     options: str = field(default="", repr=False)
+    #: Which place this is (the runs' storage, the GED…), for its variables and messages.
+    place: Place = RUN_STORAGE
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> StorageConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] = os.environ, place: Place = RUN_STORAGE
+    ) -> StorageConfig:
         """`POSTIER_STORAGE_URL`, `POSTIER_STORAGE_HOST_KEY`, `POSTIER_STORAGE_KEY_FILE`,
-        `POSTIER_STORAGE_OPTIONS` (JSON)."""
-        key_file = environ.get("POSTIER_STORAGE_KEY_FILE")
+        `POSTIER_STORAGE_OPTIONS` (JSON); `POSTIER_GED_…` for `place=GED`…"""
+        variable = place.prefix
+        key_file = environ.get(f"{variable}_KEY_FILE")
         try:
             private_key = Path(key_file).read_text() if key_file else None
         except OSError:
             raise ConfigurationError(
-                "POSTIER_STORAGE_KEY_FILE : clé privée du stockage introuvable ou illisible"
+                f"{variable}_KEY_FILE : clé privée {place.server} introuvable ou illisible"
             ) from None
         return cls(
-            url=environ.get("POSTIER_STORAGE_URL", "").strip(),
-            host_key=environ.get("POSTIER_STORAGE_HOST_KEY", ""),
+            url=environ.get(f"{variable}_URL", "").strip(),
+            host_key=environ.get(f"{variable}_HOST_KEY", ""),
             private_key=private_key,
-            options=environ.get("POSTIER_STORAGE_OPTIONS", ""),
+            options=environ.get(f"{variable}_OPTIONS", ""),
+            place=place,
         )
 
     @classmethod
@@ -86,15 +111,17 @@ class StorageConfig:
         login: str | None,
         password: str | None,
         extra: Mapping[str, Any],
+        place: Place = RUN_STORAGE,
     ) -> StorageConfig:
-        """The Airflow connection `postier_storage`: extra `url` (or the host field), and
-        `host_key`, `private_key`, `storage_options` (an object)."""
+        """The Airflow connection `postier_storage` (`postier_ged`…): extra `url` (or the host
+        field), and `host_key`, `private_key`, `storage_options` (an object)."""
         options = extra.get("storage_options") or ""
         return cls(
             url=str(extra.get("url") or host or "").strip(),
             host_key=str(extra.get("host_key") or ""),
             private_key=extra.get("private_key") or None,
             options=json.dumps(options) if isinstance(options, dict) else str(options),
+            place=place,
         )
 
 
@@ -122,6 +149,17 @@ def _open(config: StorageConfig, home: str, pid: int) -> Storage:
     return _fsspec_storage(config, scheme)
 
 
+def open_place(config: StorageConfig) -> Storage:
+    """Any fsspec URL as given (a folder, `s3://…`); `sftp://` the way the runs' storage opens
+    it: the configured host key checked on every connection, never trusted on first use."""
+    if urlsplit(config.url).scheme.lower() == "sftp":
+        return _sftp_storage(config)
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(config.url, **_options(config))
+    return Storage(fs, str(root).rstrip("/"), config.url.rstrip("/"), local=False)
+
+
 def _local_fs() -> AbstractFileSystem:
     from fsspec.implementations.local import LocalFileSystem
 
@@ -137,7 +175,7 @@ def _options(config: StorageConfig) -> dict[str, Any]:
         options = None
     if not isinstance(options, dict):
         raise ConfigurationError(
-            "options du stockage (POSTIER_STORAGE_OPTIONS) : objet JSON attendu"
+            f"options {config.place.server} ({config.place.prefix}_OPTIONS) : objet JSON attendu"
         )
     return options
 
@@ -147,20 +185,22 @@ def _sftp_storage(config: StorageConfig) -> Storage:
 
     from postier.delivery.chorus_sftp import parse_host_key, private_key
 
+    place = config.place
     parts = parse_service_url(
         config.url,
-        name="POSTIER_STORAGE_URL",
+        name=f"{place.prefix}_URL",
         schemes=("sftp",),
-        expected="stockage : adresse sftp://login@hôte:port/dossier",
+        expected="adresse sftp://login@hôte:port/dossier",
     )
     if not config.host_key:
+        connection = f" ou extra host_key de la connexion {place.connection}"
         raise ConfigurationError(
-            f"POSTIER_STORAGE_URL ({redacted(config.url)}) : clé d'hôte du serveur requise "
-            "(POSTIER_STORAGE_HOST_KEY ou extra host_key de la connexion postier_storage)"
+            f"{place.prefix}_URL ({redacted(config.url)}) : clé d'hôte {place.server} requise "
+            f"({place.prefix}_HOST_KEY{connection if place.connection else ''})"
         )
-    expected = parse_host_key(config.host_key, SERVER)
+    expected = parse_host_key(config.host_key, place.server)
     port = parts.port or 22
-    pkey = private_key(config.private_key, None, SERVER) if config.private_key else None
+    pkey = private_key(config.private_key, None, place.server) if config.private_key else None
     options = _options(config)
 
     def connect() -> AbstractFileSystem:
@@ -180,15 +220,24 @@ def _sftp_storage(config: StorageConfig) -> Storage:
                 skip_instance_cache=True,
                 **options,
             )
+        except _HostKeyRefused:
+            raise DeliveryError(
+                f"clé d'hôte {place.server} {parts.host}:{port} différente de celle configurée "
+                f"({place.prefix}_HOST_KEY) : connexion refusée"
+            ) from None
         except Exception as error:  # paramiko's errors never hold the password; the URL might
             raise DeliveryError(
-                f"stockage {redacted(config.url)}:{port} injoignable ou refusé "
+                f"connexion impossible ou refusée {place.server} ({redacted(config.url)}) "
                 f"({type(error).__name__}) : vérifiez l'adresse, la clé d'hôte et l'accès"
             ) from None
 
     root = parts.path.rstrip("/") or "/"
     public = f"sftp://{parts.host}" + (f":{port}" if port != 22 else "") + root
     return Storage(connect, root, public, local=False)
+
+
+class _HostKeyRefused(Exception):
+    """The server showed another host key than the configured one."""
 
 
 def _pinned(expected: Any) -> Any:
@@ -199,9 +248,7 @@ def _pinned(expected: Any) -> Any:
     class PinnedHostKey(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
             if key.get_name() != expected.get_name() or key.asbytes() != expected.asbytes():
-                raise paramiko.SSHException(
-                    f"clé d'hôte du stockage {hostname} différente de celle configurée"
-                )
+                raise _HostKeyRefused(hostname)
 
     return PinnedHostKey()
 
@@ -213,7 +260,7 @@ def _fsspec_storage(config: StorageConfig, scheme: str) -> Storage:
         fs, root = fsspec.core.url_to_fs(config.url, **_options(config))
     except (ImportError, ValueError):
         raise ConfigurationError(
-            f"POSTIER_STORAGE_URL ({redacted(config.url)}) : protocole « {scheme} » non géré "
+            f"{config.place.prefix}_URL ({redacted(config.url)}) : protocole « {scheme} » non géré "
             "(paquet fsspec correspondant non installé ?)"
         ) from None
     parts = urlsplit(config.url)

@@ -81,3 +81,28 @@ def test_runs_on_an_sftp_storage_keep_every_file_there(
     merged = PdfReader(io.BytesIO(remote(f"{printed}/impression.pdf")))
     text = "".join(page.extract_text() for page in merged.pages)
     assert "ST-CHORUS" in text and "ST-PORTAIL" in text
+
+
+def test_an_sftp_print_house_drop_is_reached_only_with_its_host_key(
+    run_dag,
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # type: ignore[no-untyped-def]
+    drop = sshd.folder() / "routeur"
+    for name, value in sshd.storage_environment(drop, prefix="POSTIER_EXPORT").items():
+        monkeypatch.setenv(name, value)
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="EXP-SFTP")
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    monkeypatch.setenv("POSTIER_EXPORT_HOST_KEY", other)
+
+    assert run_dag("factures_exporter_impression").state == "failed"
+    assert not drop.exists()  # refused before anything was written
+
+    monkeypatch.setenv("POSTIER_EXPORT_HOST_KEY", sshd.host_key)
+    again = {"sans_date_edition": False}
+    assert run_dag("factures_exporter_impression", again).state == "success"
+    (exported,) = drop.glob("export-*.zip")
+    with zipfile.ZipFile(exported) as z:
+        assert sorted(z.namelist()) == ["EXP-SFTP.pdf", "index.csv"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from builders import insert_invoice
+from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
 
 from postier.cli import main
 from postier.delivery.archive import DocumentArchive
@@ -14,6 +15,11 @@ from postier.errors import DeliveryError
 from postier.pipeline.archive_check import verify_archive
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import process_chunk, start_run
+from postier.storage import GED, StorageConfig
+
+#: A real ed25519 public key, not the harness sshd's.
+OTHER_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+PASSWORD = "s3cret-de-la-ged"
 
 
 def test_archive_is_write_once(tmp_path: Path) -> None:
@@ -60,3 +66,60 @@ def test_ged_verify_reports_missing_and_altered_documents(
     capsys.readouterr()
     assert main(["ged", "verify"]) == 1
     assert "2 anomalie(s)" in capsys.readouterr().out
+
+
+def sftp_ged(server: SshServer, folder: Path, home: Path, dsn: str, **changes: str) -> Environment:
+    """An environment whose GED is `folder` of the sshd, configured as `POSTIER_GED_*`."""
+    environ = server.storage_environment(folder, PASSWORD, prefix="POSTIER_GED") | changes
+    access = StorageConfig.from_env(environ, place=GED)
+    return Environment(dsn=dsn, home=home, ged_url=access.url, ged_access=access)
+
+
+def test_a_ged_on_sftp_archives_sent_invoices_and_reads_them_back(
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    folder = sshd.folder()
+    with psycopg.connect(postier_env) as conn:
+        for n in range(2):
+            insert_invoice(conn, number=f"GS-{n}", send_state="PRET")
+    env = sftp_ged(sshd, folder, tmp_path / "home", postier_env)
+    summary = start_run(env, "factures_envoyer", {}, "jmartin", "test/send-sftp-ged")
+    for chunk in summary["chunks"]:
+        process_chunk(env, summary["run_id"], chunk)
+
+    # On the SFTP server's disk, not in the local GED folder.
+    stored = sorted(folder.rglob("*.pdf"))
+    assert [p.name for p in stored] == ["GS-0-facture.pdf", "GS-1-facture.pdf"]
+    assert not (tmp_path / "home" / "ged").exists()
+    with psycopg.connect(postier_env) as conn:
+        locations = [
+            row[0]
+            for row in conn.execute("SELECT location FROM documents ORDER BY location").fetchall()
+        ]
+    # The recorded addresses name the server, never its login or password.
+    assert all(PASSWORD not in loc and f"{sshd.user}@" not in loc for loc in locations)
+    assert [env.archive().read(location) for location in locations] == [
+        p.read_bytes() for p in stored
+    ]
+    trust = [(tmp_path / "home" / "signing" / "demo-ca.der").read_bytes()]
+    check = verify_archive(env, trust)
+    assert check.ok and check.checked == 2
+
+
+def test_a_ged_server_with_another_host_key_is_refused_and_nothing_is_written(
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    folder = sshd.folder()
+    env = sftp_ged(
+        sshd, folder, tmp_path / "home", postier_env, POSTIER_GED_HOST_KEY=OTHER_HOST_KEY
+    )
+    with pytest.raises(DeliveryError) as refused:
+        env.archive().put("2026/11/C1/FA-1-facture.pdf", b"%PDF-1 original")
+    message = str(refused.value)
+    assert "clé d'hôte du serveur de la GED" in message and "différente" in message
+    assert "POSTIER_GED_HOST_KEY" in message and PASSWORD not in message
+    assert not any(folder.rglob("*.pdf")) and not any(folder.rglob("*.part"))

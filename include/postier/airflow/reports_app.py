@@ -221,15 +221,13 @@ def create_app(
 
     @app.get("/factures/{number}/documents/{document_id}")
     def invoice_document(number: str, document_id: int, who: Clerk = Signed) -> Response:
-        from postier.delivery.archive import DocumentArchive
-
         env = env_of()
         with env.connect() as conn:
             document = archived_document(conn, number, document_id)
         if document is None:
             raise HTTPException(status_code=404, detail="document introuvable")
         try:
-            data = DocumentArchive(env.archive_url).read(document.location)
+            data = env.archive().read(document.location)
         except (PostierError, OSError):
             raise HTTPException(status_code=404, detail="document absent de la GED") from None
         name = f"{number}-{document.kind}.pdf"
@@ -373,7 +371,6 @@ def _preparation_refusals(conn: Any, rows: Sequence[listings.InvoiceRow]) -> dic
 
 def _check_documents(env: Environment, documents: Sequence[ArchivedDocument]) -> dict[int, str]:
     """Each archived document read back: its fingerprint, then its signature."""
-    from postier.delivery.archive import DocumentArchive
     from postier.pipeline.archive_check import document_problem
 
     # The demo signing identity's CA when it is the one in use; pyHanko's defaults otherwise.
@@ -382,7 +379,7 @@ def _check_documents(env: Environment, documents: Sequence[ArchivedDocument]) ->
     checks: dict[int, str] = {}
     for d in documents:
         try:
-            archive = DocumentArchive(env.archive_url)  # inside: a GED out of reach is "absent"
+            archive = env.archive()  # inside: a GED out of reach is "absent"
             problem = document_problem(archive, d.location, d.sha256, d.signed, roots)
         except (PostierError, OSError):
             problem = "absent de la GED"

@@ -18,7 +18,7 @@ from postier.delivery.mail import SmtpConfig
 from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment
 from postier.service_url import ENCODING_HINT
-from postier.storage import StorageConfig
+from postier.storage import GED, StorageConfig
 from postier.store import database
 
 if TYPE_CHECKING:
@@ -87,11 +87,15 @@ def _signing() -> tuple[bytes | None, bytes | None, str | None, str | None]:
     return data, passphrase, extra.get("timestamp_url"), None
 
 
-def _ged_url() -> str:
+def _ged() -> StorageConfig:
+    """`postier_ged` (extra `url` or the host field, `host_key`, `private_key`,
+    `storage_options`); else `POSTIER_GED_URL` (+ `POSTIER_GED_HOST_KEY`…)."""
     conn = _connection("postier_ged")
     if conn is None:
-        return os.environ.get("POSTIER_GED_URL", "")
-    return str(conn.extra_dejson.get("url") or conn.host or "")
+        return StorageConfig.from_env(place=GED)
+    return StorageConfig.from_connection(
+        conn.host, conn.port, conn.login, conn.password, conn.extra_dejson, place=GED
+    )
 
 
 class _ServiceConfig(Protocol[_C]):
@@ -180,6 +184,7 @@ def environment() -> Environment:
 
 def _environment() -> Environment:
     pkcs12, passphrase, tsa, signing_problem = _signing()
+    ged = _ged()
     return Environment(
         dsn=_dsn(),
         home=database.home(),
@@ -188,7 +193,8 @@ def _environment() -> Environment:
         signing_passphrase=passphrase,
         signing_problem=signing_problem,
         timestamp_url=tsa,
-        ged_url=_ged_url(),
+        ged_url=ged.url,
+        ged_access=ged,
         chorus_sftp=_chorus_sftp(),
         smtp=_smtp(),
         plateforme=_plateforme(),
@@ -222,6 +228,11 @@ def external_id(context: Any) -> str:
 
 def workspace_environment() -> Environment:
     """What the Postier pages of the api-server need: the database, the runs, the GED."""
+    ged = _ged()
     return Environment(
-        dsn=_dsn(), home=database.home(), ged_url=_ged_url(), storage_config=_storage()
+        dsn=_dsn(),
+        home=database.home(),
+        ged_url=ged.url,
+        ged_access=ged,
+        storage_config=_storage(),
     )

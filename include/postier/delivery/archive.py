@@ -1,17 +1,23 @@
 """The GED: a write-once store of signed PDFs, addressed by URL through fsspec.
 
 A local folder by default (`.postier/ged/`); any fsspec backend (s3://, sftp://…) by configuration.
+An `sftp://` GED is opened like the runs' storage: its host key (`POSTIER_GED_HOST_KEY` or the
+`postier_ged` connection's extra `host_key`) is checked on every connection, never trusted on
+first use.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
-
-import fsspec
+from typing import TYPE_CHECKING
 
 from postier.errors import DeliveryError
+from postier.storage import GED, StorageConfig, open_place
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 
 @dataclass(frozen=True)
@@ -22,9 +28,19 @@ class Archived:
 
 
 class DocumentArchive:
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+    def __init__(self, url: str, access: StorageConfig | None = None) -> None:
+        """The GED at `url`; `access` carries the host key, private key and options that
+        reach it (`POSTIER_GED_HOST_KEY`… by default)."""
+        config = access if access is not None else StorageConfig.from_env(place=GED)
+        # Connects on first use, and again when the server closed an idle session.
+        self._place = open_place(replace(config, url=url.rstrip("/")))
+        self.root = self._place.root
+        #: What locations start with: the URL as given, but no login or password of an SFTP one.
+        self.url = self._place.public
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        return self._place.fs
 
     @staticmethod
     def key_for(

@@ -75,14 +75,17 @@ class SshServer:
         } | overrides
         return SftpConfig(**values)  # type: ignore[arg-type]
 
-    def storage_environment(self, folder: Path, password: str = "") -> dict[str, str]:
+    def storage_environment(
+        self, folder: Path, password: str = "", prefix: str = "POSTIER_STORAGE"
+    ) -> dict[str, str]:
         """`POSTIER_STORAGE_*` for runs' files stored on `folder` of this server (key login;
-        a `password` is only carried in the URL, as a real one would be)."""
+        a `password` is only carried in the URL, as a real one would be); `POSTIER_GED_*`…
+        with another `prefix`."""
         secret = f":{password}" if password else ""
         return {
-            "POSTIER_STORAGE_URL": f"sftp://{self.user}{secret}@{self.host}:{self.port}{folder}",
-            "POSTIER_STORAGE_HOST_KEY": self.host_key,
-            "POSTIER_STORAGE_KEY_FILE": str(self.base / "client_ed25519"),
+            f"{prefix}_URL": f"sftp://{self.user}{secret}@{self.host}:{self.port}{folder}",
+            f"{prefix}_HOST_KEY": self.host_key,
+            f"{prefix}_KEY_FILE": str(self.base / "client_ed25519"),
         }
 
     def log(self) -> str:

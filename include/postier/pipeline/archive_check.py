@@ -28,7 +28,7 @@ class ArchiveCheck:
 
 
 def verify_archive(env: Environment, trust_roots: list[bytes] | None = None) -> ArchiveCheck:
-    archive = DocumentArchive(env.archive_url)
+    archive = env.archive()
     problems: list[ArchiveProblem] = []
     with env.connect() as conn:
         rows = conn.execute(

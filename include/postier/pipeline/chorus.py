@@ -361,7 +361,7 @@ class _Source:
         self, env: Environment, conn: psycopg.Connection, run: Run, settings: Settings
     ) -> None:
         self.env, self.conn, self.run, self.settings = env, conn, run, settings
-        self.archive = DocumentArchive(env.archive_url)
+        self.archive = env.archive()
         #: Versions put in the GED and not yet indexed: (invoice id, archived, version, reason).
         self._unindexed: list[tuple[int, Archived, int, str]] = []
 

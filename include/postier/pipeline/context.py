@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from postier.errors import ConfigurationError
-from postier.storage import RunFolder, Storage, StorageConfig, open_storage
+from postier.storage import GED, RunFolder, Storage, StorageConfig, open_storage
 from postier.store.database import connect
 
 if TYPE_CHECKING:
     from postier.delivery.annuaire import DirectoryConfig
+    from postier.delivery.archive import DocumentArchive
     from postier.delivery.chorus_sftp import SftpConfig
     from postier.delivery.mail import SmtpConfig
     from postier.delivery.plateforme import PlatformConfig
@@ -76,6 +77,11 @@ class Environment:
     production: bool = field(default_factory=production_mode)
     #: Where runs' files live (`POSTIER_STORAGE_URL`, `postier_storage`); `home` when unset.
     storage_config: StorageConfig = field(default_factory=StorageConfig.from_env)
+    #: How an `sftp://` GED is reached (`POSTIER_GED_HOST_KEY`, `_KEY_FILE`, `_OPTIONS`, or the
+    #: `postier_ged` connection's extra); its address is `ged_url`.
+    ged_access: StorageConfig = field(
+        default_factory=lambda: StorageConfig.from_env(place=GED), repr=False
+    )
 
     def refuse_demo_fallbacks(
         self, *, signing: bool = False, ged: bool = False, smtp: bool = False
@@ -99,6 +105,12 @@ class Environment:
     def archive_url(self) -> str:
         """The GED; what writes or reads it calls `refuse_demo_fallbacks(ged=True)` first."""
         return self.ged_url or str(self.home / "ged")
+
+    def archive(self) -> DocumentArchive:
+        """The GED at `archive_url`, reached through `ged_access`."""
+        from postier.delivery.archive import DocumentArchive
+
+        return DocumentArchive(self.archive_url, self.ged_access)
 
     @property
     def outbox_dir(self) -> Path:

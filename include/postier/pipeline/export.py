@@ -3,7 +3,8 @@
 Each chunk renders its invoices (a real print: edit date and login are stamped); the finalize step
 packs the PDFs with an index CSV (file, invoice, customer, postal address lines, page count) into
 one ZIP in the run's folder (the storage, `POSTIER_STORAGE_URL`) and drops a copy in the
-configured folder (`POSTIER_EXPORT_URL`, any fsspec URL such as `sftp://…`) when there is one.
+configured folder (`POSTIER_EXPORT_URL`, any fsspec URL such as `sftp://…`, whose host key
+`POSTIER_EXPORT_HOST_KEY` is checked as the storage's is) when there is one.
 The ZIP appears under its final name only once complete.
 """
 
@@ -11,15 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import zipfile
 
-import fsspec
 import psycopg
 
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import Run, RunRef, load_run
+from postier.storage import EXPORT, StorageConfig, open_place
 from postier.store import runs as run_store
 from postier.store.invoices import load_invoices
 from postier.store.runs import DONE, ItemOutcome, record_outcomes
@@ -92,10 +92,12 @@ def export_archive(env: Environment, ref: RunRef) -> str | None:
             archive.writestr(row[0], pdf)
             writer.writerow(row + [len(PdfReader(io.BytesIO(pdf)).pages)])
         archive.writestr("index.csv", index.getvalue().encode("utf-8-sig"))  # Excel-friendly
-    destination = os.environ.get("POSTIER_EXPORT_URL", "")
+    drop = StorageConfig.from_env(place=EXPORT)
+    destination = drop.url
     if not destination:
         return run.folder.file_location(name)
-    fs, root = fsspec.core.url_to_fs(destination)
+    place = open_place(drop)
+    fs, root = place.fs, place.root
     fs.makedirs(root, exist_ok=True)
     target = f"{root.rstrip('/')}/{name}"
     with run.folder.open(name) as source, fs.open(f"{target}.part", "wb") as copy:

@@ -237,7 +237,7 @@ def _deliver(
         return 0, 0
     env.refuse_demo_fallbacks(smtp=True)
     mailer = mailer_for(env.smtp, env.outbox_dir)
-    archive = DocumentArchive(env.archive_url)
+    archive = env.archive()
     per_minute = settings.number("COURRIELS_PAR_MINUTE")  # 0: no limit
     interval = 60.0 / per_minute if mailer.throttled and per_minute > 0 else 0
     last_sent: float | None = None

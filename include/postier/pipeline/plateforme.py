@@ -26,7 +26,6 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from postier.delivery.archive import DocumentArchive
 from postier.delivery.plateforme import (
     FlowClient,
     FlowOutcomeUnknown,
@@ -143,7 +142,7 @@ def _deposit_all(
     by: str,
     run_id: int | None,
 ) -> None:
-    archive = DocumentArchive(env.archive_url)
+    archive = env.archive()
     for n, c in enumerate(candidates):
         try:
             if c.flow_status == "preparee":

@@ -123,7 +123,7 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
     seller = settings.seller()
     signer = env.signer(seller.name)
     env.refuse_demo_fallbacks(ged=settings.archiving)
-    archive = DocumentArchive(env.archive_url)
+    archive = env.archive()
     with conn.transaction():
         locked = lock_for_transition(conn, ids, SEND)
         outcomes = [ItemOutcome(s.invoice_id, SKIPPED, s.reason) for s in locked.skipped]
