@@ -23,7 +23,7 @@ from postier.delivery.local_oauth import (
     OAuthHandler,
     OAuthServer,
     OAuthState,
-    body_of,
+    explain,
     serving,
 )
 
@@ -46,13 +46,6 @@ class DirectoryState(OAuthState):
     lines: list[dict[str, Any]] = field(default_factory=list)
     #: Statuses the next API requests are answered with, in order.
     script: list[int] = field(default_factory=list)
-
-
-def _explain(errors: Any) -> str:
-    """openapi-core's errors with their causes (which field, which rule)."""
-    return "; ".join(
-        f"{e!r} {e.__cause__!r} {getattr(e.__cause__, 'schema_errors', '')!r}" for e in errors
-    )
 
 
 class _Server(OAuthServer):
@@ -80,7 +73,7 @@ class _Handler(OAuthHandler):
             return
         result = self.server.api.unmarshal_request(request)
         if result.errors:
-            state.violations.append(f"request {method} {path}: {_explain(result.errors)}")
+            state.violations.append(f"request {method} {path}: {explain(result.errors)}")
             self._answer(request, 400, None)
             return
         with state.lock:
@@ -127,20 +120,11 @@ class _Handler(OAuthHandler):
         status: int,
         payload: Any,
         headers: dict[str, str] | None = None,
+        *,
+        content_type: str = "application/json",
     ) -> None:
-        from openapi_core.testing import MockResponse
-
-        data = body_of(payload)
         headers = {"Content-Language": "fr", **(headers or {})}
-        response = MockResponse(
-            data, status_code=status, headers=headers, content_type="application/json"
-        )
-        result = self.server.api.unmarshal_response(request, response)
-        if result.errors and status != 401:
-            self.server.state.violations.append(
-                f"response {status} {request.path}: {_explain(result.errors)}"
-            )
-        self._send(status, payload, headers)
+        super()._answer(request, status, payload, headers, content_type=content_type)
 
 
 class LocalDirectory(LocalServer):

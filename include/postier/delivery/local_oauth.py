@@ -44,6 +44,13 @@ class OAuthState:
         self.token_lifetime = 3600
 
 
+def explain(errors: Any) -> str:
+    """openapi-core's errors with their causes (which field, which rule)."""
+    return "; ".join(
+        f"{e!r} {e.__cause__!r} {getattr(e.__cause__, 'schema_errors', '')!r}" for e in errors
+    )
+
+
 def body_of(payload: Any) -> bytes:
     if isinstance(payload, bytes):
         return payload
@@ -104,6 +111,30 @@ class OAuthHandler(BaseHTTPRequestHandler):
         with self.server.state.lock:
             expiry = self.server.state.tokens.get(auth.removeprefix("Bearer "))
         return auth.startswith("Bearer ") and expiry is not None and expiry >= time.monotonic()
+
+    def _answer(
+        self,
+        request: Any,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        content_type: str = "application/json",
+    ) -> None:
+        """Send the answer to `request` (an openapi-core `MockRequest`), checked against the
+        official document first: a non-conforming answer is kept in `violations` (a 401 is the
+        token endpoint's business, not the document's)."""
+        from openapi_core.testing import MockResponse
+
+        response = MockResponse(
+            body_of(payload), status_code=status, headers=headers or {}, content_type=content_type
+        )
+        result = self.server.api.unmarshal_response(request, response)
+        if result.errors and status != 401:
+            self.server.state.violations.append(
+                f"response {status} {request.path}: {explain(result.errors)}"
+            )
+        self._send(status, payload, headers, content_type=content_type)
 
     def _send(
         self,

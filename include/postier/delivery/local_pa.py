@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from openapi_core import OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
+from openapi_core.testing import MockRequest
 
 from postier.delivery.local_oauth import (
     LocalServer,
     OAuthHandler,
     OAuthServer,
     OAuthState,
-    body_of,
     serving,
 )
 from postier.domain.lifecycle import PARIS, LifecycleStatus, write_lifecycle
@@ -218,26 +217,6 @@ class _Handler(OAuthHandler):
             {"Content-Disposition": f"attachment;filename={name}"},
             content_type="application/octet-stream",
         )
-
-    def _answer(
-        self,
-        request: MockRequest,
-        status: int,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-        *,
-        content_type: str = "application/json",
-    ) -> None:
-        data = body_of(payload)
-        response = MockResponse(
-            data, status_code=status, headers=headers or {}, content_type=content_type
-        )
-        result = self.server.api.unmarshal_response(request, response)
-        if result.errors and status != 401:
-            self.server.state.violations.append(
-                f"response {status} {request.path}: {result.errors!r}"
-            )
-        self._send(status, payload, headers, content_type=content_type)
 
 
 def _metadata(flow: StoredFlow) -> dict[str, Any]:
