@@ -38,8 +38,6 @@ class LifecycleSummary:
     applied: list[str] = field(default_factory=list)
     #: Statuses the clerk must act on (207 En litige, 210 Refusée, 213 Rejetée), with reasons.
     attention: list[str] = field(default_factory=list)
-    #: 212 Encaissée: the payments received.
-    payments: list[str] = field(default_factory=list)
     quarantined: dict[str, str] = field(default_factory=dict)
     #: Every status applied, for the run report.
     lines: list[dict[str, Any]] = field(default_factory=list)
@@ -47,7 +45,6 @@ class LifecycleSummary:
     def merge(self, other: LifecycleSummary) -> None:
         self.applied += other.applied
         self.attention += other.attention
-        self.payments += other.payments
         self.lines += other.lines
         for source, reason in other.quarantined.items():
             self.quarantined.setdefault(source, reason)
@@ -157,10 +154,6 @@ def apply_statuses(
         )
         if s.code in NEEDS_ATTENTION:
             summary.attention.append(line)
-        if s.code == CASHED:
-            summary.payments.append(
-                f"{s.invoice_number} : encaissée le {s.at.astimezone(PARIS):%d/%m/%Y %H:%M}"
-            )
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
