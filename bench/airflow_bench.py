@@ -42,12 +42,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from e2e.live_airflow import CELERY, Airflow, start_airflow, stop_airflow  # noqa: E402
 from e2e.live_redis import RedisServer, start_redis, stop_redis  # noqa: E402
-from pipeline_bench import document_rate  # noqa: E402
+from pipeline_bench import document_rate, seed_demo_database  # noqa: E402
 
-from postier import demo_data  # noqa: E402
 from postier.pipeline.context import Environment  # noqa: E402
 from postier.store.cluster import LocalCluster  # noqa: E402
-from postier.store.migrations import migrate  # noqa: E402
 
 PREPARE, SEND = "factures_preparer_envoi", "factures_envoyer"
 CLERK = "jmartin"
@@ -214,18 +212,7 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
     af: Airflow | None = None
     redis: RedisServer | None = None
     try:
-        dsn = cluster.start()
-        with psycopg.connect(cluster.owner_dsn()) as conn:
-            migrate(conn)
-        with psycopg.connect(dsn) as conn:
-            conn.execute("UPDATE settings SET value = 'false' WHERE key = 'DEMAT_ARTIS'")
-            demo_data.seed(conn, invoices, seed=3)
-            # No Plateforme Agréée here: its customers get their invoices on paper.
-            conn.execute("UPDATE customers SET channel = 'papier' WHERE channel = 'plateforme'")
-            # Every demo invoice not yet sent goes through prepare then send.
-            conn.execute(
-                "UPDATE invoices SET send_state = 'EN_ATTENTE' WHERE send_state <> 'ENVOYE'"
-            )
+        dsn = seed_demo_database(cluster, invoices)
         home = base / "postier-home"
         render_rate, send_rate = document_rate(Environment(dsn=dsn, home=home), 200)
         cluster.create_database("airflow_bench")

@@ -79,23 +79,28 @@ def document_rate(env: Environment, sample: int) -> tuple[float, float]:
     return render_rate, len(invoices) / (time.perf_counter() - start)
 
 
+def seed_demo_database(cluster: LocalCluster, invoices: int) -> str:
+    """Start `cluster`, migrate it and seed `invoices` demo invoices, every one not yet sent
+    waiting for prepare then send; the application DSN."""
+    dsn = cluster.start()
+    with psycopg.connect(cluster.owner_dsn()) as conn:
+        migrate(conn)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE settings SET value = 'false' WHERE key = 'DEMAT_ARTIS'")
+        demo_data.seed(conn, invoices, seed=3)
+        # No Plateforme Agréée here: its customers get their invoices on paper.
+        conn.execute("UPDATE customers SET channel = 'papier' WHERE channel = 'plateforme'")
+        conn.execute("UPDATE invoices SET send_state = 'EN_ATTENTE' WHERE send_state <> 'ENVOYE'")
+    return dsn
+
+
 def one_volume(invoices: int, workers: int) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="postier-bench-"))
     base.chmod(0o755)
     cluster = LocalCluster(base / "pg")
     try:
-        dsn = cluster.start()
-        with psycopg.connect(cluster.owner_dsn()) as conn:
-            migrate(conn)
+        dsn = seed_demo_database(cluster, invoices)
         with psycopg.connect(dsn) as conn:
-            conn.execute("UPDATE settings SET value = 'false' WHERE key = 'DEMAT_ARTIS'")
-            demo_data.seed(conn, invoices, seed=3)
-            # No Plateforme Agréée here: its customers get their invoices on paper.
-            conn.execute("UPDATE customers SET channel = 'papier' WHERE channel = 'plateforme'")
-            # Every demo invoice goes through prepare then send.
-            conn.execute(
-                "UPDATE invoices SET send_state = 'EN_ATTENTE' WHERE send_state <> 'ENVOYE'"
-            )
             todo = conn.execute(
                 "SELECT count(*) FROM invoices WHERE send_state = 'EN_ATTENTE'"
             ).fetchone()
