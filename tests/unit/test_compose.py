@@ -93,11 +93,12 @@ def raw() -> dict[str, Any]:
 def references() -> list[tuple[str, str | None]]:
     """Every variable read: interpolated (`${VAR…}`) or passed through by a key without value,
     which compose takes from the shell or the env file, else leaves unset (operator `None`)."""
+    doc = raw()
     seen: list[tuple[str, str]] = []
-    resolve(raw(), {name: "x" for name in SECRETS}, seen)
+    resolve(doc, {name: "x" for name in SECRETS}, seen)
     passed: list[tuple[str, str | None]] = [
         (name, None)
-        for service in raw()["services"].values()
+        for service in doc["services"].values()
         for name, value in (service.get("environment") or {}).items()
         if value is None
     ]
