@@ -258,7 +258,7 @@ def test_two_celery_workers_give_what_the_local_executor_gives(
 
 
 def worker_of(airflow: Airflow, dag_id: str, run_id: str, map_index: int, attempt: int) -> str:
-    """The Celery worker whose log shows it received this try of the chunk (None if none yet)."""
+    """The Celery worker whose log shows it received this try of the chunk ("" if none yet)."""
     path = f"dag_id={dag_id}/run_id={run_id}/task_id={CHUNK_TASK}/map_index={map_index}/"
     path += f"attempt={attempt}.log"
     found = [w for w in airflow.workers if path in airflow.log_file(w).read_text(errors="replace")]
