@@ -257,15 +257,17 @@ def create_app(
 
     @app.get("/executions/{run_id}", response_class=HTMLResponse)
     def run(run_id: int, who: Clerk = Signed) -> str:
-        with env_of().connect() as conn:
+        env = env_of()
+        with env.connect() as conn:
             found = listings.run_row(conn, run_id)
         if found is None:
             raise HTTPException(status_code=404, detail="exécution introuvable")
         row, location = found
-        folder = _folder(env_of(), location)
+        folder = _folder(env, location)
         files = list_run_files(folder) if folder else []
         report_html = None
-        if folder and run_file(folder, "rapport.md"):
+        # From the listing just made: no second round trip to the storage.
+        if folder and any(f.name == "rapport.md" for f in files):
             from markdown_it import MarkdownIt
 
             md = MarkdownIt("commonmark", {"html": False}).enable("table")
