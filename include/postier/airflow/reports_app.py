@@ -379,9 +379,11 @@ def _check_documents(env: Environment, documents: Sequence[ArchivedDocument]) ->
     demo_ca = env.home / "signing" / "demo-ca.der"
     roots = [demo_ca.read_bytes()] if demo_ca.exists() else None
     checks: dict[int, str] = {}
+    archive = None  # opened once for all the documents (one SFTP session)
     for d in documents:
         try:
-            archive = env.archive()  # inside: a GED out of reach is "absent"
+            if archive is None:
+                archive = env.archive()  # inside: a GED out of reach is "absent"
             problem = document_problem(archive, d.location, d.sha256, d.signed, roots)
         except (PostierError, OSError):
             problem = "absent de la GED"
