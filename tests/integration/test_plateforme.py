@@ -19,7 +19,12 @@ from treatment_runs import run_treatment
 
 from postier.delivery.archive import DocumentArchive
 from postier.delivery.local_pa import LocalPlatform, running_platform
-from postier.delivery.plateforme import FlowClient, PlatformConfig, forget_tokens
+from postier.delivery.plateforme import (
+    FlowClient,
+    PlatformConfig,
+    PlatformUnavailable,
+    forget_tokens,
+)
 from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment
 from postier.pipeline.plateforme import deposit_pending, tracking_id
@@ -211,6 +216,20 @@ def test_429_and_503_are_retried_after_the_retry_after_the_pa_asks(
 
     assert waits == [7.0, 2.0]
     assert summary.deposited == [number] and len(platform.state.flows) == 1
+
+
+@pytest.mark.parametrize("retry_after", ["121", "Wed, 21 Oct 2099 07:28:00 GMT"])
+def test_a_retry_after_longer_than_max_wait_is_not_waited_for(
+    platform: LocalPlatform, config: PlatformConfig, retry_after: str
+) -> None:
+    platform.answer_next("/v1/flows/search", 503, retry_after=retry_after)
+    waits = Waits()
+
+    with FlowClient(config, sleep=waits) as client:
+        with pytest.raises(PlatformUnavailable, match="HTTP 503"):
+            client.find("T-ATTENTE")
+
+    assert config.max_wait < 121 and waits == []
 
 
 @pytest.mark.parametrize(
