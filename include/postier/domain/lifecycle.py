@@ -17,14 +17,12 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from postier.domain.chorus_returns import MAX_FILE_SIZE, parse_status_date, safe_xml_root
+from postier.domain.chorus_returns import MAX_FILE_SIZE, PARIS, parse_status_date, safe_xml_root
 from postier.errors import ReturnFileError
 
-PARIS = ZoneInfo("Europe/Paris")
 SCHEMA_DIR = Path(__file__).with_name("schemas") / "cdar-d22b"
 SCHEMA_NAME = "CrossDomainAcknowledgementAndResponse_100pD22B.xsd"
 

@@ -17,11 +17,11 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 import psycopg
 
 from postier.domain.models import Invoice
+from postier.domain.selection import PARIS
 from postier.domain.states import Channel
 from postier.errors import PostierError
 from postier.pipeline.context import Environment
@@ -34,7 +34,6 @@ FRESH = timedelta(days=7)
 #: When the directory cannot be asked, an answer up to a month old still routes the invoice.
 FALLBACK = timedelta(days=30)
 
-PARIS = ZoneInfo("Europe/Paris")
 FICHE_CLIENT = "fiche_client"
 ANNUAIRE = "annuaire"
 
