@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from postier.errors import DeliveryError
-from postier.storage import StorageConfig, open_storage
+from postier.errors import ConfigurationError, DeliveryError
+from postier.storage import StorageConfig, open_place, open_storage
 
 
 def test_a_file_of_another_storage_is_refused_in_french(tmp_path: Path) -> None:
@@ -37,3 +38,21 @@ def test_a_file_being_written_is_never_seen_and_a_failed_one_leaves_nothing(
     assert sorted(p.name for p in (tmp_path / "runs" / "000003-factures_imprimer").iterdir()) == [
         "impression.pdf"
     ]
+
+
+def test_a_storage_configuration_that_cannot_work_is_refused_in_french(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="chemin absolu attendu"):
+        open_storage(StorageConfig(url="partage/postier"), tmp_path)
+    with pytest.raises(ConfigurationError, match="protocole « nosuchfs » non géré"):
+        open_storage(StorageConfig(url="nosuchfs://hote/postier"), tmp_path)
+    with pytest.raises(ConfigurationError, match="objet JSON attendu"):
+        open_place(StorageConfig(url=f"file://{tmp_path}", options="[1]"))
+
+
+def test_the_storage_connection_gives_its_url_and_options() -> None:
+    extra = {"storage_options": {"endpoint_url": "http://minio:9000"}, "host_key": "ssh-ed25519 A"}
+    config = StorageConfig.from_connection("s3://factures/postier", None, None, None, extra)
+    assert (config.url, config.host_key) == ("s3://factures/postier", "ssh-ed25519 A")
+    assert json.loads(config.options) == {"endpoint_url": "http://minio:9000"}
+    by_extra = StorageConfig.from_connection("ignored", None, None, None, {"url": " /srv/p "})
+    assert (by_extra.url, by_extra.options) == ("/srv/p", "")
