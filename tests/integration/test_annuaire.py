@@ -19,6 +19,7 @@ from builders import insert_customer, insert_invoice
 from lxml import etree
 from treatment_runs import run_treatment
 
+from postier.delivery import annuaire
 from postier.delivery.annuaire import DirectoryClient, DirectoryConfig
 from postier.delivery.local_annuaire import LocalDirectory, running_directory
 from postier.delivery.local_pa import running_platform
@@ -140,6 +141,21 @@ def test_lookup_finds_the_line_the_buyers_invoices_go_to(
     assert other_facility is not None and other_facility.address == SIREN
     assert by_routing is not None and by_routing.address == f"{SIREN}_{SIRET}_ACHATS"
     assert unknown is None
+
+
+def test_every_page_of_the_buyers_lines_is_read(
+    directory: LocalDirectory, config: DirectoryConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(annuaire, "PAGE", 2)
+    sirets = [f"{SIREN}{n:05d}" for n in range(1, 6)]
+    for siret in sirets:
+        directory.add_line(SIREN, siret=siret)
+
+    with DirectoryClient(config) as client:
+        lines = client.lines(SIREN)
+
+    assert [line["siret"] for line in lines] == sirets
+    assert searches(directory) == 3
 
 
 def test_the_local_directory_rejects_a_request_off_the_official_schema(
