@@ -20,7 +20,9 @@ from treatment_runs import run_treatment
 from postier.delivery.archive import DocumentArchive
 from postier.delivery.local_pa import LocalPlatform, running_platform
 from postier.delivery.plateforme import (
+    TOKEN_MARGIN,
     FlowClient,
+    FlowMissing,
     PlatformConfig,
     PlatformUnavailable,
     forget_tokens,
@@ -313,6 +315,26 @@ def test_token_is_cached_and_fetched_again_when_the_pa_no_longer_accepts_it(
     assert summary.deposited == [number]
     assert platform.state.tokens_issued == 2
     assert [s for _, s in platform.state.calls].count(401) == 1
+
+
+def test_a_token_about_to_expire_is_renewed_before_the_pa_refuses_it(
+    platform: LocalPlatform, config: PlatformConfig
+) -> None:
+    platform.state.token_lifetime = int(TOKEN_MARGIN)  # expires within the margin at once
+
+    with FlowClient(config) as client:
+        client.find("T-JETON-1")
+        client.find("T-JETON-2")
+
+    assert platform.state.tokens_issued == 2
+    assert 401 not in [s for _, s in platform.state.calls]
+
+
+def test_downloading_a_flow_the_pa_does_not_have_is_flow_missing(
+    platform: LocalPlatform, config: PlatformConfig
+) -> None:
+    with FlowClient(config) as client, pytest.raises(FlowMissing, match="HTTP 404"):
+        client.download("flux-inconnu")
 
 
 def test_no_secret_in_repr_errors_or_logs(
