@@ -223,7 +223,7 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def _retry_after(response: httpx.Response, now: Callable[[], datetime]) -> float:
+def _retry_after(response: httpx.Response) -> float:
     """Seconds the PA asks us to wait (RFC 9110 §10.2.3: delay-seconds or HTTP-date); 1 s when
     it says nothing readable."""
     value = response.headers.get("Retry-After", "").strip()
@@ -233,7 +233,7 @@ def _retry_after(response: httpx.Response, now: Callable[[], datetime]) -> float
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return 1.0
-    return max(0.0, (when - now()).total_seconds())
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error_fields(response: httpx.Response) -> tuple[str, str]:
@@ -350,7 +350,7 @@ class ApiClient:
                 self._token(renew=True)
                 continue
             if status in RETRY_STATUSES:
-                wait = _retry_after(response, lambda: datetime.now(UTC))
+                wait = _retry_after(response)
                 if attempt >= self.config.attempts or wait > self.config.max_wait:
                     code, _ = _error_fields(response)
                     raise PlatformUnavailable(
