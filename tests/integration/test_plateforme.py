@@ -220,7 +220,9 @@ def test_429_and_503_are_retried_after_the_retry_after_the_pa_asks(
     assert summary.deposited == [number] and len(platform.state.flows) == 1
 
 
-@pytest.mark.parametrize("retry_after", ["121", "Wed, 21 Oct 2099 07:28:00 GMT"])
+@pytest.mark.parametrize(
+    "retry_after", ["121", "Wed, 21 Oct 2099 07:28:00 GMT", "Wed, 21 Oct 2099 07:28:00 -0000"]
+)
 def test_a_retry_after_longer_than_max_wait_is_not_waited_for(
     platform: LocalPlatform, config: PlatformConfig, retry_after: str
 ) -> None:

@@ -233,6 +233,9 @@ def _retry_after(response: httpx.Response) -> float:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return 1.0
+    if when.tzinfo is None:
+        # « -0000 » gives a naive date; an HTTP-date is always UTC (RFC 9110 §5.6.7).
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
