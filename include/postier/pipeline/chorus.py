@@ -34,7 +34,6 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from postier.delivery.archive import Archived, DocumentArchive
 from postier.delivery.chorus_edi import (
@@ -50,6 +49,7 @@ from postier.domain.validation import chorus_deposit_problems
 from postier.errors import ConfigurationError, DeliveryError, InvoiceValidationError, PostierError
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import Run
+from postier.store.exchanges import Exchange, record_exchanges
 from postier.store.invoices import load_invoices
 from postier.store.runs import DONE, FAILED, PENDING, SKIPPED, ItemOutcome, record_outcomes
 from postier.store.settings import Settings, load_settings
@@ -427,14 +427,21 @@ class _Source:
                 returning=True,
             )
             ids = {row[0]: row[1] for _ in cur.results() for row in cur.fetchall()}
-            cur.executemany(
-                "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-                "VALUES (%s, %s, 'archivage_ged', 'GED', 'archivee', %s, %s)",
-                [
-                    (i, self.run.id, Jsonb(_archived_report(a, v, why)), self.run.triggered_by)
-                    for i, a, v, why in pending
-                ],
-            )
+        record_exchanges(
+            self.conn,
+            (
+                Exchange(
+                    i,
+                    self.run.id,
+                    "archivage_ged",
+                    "GED",
+                    "archivee",
+                    _archived_report(a, v, why),
+                    self.run.triggered_by,
+                )
+                for i, a, v, why in pending
+            ),
+        )
         return [
             dataclasses.replace(d, document_id=ids[d.invoice.id]) if d.invoice.id in ids else d
             for d in documents
@@ -527,15 +534,21 @@ def _deposit_locked(conn: psycopg.Connection, run: Run, flow_id: int, server: _S
         "taille": len(data),
         "factures_du_flux": len(members),
     }
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-            "VALUES (%s, %s, 'export_chorus', 'CHORUS', 'deposee', %s, %s)",
-            [
-                (invoice_id, run.id, Jsonb(report | {"document": file_name}), run.triggered_by)
-                for invoice_id, file_name in members
-            ],
-        )
+    record_exchanges(
+        conn,
+        (
+            Exchange(
+                invoice_id,
+                run.id,
+                "export_chorus",
+                "CHORUS",
+                "deposee",
+                report | {"document": file_name},
+                run.triggered_by,
+            )
+            for invoice_id, file_name in members
+        ),
+    )
     # The PDFs for the clerk's ZIP, taken from the flow itself (also after a retry).
     pdfs = dict(unpack(data, single_name=members[0][1]))
     outcomes = [

@@ -53,6 +53,7 @@ from postier.pipeline.reports import markdown_table as _table
 from postier.pipeline.reports import publish, report_header, timing
 from postier.storage import RunFolder
 from postier.store import runs as run_store
+from postier.store.exchanges import Exchange, record_exchanges
 from postier.store.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -355,7 +356,7 @@ def _apply(
         events += _flow_events(flow_id, fs, states)
     lines: list[dict[str, Any]] = []
     updates: list[tuple[Any, ...]] = []
-    exchanges: list[tuple[Any, ...]] = []
+    exchanges: list[Exchange] = []
     for event in sorted(events, key=lambda e: (e.at, e.status.rank, e.invoice_number)):
         state = states[event.invoice_number]
         line = _apply_event(state, event, name, run_id, actor, updates, exchanges)
@@ -369,11 +370,7 @@ def _apply(
             "WHERE id = %s",
             updates,
         )
-        cur.executemany(
-            "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            exchanges,
-        )
+    record_exchanges(conn, exchanges)
     return {
         "fichier": name,
         "flux_retour": sorted({d.flow_id for d in documents}),
@@ -500,7 +497,7 @@ def _apply_event(
     run_id: int,
     actor: str,
     updates: list[tuple[Any, ...]],
-    exchanges: list[tuple[Any, ...]],
+    exchanges: list[Exchange],
 ) -> dict[str, Any]:
     """Decide one status against the invoice's known state (kept up to date in `state`); the
     report line. The rows to write are appended to `updates` and `exchanges`."""
@@ -537,28 +534,26 @@ def _apply_event(
         "note": note,
     }
     exchanges.append(
-        (
+        Exchange(
             state.id,
             run_id,
             EXCHANGE_KIND,
             PARTNER,
             event.status.code,
-            Jsonb(
-                {
-                    "rapport": f"retour du flux EDI : {event.status.code} {event.status.label}",
-                    "code": event.status.code,
-                    "libelle": event.status.label,
-                    "date_statut": line["date_statut"],
-                    "fichier": name,
-                    "flux_retour": event.return_flow,
-                    "flux_depose": event.deposited_flow,
-                    "commentaire": event.comment,
-                    "rejet": event.rejected,
-                    "motif": event.reason,
-                    "applique": applied,
-                    "note": note,
-                }
-            ),
+            {
+                "rapport": f"retour du flux EDI : {event.status.code} {event.status.label}",
+                "code": event.status.code,
+                "libelle": event.status.label,
+                "date_statut": line["date_statut"],
+                "fichier": name,
+                "flux_retour": event.return_flow,
+                "flux_depose": event.deposited_flow,
+                "commentaire": event.comment,
+                "rejet": event.rejected,
+                "motif": event.reason,
+                "applique": applied,
+                "note": note,
+            },
             actor,
         ),
     )

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from postier.domain.lifecycle import (
     CASHED,
@@ -28,6 +27,7 @@ from postier.domain.lifecycle import (
 )
 from postier.errors import ReturnFileError
 from postier.pipeline.context import Environment
+from postier.store.exchanges import Exchange, record_exchange, record_exchanges
 
 KIND = "cycle_de_vie"
 PARTNER = "PLATEFORME"
@@ -108,7 +108,7 @@ def apply_statuses(
             ([f.invoice_id for f in flows.values()], KIND),
         )
     }
-    exchanges: list[tuple[Any, ...]] = []
+    exchanges: list[Exchange] = []
     set_aside: list[str] = []
     for s in statuses:
         flow = flows.get(s.invoice_number)
@@ -138,7 +138,7 @@ def apply_statuses(
             "motif": s.reason,
             "fichier": source,
         }
-        exchanges.append((flow.invoice_id, run_id, KIND, PARTNER, s.code, Jsonb(report), by))
+        exchanges.append(Exchange(flow.invoice_id, run_id, KIND, PARTNER, s.code, report, by))
         line = f"{s.invoice_number} : {s}"
         summary.applied.append(line)
         summary.lines.append(
@@ -154,12 +154,8 @@ def apply_statuses(
         )
         if s.code in NEEDS_ATTENTION:
             summary.attention.append(line)
+    record_exchanges(conn, exchanges)
     with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            exchanges,
-        )
         cur.executemany(
             "UPDATE plateforme_flows SET lifecycle_status = %s, lifecycle_at = %s, "
             "lifecycle_reason = %s, paid_at = %s WHERE invoice_id = %s",
@@ -182,14 +178,10 @@ def quarantine(
     run_id: int | None = None,
 ) -> None:
     """A whole file set aside: one exchange row without invoice, with the French reason."""
-    conn.execute(
-        "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        _quarantine_row(source, reason, by, run_id),
-    )
+    record_exchange(conn, _quarantine_row(source, reason, by, run_id))
     summary.quarantined.setdefault(source, reason)
 
 
-def _quarantine_row(source: str, reason: str, by: str, run_id: int | None) -> tuple[Any, ...]:
-    report = Jsonb({"fichier": source, "motif": reason})
-    return (None, run_id, KIND, PARTNER, "quarantaine", report, by)
+def _quarantine_row(source: str, reason: str, by: str, run_id: int | None) -> Exchange:
+    report = {"fichier": source, "motif": reason}
+    return Exchange(None, run_id, KIND, PARTNER, "quarantaine", report, by)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from postier.delivery.plateforme import (
     FlowClient,
@@ -34,6 +33,7 @@ from postier.delivery.plateforme import (
 )
 from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment
+from postier.store.exchanges import Exchange, record_exchange
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,9 @@ def _deposited(
             "WHERE id = %s",
             (c.invoice_id,),
         )
-        _exchange(conn, c.invoice_id, "deposee", report, by, run_id)
+        record_exchange(
+            conn, Exchange(c.invoice_id, run_id, EXCHANGE_KIND, PARTNER, "deposee", report, by)
+        )
 
 
 def _refused(
@@ -240,22 +242,9 @@ def _refused(
             "UPDATE plateforme_flows SET status = 'refusee', reason = %s WHERE invoice_id = %s",
             (str(error), c.invoice_id),
         )
-        _exchange(conn, c.invoice_id, "refusee", report, by, run_id)
-
-
-def _exchange(
-    conn: psycopg.Connection,
-    invoice_id: int,
-    status: str,
-    report: dict[str, Any],
-    by: str,
-    run_id: int | None,
-) -> None:
-    conn.execute(
-        "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (invoice_id, run_id, EXCHANGE_KIND, PARTNER, status, Jsonb(report), by),
-    )
+        record_exchange(
+            conn, Exchange(c.invoice_id, run_id, EXCHANGE_KIND, PARTNER, "refusee", report, by)
+        )
 
 
 def deposit_for_run(env: Environment, run_ref: int | str) -> dict[str, int]:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from postier.delivery.archive import DocumentArchive
 from postier.domain.models import Invoice
@@ -23,6 +22,7 @@ from postier.errors import ConfigurationError, PostierError
 from postier.pipeline.annuaire import BuyerAddress, recorded_addresses, with_address
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import Run
+from postier.store.exchanges import Exchange, record_exchanges
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
 from postier.store.settings import Settings, load_settings
@@ -37,13 +37,13 @@ class _ChunkWrites:
     chunk rather than several round trips per invoice)."""
 
     run: Run
-    exchanges: list[tuple[Any, ...]] = field(default_factory=list)
+    exchanges: list[Exchange] = field(default_factory=list)
     documents: list[tuple[Any, ...]] = field(default_factory=list)
     dematerialized: list[tuple[str, int]] = field(default_factory=list)
 
     def exchange(self, invoice_id: int, kind: str, partner: str, status: str, report: dict) -> None:
         self.exchanges.append(
-            (invoice_id, self.run.id, kind, partner, status, Jsonb(report), self.run.triggered_by)
+            Exchange(invoice_id, self.run.id, kind, partner, status, report, self.run.triggered_by)
         )
 
     def flush(self, conn: psycopg.Connection) -> None:
@@ -55,11 +55,7 @@ class _ChunkWrites:
                 "size = EXCLUDED.size, location = EXCLUDED.location, at = now()",
                 self.documents,
             )
-            cur.executemany(
-                "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                self.exchanges,
-            )
+            record_exchanges(conn, self.exchanges)
             cur.executemany(
                 "UPDATE invoices SET dematerialized = true, dematerialized_channel = %s "
                 "WHERE id = %s",

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from postier.domain.states import SendState
 from postier.domain.treatments import Transition
+from postier.store.exchanges import Exchange, record_exchanges
 
 
 @dataclass(frozen=True)
@@ -107,23 +107,19 @@ def stamp_transition(
         "WHERE id = ANY(%(ids)s)",
         {"to": transition.to_state.value, "actor": actor, "sending": sending, "ids": ids},
     )
-    conn.execute(
-        "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
-        "SELECT unnest(%(ids)s::bigint[]), %(run)s, 'changement_etat', 'ARTIS', %(to)s, "
-        "%(report)s, %(actor)s",
-        {
-            "ids": ids,
-            "run": run_id,
-            "to": transition.to_state.value,
-            "actor": actor,
-            "report": Jsonb(
-                {
-                    "de": sorted(s.value for s in transition.from_states),
-                    "vers": transition.to_state.value,
-                    "libelle": f"facture {transition.verb}",
-                }
-            ),
-        },
+    report = {
+        "de": sorted(s.value for s in transition.from_states),
+        "vers": transition.to_state.value,
+        "libelle": f"facture {transition.verb}",
+    }
+    record_exchanges(
+        conn,
+        (
+            Exchange(
+                i, run_id, "changement_etat", "ARTIS", transition.to_state.value, report, actor
+            )
+            for i in ids
+        ),
     )
 
 
