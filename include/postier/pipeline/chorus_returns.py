@@ -51,8 +51,8 @@ from postier.pipeline.chorus import rejection_advice
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import markdown_table as _table
 from postier.pipeline.reports import publish, report_header, timing
+from postier.pipeline.runs import open_run
 from postier.storage import RunFolder
-from postier.store import runs as run_store
 from postier.store.exchanges import Exchange, record_exchanges
 from postier.store.settings import load_settings
 
@@ -182,9 +182,7 @@ def reconcile(
     ref = external_id or f"{TREATMENT}/local-{uuid.uuid4().hex[:12]}"
     errors: list[dict[str, str]] = []
     with env.connect() as conn:
-        run_id = run_store.create_run(conn, TREATMENT, ref, {"source": repr(source)}, actor)
-        folder = env.run_folder(run_id, TREATMENT)
-        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (folder.location, run_id))
+        run_id, folder = open_run(env, conn, TREATMENT, ref, {"source": repr(source)}, actor)
         conn.commit()
         supplier = str(load_settings(conn).values.get("EMETTEUR_SIRET", "") or "")
         conn.commit()

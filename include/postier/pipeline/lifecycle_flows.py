@@ -36,8 +36,8 @@ from postier.pipeline.context import Environment
 from postier.pipeline.lifecycle import LifecycleSummary, apply_statuses, quarantine
 from postier.pipeline.reports import markdown_table as _table
 from postier.pipeline.reports import publish, report_header, timing
+from postier.pipeline.runs import open_run
 from postier.storage import RunFolder
-from postier.store import runs as run_store
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,8 @@ def poll(
     where = client.config.where if client else env.plateforme.where  # type: ignore[union-attr]
     error = ""
     with env.connect() as conn:
-        run = _Run(run_store.create_run(conn, TREATMENT, ref, {"plateforme": where}, actor), actor)
-        output_dir = env.run_folder(run.id, TREATMENT)
-        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (output_dir.location, run.id))
+        run_id, output_dir = open_run(env, conn, TREATMENT, ref, {"plateforme": where}, actor)
+        run = _Run(run_id, actor)
         conn.commit()
         own = client is None
         pa = client or FlowClient(env.plateforme)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from postier.domain.states import SEND_STATE_LABELS, SendState
 from postier.domain.treatments import SEND, Treatment, TreatmentId
 from postier.errors import PostierError
 from postier.pipeline.context import Environment
-from postier.pipeline.runs import Run, RunRef, load_run, resolve_run_id
+from postier.pipeline.runs import Run, RunRef, load_run, open_run, resolve_run_id
 from postier.storage import RunFolder
 from postier.store import runs as run_store
 from postier.store.invoices import load_invoices
@@ -315,9 +315,7 @@ def record_refusal(
     started = datetime.now(PARIS)
     recorded = {str(k)[:40]: _recordable(v) for k, v in criteria.items()}
     with env.connect() as conn:
-        run_id = run_store.create_run(conn, t.id.value, external_id, recorded, actor)
-        folder = env.run_folder(run_id, t.id.value)
-        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (folder.location, run_id))
+        run_id, folder = open_run(env, conn, t.id.value, external_id, recorded, actor)
         report: dict[str, Any] = {
             "execution": run_id,
             "traitement": t.id.value,

@@ -79,15 +79,29 @@ def start_run(
         except (ConfigurationError, SigningError) as error:
             record_refusal(env, t, recorded, actor, external_id, "en_erreur", error)
             raise
-        run_id = run_store.create_run(conn, t.id.value, external_id, recorded, actor)
-        folder = env.run_folder(run_id, t.id.value)
-        conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (folder.location, run_id))
+        run_id, _ = open_run(env, conn, t.id.value, external_id, recorded, actor)
         count, chunks = run_store.plan_items(conn, run_id, selection, env.workers)
         conn.commit()
     log.info(
         "Traitement %s : %d facture(s) sélectionnée(s) en %d paquet(s)", t.label, count, chunks
     )
     return {"run_id": run_id, "selected": count, "chunks": list(range(chunks))}
+
+
+def open_run(
+    env: Environment,
+    conn: psycopg.Connection,
+    treatment_id: str,
+    external_id: str,
+    criteria: dict[str, Any],
+    actor: str,
+) -> tuple[int, RunFolder]:
+    """Create the run (the same one again on a retry with the same external id) and its folder
+    in the run storage, recorded as its `output_dir`; the caller commits."""
+    run_id = run_store.create_run(conn, treatment_id, external_id, criteria, actor)
+    folder = env.run_folder(run_id, treatment_id)
+    conn.execute("UPDATE runs SET output_dir = %s WHERE id = %s", (folder.location, run_id))
+    return run_id, folder
 
 
 #: Status of a run refused before selecting anything because its criteria are invalid.
