@@ -133,9 +133,15 @@ def report_header(report: dict[str, Any], suffix: str = "") -> list[str]:
     ]
 
 
+def markdown_cell(text: object) -> str:
+    """Text (often the ERP's or a partner's) inside a Markdown table cell: on one line, its
+    backslashes and pipes escaped, so that it shows as written and never splits the row."""
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
 def markdown_table(title: str, header: list[str], rows: Iterable[list[str]]) -> list[str]:
     """A titled Markdown table, or nothing when there is no row."""
-    body = ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    body = ["| " + " | ".join(markdown_cell(cell) for cell in row) + " |" for row in rows]
     if not body:
         return []
     return [
@@ -391,12 +397,17 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     if report["anomalies"]:
         lines += ["## Factures non traitées", "", "| Facture | Statut | Motif |", "|---|---|---|"]
-        lines += [f"| {a['facture']} | {a['statut']} | {a['motif']} |" for a in report["anomalies"]]
+        lines += [
+            f"| {markdown_cell(a['facture'])} | {a['statut']} | {markdown_cell(a['motif'])} |"
+            for a in report["anomalies"]
+        ]
         lines.append("")
     if report.get("remarques"):
         lines += ["## Remarques", "", "| Facture | Remarque |", "|---|---|"]
         shown = report["remarques"][:MAX_REMARKS]
-        lines += [f"| {r['facture']} | {r['remarque']} |" for r in shown]
+        lines += [
+            f"| {markdown_cell(r['facture'])} | {markdown_cell(r['remarque'])} |" for r in shown
+        ]
         if len(report["remarques"]) > MAX_REMARKS:
             lines.append(
                 f"| … et {len(report['remarques']) - MAX_REMARKS} autres (rapport.json) | |"
@@ -494,14 +505,10 @@ def send_confirmation(env: Environment, ref: RunRef) -> str | None:
     ]
     lines += ["", "| Facture | Client | Total TTC |", "|---|---|---:|"]
     lines += [
-        f"| {_cell(number)} | {_cell(code)} {_cell(name)} | {format_amount(amount)} |"
+        f"| {markdown_cell(number)} | {markdown_cell(code)} {markdown_cell(name)} "
+        f"| {format_amount(amount)} |"
         for number, code, name, amount in listed
     ]
     if count > len(listed):
         lines.append(f"| … et {count - len(listed)} autres | | |")
     return "\n".join(lines + ["", SEND_WARNING])
-
-
-def _cell(text: str) -> str:
-    """ERP text inside a Markdown table cell, on one line, its pipes escaped."""
-    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
