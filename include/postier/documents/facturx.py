@@ -20,7 +20,6 @@ from pathlib import Path
 import facturx as facturx_lib
 from facturx import facturx as facturx_impl
 from lxml import etree
-from lxml.builder import ElementMaker
 from reportlab.pdfbase.pdfdoc import (
     PDFArray,
     PDFCatalog,
@@ -36,6 +35,7 @@ from postier.documents.invoice_pdf import document_subject, document_title, draw
 from postier.documents.layout import PRODUCER, new_canvas
 from postier.documents.texts import load_texts
 from postier.documents.units import unit_for
+from postier.documents.xml_nodes import Maker, Node, serialise
 from postier.domain import reform
 from postier.domain.models import EINVOICING_SCHEME, Address, Customer, Invoice, InvoiceLine, Seller
 from postier.domain.states import PaymentMode
@@ -52,10 +52,10 @@ NS = {
     "qdt": "urn:un:unece:uncefact:data:standard:QualifiedDataType:100",
     "udt": "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100",
 }
-RSM = ElementMaker(namespace=NS["rsm"], nsmap=NS)
-RAM = ElementMaker(namespace=NS["ram"], nsmap=NS)
-UDT = ElementMaker(namespace=NS["udt"], nsmap=NS)
-QDT = ElementMaker(namespace=NS["qdt"], nsmap=NS)
+RSM = Maker("rsm")
+RAM = Maker("ram")
+UDT = Maker("udt")
+QDT = Maker("qdt")
 
 #: UNTDID 4461 payment means.
 PAYMENT_MEANS: dict[PaymentMode, str] = {
@@ -87,13 +87,11 @@ def _number(value: Decimal) -> str:
     return text
 
 
-def _date(value: date) -> etree._Element:
+def _date(value: date) -> Node:
     return UDT.DateTimeString(value.strftime("%Y%m%d"), format="102")
 
 
-def _address(
-    line1: str, line2: str | None, postal_code: str, city: str, country: str
-) -> etree._Element:
+def _address(line1: str, line2: str | None, postal_code: str, city: str, country: str) -> Node:
     parts = [RAM.PostcodeCode(postal_code), RAM.LineOne(line1)]
     if line2:
         parts.append(RAM.LineTwo(line2))
@@ -101,13 +99,13 @@ def _address(
     return RAM.PostalTradeAddress(*parts)
 
 
-def _party_address(address: Address) -> etree._Element:
+def _party_address(address: Address) -> Node:
     return _address(
         address.line1, address.line2, address.postal_code, address.city, address.country
     )
 
 
-def _notes(invoice: Invoice, seller: Seller) -> list[etree._Element]:
+def _notes(invoice: Invoice, seller: Seller) -> list[Node]:
     """BG-1: the legal mentions BR-FR-05 requires once each (PMD, PMT, AAB), the seller's
     registration, and the option for VAT on debits when it applies (TXD)."""
     texts = [
@@ -124,7 +122,7 @@ def _notes(invoice: Invoice, seller: Seller) -> list[etree._Element]:
     return [RAM.IncludedNote(RAM.Content(text), RAM.SubjectCode(code)) for text, code in texts]
 
 
-def _line_item(line: InvoiceLine) -> etree._Element:
+def _line_item(line: InvoiceLine) -> Node:
     unit = unit_for(line.unit)
     if unit is None:  # check_invoice_fields refuses it first, with the clerk's message
         raise DocumentError(f"unité « {line.unit} » inconnue")
@@ -150,7 +148,7 @@ def _line_item(line: InvoiceLine) -> etree._Element:
     )
 
 
-def _seller_party(seller: Seller) -> etree._Element:
+def _seller_party(seller: Seller) -> Node:
     return RAM.SellerTradeParty(
         RAM.GlobalID(seller.siret, schemeID=SIRET_SCHEME),  # BT-29
         RAM.Name(seller.name),
@@ -166,8 +164,8 @@ def _seller_party(seller: Seller) -> etree._Element:
     )
 
 
-def _buyer_party(customer: Customer) -> etree._Element:
-    parts: list[etree._Element] = [RAM.ID(customer.code)]
+def _buyer_party(customer: Customer) -> Node:
+    parts: list[Node] = [RAM.ID(customer.code)]
     if customer.siret:
         parts.append(RAM.GlobalID(customer.siret, schemeID=SIRET_SCHEME))  # BT-46
     parts.append(RAM.Name(customer.name))
@@ -187,11 +185,11 @@ def _buyer_party(customer: Customer) -> etree._Element:
     return RAM.BuyerTradeParty(*parts)
 
 
-def _delivery(invoice: Invoice) -> etree._Element:
+def _delivery(invoice: Invoice) -> Node:
     """BG-13 with what the ERP has. CII requires the element; it stays empty (a Factur-X
     warning, not an error) only when the ERP has no delivery information at all."""
     delivery = invoice.delivery
-    parts: list[etree._Element] = []
+    parts: list[Node] = []
     if delivery is not None and delivery.address is not None:
         parts.append(
             RAM.ShipToTradeParty(
@@ -212,7 +210,7 @@ def build_facturx_xml(invoice: Invoice, seller: Seller) -> bytes:
     """The CII XML (EN 16931 and the French BR-FR rules) of an invoice or credit note, UTF-8."""
     customer = invoice.customer
     currency = invoice.currency
-    agreement: list[etree._Element] = []
+    agreement: list[Node] = []
     if invoice.chorus_service_code:
         agreement.append(RAM.BuyerReference(invoice.chorus_service_code))  # BT-10
     agreement += [_seller_party(seller), _buyer_party(customer)]
@@ -293,7 +291,7 @@ def build_facturx_xml(invoice: Invoice, seller: Seller) -> bytes:
             RAM.ApplicableHeaderTradeSettlement(*settlement),
         ),
     )
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    return serialise(root, NS)
 
 
 # --------------------------------------------------------------------------- checks

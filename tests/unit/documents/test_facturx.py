@@ -6,13 +6,15 @@ from datetime import UTC, datetime
 import facturx
 import pytest
 from lxml import etree
+from lxml.builder import ElementMaker
 
 from postier.documents import build_facturx_xml, check_facturx_xml, render_final_invoice
 from postier.documents import facturx as postier_facturx
 from postier.documents.samples import sample_invoice
 from postier.documents.signing import Signer
-from postier.domain.models import Seller
-from postier.domain.states import InvoiceKind
+from postier.documents.xml_nodes import Maker, serialise, to_lxml
+from postier.domain.models import Invoice, Seller
+from postier.domain.states import InvoiceKind, PaymentMode
 from postier.errors import DocumentError
 
 NS = {
@@ -126,3 +128,61 @@ def test_the_cached_xmp_packet_is_the_one_the_library_builds(title: str) -> None
     args = (title, "SARL Dupont & Fils", "Facture <client>", "facture, FA-1", moment)
     stamp = "2026-12-06T03:04:05+00:00"
     assert postier_facturx._xmp(*args) == postier_facturx._build_xmp(*args[:4], stamp).encode()
+
+
+def _awkward_invoices(seller: Seller) -> list[tuple[Invoice, Seller]]:
+    """Every shape of CII the builder makes, and text that needs escaping everywhere."""
+    awkward = "A&B <C> \"D\" 'E' ]]> x\r\ny\tz é € 𝄞"
+    plain = [(sample_invoice(index), seller) for index in range(12)]
+    base = sample_invoice(3, chorus=True, due_dates=3, deliver_elsewhere=True)
+    odd_customer = dataclasses.replace(
+        base.customer, name=awkward, einvoicing_scheme='0225"&<\t\n\r>'
+    )
+    odd_line = dataclasses.replace(base.lines[0], description=awkward)
+    return [
+        *plain,
+        (base, seller),
+        (sample_invoice(5, kind=InvoiceKind.AVOIR), seller),
+        (sample_invoice(6, payment_mode=PaymentMode.PRELEVEMENT), seller),
+        (sample_invoice(7, payment_mode=PaymentMode.LCR, due_dates=2), seller),
+        (
+            sample_invoice(8, deliver_elsewhere=True),
+            dataclasses.replace(seller, option_debits=True),
+        ),
+        (
+            dataclasses.replace(
+                base, customer=odd_customer, lines=(odd_line, *base.lines[1:]), currency='E&<">'
+            ),
+            dataclasses.replace(seller, name=awkward),
+        ),
+    ]
+
+
+def test_the_cii_written_directly_is_the_one_lxml_elementmaker_writes(
+    seller: Seller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cases = _awkward_invoices(seller)
+    direct = [build_facturx_xml(invoice, own_seller) for invoice, own_seller in cases]
+    ns = postier_facturx.NS
+    for prefix in ("rsm", "ram", "udt", "qdt"):
+        maker = ElementMaker(namespace=ns[prefix], nsmap=ns)
+        monkeypatch.setattr(postier_facturx, prefix.upper(), maker)
+    monkeypatch.setattr(
+        postier_facturx,
+        "serialise",
+        lambda root, _: etree.tostring(root, xml_declaration=True, encoding="UTF-8"),
+    )
+    with_lxml = [build_facturx_xml(invoice, own_seller) for invoice, own_seller in cases]
+    assert direct == with_lxml
+    assert b"A&amp;B &lt;C&gt;" in direct[-1]
+
+
+def test_text_lxml_refuses_is_still_refused_and_mixed_text_is_kept() -> None:
+    e = Maker("p")
+    nsmap = {"p": "urn:p"}
+    with pytest.raises(ValueError, match="XML compatible"):
+        serialise(e.Root(e.Name("bell \x07")), nsmap)
+    mixed = e.Root("head", e.A("a", x="1"), "tail", e.B(), e.C(""), "end")
+    expected = etree.tostring(to_lxml(mixed, nsmap), xml_declaration=True, encoding="UTF-8")
+    assert serialise(mixed, nsmap) == expected
+    assert b'<p:A x="1">a</p:A>tail<p:B/><p:C></p:C>end</p:Root>' in expected
