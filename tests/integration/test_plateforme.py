@@ -332,6 +332,32 @@ def test_a_token_about_to_expire_is_renewed_before_the_pa_refuses_it(
     assert 401 not in [s for _, s in platform.state.calls]
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"<html>maintenance</html>",
+        {"token_type": "Bearer", "expires_in": 3600},
+        {"access_token": 7},
+    ],
+    ids=["not-json", "no-access-token", "token-not-a-string"],
+)
+def test_a_token_answer_without_a_token_is_platform_unavailable_in_french(
+    env: Environment,
+    conn: psycopg.Connection,
+    platform: LocalPlatform,
+    answer: bytes | dict[str, Any],
+) -> None:
+    number = sent_invoice(env, conn)
+    platform.state.token_answer = answer
+
+    summary = deposit_pending(env, by="jmartin")
+
+    reason = summary.pending[number]
+    assert "jeton d'accès non obtenu" in reason and "access_token" in reason
+    assert platform.state.client_secret not in reason
+    assert platform.state.flows == []
+
+
 def test_downloading_a_flow_the_pa_does_not_have_is_flow_missing(
     platform: LocalPlatform, config: PlatformConfig
 ) -> None:

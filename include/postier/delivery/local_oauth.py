@@ -29,6 +29,9 @@ class OAuthState:
     token_lifetime: int = 3600
     tokens: dict[str, float] = field(default_factory=dict)
     tokens_issued: int = 0
+    #: When set, what the token endpoint answers (HTTP 200) to valid credentials instead of a
+    #: token: bytes as they are (not JSON), or a JSON object (without `access_token`, say).
+    token_answer: bytes | dict[str, Any] | None = None
     #: Requests and answers that do not conform to the official document (tests assert none).
     violations: list[str] = field(default_factory=list)
     #: (path, status) of every answer.
@@ -42,6 +45,7 @@ class OAuthState:
         self.tokens.clear()
         self.tokens_issued = 0
         self.token_lifetime = 3600
+        self.token_answer = None
 
 
 def explain(errors: Any) -> str:
@@ -95,6 +99,10 @@ class OAuthHandler(BaseHTTPRequestHandler):
             form.get("grant_type") != "client_credentials"
         ):
             self._send(401, {"error": "invalid_client"})
+            return
+        if state.token_answer is not None:
+            kind = "text/html" if isinstance(state.token_answer, bytes) else "application/json"
+            self._send(200, state.token_answer, content_type=kind)
             return
         token = secrets.token_urlsafe(24)
         with state.lock:

@@ -250,6 +250,22 @@ def _error_fields(response: httpx.Response) -> tuple[str, str]:
     return str(body.get("errorCode") or "?"), str(body.get("errorMessage") or "")
 
 
+def _token_fields(response: httpx.Response) -> tuple[str, float]:
+    """`access_token` (empty when missing or not a string) and `expires_in` (300 s when absent
+    or unreadable) of a token endpoint's JSON answer (RFC 6749 §5.1)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "", 0.0
+    if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+        return "", 0.0
+    try:
+        lifetime = float(body.get("expires_in") or 300)
+    except (TypeError, ValueError):
+        lifetime = 300.0
+    return body["access_token"], lifetime if 0 < lifetime < float("inf") else 300.0
+
+
 class ApiClient:
     """One AFNOR API of the PA (Flow, Directory) with its OAuth2 client credentials token, its
     retries after 429/503 and its one new token after a 401. `sleep` is injectable so that waits
@@ -308,9 +324,14 @@ class ApiClient:
             raise PlatformUnavailable(
                 f"{self.config.where} : jeton d'accès non obtenu (HTTP {response.status_code})"
             )
-        body = response.json()
-        token = str(body["access_token"])
-        lifetime = float(body.get("expires_in") or 300)
+        token, lifetime = _token_fields(response)
+        if not token:
+            # The body is not shown: it may hold a token, or echo the client's credentials.
+            raise PlatformUnavailable(
+                f"{self.config.where} : jeton d'accès non obtenu (réponse HTTP 200 sans "
+                "access_token JSON lisible) ; vérifiez token_url dans la connexion "
+                f"{self.config.CONNECTION}"
+            )
         with _tokens_lock:
             _tokens[key] = (token, time.monotonic() + max(0.0, lifetime - TOKEN_MARGIN))
         return token
