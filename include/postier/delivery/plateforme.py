@@ -122,11 +122,14 @@ class PlatformConfig:
         login: str | None,
         password: str | None,
         extra: Mapping[str, Any],
+        *,
+        where: str | None = None,
     ) -> Self:
         """The Airflow connection (`CONNECTION`): login/password = OAuth2 client id and secret;
         extra `base_url` (else `https://host[:port]`), `token_url` (required), `scope`,
-        `timeout` (seconds)."""
-        where = f"connexion « {cls.CONNECTION} »"
+        `timeout` (seconds). `where` names the setting in messages (the connection by
+        default)."""
+        where = where or f"connexion « {cls.CONNECTION} »"
         base = str(extra.get("base_url") or "")
         if not base and host:
             base = host if "://" in host else f"https://{host}" + (f":{port}" if port else "")
@@ -166,13 +169,8 @@ class PlatformConfig:
             **parts.query,
             "base_url": f"{parts.scheme}://{netloc}{port}{parts.path}",
         }
-        try:
-            return cls.from_connection(None, None, parts.username, parts.password, extra)
-        except ConfigurationError as error:
-            # Name the variable the clerk set, not the connection they did not.
-            raise ConfigurationError(
-                str(error).replace(f"connexion « {cls.CONNECTION} »", f"{cls.ENV}")
-            ) from None
+        # Messages name the variable the clerk set, not the connection they did not.
+        return cls.from_connection(None, None, parts.username, parts.password, extra, where=cls.ENV)
 
     @property
     def where(self) -> str:
