@@ -337,10 +337,18 @@ class ApiClient:
     # -- requests ------------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, *, deposit: bool = False, raw: bool = False, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        deposit: bool = False,
+        as_bytes: bool = False,
+        names_flow: bool = False,
+        **kwargs: Any,
     ) -> Any:
         """One API call, retried after 429/503 (`Retry-After`) and once after a 401 with a new
-        token; the JSON (or with `raw`, the bytes) of a 2xx, else an error of the tree above."""
+        token; the JSON (with `as_bytes`, the bytes) of a 2xx, else an error of the tree above:
+        with `names_flow` (the path is one flow's), a 404 is `FlowMissing`."""
         renewed = False
         attempt = 0
         while True:
@@ -384,7 +392,7 @@ class ApiClient:
                 continue
             if status in REFUSAL_STATUSES and deposit:
                 raise FlowRefused(status, *_error_fields(response))
-            if status == 404 and raw:
+            if status == 404 and names_flow:
                 code, message = _error_fields(response)
                 raise FlowMissing(
                     f"{self.config.where} : flux introuvable (HTTP 404, code {code})"
@@ -395,7 +403,7 @@ class ApiClient:
                 raise PlatformUnavailable(
                     f"{self.config.where} : réponse inattendue (HTTP {status}, code {code})"
                 )
-            return response.content if raw else response.json()
+            return response.content if as_bytes else response.json()
 
 
 class FlowClient(ApiClient):
@@ -477,7 +485,8 @@ class FlowClient(ApiClient):
             self._request(
                 "GET",
                 f"/v1/flows/{urllib.parse.quote(flow_id, safe='')}",
-                raw=True,
+                as_bytes=True,
+                names_flow=True,
                 params={"docType": "Original"},
             )
         )
