@@ -23,7 +23,7 @@ from postier.delivery import annuaire
 from postier.delivery.annuaire import DirectoryClient, DirectoryConfig
 from postier.delivery.local_annuaire import LocalDirectory, running_directory
 from postier.delivery.local_pa import running_platform
-from postier.delivery.plateforme import PlatformConfig, forget_tokens
+from postier.delivery.plateforme import PlatformConfig, PlatformError, forget_tokens
 from postier.pipeline.context import Environment
 from postier.pipeline.plateforme import deposit_pending
 
@@ -156,6 +156,21 @@ def test_every_page_of_the_buyers_lines_is_read(
 
     assert [line["siret"] for line in lines] == sirets
     assert searches(directory) == 3
+
+
+def test_lines_past_the_last_page_read_fail_the_look_up_in_french(
+    directory: LocalDirectory, config: DirectoryConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(annuaire, "PAGE", 2)
+    monkeypatch.setattr(annuaire, "MAX_PAGES", 2)
+    for n in range(1, 5):
+        directory.add_line(SIREN, siret=f"{SIREN}{n:05d}")
+
+    with DirectoryClient(config) as client:
+        assert len(client.lines(SIREN)) == 4
+        directory.add_line(SIREN, siret=f"{SIREN}00005")
+        with pytest.raises(PlatformError, match=f"plus de 4 lignes pour le SIREN {SIREN}"):
+            client.lookup(SIREN, f"{SIREN}00005")
 
 
 def test_the_local_directory_rejects_a_request_off_the_official_schema(

@@ -18,10 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from postier.delivery.plateforme import ApiClient, PlatformConfig
+from postier.delivery.plateforme import ApiClient, PlatformConfig, PlatformError
 
 #: Results asked per page; a buyer has a handful of lines, a few pages at most are read.
 PAGE = 100
+#: Pages read at the most: past them the look-up fails rather than choose among some lines only.
 MAX_PAGES = 10
 
 
@@ -92,9 +93,11 @@ class DirectoryClient(ApiClient):
     NOTHING_DONE = "aucune réponse"
 
     def lines(self, siren: str) -> list[dict[str, Any]]:
-        """Every directory line of the SIREN (all pages)."""
+        """Every directory line of the SIREN (all pages); `PlatformError` when there are more
+        than `MAX_PAGES` pages of them (the line that applies could be among those not read)."""
         found: list[dict[str, Any]] = []
-        for page in range(MAX_PAGES):
+        # One page past the last one read tells whether anything is left unread.
+        for page in range(MAX_PAGES + 1):
             body = self._request(
                 "POST",
                 "/v1/directory-line/search",
@@ -105,6 +108,11 @@ class DirectoryClient(ApiClient):
                 },
             )
             results = body.get("results") or []
+            if page == MAX_PAGES and results:
+                raise PlatformError(
+                    f"{self.config.where} : plus de {len(found)} lignes pour le SIREN {siren}, "
+                    "lecture arrêtée : aucune ligne n'est choisie parmi une partie seulement"
+                )
             found += results
             total = body.get("totalNumberOfResults")
             if len(results) < PAGE or (isinstance(total, int) and len(found) >= total):
