@@ -24,6 +24,9 @@ class Clerk:
         self.error: BaseException | None = None
 
     def __enter__(self) -> Clerk:
+        # Once here first: its imports in this thread, not racing the run's own (a first test
+        # of a session would deadlock on Python's import locks).
+        self._answer_pending()
         self._thread.start()
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import os
 import time
@@ -16,7 +17,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 
 from postier.delivery.mail import SmtpConfig
 from postier.errors import ConfigurationError
-from postier.pipeline.context import Environment
+from postier.pipeline.context import Environment, production_mode
 from postier.service_url import ENCODING_HINT
 from postier.storage import GED, StorageConfig
 from postier.store import database
@@ -61,8 +62,8 @@ def _dsn() -> str:
 def _signing() -> tuple[bytes | None, bytes | None, str | None, str | None]:
     """`postier_signing`: extra `pkcs12_path` or `pkcs12_base64`, password = passphrase.
 
-    A key that cannot be read is not an error here (every task resolves its environment, the
-    report's too): it is the fourth item, raised by `Environment.signer()` when signing."""
+    A key that cannot be read is not an error here: it is the fourth item, raised by
+    `Environment.signer()` when signing."""
     conn = _connection("postier_signing")
     if conn is None:
         return None, None, None, None
@@ -168,11 +169,12 @@ def _process_age() -> float | None:
 
 
 def environment() -> Environment:
-    """What a task needs, resolved once at its start; logs how long the task process took to be
-    ready to work (start-up, imports, DAG file) and to resolve this (`make bench` reads both)."""
+    """What a task needs; each connection is read from Airflow when the task first uses it (see
+    `TaskEnvironment`). Logs how long the task process took to be ready to work (start-up,
+    imports, DAG file) and to make this (`make bench` reads both)."""
     age = _process_age()
     started = time.perf_counter()
-    env = _environment()
+    env = TaskEnvironment()
     if age is not None:
         log.info(
             "Tâche prête en %.2f s, environnement résolu en %.2f s",
@@ -182,25 +184,71 @@ def environment() -> Environment:
     return env
 
 
-def _environment() -> Environment:
-    pkcs12, passphrase, tsa, signing_problem = _signing()
-    ged = _ged()
-    return Environment(
-        dsn=_dsn(),
-        home=database.home(),
-        workers=int(os.environ.get("POSTIER_WORKERS", "4")),
-        signing_pkcs12=pkcs12,
-        signing_passphrase=passphrase,
-        signing_problem=signing_problem,
-        timestamp_url=tsa,
-        ged_url=ged.url,
-        ged_access=ged,
-        chorus_sftp=_chorus_sftp(),
-        smtp=_smtp(),
-        plateforme=_plateforme(),
-        annuaire=_annuaire(),
-        storage_config=_storage(),
-    )
+class TaskEnvironment(Environment):
+    """An `Environment` whose connections are resolved lazily: each is read from Airflow the
+    first time the task uses it, then kept (at most once per task). A task that only writes a
+    report never asks for the SMTP server, the signing key or the Chorus server; in a real
+    Airflow each connection not given as an `AIRFLOW_CONN_*` variable is a request to the
+    api-server. A connection that cannot be read raises its French `ConfigurationError` where it
+    is used (the run's readiness check reads those its treatment needs)."""
+
+    def __init__(self) -> None:
+        # Not the dataclass's __init__: it would set every field, connections included.
+        object.__setattr__(self, "home", database.home())
+        object.__setattr__(self, "workers", int(os.environ.get("POSTIER_WORKERS", "4")))
+        object.__setattr__(self, "production", production_mode())
+
+    @functools.cached_property
+    def dsn(self) -> str:
+        return _dsn()
+
+    @functools.cached_property
+    def _signing(self) -> tuple[bytes | None, bytes | None, str | None, str | None]:
+        return _signing()
+
+    @property
+    def signing_pkcs12(self) -> bytes | None:
+        return self._signing[0]
+
+    @property
+    def signing_passphrase(self) -> bytes | None:
+        return self._signing[1]
+
+    @property
+    def timestamp_url(self) -> str | None:
+        return self._signing[2]
+
+    @property
+    def signing_problem(self) -> str | None:
+        return self._signing[3]
+
+    @functools.cached_property
+    def ged_access(self) -> StorageConfig:
+        return _ged()
+
+    @property
+    def ged_url(self) -> str:
+        return self.ged_access.url
+
+    @functools.cached_property
+    def chorus_sftp(self) -> SftpConfig | None:
+        return _chorus_sftp()
+
+    @functools.cached_property
+    def smtp(self) -> SmtpConfig | None:
+        return _smtp()
+
+    @functools.cached_property
+    def plateforme(self) -> PlatformConfig | None:
+        return _plateforme()
+
+    @functools.cached_property
+    def annuaire(self) -> DirectoryConfig | None:
+        return _annuaire()
+
+    @functools.cached_property
+    def storage_config(self) -> StorageConfig:
+        return _storage()
 
 
 #: The user `dag.test()` stamps on every run it creates (Airflow's own sentinel).

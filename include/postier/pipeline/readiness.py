@@ -48,6 +48,9 @@ def check_configuration(
 
         check_send_configuration(settings)
         env.refuse_demo_fallbacks(signing=True, ged=settings.archiving, smtp=settings.demat_artis)
+        # Connections are read when first used: read those the send uses after its chunks now,
+        # so one that cannot be read stops the run here, before anything is signed.
+        _ = (env.smtp if settings.demat_artis else None, env.ged_url if settings.archiving else "")
         if env.plateforme is None and _selects_channel(conn, selection, "plateforme"):
             raise ConfigurationError(NO_PLATFORM_SERVER)
     if t.id is TreatmentId.CHORUS_RECUPERER and settings.demat_chorus and env.chorus_sftp is None:

@@ -1,0 +1,58 @@
+"""A task reads each connection when it first uses it, once (issue 13): a task that sends no
+e-mail is not stopped by the SMTP server's settings, and asks the api-server for nothing it does
+not use."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from postier.airflow.runtime import environment
+from postier.errors import ConfigurationError
+
+PASSWORD = "Zq8Kp3#wLm"
+
+
+def smtp_connection(host: str) -> str:
+    return json.dumps({"conn_type": "smtp", "host": host, "port": 587})
+
+
+def test_a_connection_that_cannot_be_read_fails_only_where_it_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_POSTIER_SMTP", raising=False)
+    monkeypatch.setenv("POSTIER_SMTP_URL", f"smtp://facturation:{PASSWORD}@relais.example.fr:587")
+    monkeypatch.setenv("POSTIER_DB_DSN", "postgresql://postier_app@127.0.0.1:5432/postier")
+
+    env = environment()
+
+    assert env.dsn == "postgresql://postier_app@127.0.0.1:5432/postier"
+    with pytest.raises(ConfigurationError, match=r"POSTIER_SMTP_URL \(smtp://relais.example.fr\)"):
+        _ = env.smtp
+
+
+def test_a_connection_is_read_once_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POSTIER_SMTP_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_POSTIER_SMTP", smtp_connection("relais-1.example.fr"))
+    env = environment()
+    first = env.smtp
+    monkeypatch.setenv("AIRFLOW_CONN_POSTIER_SMTP", smtp_connection("relais-2.example.fr"))
+
+    assert first is not None and first.host == "relais-1.example.fr"
+    assert env.smtp is first
+    # The next task reads it again.
+    again = environment().smtp
+    assert again is not None and again.host == "relais-2.example.fr"
+
+
+def test_the_signing_key_problem_is_read_with_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POSTIER_SIGNING",
+        json.dumps({"conn_type": "generic", "extra": {"pkcs12_path": "/nulle/part/cle.p12"}}),
+    )
+    env = environment()
+
+    assert env.signing_pkcs12 == b""
+    assert env.signing_problem is not None
+    assert "Certificat de signature introuvable" in env.signing_problem
