@@ -16,7 +16,10 @@ In the same run, on a throwaway PostgreSQL cluster seeded with demo data:
 - printed as ratios against the document step: orchestration share = 1 − (document time /
   workers) / wall time; per mapped task overhead = the executor slots' time not spent working
   during the chunks (workers × first chunk queued → last chunk ended − the chunks' own work), per
-  chunk.
+  chunk;
+- where the machine's CPU went during the two runs, per component (`cpu_account`): seconds and
+  share of wall time × cores; the latency from trigger to the first task and the gaps between
+  tasks that follow each other.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +78,60 @@ PRODUCTION_SETTINGS = {
 }
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+SUPERVISORS, TASKS, BENCH = "superviseurs de tâches", "processus de tâches", "ce banc (API)"
+
+
+def _processes() -> dict[int, tuple[int, float, float]]:
+    """Every live process: pid → (parent pid, own CPU s, CPU s of its reaped children)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        utime, stime, cutime, cstime = (int(f) / CLOCK_TICKS for f in fields[11:15])
+        table[int(stat.parent.name)] = (int(fields[1]), utime + stime, cutime + cstime)
+    return table
+
+
+def cpu_account(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (utime + stime) used so far by the process tree of each of `roots` (name →
+    pid): its live processes' own plus what their reaped children used (a process's CPU goes to
+    its parent when it is reaped). Under an executor (the scheduler's LocalExecutor, a Celery
+    worker) the direct children are the task supervisors, their children the task processes."""
+    table = _processes()
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (parent, _own, _reaped) in table.items():
+        children[parent].append(pid)
+
+    def tree(pid: int) -> float:
+        return table[pid][1] + table[pid][2] + sum(tree(child) for child in children[pid])
+
+    account: dict[str, float] = defaultdict(float)
+    for name, pid in roots.items():
+        if pid not in table:
+            continue
+        if name == "scheduler" or name.startswith("worker-"):
+            account[name] += table[pid][1] + table[pid][2]
+            for supervisor in children[pid]:
+                account[SUPERVISORS] += table[supervisor][1]
+                account[TASKS] += table[supervisor][2]
+                account[TASKS] += sum(tree(task) for task in children[supervisor])
+        else:
+            account[name] += tree(pid)
+    account[BENCH] = table[os.getpid()][1]
+    return account
+
+
+def account_roots(af: Airflow, cluster: LocalCluster) -> dict[str, int]:
+    """The processes `cpu_account` follows: Airflow's components and PostgreSQL's postmaster
+    (its backends, Airflow's metadata and Postier's, are its children)."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    return {name: proc.pid for name, proc in af.processes.items()} | {"PostgreSQL": postmaster}
+
+
 @dataclass
 class RunTiming:
     """One Airflow run as measured: wall time, its tasks, what the task logs say."""
@@ -81,10 +140,16 @@ class RunTiming:
     run_id: str
     wall_s: float
     clerk_s: float = 0.0
+    #: When the API queued the run (the trigger), Airflow's clock.
+    queued_at: str | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)
     ready_s: list[float] = field(default_factory=list)
     env_s: list[float] = field(default_factory=list)
     chunk_work_s: dict[int, float] = field(default_factory=dict)
+    #: Ready time of each task process with the task's log file (task_id=…/map_index=…).
+    ready_by_task: list[tuple[float, str]] = field(default_factory=list)
+    #: CPU seconds per component from trigger to success (`cpu_account`).
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def _when(value: str | None) -> datetime | None:
@@ -112,11 +177,15 @@ def _run_state(af: Airflow, api: httpx.Client, dag_id: str, run_id: str) -> str 
     return state if state == "success" else None
 
 
-def run_dag(af: Airflow, api: httpx.Client, dag_id: str, timeout: float) -> RunTiming:
+def run_dag(
+    af: Airflow, api: httpx.Client, dag_id: str, timeout: float, roots: dict[str, int]
+) -> RunTiming:
     """Trigger `dag_id` with its default criteria, approve its confirmation if it has one, wait
-    for success; wall time from trigger to success minus the answer's delay."""
+    for success; wall time from trigger to success minus the answer's delay; the CPU the
+    processes of `roots` used from trigger to success."""
     af.wait_for_dag(api, dag_id)
     api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+    cpu_before = cpu_account(roots)
     started = time.monotonic()
     response = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {}})
     response.raise_for_status()
@@ -139,20 +208,40 @@ def run_dag(af: Airflow, api: httpx.Client, dag_id: str, timeout: float) -> RunT
         f"{dag_id}/{run_id} to succeed", lambda: _run_state(af, api, dag_id, run_id), timeout
     )
     timing = RunTiming(dag_id, run_id, time.monotonic() - started - clerk_s, clerk_s)
+    cpu_after = cpu_account(roots)
+    timing.cpu_s = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
     response = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
     response.raise_for_status()
     timing.tasks = response.json()["task_instances"]
+    timing.queued_at = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json().get("queued_at")
     folder = af.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
     for log_file in sorted(folder.rglob("*.log")):
         text = log_file.read_text(errors="replace")
         for ready, env in READY.findall(text):
             timing.ready_s.append(float(ready))
             timing.env_s.append(float(env))
+            timing.ready_by_task.append((float(ready), str(log_file.relative_to(folder))))
         mapped = re.search(r"map_index=(\d+)", str(log_file))
         for _count, work in CHUNK_WORK.findall(text):
             if mapped:
                 timing.chunk_work_s[int(mapped.group(1))] = float(work)
     return timing
+
+
+def latencies(run: RunTiming) -> tuple[float, list[float]]:
+    """(trigger → first task started, gaps between a task's end and the start of the next one)
+    of `run`, the mapped chunks taken as one step (first start → last end)."""
+    steps: dict[str, tuple[datetime, datetime]] = {}
+    for ti in run.tasks:
+        start, end = _when(ti.get("start_date")), _when(ti.get("end_date"))
+        if ti["state"] == "success" and start and end:
+            first, last = steps.get(ti["task_id"], (start, end))
+            steps[ti["task_id"]] = (min(first, start), max(last, end))
+    ordered = sorted(steps.values())
+    queued = _when(run.queued_at)
+    first_s = (ordered[0][0] - queued).total_seconds() if ordered and queued else 0.0
+    gaps = [max(0.0, (b[0] - a[1]).total_seconds()) for a, b in pairwise(ordered)]
+    return first_s, gaps
 
 
 def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
@@ -180,7 +269,15 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
             serial_cost += wait + _seconds(ti.get("start_date"), ti.get("end_date"))
     ready = [r for run in runs for r in run.ready_s]
     env = [e for run in runs for e in run.env_s]
+    firsts = [latencies(run)[0] for run in runs]
+    all_gaps = [gap for run in runs for gap in latencies(run)[1]]
+    slowest = max((r for run in runs for r in run.ready_by_task), default=(0.0, "—"))
+    print(f"(processus de tâche le plus lent à être prêt : {slowest[1]}, {slowest[0]:.2f} s)")
     return {
+        "first_task_s": statistics.mean(firsts) if firsts else 0.0,
+        "gap_mean_s": statistics.mean(all_gaps) if all_gaps else 0.0,
+        "gap_max_s": max(all_gaps, default=0.0),
+        "gaps_s": sum(all_gaps),
         "mapped_tasks": mapped_count,
         "mapped_overhead_s": mapped_idle / mapped_count if mapped_count else 0.0,
         "queue_wait_s": statistics.mean(serial_waits) if serial_waits else 0.0,
@@ -241,9 +338,10 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
             af.settings = settings
         af.home.mkdir()
         start_airflow(af, metadata)
+        roots = account_roots(af, cluster)
         with af.client(CLERK) as api:
-            prep = run_dag(af, api, PREPARE, timeout)
-            send = run_dag(af, api, SEND, timeout)
+            prep = run_dag(af, api, PREPARE, timeout, roots)
+            send = run_dag(af, api, SEND, timeout, roots)
         prepared, prep_chunks = counts(dsn, f"{PREPARE}/{prep.run_id}")
         sent, send_chunks = counts(dsn, f"{SEND}/{send.run_id}")
         document_s = prepared / render_rate + sent / send_rate
@@ -265,6 +363,10 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
             "share": 1 - document_s / workers / wall_s,
             "throughput": (prepared + sent) / wall_s,
             **task_figures([prep, send], workers),
+            **{
+                f"cpu:{name}": prep.cpu_s.get(name, 0.0) + send.cpu_s.get(name, 0.0)
+                for name in {*prep.cpu_s, *send.cpu_s}
+            },
         }
     finally:
         if af is not None:
@@ -297,7 +399,31 @@ ROWS = (
     ("processus de tâche prêt à travailler, médiane (s, cible ≤ 0,5)", "ready_median_s", "{:.2f}"),
     ("processus de tâche prêt à travailler, max (s)", "ready_max_s", "{:.2f}"),
     ("puis résolution des connexions (environment()), médiane (s)", "env_median_s", "{:.2f}"),
+    (
+        "déclenchement → première tâche démarrée, moyenne des 2 exécutions (s)",
+        "first_task_s",
+        "{:.2f}",
+    ),
+    ("écart entre deux tâches successives, moyenne (s)", "gap_mean_s", "{:.2f}"),
+    ("écart max entre deux tâches successives (s)", "gap_max_s", "{:.2f}"),
+    ("somme des écarts entre tâches successives, 2 exécutions (s)", "gaps_s", "{:.1f}"),
 )
+
+
+def print_cpu_account(figures: dict[str, float]) -> None:
+    """Where the CPU went from trigger to success of both runs: seconds per component and share
+    of what the machine had (wall time × cores, the clerk's answer left out)."""
+    available = figures["wall_s"] * CORES
+    cpu = {key[4:]: value for key, value in figures.items() if key.startswith("cpu:")}
+    print(
+        f"\nCPU de la préparation + envoi, par composant "
+        f"({CORES} cœurs × {figures['wall_s']:.1f} s de mur)"
+    )
+    print("| composant | CPU (s) | part de mur × cœurs |\n|---|---:|---:|")
+    for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
+        print(f"| {name} | {seconds:.1f} | {seconds / available:.1%} |")
+    total = sum(cpu.values())
+    print(f"| **total** | {total:.1f} | {total / available:.1%} |")
 
 
 CELERY_ROWS = (
@@ -331,6 +457,7 @@ def main() -> int:
     print("| mesure | valeur |\n|---|---:|")
     for label, key, fmt in ROWS:
         print(f"| {label} | {fmt.format(local[key])} |", flush=True)
+    print_cpu_account(local)
     celery_n = args.invoices if args.celery_invoices is None else args.celery_invoices
     if celery_n > 0:
         one = measure(celery_n, 1, args.timeout, celery=True)
