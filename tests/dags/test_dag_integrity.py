@@ -11,7 +11,7 @@ from dag_files import DAGS, ROOT, load_dag
 from postier.airflow.chorus_returns_dag import DAG_ID as CHORUS_RETURNS
 from postier.airflow.dag_factory import IMPLEMENTED
 from postier.airflow.lifecycle_dag import DAG_ID as LIFECYCLE
-from postier.domain.treatments import CATALOGUE, SEND
+from postier.domain.treatments import CATALOGUE, FINALIZED, SEND
 
 DAG_IDS = [t.value for t in IMPLEMENTED]
 #: Scheduled DAGs outside the treatment catalogue.
@@ -75,7 +75,14 @@ def test_params_match_the_catalogue(dag_id: str) -> None:
 def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
     dag = load_dag(dag_id)
     ids = {t.task_id for t in dag.tasks}
-    expected = {"selectionner", "traiter_paquet", "finaliser", "rapport"}
+    expected = {"selectionner", "traiter_paquet", "rapport"}
+    t = CATALOGUE[dag_id]  # type: ignore[index]
+    # Only a treatment that ends with a file of the whole run pays a task process to make it.
+    last = "traiter_paquet"
+    if t.id in FINALIZED:
+        expected |= {"finaliser"}
+        assert dag.get_task("finaliser").upstream_task_ids == {"traiter_paquet"}
+        last = "finaliser"
     if CATALOGUE[dag_id].needs_confirmation:  # type: ignore[index]
         # The selection writes the confirmation's text: no task process of its own for it.
         expected |= {"confirmation"}
@@ -85,12 +92,26 @@ def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
         # Customer e-mails and PA deposits go after the chunks, never inside a definitive send's
         # transaction; one task for both (one task process less per send).
         expected |= {"livrer"}
-        assert dag.get_task("livrer").upstream_task_ids == {"finaliser"}
-        assert dag.get_task("rapport").upstream_task_ids == {"livrer"}
+        assert dag.get_task("livrer").upstream_task_ids == {last}
+        last = "livrer"
+    assert dag.get_task("rapport").upstream_task_ids == {last}
     assert ids == expected
     assert type(dag.get_task("traiter_paquet")).__name__.endswith("MappedOperator")
     assert [t.task_id for t in dag.leaves] == ["rapport"]
     assert dag.get_task("selectionner").upstream_task_ids == set()  # one root: no cycle
+
+
+def test_a_prepare_then_send_pays_five_task_processes_around_its_chunks() -> None:
+    # select + report, then select + confirmation (no task process: it waits deferred) +
+    # e-mails and PA + report: no « Finaliser » where there is no print file.
+    around = [
+        sorted(t.task_id for t in load_dag(dag_id).tasks if t.task_id != "traiter_paquet")
+        for dag_id in ("factures_preparer_envoi", "factures_envoyer")
+    ]
+    assert around == [
+        ["rapport", "selectionner"],
+        ["confirmation", "livrer", "rapport", "selectionner"],
+    ]
 
 
 def test_nightly_send_is_paused_on_creation_and_runs_the_last_day_of_the_month() -> None:

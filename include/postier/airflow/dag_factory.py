@@ -1,14 +1,20 @@
 """One factory for every treatment DAG: select → chunks in parallel → finalize → report.
 
-Tasks are one-liners over `postier.pipeline`, imported inside the tasks so that parsing a DAG
-file loads no database driver and touches nothing outside Python.
+Each DAG has only the tasks its treatment needs (a task process costs its start-up): the
+confirmation for a definitive send, `finaliser` for a treatment that ends with a file made of
+the whole run (`FINALIZED`), `livrer` for a send. Tasks are one-liners over `postier.pipeline`,
+imported inside the tasks so that parsing a DAG file loads no database driver and touches nothing
+outside Python.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, task
@@ -17,7 +23,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from postier.airflow.params import trigger_params
 from postier.airflow.run_note import NOTE_KEY
 from postier.domain.selection import PARIS
-from postier.domain.treatments import TreatmentId, treatment
+from postier.domain.treatments import FINALIZED, TreatmentId, treatment
+
+log = logging.getLogger(__name__)
 
 #: Every treatment of the catalogue has its DAG.
 IMPLEMENTED = tuple(TreatmentId)
@@ -43,6 +51,35 @@ def _confirmation_timeout() -> timedelta:
 #: XCom key of the send's summary, written by `selectionner`, shown by the confirmation.
 SUMMARY_KEY = "resume_envoi"
 
+#: What a task's end logs, read by `bench/airflow_bench.py` (peak memory per task kind).
+PEAK_MEMORY_LOG = "Mémoire max de la tâche : %d Mio (VmHWM)"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def peak_memory_kib() -> int:
+    """This process's peak resident memory (VmHWM), in KiB; 0 where /proc has none."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def logs_peak_memory(function: _F) -> _F:
+    """Log the task process's peak memory when the task ends, whatever the outcome: one line,
+    to show it flat in the run's volume."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            log.info(PEAK_MEMORY_LOG, peak_memory_kib() // 1024)
+
+    return wrapper  # type: ignore[return-value]
+
+
 # Every task finds its run from the Airflow run's identity (`external_id`): only the chunk numbers
 # travel through XCom, as the mapped task's input.
 
@@ -65,6 +102,7 @@ class SendConfirmation(ApprovalOperator):
 
 
 @task(task_display_name="Valider les critères et sélectionner")
+@logs_peak_memory
 def selectionner(treatment_id: str, **context: Any) -> list[int]:
     from postier.airflow.runtime import actor, environment, external_id
     from postier.errors import ConfigurationError, SelectionError, SigningError
@@ -88,6 +126,7 @@ def selectionner(treatment_id: str, **context: Any) -> list[int]:
 
 # « paquet », never « lot »: in the ERP a « numéro de lot » is a selection criterion.
 @task(task_display_name="Traiter un paquet de factures", map_index_template="paquet {{ chunk }}")
+@logs_peak_memory
 def traiter_paquet(chunk: int, **context: Any) -> dict[str, int]:
     from postier.airflow.runtime import environment, external_id
     from postier.pipeline.runs import process_chunk
@@ -96,6 +135,7 @@ def traiter_paquet(chunk: int, **context: Any) -> dict[str, int]:
 
 
 @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Finaliser (fichier d'impression)")
+@logs_peak_memory
 def finaliser(**context: Any) -> list[str]:
     from postier.airflow.runtime import environment, external_id
     from postier.pipeline.reports import finalize
@@ -107,6 +147,7 @@ def finaliser(**context: Any) -> list[str]:
     trigger_rule=TriggerRule.ALL_DONE,
     task_display_name="Envoyer les courriels et déposer sur la plateforme agréée",
 )
+@logs_peak_memory
 def livrer(**context: Any) -> dict[str, dict[str, int]]:
     from postier.airflow.runtime import environment, external_id
     from postier.errors import ConfigurationError
@@ -127,13 +168,16 @@ def livrer(**context: Any) -> dict[str, dict[str, int]]:
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Rapport d'exécution")
+@logs_peak_memory
 def rapport(**context: Any) -> dict[str, Any]:
     from postier.airflow.runtime import environment, external_id
     from postier.pipeline.reports import RunFailedError, write_report
 
-    # `finaliser` always returns a list when it ran: None means it failed or never ran.
+    # `finaliser` always returns a list when it ran: None means it failed or never ran. A DAG
+    # without it has no file to make.
     ti = context["ti"]
-    files = ti.xcom_pull(task_ids="finaliser")
+    has_file = "finaliser" in context["dag"].task_dict
+    files = ti.xcom_pull(task_ids="finaliser") if has_file else []
     try:
         summary = write_report(
             environment(),
@@ -193,11 +237,10 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
                 response_timeout=_confirmation_timeout(),
             )
             selection >> confirmation >> chunks
-        last = finaliser()
-        chunks >> last
-        if t.id in SENDS:
-            deliveries = livrer()
-            last >> deliveries
-            last = deliveries
+        # After the chunks, only the steps this treatment has, in this order.
+        after = [finaliser() if t.id in FINALIZED else None, livrer() if t.id in SENDS else None]
+        last: Any = chunks
+        for step in (s for s in after if s is not None):
+            last = last >> step
         last >> rapport()
     return dag

@@ -163,6 +163,18 @@ CATALOGUE: dict[TreatmentId, Treatment] = {
 }
 
 
+#: Treatments whose run ends with a file made of the whole run (merged print file, Chorus ZIP,
+#: export archive): only they have a « Finaliser » step; the others pay no task for it.
+FINALIZED = frozenset(
+    {
+        TreatmentId.IMPRIMER,
+        TreatmentId.IMPRIMER_TRAITES,
+        TreatmentId.CHORUS_RECUPERER,
+        TreatmentId.EXPORTER_IMPRESSION,
+    }
+)
+
+
 def treatment(treatment_id: str | TreatmentId) -> Treatment:
     """The catalogue entry for a DAG id, or a French error naming the known ones."""
     try:

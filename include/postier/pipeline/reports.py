@@ -14,7 +14,7 @@ import psycopg
 from postier.domain.models import Invoice
 from postier.domain.selection import PARAM_LABELS, PARIS, shown
 from postier.domain.states import SEND_STATE_LABELS, SendState
-from postier.domain.treatments import SEND, Treatment, TreatmentId
+from postier.domain.treatments import FINALIZED, SEND, Treatment, TreatmentId
 from postier.errors import PostierError
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import Run, RunRef, load_run, open_run, resolve_run_id
@@ -71,10 +71,13 @@ def finalize(env: Environment, ref: RunRef) -> list[str]:
     """The run's merged print-ready file, in selection order (print and bills treatments).
 
     Rendered again as one streamed file rather than concatenating the per-invoice PDFs: fonts
-    are embedded once per block of invoices and memory stays flat whatever the volume.
+    are embedded once per block of invoices and memory stays flat whatever the volume. Nothing
+    for a treatment outside `FINALIZED` (its DAG has no « Finaliser » task).
     """
     with env.connect() as conn:
         run = load_run(conn, ref, env.storage)
+        if run.treatment.id not in FINALIZED:
+            return []
         seller = load_settings(conn).seller()
         ids = run_store.run_ids_in_order(conn, run.id)
         if run.treatment.id is TreatmentId.IMPRIMER and ids:
@@ -250,9 +253,13 @@ def write_report(
     if refused or not failed:
         return summary
     if pending or not finalized:
+        print_file = (
+            f", fichier d'impression {'produit' if finalized else 'non produit'}"
+            if run.treatment.id in FINALIZED
+            else ""
+        )
         raise RunIncompleteError(
-            f"{pending} facture(s) non traitée(s), fichier d'impression "
-            f"{'produit' if finalized else 'non produit'} : relancez les tâches en échec "
+            f"{pending} facture(s) non traitée(s){print_file} : relancez les tâches en échec "
             f"(rapport {md_path})",
             summary,
         )
