@@ -59,6 +59,7 @@ APPROVE = "Envoyer"
 POLL = 0.5
 READY = re.compile(r"Tâche prête en ([0-9.]+) s, environnement résolu en ([0-9.]+) s")
 CHUNK_WORK = re.compile(r"Paquet \d+ : (\d+) facture\(s\) traitée\(s\) en ([0-9.]+) s")
+PEAK_MEMORY = re.compile(r"Mémoire max de la tâche : (\d+) Mio")
 
 
 class SharedHomeAirflow(Airflow):
@@ -150,6 +151,8 @@ class RunTiming:
     ready_by_task: list[tuple[float, str]] = field(default_factory=list)
     #: CPU seconds per component from trigger to success (`cpu_account`).
     cpu_s: dict[str, float] = field(default_factory=dict)
+    #: Largest peak memory (VmHWM, MiB) of a task process, per task id, from the task logs.
+    peak_mib: dict[str, int] = field(default_factory=dict)
 
 
 def _when(value: str | None) -> datetime | None:
@@ -222,6 +225,11 @@ def run_dag(
             timing.env_s.append(float(env))
             timing.ready_by_task.append((float(ready), str(log_file.relative_to(folder))))
         mapped = re.search(r"map_index=(\d+)", str(log_file))
+        kind = re.search(r"task_id=([^/]+)", str(log_file))
+        for peak in PEAK_MEMORY.findall(text):
+            if kind:
+                task_id = kind.group(1)
+                timing.peak_mib[task_id] = max(timing.peak_mib.get(task_id, 0), int(peak))
         for _count, work in CHUNK_WORK.findall(text):
             if mapped:
                 timing.chunk_work_s[int(mapped.group(1))] = float(work)
@@ -251,7 +259,7 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
     chunks' phase (first chunk queued → last chunk ended), per chunk: task process start-up,
     scheduling, slot release. A serial task's cost is its queue wait plus its duration, all of
     it outside document work."""
-    mapped_idle, mapped_count = 0.0, 0
+    mapped_idle, mapped_count, idle_slots = 0.0, 0, 0.0
     serial_waits, serial_cost = [], 0.0
     for run in runs:
         chunks = [t for t in run.tasks if t["task_id"] == CHUNK_TASK and t["state"] == "success"]
@@ -261,6 +269,11 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
             work = sum(run.chunk_work_s.values())
             mapped_idle += slots * (last - first).total_seconds() - work
             mapped_count += len(chunks)
+            # Slots idle while the chunks run (first chunk started → last ended, the API's
+            # times): the tail when chunks end unevenly, and the gaps between two chunks.
+            began = min(_when(t["start_date"]) for t in chunks)
+            busy = sum(_seconds(t["start_date"], t["end_date"]) for t in chunks)
+            idle_slots += slots * (last - began).total_seconds() - busy
         for ti in run.tasks:
             if ti["task_id"] in (CHUNK_TASK, "confirmation") or ti["state"] != "success":
                 continue
@@ -280,6 +293,7 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
         "gaps_s": sum(all_gaps),
         "mapped_tasks": mapped_count,
         "mapped_overhead_s": mapped_idle / mapped_count if mapped_count else 0.0,
+        "idle_slot_s": idle_slots,
         "queue_wait_s": statistics.mean(serial_waits) if serial_waits else 0.0,
         "serial_tasks": len(serial_waits),
         "serial_s": serial_cost,
@@ -300,7 +314,7 @@ def counts(dsn: str, external_id: str) -> tuple[int, int]:
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -> dict[str, float]:
+def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -> dict[str, Any]:
     """Prepare then send `invoices` demo invoices on `workers` task slots: the LocalExecutor,
     or `workers` Celery workers of one slot each."""
     base = Path(tempfile.mkdtemp(prefix="postier-airflow-bench-"))
@@ -367,6 +381,10 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
                 f"cpu:{name}": prep.cpu_s.get(name, 0.0) + send.cpu_s.get(name, 0.0)
                 for name in {*prep.cpu_s, *send.cpu_s}
             },
+            "peak_mib": {
+                task_id: max(run.peak_mib.get(task_id, 0) for run in (prep, send))
+                for task_id in sorted(prep.peak_mib.keys() | send.peak_mib.keys())
+            },
         }
     finally:
         if af is not None:
@@ -392,6 +410,11 @@ ROWS = (
         "surcoût par tâche mappée : temps des slots hors travail / paquets (s, cible ≤ 1,5)",
         "mapped_overhead_s",
         "{:.2f}",
+    ),
+    (
+        "slots inoccupés pendant les paquets, 1er début → dernière fin (slot·s)",
+        "idle_slot_s",
+        "{:.1f}",
     ),
     ("attente en file d'une tâche hors paquets, moyenne (s)", "queue_wait_s", "{:.2f}"),
     ("tâches hors paquets (2 exécutions, sans la confirmation)", "serial_tasks", "{:.0f}"),
@@ -458,6 +481,9 @@ def main() -> int:
     for label, key, fmt in ROWS:
         print(f"| {label} | {fmt.format(local[key])} |", flush=True)
     print_cpu_account(local)
+    print("\n| mémoire max d'un processus de tâche (VmHWM, Mio) | valeur |\n|---|---:|")
+    for task_id, peak in local["peak_mib"].items():
+        print(f"| {task_id} | {peak} |")
     celery_n = args.invoices if args.celery_invoices is None else args.celery_invoices
     if celery_n > 0:
         one = measure(celery_n, 1, args.timeout, celery=True)
