@@ -64,16 +64,16 @@ class DocumentArchive:
         unless the caller knows the existing file was never indexed (a rolled-back send)."""
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(key)
-        if self.fs.exists(path) and not replace_unindexed:
+        location = f"{self.url}/{key}"
+        # A send replaces what a rolled-back attempt left: no look before writing.
+        if not replace_unindexed and self.fs.exists(path):
             existing = hashlib.sha256(self.fs.cat_file(path)).hexdigest()
             if existing == digest:
-                return Archived(f"{self.url}/{key}", digest, len(data))
+                return Archived(location, digest, len(data))
             raise DeliveryError(f"la GED contient déjà {key} avec un autre contenu : refusé")
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        tmp = f"{path}.part"
-        self.fs.pipe_file(tmp, data)
-        self.fs.mv(tmp, path)
-        return Archived(f"{self.url}/{key}", digest, len(data))
+        # `<path>.part` then renamed, its folder made when missing; a French error otherwise.
+        self._place.put(path, data, location)
+        return Archived(location, digest, len(data))
 
     def read(self, location: str) -> bytes:
         if not location.startswith(self.url + "/"):

@@ -1,0 +1,172 @@
+"""Writing runs' files and the GED on the real local sshd: few round trips per file, and a write
+failing mid-chunk surfaces in French with nothing half-written, committed or lost."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from builders import insert_customer, insert_invoice
+from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
+
+from postier.delivery.archive import DocumentArchive
+from postier.errors import DeliveryError
+from postier.pipeline.context import Environment
+from postier.pipeline.runs import process_chunk, start_run
+from postier.storage import GED, StorageConfig, open_storage
+
+PASSWORD = "s3cret-des-ecritures"
+#: The size of a signed invoice.
+PDF = b"%PDF-1.7\n" + bytes(range(256)) * 280 + b"\n%%EOF\n"
+
+
+def places(server: SshServer, tmp_path: Path) -> tuple[StorageConfig, StorageConfig]:
+    """A run storage and a GED on two fresh folders of the sshd."""
+    storage = server.storage_environment(server.folder(), PASSWORD)
+    ged = server.storage_environment(server.folder(), PASSWORD, prefix="POSTIER_GED")
+    return StorageConfig.from_env(storage), StorageConfig.from_env(ged, place=GED)
+
+
+def sftp_requests(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The SFTP requests paramiko logged (`open`, `stat`, `mkdir`, `posix_rename`…)."""
+    return [
+        r.getMessage().split("] ", 1)[1].split("(", 1)[0]
+        for r in caplog.records
+        if r.name == "paramiko.transport.sftp"
+        and "(" in r.getMessage()
+        and "->" not in r.getMessage()
+    ]
+
+
+def test_a_run_file_and_its_ged_copy_are_written_without_looking_first(
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage, ged = places(sshd, tmp_path)
+    folder = open_storage(storage, tmp_path / "home").run_folder(1, "factures_envoyer")
+    archive = DocumentArchive(ged.url, ged)
+    folder.write("preparees/FA-0.pdf", PDF)
+    archive.put("2026/11/C1/FA-0-facture.pdf", PDF, replace_unindexed=True)
+
+    caplog.set_level(logging.DEBUG, logger="paramiko.transport.sftp")
+    caplog.clear()  # the sessions were opened above
+    for n in range(1, 4):
+        folder.write(f"preparees/FA-{n}.pdf", PDF)
+        archive.put(f"2026/11/C1/FA-{n}-facture.pdf", PDF, replace_unindexed=True)
+
+    # Per file: open the `.part`, close it (its pipelined writes confirmed), rename it.
+    assert sftp_requests(caplog) == ["open", "close", "posix_rename"] * 6
+    written = Path(ged.url.split(str(sshd.port), 1)[1]) / "2026/11/C1/FA-3-facture.pdf"
+    assert written.read_bytes() == PDF
+    assert not any(written.parent.glob("*.part"))
+
+
+def test_files_on_an_sftp_storage_do_not_wait_for_delayed_acks(
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    storage, ged = places(sshd, tmp_path)
+    folder = open_storage(storage, tmp_path / "home").run_folder(2, "factures_envoyer")
+    archive = DocumentArchive(ged.url, ged)
+    folder.write("preparees/FA-0.pdf", PDF)
+    archive.put("2026/11/C1/FA-0-facture.pdf", PDF, replace_unindexed=True)
+
+    started = time.perf_counter()
+    for n in range(1, 41):
+        folder.write(f"preparees/FA-{n}.pdf", PDF)
+        archive.put(f"2026/11/C1/FA-{n}-facture.pdf", PDF, replace_unindexed=True)
+    elapsed = time.perf_counter() - started
+
+    # Waiting for the server's delayed ACK (≈ 40 ms) after each file's writes cost ≥ 3 s here;
+    # the files themselves take a few milliseconds each.
+    assert elapsed < 1.5, f"{elapsed:.2f} s for 80 files of {len(PDF)} bytes"
+
+
+def sftp_environment(server: SshServer, dsn: str, home: Path) -> tuple[Environment, Path, Path]:
+    """An environment whose run storage and GED are on the sshd; their folders."""
+    storage, ged = places(server, home)
+    env = Environment(
+        dsn=dsn, home=home, storage_config=storage, ged_url=ged.url, ged_access=ged, workers=1
+    )
+    return (
+        env,
+        Path(storage.url.split(str(server.port), 1)[1]),
+        Path(ged.url.split(str(server.port), 1)[1]),
+    )
+
+
+def test_a_ged_write_failing_mid_chunk_commits_nothing_and_the_retry_finishes_the_send(
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        for code in ("W-A", "W-B", "W-C"):
+            insert_invoice(conn, insert_customer(conn, code=code), send_state="PRET")
+    env, _, ged = sftp_environment(sshd, postier_env, tmp_path / "home")
+    # The second invoice's GED folder cannot be made: a file has its name.
+    blocker = ged / "2026" / "11" / "W-B"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"")
+
+    summary = start_run(env, "factures_envoyer", {}, "jmartin", "test/ged-mid-chunk")
+    assert len(summary["chunks"]) == 1
+    with pytest.raises(DeliveryError) as failed:
+        process_chunk(env, summary["run_id"], summary["chunks"][0])
+
+    message = str(failed.value)
+    assert message.startswith("écriture impossible de sftp://127.0.0.1:")
+    assert "/2026/11/W-B/" in message and "un fichier porte le nom d'un dossier" in message
+    assert PASSWORD not in message and f"{sshd.user}@" not in message
+    with psycopg.connect(postier_env) as conn:
+        states = [r[0] for r in conn.execute("SELECT send_state FROM invoices").fetchall()]
+        documents = conn.execute("SELECT count(*) FROM documents").fetchone()
+    assert states == ["PRET"] * 3 and documents == (0,)
+    # What was written before the failure is whole (never indexed); nothing half-written.
+    assert not any(ged.rglob("*.part"))
+    assert all(p.read_bytes().rstrip().endswith(b"%%EOF") for p in ged.rglob("*.pdf"))
+
+    blocker.unlink()
+    process_chunk(env, summary["run_id"], summary["chunks"][0])
+    with psycopg.connect(postier_env) as conn:
+        states = [r[0] for r in conn.execute("SELECT send_state FROM invoices").fetchall()]
+        indexed = conn.execute("SELECT location, sha256 FROM documents").fetchall()
+    assert states == ["ENVOYE"] * 3 and len(indexed) == 3
+    for location, sha256 in indexed:
+        assert hashlib.sha256(env.archive().read(location)).hexdigest() == sha256
+
+
+def test_a_run_file_failing_mid_chunk_leaves_the_invoices_to_prepare_again(
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        numbers = [f"WP-{n}" for n in range(3)]
+        for number in numbers:
+            insert_invoice(conn, number=number)
+    env, storage, _ = sftp_environment(sshd, postier_env, tmp_path / "home")
+    summary = start_run(env, "factures_preparer_envoi", {}, "jmartin", "test/run-mid-chunk")
+    # The second invoice's file cannot be written: a folder has the name of its `.part`.
+    prepared = storage / "runs" / f"{summary['run_id']:06d}-factures_preparer_envoi" / "preparees"
+    (prepared / "WP-1.pdf.part").mkdir(parents=True)
+
+    with pytest.raises(DeliveryError, match="^écriture impossible de sftp://.*/WP-1.pdf : "):
+        process_chunk(env, summary["run_id"], summary["chunks"][0])
+
+    with psycopg.connect(postier_env) as conn:
+        states = [r[0] for r in conn.execute("SELECT send_state FROM invoices").fetchall()]
+    assert states == ["EN_ATTENTE"] * 3
+    assert all(p.read_bytes().rstrip().endswith(b"%%EOF") for p in prepared.glob("*.pdf"))
+
+    (prepared / "WP-1.pdf.part").rmdir()
+    process_chunk(env, summary["run_id"], summary["chunks"][0])
+    with psycopg.connect(postier_env) as conn:
+        states = [r[0] for r in conn.execute("SELECT send_state FROM invoices").fetchall()]
+    assert states == ["PRET"] * 3
+    assert sorted(p.name for p in prepared.iterdir()) == [f"{n}.pdf" for n in numbers]
