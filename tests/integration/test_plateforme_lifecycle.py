@@ -3,6 +3,7 @@ every file is built by `cdar_files`, which validates it against the official CDA
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -180,3 +181,37 @@ def test_polling_pages_through_flows_sharing_a_time_across_the_page_limit_withou
     assert recorded == set(ids)
     assert len(lifecycle_of(conn, "FP-LC-10")[0]) == len(ids)
     assert watermark(conn) == times[-1]
+
+
+def test_a_lifecycle_file_past_the_size_limit_is_set_aside_without_being_read_whole(
+    postier_env: str, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    from postier.delivery.local_pa import running_platform
+    from postier.delivery.plateforme import FlowClient, PlatformConfig
+    from postier.domain.chorus_returns import MAX_FILE_SIZE
+    from postier.pipeline.context import Environment
+    from postier.pipeline.lifecycle_flows import poll
+
+    insert_deposited_invoice(conn, "FP-LC-12")
+    earlier = datetime.now(PARIS).replace(microsecond=0) - timedelta(hours=2)
+    for pa in running_platform():
+        huge = pa.add_lifecycle_flow(b"", generated=16 * MAX_FILE_SIZE, updated_at=earlier)
+        pa.add_lifecycle_flow(cdar("FP-LC-12", "200", T0), updated_at=earlier + timedelta(hours=1))
+        state = pa.state
+        config = PlatformConfig(pa.base_url, pa.token_url, state.client_id, state.client_secret)
+        with FlowClient(config) as client:
+            summary = poll(Environment(dsn=postier_env, home=tmp_path / "home"), client)
+        for _ in range(100):  # the server notices the closed connection on its next write
+            if huge in state.sent:
+                break
+            time.sleep(0.1)
+        sent = state.sent[huge]
+
+    assert summary["compteurs"]["flux"] == 2 and summary["compteurs"]["quarantaine"] == 1
+    assert sent < 4 * MAX_FILE_SIZE  # stopped near the limit, not after 16 times it
+    ((status, reason),) = conn.execute(
+        "SELECT status, reason FROM plateforme_lifecycle_flows WHERE flow_id = %s", (huge,)
+    ).fetchall()
+    assert status == "quarantaine"
+    assert f"fichier de plus de {MAX_FILE_SIZE} octets, lecture arrêtée" in reason
+    assert lifecycle_of(conn, "FP-LC-12")[0] == ["200"]

@@ -75,6 +75,8 @@ class StoredFlow:
     flow_type: str = "CustomerInvoice"
     direction: str = "Out"
     updated_at: str = ""
+    #: When set, the file is this many bytes generated while sent (see `add_lifecycle_flow`).
+    generated: int = 0
 
     @property
     def updated(self) -> str:
@@ -87,6 +89,8 @@ class PlatformState(OAuthState):
     deposit_delay: float = 0.0
     flows: list[StoredFlow] = field(default_factory=list)
     script: list[Scripted] = field(default_factory=list)
+    #: Bytes of a generated file sent before the client stopped reading (or all), per flowId.
+    sent: dict[str, int] = field(default_factory=dict)
 
 
 def _now() -> str:
@@ -209,6 +213,9 @@ class _Handler(OAuthHandler):
         if request.parameters.query.get("docType", "Metadata") == "Metadata":
             self._answer(request, 200, _metadata(flow))
             return
+        if flow.generated:
+            self._generate(flow)
+            return
         name = flow.info.get("name") or flow.flow_id
         self._answer(
             request,
@@ -217,6 +224,28 @@ class _Handler(OAuthHandler):
             {"Content-Disposition": f"attachment;filename={name}"},
             content_type="application/octet-stream",
         )
+
+    def _generate(self, flow: StoredFlow) -> None:
+        """`flow.generated` bytes without Content-Length (the body ends with the connection),
+        sent until the client stops reading; too large to hold, so not checked against the
+        document (an octet stream of the same kind as every download's)."""
+        state = self.server.state
+        with state.lock:
+            state.calls.append((self.path, 200))
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunk, sent = b"<" * 65536, 0
+        try:
+            while sent < flow.generated:
+                self.wfile.write(chunk[: flow.generated - sent])
+                sent += min(len(chunk), flow.generated - sent)
+        except OSError:  # the client closed the connection: it stopped reading
+            pass
+        with state.lock:
+            state.sent[flow.flow_id] = sent
 
 
 def _metadata(flow: StoredFlow) -> dict[str, Any]:
@@ -302,10 +331,16 @@ class LocalPlatform(LocalServer):
         return ids
 
     def add_lifecycle_flow(
-        self, data: bytes, *, name: str = "cycle-de-vie.xml", updated_at: datetime | None = None
+        self,
+        data: bytes,
+        *,
+        name: str = "cycle-de-vie.xml",
+        updated_at: datetime | None = None,
+        generated: int = 0,
     ) -> str:
         """A lifecycle flow with these bytes, whatever they are (tests: hostile or foreign
-        files); its id."""
+        files), or with `generated`, a file of that many bytes made while it is sent (larger
+        than anyone should hold); its id."""
         now = _now()
         flow = StoredFlow(
             str(uuid.uuid4()),
@@ -315,6 +350,7 @@ class LocalPlatform(LocalServer):
             flow_type="CustomerInvoiceLC",
             direction="In",
             updated_at=_stamp(updated_at) if updated_at else now,
+            generated=generated,
         )
         with self.state.lock:
             self.state.flows.append(flow)
@@ -325,6 +361,7 @@ class LocalPlatform(LocalServer):
             self.state.clear_oauth()
             self.state.flows.clear()
             self.state.script.clear()
+            self.state.sent.clear()
             self.state.deposit_delay = 0.0
 
 

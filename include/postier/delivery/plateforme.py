@@ -72,6 +72,10 @@ class FlowMissing(PlatformError):
     """The PA does not have the flow it listed (404 on its download)."""
 
 
+class FlowTooLarge(PlatformError):
+    """The PA's file is larger than we read: reading stopped at the limit."""
+
+
 class FlowOutcomeUnknown(PlatformError):
     """The file was sent but no answer came back: the flow may exist on the PA."""
 
@@ -237,6 +241,24 @@ def _retry_after(response: httpx.Response) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _read(response: httpx.Response, limit: int | None, where: str) -> bytes:
+    """The body of a streamed answer; with `limit`, `FlowTooLarge` as soon as it is known to be
+    longer (declared, or once that many bytes are read): a hostile or broken PA never makes us
+    hold more."""
+    if limit is None:
+        return response.read()
+    too_large = FlowTooLarge(f"{where} : fichier de plus de {limit} octets, lecture arrêtée")
+    declared = response.headers.get("Content-Length", "")
+    if "Content-Encoding" not in response.headers and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) > limit:
+            raise too_large
+    return bytes(data)
+
+
 def _error_fields(response: httpx.Response) -> tuple[str, str]:
     """`errorCode` and `errorMessage` of the PA's `Error` body, when it is one."""
     try:
@@ -344,20 +366,28 @@ class ApiClient:
         deposit: bool = False,
         as_bytes: bool = False,
         names_flow: bool = False,
+        max_bytes: int | None = None,
         **kwargs: Any,
     ) -> Any:
         """One API call, retried after 429/503 (`Retry-After`) and once after a 401 with a new
         token; the JSON (with `as_bytes`, the bytes) of a 2xx, else an error of the tree above:
-        with `names_flow` (the path is one flow's), a 404 is `FlowMissing`."""
+        with `names_flow` (the path is one flow's), a 404 is `FlowMissing`; with `max_bytes`, a
+        2xx body longer than that is `FlowTooLarge`, read no further."""
         renewed = False
         attempt = 0
         while True:
             attempt += 1
             headers = {"Authorization": f"Bearer {self._token()}"}
             try:
-                response = self._http.request(
+                request = self._http.build_request(
                     method, self.config.base_url + path, headers=headers, **kwargs
                 )
+                response = self._http.send(request, stream=True)
+                try:
+                    limit = max_bytes if response.is_success else None
+                    body = _read(response, limit, self.config.where)
+                finally:
+                    response.close()
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
                 raise PlatformUnavailable(
                     f"{self.config.where} injoignable ({type(error).__name__}) : "
@@ -403,7 +433,7 @@ class ApiClient:
                 raise PlatformUnavailable(
                     f"{self.config.where} : réponse inattendue (HTTP {status}, code {code})"
                 )
-            return response.content if as_bytes else response.json()
+            return body if as_bytes else json.loads(body)
 
 
 class FlowClient(ApiClient):
@@ -478,15 +508,16 @@ class FlowClient(ApiClient):
         flows.sort(key=lambda f: f.updated_at)
         return flows, len(results) >= limit
 
-    def download(self, flow_id: str) -> bytes:
+    def download(self, flow_id: str, *, max_size: int | None = None) -> bytes:
         """The file of a flow as the PA received it (`docType` Original): for a lifecycle flow,
-        the CDAR message."""
+        the CDAR message. Past `max_size` bytes, `FlowTooLarge` and no more is read."""
         return bytes(
             self._request(
                 "GET",
                 f"/v1/flows/{urllib.parse.quote(flow_id, safe='')}",
                 as_bytes=True,
                 names_flow=True,
+                max_bytes=max_size,
                 params={"docType": "Original"},
             )
         )

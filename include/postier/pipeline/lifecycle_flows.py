@@ -13,9 +13,9 @@ One run:
 
 So a flow is never applied twice (recorded by flowId with its statuses), and nothing is lost: the
 watermark only passes flows that are recorded, and never the time of a flow still waiting (two
-flows may share one `updatedAt`). When the PA cannot be reached, or stops answering mid-run, the
-run keeps what it recorded, writes its report and fails with the reason; the next run resumes
-from the watermark.
+flows may share one `updatedAt`). A file is read up to the parser's size limit and no further.
+When the PA cannot be reached, or stops answering mid-run, the run keeps what it recorded, writes
+its report and fails with the reason; the next run resumes from the watermark.
 """
 
 from __future__ import annotations
@@ -29,7 +29,14 @@ from typing import Any
 
 import psycopg
 
-from postier.delivery.plateforme import SEARCH_LIMIT, FlowClient, FlowMissing, LifecycleFlow
+from postier.delivery.plateforme import (
+    SEARCH_LIMIT,
+    FlowClient,
+    FlowMissing,
+    FlowTooLarge,
+    LifecycleFlow,
+)
+from postier.domain.chorus_returns import MAX_FILE_SIZE
 from postier.domain.lifecycle import CASHED, NEEDS_ATTENTION, PARIS, parse_lifecycle
 from postier.errors import ConfigurationError, DeliveryError, PostierError, ReturnFileError
 from postier.pipeline.context import Environment
@@ -155,8 +162,9 @@ def _read_one(
         return
     refused = ""
     try:
-        data = pa.download(flow.flow_id)
-    except FlowMissing as exc:
+        # The size the parser accepts, checked while reading: a larger file is never held.
+        data = pa.download(flow.flow_id, max_size=MAX_FILE_SIZE)
+    except (FlowMissing, FlowTooLarge) as exc:
         data, refused = b"", str(exc)
     source = f"flux {flow.flow_id}"
     with conn.transaction():
