@@ -215,3 +215,36 @@ def test_a_lifecycle_file_past_the_size_limit_is_set_aside_without_being_read_wh
     assert status == "quarantaine"
     assert f"fichier de plus de {MAX_FILE_SIZE} octets, lecture arrêtée" in reason
     assert lifecycle_of(conn, "FP-LC-12")[0] == ["200"]
+
+
+def test_a_flow_the_pa_dates_in_the_future_does_not_hide_the_flows_after_it(
+    postier_env: str, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    from postier.delivery.local_pa import running_platform
+    from postier.delivery.plateforme import FlowClient, PlatformConfig
+    from postier.pipeline.context import Environment
+    from postier.pipeline.lifecycle_flows import poll, watermark
+
+    insert_deposited_invoice(conn, "FP-LC-13")
+    an_hour_ago = datetime.now(PARIS).replace(microsecond=0) - timedelta(hours=1)
+    env = Environment(dsn=postier_env, home=tmp_path / "home")
+    for pa in running_platform():
+        pa.add_lifecycle_flow(cdar("FP-LC-13", "200", T0), updated_at=an_hour_ago)
+        pa.add_lifecycle_flow(
+            cdar("FP-LC-13", "202", T0 + timedelta(hours=1)),
+            updated_at=datetime.now(PARIS) + timedelta(days=3650),
+        )
+        state = pa.state
+        config = PlatformConfig(pa.base_url, pa.token_url, state.client_id, state.client_secret)
+        with FlowClient(config) as client:
+            first = poll(env, client)
+            mark = watermark(conn)
+            # A status the buyer sends after that run, dated by the PA's (right) clock.
+            pa.add_lifecycle_flow(cdar("FP-LC-13", "203", T0 + timedelta(hours=2)))
+            second = poll(env, client)
+        assert state.violations == []
+
+    assert first["compteurs"]["flux"] == 2 and second["compteurs"]["flux"] == 1
+    assert mark == an_hour_ago
+    assert watermark(conn) <= datetime.now(PARIS)  # type: ignore[operator]
+    assert lifecycle_of(conn, "FP-LC-13")[0] == ["200", "202", "203"]

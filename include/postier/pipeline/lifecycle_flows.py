@@ -13,7 +13,8 @@ One run:
 
 So a flow is never applied twice (recorded by flowId with its statuses), and nothing is lost: the
 watermark only passes flows that are recorded, and never the time of a flow still waiting (two
-flows may share one `updatedAt`). A file is read up to the parser's size limit and no further.
+flows may share one `updatedAt`) nor a time further ahead of our clock than `CLOCK_SKEW` (a flow
+the PA dates in the future). A file is read up to the parser's size limit and no further.
 When the PA cannot be reached, or stops answering mid-run, the run keeps what it recorded, writes
 its report and fails with the reason; the next run resumes from the watermark.
 """
@@ -24,7 +25,7 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -54,6 +55,11 @@ APPLIED, QUARANTINED = "applique", "quarantaine"
 
 #: Serialises the flows' transactions: two runs never apply the same flow concurrently.
 _LIFECYCLE_LOCK = 4_242_018
+
+#: How far ahead of our clock the PA's may be: a flow dated later than that (a wrong date on the
+#: PA) is applied but does not move the watermark, which would otherwise skip every flow of the
+#: months or years before that date.
+CLOCK_SKEW = timedelta(minutes=5)
 
 NO_PLATFORM = (
     "aucune plateforme agréée configurée (connexion Airflow « postier_plateforme », ou "
@@ -125,6 +131,7 @@ def _read_all(conn: psycopg.Connection, pa: FlowClient, run: _Run) -> None:
     seen: set[str] = set()
     while True:
         page, full = pa.lifecycle_flows(cursor, limit=SEARCH_LIMIT)
+        latest = datetime.now(UTC) + CLOCK_SKEW
         fresh = [f for f in page if f.flow_id not in seen]
         for i, flow in enumerate(fresh):
             seen.add(flow.flow_id)
@@ -132,6 +139,14 @@ def _read_all(conn: psycopg.Connection, pa: FlowClient, run: _Run) -> None:
             # The watermark may pass this flow's time only when no other flow of that same time
             # can still be waiting: the next one is later, or this is the very last one.
             passes = following > flow.updated_at if following else not full
+            if passes and flow.updated_at > latest:
+                log.warning(
+                    "Flux de cycle de vie %s daté du %s, dans le futur : le point de reprise "
+                    "n'avance pas jusque-là",
+                    flow.flow_id,
+                    flow.updated_at.isoformat(),
+                )
+                passes = False
             _read_one(conn, pa, run, flow, flow.updated_at if passes else None)
         if not full:
             return
