@@ -374,16 +374,30 @@ def test_no_secret_in_repr_errors_or_logs(
 ) -> None:
     secret = platform.state.client_secret
     number = sent_invoice(env, conn)
-    platform.answer_next("/v1/flows", 429, retry_after="0")
     caplog.set_level(logging.DEBUG)
+    # The PA busy on every try (the 429s are all answered to this client) …
+    for _ in range(config.attempts):
+        platform.answer_next("/v1/flows", 429, retry_after="0")
+    with FlowClient(config, sleep=Waits()) as client:
+        busy = deposit_pending(env, by="jmartin", client=client)
+    assert platform.state.script == [] and "HTTP 429" in busy.pending[number]
+    # … then unreachable, then back.
     down = dataclasses.replace(config, base_url="http://127.0.0.1:9/flow-service")
     with FlowClient(down) as client:
         failed = deposit_pending(env, by="jmartin", client=client)
+    assert "injoignable" in failed.pending[number]
     ok = deposit_pending(env, by="jmartin")
 
     assert ok.deposited == [number]
-    texts = [repr(config), repr(env), caplog.text, json.dumps(failed.pending)]
-    assert not [t for t in texts if secret in t]
+    texts = [
+        repr(config),
+        repr(env),
+        caplog.text,
+        json.dumps(busy.pending),
+        json.dumps(failed.pending),
+    ]
+    tokens = list(platform.state.tokens)
+    assert tokens and not [t for t in texts for hidden in [secret, *tokens] if hidden in t]
     with pytest.raises(ConfigurationError) as error:
         PlatformConfig.from_env({"POSTIER_PLATEFORME_URL": f"https://c:{secret}@pa.example"})
     assert secret not in str(error.value) and "token_url" in str(error.value)
