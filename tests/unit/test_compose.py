@@ -184,6 +184,17 @@ def test_every_airflow_component_runs_celery_in_production_mode_with_shared_keys
     assert owners == ["postier-migrate"]
 
 
+def test_every_airflow_component_has_the_settings_the_tests_and_the_bench_run() -> None:
+    from e2e.live_airflow import PRODUCTION_SETTINGS
+
+    services = deployed()
+    for name in AIRFLOW:
+        env = services[name]["environment"]
+        assert {k: env.get(k) for k in PRODUCTION_SETTINGS} == PRODUCTION_SETTINGS, name
+    readme = (ROOT / "README.md").read_text()
+    assert [k for k in PRODUCTION_SETTINGS if f"`{k}={PRODUCTION_SETTINGS[k]}`" not in readme] == []
+
+
 def test_nothing_starts_before_the_migrations_finished() -> None:
     services = deployed()
     for name in MIGRATIONS:
@@ -195,6 +206,8 @@ def test_nothing_starts_before_the_migrations_finished() -> None:
             assert depends[migration] == {"condition": "service_completed_successfully"}, name
         assert depends["postgres"] == depends["redis"] == {"condition": "service_healthy"}, name
     assert services["worker"]["depends_on"]["api-server"] == {"condition": "service_healthy"}
+    # The api-server is healthy once its execution API answered: built before the first task.
+    assert "/execution/health" in " ".join(services["api-server"]["healthcheck"]["test"])
     for name in AIRFLOW | BACKING:
         assert services[name]["healthcheck"]["test"], name
 
