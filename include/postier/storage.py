@@ -161,14 +161,16 @@ def open_place(config: StorageConfig) -> Storage:
 
 @functools.lru_cache(maxsize=8)
 def _open_place(config: StorageConfig, pid: int) -> Storage:
-    scheme = urlsplit(config.url).scheme.lower()
+    scheme = urlsplit(config.url).scheme.lower() if "://" in config.url else ""
     if scheme == "sftp":
         return _sftp_storage(config)
+    if scheme not in ("", "file", "local"):
+        # Refused in French when unknown; its locations without login, password or query.
+        return _fsspec_storage(config, scheme)
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(config.url, **_options(config))
-    local = scheme in ("", "file", "local")
-    return Storage(fs, str(root).rstrip("/"), config.url.rstrip("/"), local=local)
+    return Storage(fs, str(root).rstrip("/"), config.url.rstrip("/"))
 
 
 def _local_fs() -> AbstractFileSystem:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from postier.delivery.archive import DocumentArchive
 from postier.errors import ConfigurationError, DeliveryError
-from postier.storage import StorageConfig, open_place, open_storage
+from postier.storage import GED, StorageConfig, open_place, open_storage
 
 
 def test_a_file_of_another_storage_is_refused_in_french(tmp_path: Path) -> None:
@@ -56,3 +57,14 @@ def test_the_storage_connection_gives_its_url_and_options() -> None:
     assert json.loads(config.options) == {"endpoint_url": "http://minio:9000"}
     by_extra = StorageConfig.from_connection("ignored", None, None, None, {"url": " /srv/p "})
     assert (by_extra.url, by_extra.options) == ("/srv/p", "")
+
+
+def test_a_ged_url_is_refused_in_french_and_its_documents_located_without_its_secrets() -> None:
+    with pytest.raises(ConfigurationError, match=r"^POSTIER_GED_URL \(nosuchfs://hote\) : protoc"):
+        DocumentArchive("nosuchfs://cle:s3cret@hote/ged", StorageConfig(place=GED))
+    archive = DocumentArchive(
+        "memory://AKIACLE:s3cret@factures/ged-secrets", StorageConfig(place=GED)
+    )
+    archived = archive.put("2026/11/C1/FA-1-facture.pdf", b"%PDF-1.7")
+    assert archived.location == "memory://factures/ged-secrets/2026/11/C1/FA-1-facture.pdf"
+    assert archive.read(archived.location) == b"%PDF-1.7"
