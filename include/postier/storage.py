@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from postier.errors import ConfigurationError, DeliveryError
 from postier.service_url import parse_service_url, redacted
@@ -117,15 +117,37 @@ class StorageConfig:
         place: Place = RUN_STORAGE,
     ) -> StorageConfig:
         """The Airflow connection `postier_storage` (`postier_ged`…): extra `url` (or the host
-        field), and `host_key`, `private_key`, `storage_options` (an object)."""
+        field), and `host_key`, `private_key`, `storage_options` (an object). Its login and
+        password log in to an `sftp://` URL that names none; refused for another URL."""
         options = extra.get("storage_options") or ""
+        url = str(extra.get("url") or host or "").strip()
         return cls(
-            url=str(extra.get("url") or host or "").strip(),
+            url=_with_login(url, login, password, place) if login or password else url,
             host_key=str(extra.get("host_key") or ""),
             private_key=extra.get("private_key") or None,
             options=json.dumps(options) if isinstance(options, dict) else str(options),
             place=place,
         )
+
+
+def _with_login(url: str, login: str | None, password: str | None, place: Place) -> str:
+    """`url` (`sftp://host…`) with the connection's login and password, encoded."""
+    where = f"connexion {place.connection or place.prefix}"
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None or parts.scheme.lower() != "sftp":
+        raise ConfigurationError(
+            f"{where} : login et mot de passe servent seulement à une adresse sftp:// ; pour "
+            "un autre stockage, mettez ses identifiants dans l'extra storage_options"
+        )
+    if "@" in parts.netloc:
+        raise ConfigurationError(
+            f"{where} : identifiants à la fois dans l'adresse ({redacted(url)}) et dans les "
+            "champs login / mot de passe : gardez-en un seul"
+        )
+    secret = f":{quote(password, safe='')}" if password else ""
+    return urlunsplit(
+        parts._replace(netloc=f"{quote(login or '', safe='')}{secret}@{parts.netloc}")
+    )
 
 
 def open_storage(config: StorageConfig, home: Path) -> Storage:

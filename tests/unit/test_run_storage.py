@@ -9,6 +9,7 @@ import pytest
 
 from postier.delivery.archive import DocumentArchive
 from postier.errors import ConfigurationError, DeliveryError
+from postier.service_url import parse_service_url
 from postier.storage import GED, StorageConfig, open_place, open_storage
 
 
@@ -68,3 +69,22 @@ def test_a_ged_url_is_refused_in_french_and_its_documents_located_without_its_se
     archived = archive.put("2026/11/C1/FA-1-facture.pdf", b"%PDF-1.7")
     assert archived.location == "memory://factures/ged-secrets/2026/11/C1/FA-1-facture.pdf"
     assert archive.read(archived.location) == b"%PDF-1.7"
+
+
+def test_the_storage_connection_logs_in_with_its_login_and_password() -> None:
+    extra = {"url": "sftp://fichiers.example:2222/srv/postier", "host_key": "ssh-ed25519 A"}
+    config = StorageConfig.from_connection(None, None, "postier", "p@ss#1/é", extra, place=GED)
+    parts = parse_service_url(config.url, name="x", schemes=("sftp",), expected="sftp")
+    assert (parts.username, parts.password, parts.host, parts.port, parts.path) == (
+        "postier",
+        "p@ss#1/é",
+        "fichiers.example",
+        2222,
+        "/srv/postier",
+    )
+    assert "p@ss" not in repr(config)
+    with pytest.raises(ConfigurationError, match="connexion postier_storage : login et mot de"):
+        StorageConfig.from_connection("s3://factures/postier", None, "AKIACLE", "s3cret", {})
+    with pytest.raises(ConfigurationError, match="gardez-en un seul") as twice:
+        StorageConfig.from_connection("sftp://moi:pw@hote/srv", None, "postier", None, {})
+    assert "pw" not in str(twice.value)
