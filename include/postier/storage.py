@@ -469,6 +469,34 @@ class Storage:
                 "la tâche peut être relancée"
             ) from None
 
+    @contextlib.contextmanager
+    def writer(self, path: str) -> Iterator[IO[bytes]]:
+        """A file to write `path` (as the filesystem names it) into, streamed; published when
+        the block ends without error, removed otherwise. Remote storages get it from a local
+        temporary file (memory flat)."""
+        temporary = path + TEMPORARY_SUFFIX
+        if self.local:
+            os.makedirs(posixpath.dirname(path), exist_ok=True)
+            try:
+                with open(temporary, "wb") as handle:
+                    yield handle
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+            os.replace(temporary, path)
+            return
+        fs = self.fs
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        with tempfile.TemporaryFile() as spool:
+            yield spool
+            spool.seek(0)
+            with fs.open(temporary, "wb") as remote:
+                if self.sftp:
+                    remote.set_pipelined(True)  # the close confirms every write
+                shutil.copyfileobj(spool, remote, 1 << 20)
+        fs.mv(temporary, path)
+
     def _discard(self, path: str) -> None:
         """Remove a `.part` left by a failed write, when the storage still answers."""
         with contextlib.suppress(Exception):
@@ -493,7 +521,6 @@ class RunFolder:
         self.storage = storage
         self.key = _checked(key)
         self.location = storage.location(self.key)
-        self._made: set[str] = set()
 
     def __repr__(self) -> str:
         return f"RunFolder({self.location})"
@@ -504,12 +531,6 @@ class RunFolder:
     def file_location(self, name: str) -> str:
         return self.storage.location(f"{self.key}/{_checked(name)}")
 
-    def _parent(self, path: str) -> None:
-        parent = posixpath.dirname(path)
-        if parent not in self._made:
-            self.storage.fs.makedirs(parent, exist_ok=True)
-            self._made.add(parent)
-
     def write(self, name: str, data: bytes) -> str:
         """Write `data` as `name` (under `name.part`, then renamed); its location."""
         location = self.file_location(name)
@@ -518,28 +539,9 @@ class RunFolder:
 
     @contextlib.contextmanager
     def writer(self, name: str) -> Iterator[IO[bytes]]:
-        """A file to write `name` into, streamed; published when the block ends without error,
-        removed otherwise. Remote storages get it from a local temporary file (memory flat)."""
-        path = self._path(name)
-        self._parent(path)
-        fs = self.storage.fs
-        temporary = path + TEMPORARY_SUFFIX
-        if self.storage.local:
-            try:
-                with open(temporary, "wb") as handle:
-                    yield handle
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
-            os.replace(temporary, path)
-            return
-        with tempfile.TemporaryFile() as spool:
-            yield spool
-            spool.seek(0)
-            with fs.open(temporary, "wb") as remote:
-                shutil.copyfileobj(spool, remote, 1 << 20)
-        fs.mv(temporary, path)
+        """A file to write `name` into, streamed (see `Storage.writer`)."""
+        with self.storage.writer(self._path(name)) as handle:
+            yield handle
 
     def read(self, name: str) -> bytes:
         return self.storage.read(self.file_location(name))

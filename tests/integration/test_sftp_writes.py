@@ -4,14 +4,17 @@ failing mid-chunk surfaces in French with nothing half-written, committed or los
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 
 import psycopg
 import pytest
 from builders import insert_customer, insert_invoice
 from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
+from treatment_runs import run_treatment
 
 from postier.delivery.archive import DocumentArchive
 from postier.errors import DeliveryError
@@ -20,6 +23,7 @@ from postier.pipeline.runs import process_chunk, start_run
 from postier.storage import GED, StorageConfig, open_storage
 
 PASSWORD = "s3cret-des-ecritures"
+EXPORT_RUN = "factures_exporter_impression"
 #: The size of a signed invoice.
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 280 + b"\n%%EOF\n"
 
@@ -170,3 +174,26 @@ def test_a_run_file_failing_mid_chunk_leaves_the_invoices_to_prepare_again(
         states = [r[0] for r in conn.execute("SELECT send_state FROM invoices").fetchall()]
     assert states == ["PRET"] * 3
     assert sorted(p.name for p in prepared.iterdir()) == [f"{n}.pdf" for n in numbers]
+
+
+def test_the_print_house_drop_gets_the_zip_whole_and_the_report_names_it_without_secrets(
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drop = sshd.folder() / "routeur"
+    for name, value in sshd.storage_environment(drop, PASSWORD, prefix="POSTIER_EXPORT").items():
+        monkeypatch.setenv(name, value)
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="EXP-DROP")
+
+    report = run_treatment(Environment(dsn=postier_env, home=tmp_path / "home"), EXPORT_RUN)
+
+    (exported,) = drop.glob("export-*.zip")
+    with zipfile.ZipFile(exported) as z:
+        assert sorted(z.namelist()) == ["EXP-DROP.pdf", "index.csv"]
+    assert [p.name for p in drop.iterdir()] == [exported.name]  # no `.part` left
+    text = json.dumps(report)
+    assert f"sftp://127.0.0.1:{sshd.port}{drop}/{exported.name}" in text
+    assert PASSWORD not in text and f"{sshd.user}@" not in text

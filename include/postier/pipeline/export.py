@@ -93,14 +93,10 @@ def export_archive(env: Environment, ref: RunRef) -> str | None:
             writer.writerow(row + [len(PdfReader(io.BytesIO(pdf)).pages)])
         archive.writestr("index.csv", index.getvalue().encode("utf-8-sig"))  # Excel-friendly
     drop = StorageConfig.from_env(place=EXPORT)
-    destination = drop.url
-    if not destination:
+    if not drop.url:
         return run.folder.file_location(name)
     place = open_place(drop)
-    fs, root = place.fs, place.root
-    fs.makedirs(root, exist_ok=True)
-    target = f"{root.rstrip('/')}/{name}"
-    with run.folder.open(name) as source, fs.open(f"{target}.part", "wb") as copy:
+    # Published under its final name once complete, like the run's own files.
+    with run.folder.open(name) as source, place.writer(place.path(name)) as copy:
         shutil.copyfileobj(source, copy, 1 << 20)
-    fs.mv(f"{target}.part", target)
-    return f"{destination.rstrip('/')}/{name}"
+    return place.location(name)  # no login nor password: it goes into the report
