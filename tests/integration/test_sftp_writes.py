@@ -4,6 +4,7 @@ failing mid-chunk surfaces in French with nothing half-written, committed or los
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from treatment_runs import run_treatment
 from postier.delivery.archive import DocumentArchive
 from postier.errors import DeliveryError
 from postier.pipeline.context import Environment
+from postier.pipeline.reports import finalize
 from postier.pipeline.runs import process_chunk, start_run
 from postier.storage import GED, StorageConfig, open_storage
 
@@ -35,10 +37,13 @@ def places(server: SshServer, tmp_path: Path) -> tuple[StorageConfig, StorageCon
     return StorageConfig.from_env(storage), StorageConfig.from_env(ged, place=GED)
 
 
-def sftp_requests(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The SFTP requests paramiko logged (`open`, `stat`, `mkdir`, `posix_rename`…)."""
+def sftp_requests(caplog: pytest.LogCaptureFixture, *, full: bool = False) -> list[str]:
+    """The SFTP requests paramiko logged (`open`, `stat`, `mkdir`, `posix_rename`…), with
+    their arguments when `full`."""
     return [
         r.getMessage().split("] ", 1)[1].split("(", 1)[0]
+        if not full
+        else r.getMessage().split("] ", 1)[1]
         for r in caplog.records
         if r.name == "paramiko.transport.sftp"
         and "(" in r.getMessage()
@@ -197,3 +202,35 @@ def test_the_print_house_drop_gets_the_zip_whole_and_the_report_names_it_without
     text = json.dumps(report)
     assert f"sftp://127.0.0.1:{sshd.port}{drop}/{exported.name}" in text
     assert PASSWORD not in text and f"{sshd.user}@" not in text
+
+
+def test_the_chorus_zip_reads_each_pdf_of_an_sftp_storage_without_looking_for_it_first(
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        customer = insert_customer(conn, channel="chorus", siret="73282932000074")
+        for n in range(3):
+            insert_invoice(conn, customer, number=f"CZ-{n}", send_state="ENVOYE")
+    storage, _ = places(sshd, tmp_path)
+    env = Environment(
+        dsn=postier_env,
+        home=tmp_path / "home",
+        chorus_sftp=sshd.config(sshd.folder()),
+        storage_config=storage,
+    )
+    external = "factures_chorus_recuperer/test-zip"
+    started = start_run(env, "factures_chorus_recuperer", {}, "jmartin", external)
+    for chunk in started["chunks"]:
+        process_chunk(env, external, chunk)
+
+    caplog.set_level(logging.DEBUG, logger="paramiko.transport.sftp")
+    caplog.clear()
+    files = finalize(env, external)
+
+    with zipfile.ZipFile(io.BytesIO(env.storage.read(files[0]))) as z:
+        assert sorted(z.namelist()) == ["CZ-0.pdf", "CZ-1.pdf", "CZ-2.pdf"]
+    looked = [m for m in sftp_requests(caplog, full=True) if m.startswith("stat(")]
+    assert not [m for m in looked if ".pdf" in m], looked

@@ -25,6 +25,7 @@ flows: step 3 only takes invoices without `chorus_flow_name`, under row locks.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -574,19 +575,30 @@ def write_zip(conn: psycopg.Connection, run: Run) -> list[str]:
         (run.id, DONE),
     ).fetchall()
     storage = run.folder.storage
-    pdfs = [r[0] for r in rows if r[0].endswith(".pdf") and storage.exists(r[0])]
-    if not pdfs:
+    packed = 0
+    with contextlib.ExitStack() as opened:
+        archive: zipfile.ZipFile | None = None
+        for (pdf,) in rows:
+            if not pdf.endswith(".pdf"):
+                continue
+            try:
+                # Read, not looked for first: one round trip less per PDF on a remote storage.
+                data = storage.read(pdf)
+            except DeliveryError:
+                continue  # gone from the storage: not in the ZIP
+            if archive is None:  # the ZIP only once there is a PDF to put in it
+                handle = opened.enter_context(run.folder.writer(ZIP_NAME))
+                archive = opened.enter_context(
+                    zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED)
+                )
+            archive.writestr(pdf.rsplit("/", 1)[-1], data)
+            packed += 1
+    if not packed:
         return []
-    with (
-        run.folder.writer(ZIP_NAME) as handle,
-        zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
-    ):
-        for pdf in pdfs:
-            archive.writestr(pdf.rsplit("/", 1)[-1], storage.read(pdf))
     target = run.folder.file_location(ZIP_NAME)
     flows = conn.execute(
         "SELECT file_path FROM chorus_flows WHERE run_id = %s AND status = 'deposee' ORDER BY id",
         (run.id,),
     ).fetchall()
-    log.info("ZIP des factures Chorus : %s (%d PDF)", target, len(pdfs))
+    log.info("ZIP des factures Chorus : %s (%d PDF)", target, packed)
     return [target] + [r[0] for r in flows]
