@@ -487,7 +487,10 @@ class Storage:
             os.replace(temporary, path)
             return
         fs = self.fs
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        if self.sftp:
+            _sftp_makedirs(fs.ftp, posixpath.dirname(path))
+        else:
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
         with tempfile.TemporaryFile() as spool:
             yield spool
             spool.seek(0)
