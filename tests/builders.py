@@ -40,18 +40,12 @@ def insert_customer(conn: psycopg.Connection, **values: Any) -> int:
     return int(conn.execute(query, [row[c] for c in cols]).fetchone()[0])  # type: ignore[index]
 
 
-def insert_invoice(
-    conn: psycopg.Connection, customer_id: int | None = None, lines: int = 1, **values: Any
-) -> int:
-    """An invoice of `lines` lines of 100 € HT at 20 % VAT; `values` override header columns."""
-    if customer_id is None:
-        customer_id = insert_customer(conn)
-    n = next(_counter)
+def _invoice_row(customer_id: int, lines: int, values: dict[str, Any]) -> dict[str, Any]:
+    """The invoice's header columns: `lines` lines of 100 € HT at 20 % VAT, `values` over them."""
     net = Decimal("100.00") * lines
     vat = net * Decimal("0.20")
-    state = values.pop("send_state", "EN_ATTENTE")
-    row: dict[str, Any] = {
-        "number": f"FA-{n:08d}",
+    return {
+        "number": f"FA-{next(_counter):08d}",
         "customer_id": customer_id,
         "invoice_date": date(2026, 11, 2),
         "due_date": date(2026, 12, 2),
@@ -63,6 +57,33 @@ def insert_invoice(
         "total_vat": vat,
         "total_gross": net + vat,
     } | values
+
+
+LINE = (
+    "INSERT INTO invoice_lines (invoice_id, position, description, quantity, unit, unit_price, "
+    "vat_rate, net_amount) "
+)
+
+
+def _set_send_state(conn: psycopg.Connection, invoice_ids: list[int], state: str) -> None:
+    if state != "EN_ATTENTE":
+        stamps = ", sent_at = now(), sent_by = 'mdupont'" if state == "ENVOYE" else ""
+        conn.execute(
+            sql.SQL("UPDATE invoices SET send_state = %s{} WHERE id = ANY(%s)").format(
+                sql.SQL(stamps)
+            ),
+            (state, invoice_ids),
+        )
+
+
+def insert_invoice(
+    conn: psycopg.Connection, customer_id: int | None = None, lines: int = 1, **values: Any
+) -> int:
+    """An invoice of `lines` lines of 100 € HT at 20 % VAT; `values` override header columns."""
+    if customer_id is None:
+        customer_id = insert_customer(conn)
+    state = values.pop("send_state", "EN_ATTENTE")
+    row = _invoice_row(customer_id, lines, values)
     cols = list(row)
     query = sql.SQL("INSERT INTO invoices ({}) VALUES ({}) RETURNING id").format(
         sql.SQL(", ").join(map(sql.Identifier, cols)),
@@ -71,17 +92,40 @@ def insert_invoice(
     invoice_id = int(conn.execute(query, [row[c] for c in cols]).fetchone()[0])  # type: ignore[index]
     for pos in range(1, lines + 1):
         conn.execute(
-            "INSERT INTO invoice_lines (invoice_id, position, description, quantity, unit, "
-            "unit_price, vat_rate, net_amount) VALUES (%s, %s, %s, 1, 'U', 100, 20, 100)",
+            LINE + "VALUES (%s, %s, %s, 1, 'U', 100, 20, 100)",
             (invoice_id, pos, f"Prestation {pos}"),
         )
-    if state != "EN_ATTENTE":
-        stamps = ", sent_at = now(), sent_by = 'mdupont'" if state == "ENVOYE" else ""
-        conn.execute(
-            sql.SQL("UPDATE invoices SET send_state = %s{} WHERE id = %s").format(sql.SQL(stamps)),
-            (state, invoice_id),
-        )
+    _set_send_state(conn, [invoice_id], state)
     return invoice_id
+
+
+def insert_invoices(
+    conn: psycopg.Connection,
+    invoices: list[tuple[int, int, dict[str, Any]]],
+    send_state: str = "EN_ATTENTE",
+) -> list[int]:
+    """Many invoices as `insert_invoice` makes them, in a few statements whatever their number:
+    (customer id, lines, header values) each, all in `send_state`; their ids, in order."""
+    rows = [_invoice_row(customer, lines, values) for customer, lines, values in invoices]
+    cols = list(rows[0])
+    assert all(list(row) == cols for row in rows), "every invoice needs the same columns"
+    # COPY cannot return the ids: the rows are numbered, then read back by number.
+    query = sql.SQL("COPY invoices ({}) FROM STDIN").format(
+        sql.SQL(", ").join(map(sql.Identifier, cols))
+    )
+    with conn.cursor().copy(query) as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in cols])
+    numbers = [row["number"] for row in rows]
+    ids = dict(conn.execute("SELECT number, id FROM invoices WHERE number = ANY(%s)", (numbers,)))
+    invoice_ids = [int(ids[number]) for number in numbers]
+    conn.execute(
+        LINE + "SELECT i, pos, 'Prestation ' || pos, 1, 'U', 100, 20, 100 "
+        "FROM unnest(%s::bigint[], %s::int[]) AS t(i, n), generate_series(1, n) AS pos",
+        (invoice_ids, [lines for _, lines, _ in invoices]),
+    )
+    _set_send_state(conn, invoice_ids, send_state)
+    return invoice_ids
 
 
 def days_ago(n: int) -> datetime:

@@ -13,10 +13,8 @@ AIRFLOW_HOME (process and task logs) after the session.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,34 +23,16 @@ from integration.sshd import sshd
 
 from postier.store.cluster import LocalCluster
 
-from .live_airflow import METADATA_DB, Airflow, start_airflow, stop_airflow
+from .live_airflow import Airflow, running_airflow
 from .live_redis import RedisServer, start_redis, stop_redis
 
 __all__ = ["airflow", "redis_server", "sshd"]
 
-TEMPLATE = "postier_template"
-
 
 @pytest.fixture(scope="session")
 def airflow(pg_cluster: LocalCluster) -> Iterator[Airflow]:
-    home = Path(tempfile.mkdtemp(prefix="postier-e2e-airflow-"))
-    postier_db = f"e2e_{uuid.uuid4().hex[:12]}"
-    postier_dsn = pg_cluster.create_database(postier_db, template=TEMPLATE)
-    # Airflow's own metadata database: Airflow creates its tables there, so as their owner.
-    pg_cluster.create_database(METADATA_DB)
-    metadata_url = pg_cluster.owner_dsn(METADATA_DB).replace(
-        "postgresql://", "postgresql+psycopg://", 1
-    )
-    af = Airflow(home=home, postier_dsn=postier_dsn, postier_home=home / "postier-home")
-    try:
-        start_airflow(af, metadata_url)
+    with running_airflow(pg_cluster, "e2e") as af:
         yield af
-    finally:
-        stop_airflow(af)
-        pg_cluster.drop_database(postier_db)
-        pg_cluster.drop_database(METADATA_DB)
-        if os.environ.get("POSTIER_E2E_KEEP") != "1":
-            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,15 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,11 +34,10 @@ from typing import Any, TypeVar
 import httpx
 from cryptography.fernet import Fernet
 
-from postier.store.cluster import free_port
+from postier.store.cluster import LocalCluster, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
-METADATA_DB = "airflow_e2e"
 
 #: Airflow users of the tests (login:role); the clerk who triggers and confirms is `jmartin`, a
 #: plain user (no right to change the configuration, hence Postier's settings).
@@ -389,3 +392,41 @@ def stop_airflow(af: Airflow) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+
+def metadata_database(cluster: LocalCluster, name: str) -> str:
+    """Create Airflow's metadata database `name` on `cluster`: its URL, as the owner (Airflow
+    creates its tables there), with SQLAlchemy's psycopg 3 dialect."""
+    cluster.create_database(name)
+    return cluster.owner_dsn(name).replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@contextmanager
+def running_airflow(
+    cluster: LocalCluster,
+    name: str,
+    template: str = "postier_template",
+    configure: Callable[[Airflow], None] | None = None,
+    **fields: Any,
+) -> Iterator[Airflow]:
+    """An Airflow on a temporary AIRFLOW_HOME with a fresh Postier database made from `template`
+    (the migrated template of `tests/conftest.py`) and its own metadata database
+    (`airflow_<name>`), both on `cluster`; `fields` for `Airflow`, `configure` to complete it once
+    its home exists. Afterwards: stopped, both databases dropped, its home removed (kept with
+    POSTIER_E2E_KEEP=1)."""
+    home = Path(tempfile.mkdtemp(prefix=f"postier-{name}-"))
+    home.chmod(0o755)  # services running as other users (sshd, redis) reach folders under it
+    postier_db, metadata_db = f"{name}_{uuid.uuid4().hex[:12]}", f"airflow_{name}"
+    af = Airflow(home=home, postier_dsn="", postier_home=home / "postier-home", **fields)
+    try:
+        af.postier_dsn = cluster.create_database(postier_db, template=template)
+        if configure is not None:
+            configure(af)
+        start_airflow(af, metadata_database(cluster, metadata_db))
+        yield af
+    finally:
+        stop_airflow(af)
+        cluster.drop_database(postier_db)
+        cluster.drop_database(metadata_db)
+        if os.environ.get("POSTIER_E2E_KEEP") != "1":
+            shutil.rmtree(home, ignore_errors=True)

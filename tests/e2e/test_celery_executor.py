@@ -18,10 +18,7 @@ import base64
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,14 +28,14 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from builders import insert_customer, insert_invoice
+from builders import insert_customer, insert_invoices
 from integration.sshd import SshServer
 from pypdf import PdfReader
 
 from postier.pipeline.context import demo_identity
 from postier.store.cluster import LocalCluster
 
-from .live_airflow import CELERY, Airflow, start_airflow, stop_airflow
+from .live_airflow import CELERY, Airflow, running_airflow
 from .live_redis import RedisServer
 from .test_send_through_airflow import (
     CLERK,
@@ -48,7 +45,6 @@ from .test_send_through_airflow import (
     trigger,
 )
 
-TEMPLATE = "postier_template"
 PREPARE, PRINT = "factures_preparer_envoi", "factures_imprimer"
 INVOICES = int(os.environ.get("POSTIER_E2E_CELERY_INVOICES", "1000"))
 CUSTOMERS = 20
@@ -66,51 +62,38 @@ pytestmark = pytest.mark.timeout(2400)
 def celery_airflow(
     pg_cluster: LocalCluster, redis_server: RedisServer, sshd: SshServer
 ) -> Iterator[Airflow]:
-    home = Path(tempfile.mkdtemp(prefix="postier-e2e-celery-"))
-    home.chmod(0o755)
-    postier_db, metadata_db = f"e2e_celery_{uuid.uuid4().hex[:12]}", "airflow_e2e_celery"
-    postier_dsn = pg_cluster.create_database(postier_db, template=TEMPLATE)
-    pg_cluster.create_database(metadata_db)
-    metadata_url = pg_cluster.owner_dsn(metadata_db).replace(
-        "postgresql://", "postgresql+psycopg://", 1
-    )
-    storage = sshd.base / "storage" / home.name
-    storage.mkdir(parents=True)
-    # One signing key for both workers, as production configures it (never each host's own).
-    pkcs12, passphrase = demo_identity(home / "signing-source", "Postier")
-    signing = {
-        "conn_type": "generic",
-        "password": passphrase.decode(),
-        "extra": {"pkcs12_base64": base64.b64encode(pkcs12).decode()},
-    }
-    af = Airflow(
-        home=home,
-        postier_dsn=postier_dsn,
-        # The scheduler's and api-server's own; the workers each have theirs (`worker_home`).
-        postier_home=home / "postier-home",
-        executor=CELERY,
-        broker_url=redis_server.url,
-        celery_workers=2,
-        settings={
+    def configure(af: Airflow) -> None:
+        storage = sshd.base / "storage" / af.home.name
+        storage.mkdir(parents=True)
+        # One signing key for both workers, as production configures it (never each host's own).
+        pkcs12, passphrase = demo_identity(af.home / "signing-source", "Postier")
+        signing = {
+            "conn_type": "generic",
+            "password": passphrase.decode(),
+            "extra": {"pkcs12_base64": base64.b64encode(pkcs12).decode()},
+        }
+        af.settings = {
             "AIRFLOW_CONN_POSTIER_SIGNING": json.dumps(signing),
             # Run files on the sshd (SFTP, its host key checked, key login).
             **sshd.storage_environment(storage),
             # The GED on a folder both workers reach.
-            "POSTIER_GED_URL": str(home / "shared" / "ged"),
+            "POSTIER_GED_URL": str(af.home / "shared" / "ged"),
             # A killed worker's chunk is retried (on the other worker), at once.
             "POSTIER_TASK_RETRIES": "1",
             "POSTIER_RETRY_DELAY_SECONDS": "0",
-        },
-    )
-    try:
-        start_airflow(af, metadata_url)
+        }
+
+    # The scheduler's and api-server's POSTIER_HOME is the Airflow's own; the workers each have
+    # theirs (`worker_home`).
+    with running_airflow(
+        pg_cluster,
+        "e2e_celery",
+        configure=configure,
+        executor=CELERY,
+        broker_url=redis_server.url,
+        celery_workers=2,
+    ) as af:
         yield af
-    finally:
-        stop_airflow(af)
-        pg_cluster.drop_database(postier_db)
-        pg_cluster.drop_database(metadata_db)
-        if os.environ.get("POSTIER_E2E_KEEP") != "1":
-            shutil.rmtree(home, ignore_errors=True)
 
 
 # -- data and outcomes ------------------------------------------------------------------------
@@ -126,15 +109,11 @@ def seed(dsn: str, prefix: str, batch: int, count: int, state: str = "EN_ATTENTE
             for c in range(CUSTOMERS)
         ]
         numbers = [f"{prefix}-{n:06d}" for n in range(count)]
-        for n, number in enumerate(numbers):
-            insert_invoice(
-                conn,
-                customers[n % CUSTOMERS],
-                lines=1 + n % 3,
-                number=number,
-                batch_number=batch,
-                send_state=state,
-            )
+        invoices = [
+            (customers[n % CUSTOMERS], 1 + n % 3, {"number": number, "batch_number": batch})
+            for n, number in enumerate(numbers)
+        ]
+        insert_invoices(conn, invoices, send_state=state)
     return numbers
 
 
