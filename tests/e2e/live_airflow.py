@@ -57,6 +57,18 @@ T = TypeVar("T")
 LOCAL = "LocalExecutor"
 CELERY = "CeleryExecutor"
 
+#: Celery settings of production (`docker/compose.yaml`, README § Performance), so measured.
+CELERY_SETTINGS = {
+    # The scheduler publishes the tasks it queues itself. With more than one (the default: one
+    # per core but one) it forks a pool of processes for every batch of tasks it sends, each
+    # building its own Celery app and broker connection, to publish a few messages.
+    "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+    # A worker reserves no task beyond those it runs (a task's message is acknowledged when it
+    # ends): no chunk waits behind another on a busy worker while a slot is free on another.
+    "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+    "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
+}
+
 #: The time after which the scheduler fails a task whose process stopped heart-beating (a worker
 #: killed): its retry then goes to another worker. Airflow's default is 5 minutes.
 HEARTBEAT_TIMEOUT = 15
@@ -287,6 +299,7 @@ def _environment(af: Airflow, metadata_url: str) -> dict[str, str]:
                 # SQLAlchemy's psycopg 3 dialect, as the metadata database (no psycopg2 here).
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url,
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(af.worker_concurrency),
+                **CELERY_SETTINGS,
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
                 "AIRFLOW__WORKERS__TASK_INSTANCE_HEARTBEAT_SEC": "2",

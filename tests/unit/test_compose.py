@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from e2e.live_airflow import CELERY_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "compose.yaml"
@@ -44,6 +45,8 @@ AIRFLOW_SETTINGS: dict[str, str | None] = {
     "POSTIER_STORAGE_HOST_KEY": None,
     "POSTIER_STORAGE_KEY_FILE": None,
     "POSTIER_STORAGE_OPTIONS": None,
+    # Celery's: the end-to-end harness (Celery test, bench) runs with them (README § Performance).
+    **CELERY_SETTINGS,
 }
 
 
