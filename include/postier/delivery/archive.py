@@ -52,7 +52,8 @@ class DocumentArchive:
     ) -> str:
         """Layout year/month/customer/invoice; later versions beside the first (`-v2`…)."""
         suffix = "" if version == 1 else f"-v{version}"
-        return f"{invoice_date:%Y}/{invoice_date:%m}/{customer_code}/{number}-{kind}{suffix}.pdf"
+        year, month = invoice_date.year, invoice_date.month
+        return f"{year:04d}/{month:02d}/{customer_code}/{number}-{kind}{suffix}.pdf"
 
     def _path(self, key: str) -> str:
         if ".." in key.split("/") or key.startswith("/"):
