@@ -148,14 +148,22 @@ class AddressResolver:
 
 def record_addresses(conn: psycopg.Connection, addresses: dict[int, BuyerAddress]) -> None:
     """The address each prepared invoice was made with (replacing an earlier preparation's)."""
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO invoice_einvoicing_addresses (invoice_id, address, source, consulted_at) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (invoice_id) DO UPDATE SET "
-            "address = EXCLUDED.address, source = EXCLUDED.source, "
-            "consulted_at = EXCLUDED.consulted_at",
-            [(i, a.address, a.source, a.consulted_at) for i, a in addresses.items()],
-        )
+    if not addresses:
+        return
+    found = addresses.values()
+    conn.execute(
+        "INSERT INTO invoice_einvoicing_addresses (invoice_id, address, source, consulted_at) "
+        "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[]) "
+        "ON CONFLICT (invoice_id) DO UPDATE SET "
+        "address = EXCLUDED.address, source = EXCLUDED.source, "
+        "consulted_at = EXCLUDED.consulted_at",
+        (
+            list(addresses),
+            [a.address for a in found],
+            [a.source for a in found],
+            [a.consulted_at for a in found],
+        ),
+    )
 
 
 def recorded_addresses(conn: psycopg.Connection, ids: list[int]) -> dict[int, BuyerAddress]:

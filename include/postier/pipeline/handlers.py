@@ -123,8 +123,12 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             if found is not None:
                 addresses[invoice.id] = found
             outcomes.append(ItemOutcome(invoice.id, DONE, note, output=path))
-        with conn.cursor() as cur:
-            cur.executemany("UPDATE invoices SET fingerprint = %s WHERE id = %s", prints)
+        if prints:
+            conn.execute(
+                "UPDATE invoices i SET fingerprint = u.print "
+                "FROM unnest(%s::text[], %s::bigint[]) AS u(print, id) WHERE i.id = u.id",
+                [list(column) for column in zip(*prints, strict=True)],
+            )
         record_addresses(conn, addresses)
         stamp_transition(conn, ready, PREPARE, run.triggered_by, run.id)
         record_outcomes(conn, run.id, outcomes)

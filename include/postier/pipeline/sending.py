@@ -47,19 +47,24 @@ class _ChunkWrites:
         )
 
     def flush(self, conn: psycopg.Connection) -> None:
-        with conn.cursor() as cur:
-            cur.executemany(
+        """One statement per table, the rows passed as arrays (not one statement per row)."""
+        if self.documents:
+            conn.execute(
                 "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed) "
-                "VALUES (%s, 'facture', %s, %s, %s, true) "
+                "SELECT d.invoice_id, 'facture', d.sha256, d.size, d.location, true "
+                "FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[]) "
+                "AS d(invoice_id, sha256, size, location) "
                 "ON CONFLICT (invoice_id, kind, version) DO UPDATE SET sha256 = EXCLUDED.sha256, "
                 "size = EXCLUDED.size, location = EXCLUDED.location, at = now()",
-                self.documents,
+                [list(column) for column in zip(*self.documents, strict=True)],
             )
-            record_exchanges(conn, self.exchanges)
-            cur.executemany(
-                "UPDATE invoices SET dematerialized = true, dematerialized_channel = %s "
-                "WHERE id = %s",
-                self.dematerialized,
+        record_exchanges(conn, self.exchanges)
+        if self.dematerialized:
+            channels, ids = zip(*self.dematerialized, strict=True)
+            conn.execute(
+                "UPDATE invoices i SET dematerialized = true, dematerialized_channel = u.channel "
+                "FROM unnest(%s::text[], %s::bigint[]) AS u(channel, id) WHERE i.id = u.id",
+                [list(channels), list(ids)],
             )
 
 
