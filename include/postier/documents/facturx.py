@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
@@ -24,7 +25,9 @@ from reportlab.pdfbase.pdfdoc import (
     PDFArray,
     PDFCatalog,
     PDFDictionary,
+    PDFDocument,
     PDFName,
+    PDFObject,
     PDFStream,
     PDFString,
     PDFZCompress,
@@ -490,6 +493,86 @@ def _build_xmp(title: str, author: str, subject: str, keywords: str, stamp: str)
     )
 
 
+class _Slot(PDFObject):
+    """Where a reference goes in an object formatted once per process (`_constant`)."""
+
+    def __init__(self, name: str) -> None:
+        self.text = f"@@{name}@@".encode()
+
+    def format(self, document: object) -> bytes:
+        return self.text
+
+
+class _Preformatted(PDFObject):
+    """An object's text formatted once per process; its references' numbers filled in."""
+
+    def __init__(self, text: bytes, refs: dict[str, PDFObject]) -> None:
+        self.text = text
+        self.refs = refs
+
+    def format(self, document: object) -> bytes:
+        text = self.text
+        for name, ref in self.refs.items():
+            text = text.replace(f"@@{name}@@".encode(), ref.format(document))
+        return text
+
+
+@cache
+def _template(make: Callable[..., PDFObject], names: tuple[str, ...]) -> bytes:
+    # Nothing in these objects depends on the document (no user text, no encryption).
+    return bytes(make(**{name: _Slot(name) for name in names}).format(PDFDocument()))
+
+
+def _constant(make: Callable[..., PDFObject], **refs: PDFObject) -> PDFObject:
+    """`make(**refs)`, but formatted once per process: only the references change between
+    documents (reportlab's formatting of these objects cost more than the ICC profile's
+    compression)."""
+    return _Preformatted(_template(make, tuple(refs)), refs)
+
+
+def _icc_stream() -> PDFObject:
+    return PDFStream(PDFDictionary({"N": 3}), srgb_profile(), filters=[PDFZCompress])
+
+
+def _output_intents(icc: PDFObject) -> PDFObject:
+    return PDFArray(
+        [
+            PDFDictionary(
+                {
+                    "Type": PDFName("OutputIntent"),
+                    "S": PDFName("GTS_PDFA1"),
+                    "OutputConditionIdentifier": PDFString("sRGB"),
+                    "Info": PDFString("sRGB IEC61966-2.1"),
+                    "DestOutputProfile": icc,
+                }
+            )
+        ]
+    )
+
+
+def _filespec(xml: PDFObject) -> PDFObject:
+    return PDFDictionary(
+        {
+            "Type": PDFName("Filespec"),
+            "F": PDFString(FACTURX_FILENAME),
+            "UF": PDFString(FACTURX_FILENAME),
+            "Desc": PDFString("Factur-X XML file"),
+            "AFRelationship": PDFName("Data"),
+            "EF": PDFDictionary({"F": xml, "UF": xml}),
+        }
+    )
+
+
+def _names(filespec: PDFObject) -> PDFObject:
+    return PDFDictionary(
+        {
+            "EmbeddedFiles": PDFDictionary(
+                {"Names": PDFArray([PDFString(FACTURX_FILENAME), filespec])}
+            )
+        }
+    )
+
+
 def embed_facturx(canvas: Canvas, xml: bytes, *, moment: datetime) -> None:
     """Make the canvas's document a Factur-X PDF/A-3B (before `canvas.save()`)."""
     doc = canvas._doc
@@ -514,28 +597,7 @@ def embed_facturx(canvas: Canvas, xml: bytes, *, moment: datetime) -> None:
         xml,
         filters=[PDFZCompress],
     )
-    xml_ref = doc.Reference(xml_stream)
-    filespec = PDFDictionary(
-        {
-            "Type": PDFName("Filespec"),
-            "F": PDFString(FACTURX_FILENAME),
-            "UF": PDFString(FACTURX_FILENAME),
-            "Desc": PDFString("Factur-X XML file"),
-            "AFRelationship": PDFName("Data"),
-            "EF": PDFDictionary({"F": xml_ref, "UF": xml_ref}),
-        }
-    )
-    filespec_ref = doc.Reference(filespec)
-    icc = PDFStream(PDFDictionary({"N": 3}), srgb_profile(), filters=[PDFZCompress])
-    intent = PDFDictionary(
-        {
-            "Type": PDFName("OutputIntent"),
-            "S": PDFName("GTS_PDFA1"),
-            "OutputConditionIdentifier": PDFString("sRGB"),
-            "Info": PDFString("sRGB IEC61966-2.1"),
-            "DestOutputProfile": doc.Reference(icc),
-        }
-    )
+    filespec_ref = doc.Reference(_constant(_filespec, xml=doc.Reference(xml_stream)))
     metadata = _RawStream(
         PDFDictionary({"Type": PDFName("Metadata"), "Subtype": PDFName("XML")}),
         _xmp(info.title, info.author, info.subject, info.keywords, moment),
@@ -545,14 +607,8 @@ def embed_facturx(canvas: Canvas, xml: bytes, *, moment: datetime) -> None:
     catalog.__NoDefault__ = [*PDFCatalog.__NoDefault__, "AF", "OutputIntents"]
     catalog.__Refs__ = catalog.__NoDefault__
     catalog.AF = PDFArray([filespec_ref])
-    catalog.OutputIntents = PDFArray([intent])
-    catalog.Names = PDFDictionary(
-        {
-            "EmbeddedFiles": PDFDictionary(
-                {"Names": PDFArray([PDFString(FACTURX_FILENAME), filespec_ref])}
-            )
-        }
-    )
+    catalog.OutputIntents = _constant(_output_intents, icc=doc.Reference(_constant(_icc_stream)))
+    catalog.Names = _constant(_names, filespec=filespec_ref)
     catalog.Metadata = metadata
     catalog.PageMode = PDFName("UseAttachments")
 

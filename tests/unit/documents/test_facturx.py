@@ -7,6 +7,7 @@ import facturx
 import pytest
 from lxml import etree
 from lxml.builder import ElementMaker
+from reportlab import rl_config
 
 from postier.documents import build_facturx_xml, check_facturx_xml, render_final_invoice
 from postier.documents import facturx as postier_facturx
@@ -186,3 +187,20 @@ def test_text_lxml_refuses_is_still_refused_and_mixed_text_is_kept() -> None:
     expected = etree.tostring(to_lxml(mixed, nsmap), xml_declaration=True, encoding="UTF-8")
     assert serialise(mixed, nsmap) == expected
     assert b'<p:A x="1">a</p:A>tail<p:B/><p:C></p:C>end</p:Root>' in expected
+
+
+def test_the_pdfa_objects_formatted_once_are_those_reportlab_formats_each_time(
+    seller: Seller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rl_config, "invariant", 1)  # a fixed /ID: two renders can be compared
+    moment = datetime(2026, 12, 6, 3, 4, 5, tzinfo=UTC)
+    invoices = [
+        sample_invoice(1),
+        sample_invoice(2, kind=InvoiceKind.AVOIR),
+        sample_invoice(3, lines=60),
+    ]
+    cached = [render_final_invoice(invoice, seller, moment=moment) for invoice in invoices]
+    monkeypatch.setattr(postier_facturx, "_constant", lambda make, **refs: make(**refs))
+    formatted_each_time = [render_final_invoice(i, seller, moment=moment) for i in invoices]
+    assert cached == formatted_each_time
+    assert b"/DestOutputProfile 5 0 R" in cached[0]
