@@ -172,38 +172,39 @@ class Signer:
             extras += f" /Reason {_pdf_text(self._config.reason)}"
         if self._config.location:
             extras += f" /Location {_pdf_text(self._config.location)}"
-        out = bytearray(pdf)
-        if not out.endswith(b"\n"):
-            out += b"\n"
+        # The update is built apart and joined to the PDF once (no copy of the whole PDF to
+        # grow); `start` is where it begins in the signed file.
+        out = bytearray() if pdf.endswith(b"\n") else bytearray(b"\n")
+        start = len(pdf)
         offsets: dict[int, int] = {}
 
-        offsets[sig_num] = len(out)
+        offsets[sig_num] = start + len(out)
         out += (
             f"{sig_num} 0 obj\n<< /Type /Sig /Filter /Adobe.PPKLite "
             f"/SubFilter /ETSI.CAdES.detached /M ({pdf_date}){extras}\n/ByteRange "
         ).encode()
         byte_range_at = len(out)
         out += b"[0 0000000000 0000000000 0000000000]" + b"\n/Contents <"
-        contents_start = len(out) - 1
+        contents_at = len(out) - 1
         out += b"0" * placeholder_len + b">\n>>\nendobj\n"
-        contents_end = contents_start + placeholder_len + 2
+        contents_end_at = contents_at + placeholder_len + 2
 
-        offsets[widget_num] = len(out)
+        offsets[widget_num] = start + len(out)
         # Invisible: zero rectangle (PDF/A accepts it without appearance); Print + Locked flags.
         out += (
             f"{widget_num} 0 obj\n<< /Type /Annot /Subtype /Widget /FT /Sig /T ({FIELD_NAME}) "
             f"/V {sig_num} 0 R /Rect [0 0 0 0] /F 132 /P {doc.page_num} 0 R >>\nendobj\n"
         ).encode()
-        offsets[doc.page_num] = len(out)
+        offsets[doc.page_num] = start + len(out)
         out += f"{doc.page_num} 0 obj\n".encode()
         out += doc.page_body[: doc.page_body.rindex(b">>")]
         out += f" /Annots [{widget_num} 0 R]\n>>\nendobj\n".encode()
-        offsets[doc.root_num] = len(out)
+        offsets[doc.root_num] = start + len(out)
         out += f"{doc.root_num} 0 obj\n".encode()
         out += doc.root_body[: doc.root_body.rindex(b">>")]
         out += f" /AcroForm << /Fields [{widget_num} 0 R] /SigFlags 3 >>\n>>\nendobj\n".encode()
 
-        xref_at = len(out)
+        xref_at = start + len(out)
         out += b"xref\n"
         for number in sorted(offsets):
             out += f"{number} 1\n{offsets[number]:010d} 00000 n \n".encode()
@@ -214,18 +215,19 @@ class Signer:
             trailer += f" /ID {doc.id}"
         out += f"trailer\n<< {trailer} >>\nstartxref\n{xref_at}\n%%EOF\n".encode()
 
+        contents_start, contents_end = start + contents_at, start + contents_end_at
         byte_range = (
-            f"[0 {contents_start:010d} {contents_end:010d} {len(out) - contents_end:010d}]"
+            f"[0 {contents_start:010d} {contents_end:010d} {start + len(out) - contents_end:010d}]"
         ).encode()
         out[byte_range_at : byte_range_at + len(byte_range)] = byte_range
-        digest = hashlib.sha256()
-        digest.update(memoryview(out)[:contents_start])
-        digest.update(memoryview(out)[contents_end:])
+        digest = hashlib.sha256(pdf)
+        digest.update(memoryview(out)[:contents_at])
+        digest.update(memoryview(out)[contents_end_at:])
         container = self.cms_signature(digest.digest()).hex().encode()
         if len(container) > placeholder_len:
             raise SigningError("Signature trop volumineuse pour l'emplacement réservé.")
-        out[contents_start + 1 : contents_start + 1 + len(container)] = container
-        return bytes(out)
+        out[contents_at + 1 : contents_at + 1 + len(container)] = container
+        return pdf + out
 
     def _sign_with_pyhanko(self, pdf: bytes) -> bytes:
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
@@ -311,7 +313,7 @@ class _SimplePdf:
         if not match:
             return None
         xref_offset = int(match.group(1))
-        if pdf[xref_offset : xref_offset + 4] != b"xref" or pdf.count(b"startxref") != 1:
+        if pdf[xref_offset : xref_offset + 4] != b"xref":
             return None
         trailer_match = _TRAILER.search(pdf, xref_offset)
         if not trailer_match:
@@ -319,7 +321,13 @@ class _SimplePdf:
         trailer = trailer_match.group(1)
         size = re.search(rb"/Size\s+(\d+)", trailer)
         root = re.search(rb"/Root\s+" + _REF, trailer)
-        if not size or not root or b"/Encrypt" in trailer:
+        # /Prev: an earlier revision (or a linearised file's first-page section); /XRefStm:
+        # objects listed in a cross-reference stream this parser does not read.
+        if (
+            not size
+            or not root
+            or any(key in trailer for key in (b"/Encrypt", b"/Prev", b"/XRefStm"))
+        ):
             return None
         info = re.search(rb"/Info\s+(\d+\s+0\s+R)", trailer)
         ident = re.search(rb"/ID\s*(\[[^\]]*\])", trailer)

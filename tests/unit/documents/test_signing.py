@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 from postier.documents import Signer, SigningConfig, render_final_invoice, verify_pdf
 from postier.documents.invoice_pdf import render_invoice
 from postier.documents.samples import SampleIdentity, sample_identity, sample_invoice
+from postier.documents.signing import _SimplePdf
 from postier.domain.models import Seller
 from postier.errors import SigningError
 
@@ -68,6 +70,23 @@ def test_second_signature_goes_through_pyhanko_and_both_validate(
     result = verify_pdf(twice, trust_roots=[identity.ca_cert_der])
     assert [c.field_name for c in result.signatures] == ["Signature1", "Signature2"]
     assert result.valid
+
+
+def test_a_pdf_with_an_earlier_revision_is_signed_through_pyhanko(
+    seller: Seller, signer: Signer, identity: SampleIdentity
+) -> None:
+    from pyhanko.pdf_utils.generic import NameObject
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+    writer = IncrementalPdfFileWriter(io.BytesIO(render_final_invoice(sample_invoice(2), seller)))
+    writer.root[NameObject("/PageLayout")] = NameObject("/OneColumn")
+    writer.update_root()
+    revised = io.BytesIO()
+    writer.write(revised)
+    assert revised.getvalue().count(b"startxref") == 2 and b"/Prev" in revised.getvalue()
+    assert _SimplePdf.parse(revised.getvalue()) is None  # not the simple signer's case
+    result = verify_pdf(signer.sign(revised.getvalue()), trust_roots=[identity.ca_cert_der])
+    assert result.valid and [c.field_name for c in result.signatures] == ["Signature1"]
 
 
 def test_timestamper_makes_a_b_t_signature(seller: Seller, identity: SampleIdentity) -> None:
