@@ -189,6 +189,23 @@ def test_retry_after_an_unknown_outcome_finds_the_flow_instead_of_depositing_twi
     assert status == "deposee" and "pas de second dépôt" in report["rapport"]
 
 
+def test_a_deposit_answered_without_a_flow_id_is_uncertain_and_searched_before_again(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform
+) -> None:
+    number = sent_invoice(env, conn)
+    # A success without a flowId (the local PA does not keep the file): off the document.
+    platform.answer_next("/v1/flows", 202)
+
+    first = deposit_pending(env, by="jmartin")
+    platform.state.violations.clear()
+    second = deposit_pending(env, by="jmartin")
+
+    assert "dépôt incertain" in first.pending[number] and "sans flowId" in first.pending[number]
+    assert second.deposited == [number] and len(platform.state.flows) == 1
+    searched = [path for path, _ in platform.state.calls if path.endswith("/search")]
+    assert searched, "an uncertain deposit is looked up before being deposited again"
+
+
 def test_a_recorded_flow_the_pa_never_received_is_deposited_by_the_next_run(
     env: Environment, conn: psycopg.Connection, platform: LocalPlatform
 ) -> None:

@@ -293,6 +293,7 @@ class ApiClient:
 
     #: What did not happen when a request fails, for the clerk (« rien n'a été déposé »).
     NOTHING_DONE = "la demande n'a pas abouti"
+    _SEARCHED_BEFORE_AGAIN = "; le flux sera recherché avant tout nouveau dépôt"
 
     def __init__(
         self,
@@ -397,8 +398,7 @@ class ApiClient:
                 if deposit:
                     raise FlowOutcomeUnknown(
                         f"{self.config.where} : pas de réponse après l'envoi du fichier "
-                        f"({type(error).__name__}) ; le flux sera recherché avant tout "
-                        "nouveau dépôt"
+                        f"({type(error).__name__}) {self._SEARCHED_BEFORE_AGAIN}"
                     ) from None
                 raise PlatformUnavailable(
                     f"{self.config.where} : pas de réponse ({type(error).__name__})"
@@ -433,7 +433,19 @@ class ApiClient:
                 raise PlatformUnavailable(
                     f"{self.config.where} : réponse inattendue (HTTP {status}, code {code})"
                 )
-            return body if as_bytes else json.loads(body)
+            if as_bytes:
+                return body
+            try:
+                answer = json.loads(body)
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict):
+                # Every answer of these APIs is a JSON object; on a deposit the file was sent.
+                unreadable = f"{self.config.where} : réponse illisible (HTTP {status})"
+                if deposit:
+                    raise FlowOutcomeUnknown(f"{unreadable} {self._SEARCHED_BEFORE_AGAIN}")
+                raise PlatformUnavailable(unreadable)
+            return answer
 
 
 class FlowClient(ApiClient):
@@ -460,8 +472,12 @@ class FlowClient(ApiClient):
                 "file": (name, data, "application/pdf"),
             },
         )
+        if not isinstance(body.get("flowId"), str) or not body["flowId"]:
+            raise FlowOutcomeUnknown(
+                f"{self.config.where} : réponse au dépôt sans flowId {self._SEARCHED_BEFORE_AGAIN}"
+            )
         return Flow(
-            flow_id=str(body["flowId"]),
+            flow_id=body["flowId"],
             tracking_id=body.get("trackingId"),
             submitted_at=_parse_time(body.get("submittedAt")),
         )
