@@ -1,0 +1,254 @@
+"""Where a prepare or send chunk's CPU goes, per invoice, without a profiler's distortion.
+
+    .venv/bin/python bench/chunk_cpu.py 2000          # N demo invoices, chunks run in this process
+    PARTS=1 .venv/bin/python bench/chunk_cpu.py 2000  # and the CPU of each step of the chunk
+    STRACE=tag .venv/bin/python bench/chunk_cpu.py 500  # and `strace -c` of each chunk
+
+For each chunk of a prepare then a send run (`bench/pipeline_bench.py`'s demo database):
+- this process's CPU (user, system: `os.times`), the document step's (render_final_invoice and
+  Signer.sign timed with `time.process_time`) and the rest, the chunk's own non-document work;
+- PostgreSQL's CPU: /proc utime + stime of the throwaway cluster's postmaster, its children and
+  the backends it already reaped (cutime + cstime);
+- statements sent, and each statement's backend CPU (/proc/<pg_backend_pid>/schedstat around it).
+Figures per invoice; compare ratios taken in the same run on a shared machine."""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.environ.get("BENCH_DIR", str(Path(__file__).resolve().parent)))
+import psycopg
+from pipeline_bench import seed_demo_database
+
+from postier.pipeline.context import Environment
+from postier.pipeline.runs import process_chunk, start_run
+from postier.store.cluster import LocalCluster
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pg_cpu(datadir):
+    pid = int(Path(datadir, "postmaster.pid").read_text().split()[0])
+    total = 0
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(p) == pid:
+            # the postmaster, and the backends it already reaped (cutime + cstime)
+            total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        elif int(f[1]) == pid:
+            total += int(f[11]) + int(f[12])
+    return total / TICK
+
+
+DOC = [0.0]
+
+
+def wrap_documents():
+    import postier.documents as d
+    from postier.documents import signing
+
+    orig_render = d.render_final_invoice
+
+    def render(*a, **k):
+        t = time.process_time()
+        try:
+            return orig_render(*a, **k)
+        finally:
+            DOC[0] += time.process_time() - t
+
+    d.render_final_invoice = render
+    orig_sign = signing.Signer.sign
+
+    def sign(self, *a, **k):
+        t = time.process_time()
+        try:
+            return orig_sign(self, *a, **k)
+        finally:
+            DOC[0] += time.process_time() - t
+
+    signing.Signer.sign = sign
+
+
+COUNT = {}
+BACKEND = {}
+
+
+def count_statements():
+    orig_exec = psycopg.Cursor.execute
+    orig_many = psycopg.Cursor.executemany
+
+    def cexec(self, query, params=None, **kw):
+        COUNT["execute"] = COUNT.get("execute", 0) + 1
+        pid = self.connection.info.backend_pid
+
+        def ns():
+            with open(f"/proc/{pid}/schedstat") as f:
+                return int(f.read().split()[0])
+
+        before = ns()
+        try:
+            return orig_exec(self, query, params, **kw)
+        finally:
+            key = " ".join(
+                str(query if isinstance(query, str) else query.as_string(self.connection)).split()
+            )[:70]
+            BACKEND[key] = BACKEND.get(key, 0) + ns() - before
+
+    def many(self, query, seq, **kw):
+        seq = list(seq)
+        COUNT["executemany"] = COUNT.get("executemany", 0) + 1
+        COUNT["executemany rows"] = COUNT.get("executemany rows", 0) + len(seq)
+        return orig_many(self, query, seq, **kw)
+
+    psycopg.Cursor.execute = cexec
+    psycopg.Cursor.executemany = many
+    if hasattr(psycopg.Cursor, "copy"):
+        orig_copy = psycopg.Cursor.copy
+
+        def copy(self, *a, **k):
+            COUNT["copy"] = COUNT.get("copy", 0) + 1
+            return orig_copy(self, *a, **k)
+
+        psycopg.Cursor.copy = copy
+
+
+PARTS = {}
+
+
+def wrap_parts():
+    import importlib
+
+    targets = {
+        "postier.pipeline.handlers": [
+            "load_invoices",
+            "fingerprint",
+            "sending_problems",
+            "lock_for_transition",
+            "stamp_transition",
+            "record_outcomes",
+            "record_addresses",
+            "zero_amount_note",
+        ],
+        "postier.pipeline.sending": [
+            "load_invoices",
+            "fingerprint",
+            "sending_problems",
+            "lock_for_transition",
+            "stamp_transition",
+            "record_outcomes",
+            "recorded_addresses",
+            "zero_amount_note",
+            "load_settings",
+            "_channel_effects",
+        ],
+    }
+
+    def timed(label, f):
+        def w(*a, **k):
+            t = time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                PARTS[label] = PARTS.get(label, 0.0) + time.process_time() - t
+
+        return w
+
+    for mod, names in targets.items():
+        m = importlib.import_module(mod)
+        for n in names:
+            if hasattr(m, n):
+                setattr(m, n, timed(n, getattr(m, n)))
+    from postier import storage
+    from postier.delivery import archive
+    from postier.pipeline import annuaire, sending
+
+    storage.RunFolder.write = timed("RunFolder.write", storage.RunFolder.write)
+    archive.DocumentArchive.put = timed("DocumentArchive.put", archive.DocumentArchive.put)
+    archive.DocumentArchive.key_for = staticmethod(
+        timed("key_for", archive.DocumentArchive.key_for)
+    )
+    sending._ChunkWrites.flush = timed("_ChunkWrites.flush", sending._ChunkWrites.flush)
+    annuaire.AddressResolver.resolve = timed(
+        "AddressResolver.resolve", annuaire.AddressResolver.resolve
+    )
+    psycopg.Connection.commit = timed("commit", psycopg.Connection.commit)
+
+
+def main():
+    N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    base = Path(tempfile.mkdtemp(prefix="chunkcpu-cpu-"))
+    base.chmod(0o755)
+    cluster = LocalCluster(base / "pg")
+    try:
+        dsn = seed_demo_database(cluster, N)
+        datadir = str(cluster.data)
+        env = Environment(dsn=dsn, home=base / "home", workers=2)
+        wrap_documents()
+        count_statements()
+        if os.environ.get("PARTS"):
+            wrap_parts()
+        env.signer("x")
+        for t in ("factures_preparer_envoi", "factures_envoyer"):
+            summary = start_run(env, t, {}, "bench", f"cpu/{t}/{time.time_ns()}")
+            run_id = summary["run_id"]
+            for chunk in summary["chunks"]:
+                with psycopg.connect(dsn) as c:
+                    n = c.execute(
+                        "SELECT count(*) FROM run_items WHERE run_id=%s AND chunk=%s",
+                        (run_id, chunk),
+                    ).fetchone()[0]
+                COUNT.clear()
+                DOC[0] = 0.0
+                BACKEND.clear()
+                PARTS.clear()
+                tracer = None
+                if os.environ.get("STRACE"):
+                    import signal
+                    import subprocess
+
+                    out = f"strace-{os.environ['STRACE']}-{t}-{chunk}.txt"
+                    tracer = subprocess.Popen(
+                        ["strace"]
+                        + (["-e", "trace=openat,read"] if os.environ.get("STRACE_FULL") else ["-c"])
+                        + ["-o", out, "-p", str(os.getpid())]
+                    )
+                    time.sleep(1.0)
+                pg0 = pg_cpu(datadir)
+                t0 = os.times()
+                w0 = time.perf_counter()
+                process_chunk(env, run_id, chunk)
+                if tracer is not None:
+                    tracer.send_signal(signal.SIGINT)
+                    tracer.wait()
+                t1 = os.times()
+                pg = pg_cpu(datadir) - pg0
+                wall = time.perf_counter() - w0
+                user, sys_ = t1.user - t0.user, t1.system - t0.system
+                k = 1000 / n
+                cpu = user + sys_
+                print(
+                    f"{t} chunk {chunk} ({n} inv): cpu {cpu * k:.2f} ms/inv "
+                    f"(user {user * k:.2f}, sys {sys_ * k:.2f}); document {DOC[0] * k:.2f}; "
+                    f"non-document {(cpu - DOC[0]) * k:.2f} ({(cpu - DOC[0]) / cpu:.1%}); "
+                    f"postgres {pg * k:.2f}; wall {wall * k:.2f}; {COUNT}",
+                    flush=True,
+                )
+                for q, v in sorted(PARTS.items(), key=lambda x: -x[1]):
+                    print(f"      python {v * 1000 / n:.3f} ms/inv  {q}")
+                for q, v in sorted(BACKEND.items(), key=lambda x: -x[1]):
+                    print(f"      backend {v / 1e6 / n:.3f} ms/inv  {q}")
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
