@@ -238,9 +238,10 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
             )
             selection >> confirmation >> chunks
         # After the chunks, only the steps this treatment has, in this order.
-        after = [finaliser() if t.id in FINALIZED else None, livrer() if t.id in SENDS else None]
         last: Any = chunks
-        for step in (s for s in after if s is not None):
-            last = last >> step
+        if t.id in FINALIZED:
+            last = last >> finaliser()
+        if t.id in SENDS:
+            last = last >> livrer()
         last >> rapport()
     return dag
