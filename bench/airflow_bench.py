@@ -45,7 +45,13 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from e2e.live_airflow import CELERY, Airflow, start_airflow, stop_airflow  # noqa: E402
+from e2e.live_airflow import (  # noqa: E402
+    CELERY,
+    Airflow,
+    metadata_database,
+    start_airflow,
+    stop_airflow,
+)
 from e2e.live_redis import RedisServer, start_redis, stop_redis  # noqa: E402
 from pipeline_bench import document_rate, seed_demo_database  # noqa: E402
 
@@ -318,10 +324,7 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
         dsn = seed_demo_database(cluster, invoices)
         home = base / "postier-home"
         render_rate, send_rate = document_rate(Environment(dsn=dsn, home=home), 200)
-        cluster.create_database("airflow_bench")
-        metadata = cluster.owner_dsn("airflow_bench").replace(
-            "postgresql://", "postgresql+psycopg://", 1
-        )
+        metadata = metadata_database(cluster, "airflow_bench")
         # The harness runs Airflow with the production settings (`PRODUCTION_SETTINGS`).
         settings = {"AIRFLOW__CORE__PARALLELISM": str(workers), "POSTIER_WORKERS": str(workers)}
         if celery:
