@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
-from builders import insert_customer, insert_invoice
+from builders import insert_customer, insert_invoices
 
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import start_run
@@ -20,8 +20,9 @@ def test_chunks_share_the_expected_work_evenly_in_selection_order(
     # chunk would carry 60 long invoices and the second none.
     with psycopg.connect(postier_env) as conn:
         customer = insert_customer(conn)
-        for n in range(200):
-            insert_invoice(conn, customer, lines=30 if n < 60 else 1, number=f"CH-{n:03d}")
+        insert_invoices(
+            conn, [(customer, 30 if n < 60 else 1, {"number": f"CH-{n:03d}"}) for n in range(200)]
+        )
     env = Environment(dsn=postier_env, home=tmp_path / "home", workers=2)
     started = start_run(env, "factures_preparer_envoi", {}, "jmartin", "test/chunks")
 
@@ -50,8 +51,7 @@ def test_a_small_run_is_cut_evenly_and_an_empty_one_not_at_all(
 ) -> None:
     with psycopg.connect(postier_env) as conn:
         customer = insert_customer(conn)
-        for n in range(150):
-            insert_invoice(conn, customer, number=f"SM-{n:03d}")
+        insert_invoices(conn, [(customer, 1, {"number": f"SM-{n:03d}"}) for n in range(150)])
     env = Environment(dsn=postier_env, home=tmp_path / "home", workers=2)
     # 150 invoices on 2 workers: 75 + 75, not a chunk of 100 then one of 50.
     started = start_run(env, "factures_preparer_envoi", {}, "jmartin", "test/small")
