@@ -81,6 +81,10 @@ def test_a_pdf_with_an_earlier_revision_is_signed_through_pyhanko(
     writer = IncrementalPdfFileWriter(io.BytesIO(render_final_invoice(sample_invoice(2), seller)))
     writer.root[NameObject("/PageLayout")] = NameObject("/OneColumn")
     writer.update_root()
+    # The revision rewrites every object the simple signer reads: only its /Prev tells.
+    pages = writer.root.raw_get("/Pages")
+    writer.mark_update(pages)
+    writer.mark_update(pages.get_object()["/Kids"].raw_get(0))
     revised = io.BytesIO()
     writer.write(revised)
     assert revised.getvalue().count(b"startxref") == 2 and b"/Prev" in revised.getvalue()
