@@ -38,7 +38,7 @@ from postier.documents.invoice_pdf import document_subject, document_title, draw
 from postier.documents.layout import PRODUCER, new_canvas
 from postier.documents.texts import load_texts
 from postier.documents.units import unit_for
-from postier.documents.xml_nodes import Maker, Node, serialise
+from postier.documents.xml_nodes import Maker, Node, escape_text, serialise
 from postier.domain import reform
 from postier.domain.models import EINVOICING_SCHEME, Address, Customer, Invoice, InvoiceLine, Seller
 from postier.domain.states import PaymentMode
@@ -445,11 +445,7 @@ def _xmp(title: str, author: str, subject: str, keywords: str, moment: datetime)
     }
     if any(_XMP_UNSAFE.search(v) for v in values.values()):
         return _build_xmp(title, author, subject, keywords, values["stamp"]).encode()
-    return _XMP_SLOT.sub(lambda m: _xml_text(values[m.group(1)]), _xmp_template()).encode()
-
-
-def _xml_text(value: str) -> str:
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _XMP_SLOT.sub(lambda m: escape_text(values[m.group(1)]), _xmp_template()).encode()
 
 
 @cache

@@ -39,7 +39,7 @@ class Maker:
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _text(value: str) -> str:
+def escape_text(value: str) -> str:
     """Escaped as libxml2 escapes a text node."""
     return (
         value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
@@ -48,7 +48,7 @@ def _text(value: str) -> str:
 
 def _attribute(value: str) -> str:
     """Escaped as libxml2 escapes an attribute value (between double quotes)."""
-    return _text(value).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
+    return escape_text(value).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 
 def serialise(root: Node, nsmap: dict[str, str]) -> bytes:
@@ -69,12 +69,12 @@ def _write(node: Node, out: list[str], declarations: str = "") -> None:
     if not children:
         out.append(start + "/>")
     elif len(children) == 1 and isinstance(children[0], str):  # most elements: one text
-        out.append(f"{start}>{_text(children[0])}</{tag}>")
+        out.append(f"{start}>{escape_text(children[0])}</{tag}>")
     else:
         out.append(start + ">")
         for child in children:
             if isinstance(child, str):
-                out.append(_text(child))
+                out.append(escape_text(child))
             else:
                 _write(child, out)
         out.append(f"</{tag}>")
