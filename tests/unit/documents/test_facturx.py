@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import facturx
@@ -187,6 +188,47 @@ def test_text_lxml_refuses_is_still_refused_and_mixed_text_is_kept() -> None:
     expected = etree.tostring(to_lxml(mixed, nsmap), xml_declaration=True, encoding="UTF-8")
     assert serialise(mixed, nsmap) == expected
     assert b'<p:A x="1">a</p:A>tail<p:B/><p:C></p:C>end</p:Root>' in expected
+
+
+def _is_xml_char(code: int) -> bool:
+    """XML 1.0's `Char` production."""
+    return (
+        code in (0x9, 0xA, 0xD)
+        or 0x20 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
+    )
+
+
+def _written(write: Callable[[], bytes]) -> bytes | tuple[type, str]:
+    try:
+        return write()
+    except ValueError as error:  # a lone surrogate: UnicodeEncodeError
+        return type(error), str(error)
+
+
+def test_every_character_is_written_or_refused_as_lxml_does() -> None:
+    """Each Unicode character, in a text and in an attribute value: the bytes lxml writes, or
+    the error lxml raises."""
+    nsmap = {"p": "urn:p"}
+    e, lxml_e = Maker("p"), ElementMaker(namespace="urn:p", nsmap=nsmap)
+
+    def compare(text: str, value: str) -> None:
+        direct = _written(lambda: serialise(e.Root(e.Name(text, a=value)), nsmap))
+        with_lxml = _written(
+            lambda: etree.tostring(
+                lxml_e.Root(lxml_e.Name(text, a=value)), xml_declaration=True, encoding="UTF-8"
+            )
+        )
+        assert direct == with_lxml, f"{text[:3]!r} in a text, {value[:3]!r} in an attribute"
+
+    codes = range(0x110000)
+    accepted = "".join(chr(code) for code in codes if _is_xml_char(code))
+    compare(accepted, accepted)
+    for code in codes:
+        if not _is_xml_char(code):
+            compare(f"a{chr(code)}b", "c")
+            compare("c", f"a{chr(code)}b")
 
 
 def test_the_pdfa_objects_formatted_once_are_those_reportlab_formats_each_time(
