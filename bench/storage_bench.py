@@ -27,6 +27,7 @@ from postier.delivery.archive import DocumentArchive
 from postier.delivery.local_sftp import SshServer, start_sshd, stop_sshd
 from postier.documents import Signer, SigningConfig, render_final_invoice
 from postier.documents.samples import sample_identity, sample_invoice, sample_seller
+from postier.domain.models import Invoice
 from postier.storage import GED, StorageConfig, open_storage
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -57,7 +58,7 @@ def tree_cpu(root: int) -> float:
 
 
 def write_all(
-    pdfs: list[tuple[object, bytes]], storage: StorageConfig, ged: StorageConfig, home: Path
+    pdfs: list[tuple[Invoice, bytes]], storage: StorageConfig, ged: StorageConfig, home: Path
 ) -> tuple[float, float, float]:
     """Seconds (wall, this process's CPU, run files' share of wall) for each invoice's run file
     and GED copy."""
@@ -69,13 +70,9 @@ def write_all(
     wall, cpu, files = time.perf_counter(), time.process_time(), 0.0
     for invoice, pdf in pdfs:
         started = time.perf_counter()
-        folder.write(f"preparees/{invoice.number}.pdf", pdf)  # type: ignore[attr-defined]
+        folder.write(f"preparees/{invoice.number}.pdf", pdf)
         files += time.perf_counter() - started
-        key = DocumentArchive.key_for(
-            invoice.invoice_date,  # type: ignore[attr-defined]
-            invoice.customer.code,  # type: ignore[attr-defined]
-            invoice.number,  # type: ignore[attr-defined]
-        )
+        key = DocumentArchive.key_for(invoice.invoice_date, invoice.customer.code, invoice.number)
         archive.put(key, pdf, replace_unindexed=True)
     figures = time.perf_counter() - wall, time.process_time() - cpu, files
     for place in (folder.storage, archive):
@@ -86,7 +83,7 @@ def write_all(
 
 
 def one_round(
-    pdfs: list[tuple[object, bytes]], server: SshServer, base: Path, round_: int
+    pdfs: list[tuple[Invoice, bytes]], server: SshServer, base: Path, round_: int
 ) -> dict[str, float]:
     local = base / f"local-{round_}"
     local_storage = StorageConfig(url=str(local / "stockage"))
