@@ -22,30 +22,16 @@ from pathlib import Path
 sys.path.insert(0, os.environ.get("BENCH_DIR", str(Path(__file__).resolve().parent)))
 import psycopg
 from pipeline_bench import seed_demo_database
+from storage_bench import tree_cpu
 
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import process_chunk, start_run
 from postier.store.cluster import LocalCluster
 
-TICK = os.sysconf("SC_CLK_TCK")
-
 
 def pg_cpu(datadir):
-    pid = int(Path(datadir, "postmaster.pid").read_text().split()[0])
-    total = 0
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(p) == pid:
-            # the postmaster, and the backends it already reaped (cutime + cstime)
-            total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
-        elif int(f[1]) == pid:
-            total += int(f[11]) + int(f[12])
-    return total / TICK
+    """The postmaster's CPU with its backends', those it already reaped included."""
+    return tree_cpu(int(Path(datadir, "postmaster.pid").read_text().split()[0]))
 
 
 DOC = [0.0]
