@@ -435,6 +435,9 @@ class Storage:
         No stat before: over SFTP a file costs three round trips (open, the writes pipelined
         with the close that confirms them, the POSIX rename), a new folder two more."""
         temporary = path + TEMPORARY_SUFFIX
+        # Reached before the write: a refused connection keeps its own message (the host key…)
+        # and is not tried a second time to discard a `.part` never begun.
+        fs = self.fs
         try:
             if self.local:
                 try:
@@ -446,7 +449,7 @@ class Storage:
                     handle.write(data)
                 os.replace(temporary, path)
             elif self.sftp:
-                ftp = self.fs.ftp
+                ftp = fs.ftp
                 try:
                     remote = ftp.open(temporary, "wb")
                 except FileNotFoundError:
@@ -458,7 +461,6 @@ class Storage:
                     remote.write(data)
                 ftp.posix_rename(temporary, path)
             else:
-                fs = self.fs
                 fs.makedirs(posixpath.dirname(path), exist_ok=True)
                 fs.pipe_file(temporary, data)
                 fs.mv(temporary, path)

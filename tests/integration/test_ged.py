@@ -108,17 +108,22 @@ def test_a_ged_on_sftp_archives_sent_invoices_and_reads_them_back(
     assert check.ok and check.checked == 2
 
 
+# True: a send's put, which writes without looking first.
+@pytest.mark.parametrize("replace_unindexed", [False, True])
 def test_a_ged_server_with_another_host_key_is_refused_and_nothing_is_written(
     postier_env: str,
     sshd: SshServer,  # noqa: F811
     tmp_path: Path,
+    replace_unindexed: bool,
 ) -> None:
     folder = sshd.folder()
     env = sftp_ged(
         sshd, folder, tmp_path / "home", postier_env, POSTIER_GED_HOST_KEY=OTHER_HOST_KEY
     )
     with pytest.raises(DeliveryError) as refused:
-        env.archive().put("2026/11/C1/FA-1-facture.pdf", b"%PDF-1 original")
+        env.archive().put(
+            "2026/11/C1/FA-1-facture.pdf", b"%PDF-1 original", replace_unindexed=replace_unindexed
+        )
     message = str(refused.value)
     assert "clé d'hôte du serveur de la GED" in message and "différente" in message
     assert "POSTIER_GED_HOST_KEY" in message and PASSWORD not in message
