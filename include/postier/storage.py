@@ -277,7 +277,7 @@ def _sftp_storage(config: StorageConfig) -> Storage:
 
 def _sftp_makedirs(ftp: Any, path: str) -> None:
     """`path` and its missing parents on an SFTP server: a `mkdir` tried first, a parent
-    made only when the server says it is missing."""
+    made only when the server says it is missing, a `stat` only when `path` may be there."""
     try:
         ftp.mkdir(path)
         return
@@ -286,13 +286,13 @@ def _sftp_makedirs(ftp: Any, path: str) -> None:
         if parent == path:
             raise
         _sftp_makedirs(ftp, parent)
+        with contextlib.suppress(OSError):  # else made meanwhile by another worker? checked below
+            ftp.mkdir(path)
+            return
     except OSError:
         pass  # there already (another worker made it?): checked below
-    try:
-        ftp.mkdir(path)
-    except OSError:
-        if not stat.S_ISDIR(ftp.stat(path).st_mode or 0):
-            raise NotADirectoryError(errno.ENOTDIR, "not a directory") from None
+    if not stat.S_ISDIR(ftp.stat(path).st_mode or 0):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory")
 
 
 #: Why a write failed, in French, for the commonest causes.
