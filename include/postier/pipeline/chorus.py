@@ -419,15 +419,16 @@ class _Source:
         if not self._unindexed:
             return documents
         pending, self._unindexed = self._unindexed, []
-        with self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed, "
-                "version, reason) VALUES (%s, 'facture', %s, %s, %s, true, %s, %s) "
-                "RETURNING invoice_id, id",
-                [(i, a.sha256, a.size, a.location, version, why) for i, a, version, why in pending],
-                returning=True,
-            )
-            ids = {row[0]: row[1] for _ in cur.results() for row in cur.fetchall()}
+        rows = [(i, a.sha256, a.size, a.location, version, why) for i, a, version, why in pending]
+        inserted = self.conn.execute(
+            "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed, "
+            "version, reason) SELECT d.invoice_id, 'facture', d.sha256, d.size, d.location, "
+            "true, d.version, d.reason FROM unnest(%s::bigint[], %s::text[], %s::bigint[], "
+            "%s::text[], %s::int[], %s::text[]) "
+            "AS d(invoice_id, sha256, size, location, version, reason) RETURNING invoice_id, id",
+            [list(column) for column in zip(*rows, strict=True)],
+        ).fetchall()
+        ids = {row[0]: row[1] for row in inserted}
         record_exchanges(
             self.conn,
             (
