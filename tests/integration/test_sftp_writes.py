@@ -30,7 +30,7 @@ EXPORT_RUN = "factures_exporter_impression"
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 280 + b"\n%%EOF\n"
 
 
-def places(server: SshServer, tmp_path: Path) -> tuple[StorageConfig, StorageConfig]:
+def places(server: SshServer) -> tuple[StorageConfig, StorageConfig]:
     """A run storage and a GED on two fresh folders of the sshd."""
     storage = server.storage_environment(server.folder(), PASSWORD)
     ged = server.storage_environment(server.folder(), PASSWORD, prefix="POSTIER_GED")
@@ -56,7 +56,7 @@ def test_a_run_file_and_its_ged_copy_are_written_without_looking_first(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    storage, ged = places(sshd, tmp_path)
+    storage, ged = places(sshd)
     folder = open_storage(storage, tmp_path / "home").run_folder(1, "factures_envoyer")
     archive = DocumentArchive(ged.url, ged)
     folder.write("preparees/FA-0.pdf", PDF)
@@ -79,7 +79,7 @@ def test_files_on_an_sftp_storage_do_not_wait_for_delayed_acks(
     sshd: SshServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    storage, ged = places(sshd, tmp_path)
+    storage, ged = places(sshd)
     folder = open_storage(storage, tmp_path / "home").run_folder(2, "factures_envoyer")
     archive = DocumentArchive(ged.url, ged)
     folder.write("preparees/FA-0.pdf", PDF)
@@ -98,7 +98,7 @@ def test_files_on_an_sftp_storage_do_not_wait_for_delayed_acks(
 
 def sftp_environment(server: SshServer, dsn: str, home: Path) -> tuple[Environment, Path, Path]:
     """An environment whose run storage and GED are on the sshd; their folders."""
-    storage, ged = places(server, home)
+    storage, ged = places(server)
     env = Environment(
         dsn=dsn, home=home, storage_config=storage, ged_url=ged.url, ged_access=ged, workers=1
     )
@@ -214,7 +214,7 @@ def test_the_chorus_zip_reads_each_pdf_of_an_sftp_storage_without_looking_for_it
         customer = insert_customer(conn, channel="chorus", siret="73282932000074")
         for n in range(3):
             insert_invoice(conn, customer, number=f"CZ-{n}", send_state="ENVOYE")
-    storage, _ = places(sshd, tmp_path)
+    storage, _ = places(sshd)
     env = Environment(
         dsn=postier_env,
         home=tmp_path / "home",
