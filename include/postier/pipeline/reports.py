@@ -402,24 +402,19 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"| {c['non_traitees']} |",
         "",
     ]
-    if report["anomalies"]:
-        lines += ["## Factures non traitées", "", "| Facture | Statut | Motif |", "|---|---|---|"]
-        lines += [
-            f"| {markdown_cell(a['facture'])} | {a['statut']} | {markdown_cell(a['motif'])} |"
-            for a in report["anomalies"]
-        ]
-        lines.append("")
-    if report.get("remarques"):
-        lines += ["## Remarques", "", "| Facture | Remarque |", "|---|---|"]
-        shown = report["remarques"][:MAX_REMARKS]
-        lines += [
-            f"| {markdown_cell(r['facture'])} | {markdown_cell(r['remarque'])} |" for r in shown
-        ]
-        if len(report["remarques"]) > MAX_REMARKS:
-            lines.append(
-                f"| … et {len(report['remarques']) - MAX_REMARKS} autres (rapport.json) | |"
-            )
-        lines.append("")
+    lines += markdown_table(
+        "Factures non traitées",
+        ["Facture", "Statut", "Motif"],
+        ([a["facture"], a["statut"], a["motif"]] for a in report["anomalies"]),
+    )
+    remarks = report.get("remarques") or []
+    hidden = len(remarks) - MAX_REMARKS
+    lines += markdown_table(
+        "Remarques",
+        ["Facture", "Remarque"],
+        [[r["facture"], r["remarque"]] for r in remarks[:MAX_REMARKS]]
+        + ([[f"… et {hidden} autres (rapport.json)", ""]] if hidden > 0 else []),
+    )
     if "courriels" in report:
         m = report["courriels"]
         lines += [
