@@ -1,6 +1,7 @@
 """Run reports' Markdown tables show ERP and partner text as written, one row per line.
 
-Read back with a GitHub-flavoured Markdown renderer (markdown-it-py), as the clerk's viewer does.
+Read back with the renderer of the run page (`postier.airflow.reports_app`: markdown-it-py,
+CommonMark with tables, no raw HTML), as the clerk sees them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ SHOWN = "Dupont | Fils\\|SARL ligne 2 \\"
 
 
 def _rows(markdown: str) -> list[list[str]]:
-    rendered = MarkdownIt("gfm-like").render(markdown)
+    rendered = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     return [
         [html.unescape(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
         for row in re.findall(r"<tr>(.*?)</tr>", rendered, re.S)
