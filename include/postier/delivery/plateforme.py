@@ -259,31 +259,34 @@ def _read(response: httpx.Response, limit: int | None, where: str) -> bytes:
     return bytes(data)
 
 
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    """`data` as a JSON object (what every answer of these APIs and of a token endpoint is);
+    None when it is not JSON, or JSON of another kind."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _error_fields(response: httpx.Response) -> tuple[str, str]:
     """`errorCode` and `errorMessage` of the PA's `Error` body, when it is one."""
-    try:
-        body = response.json()
-    except ValueError:
-        return "?", ""
-    if not isinstance(body, dict):
-        return "?", ""
+    body = _json_object(response.content) or {}
     return str(body.get("errorCode") or "?"), str(body.get("errorMessage") or "")
 
 
 def _token_fields(response: httpx.Response) -> tuple[str, float]:
     """`access_token` (empty when missing or not a string) and `expires_in` (300 s when absent
     or unreadable) of a token endpoint's JSON answer (RFC 6749 §5.1)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return "", 0.0
-    if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+    body = _json_object(response.content) or {}
+    token = body.get("access_token")
+    if not isinstance(token, str):
         return "", 0.0
     try:
         lifetime = float(body.get("expires_in") or 300)
     except (TypeError, ValueError):
         lifetime = 300.0
-    return body["access_token"], lifetime if 0 < lifetime < float("inf") else 300.0
+    return token, lifetime if 0 < lifetime < float("inf") else 300.0
 
 
 class ApiClient:
@@ -435,11 +438,8 @@ class ApiClient:
                 )
             if as_bytes:
                 return body
-            try:
-                answer = json.loads(body)
-            except ValueError:
-                answer = None
-            if not isinstance(answer, dict):
+            answer = _json_object(body)
+            if answer is None:
                 # Every answer of these APIs is a JSON object; on a deposit the file was sent.
                 unreadable = f"{self.config.where} : réponse illisible (HTTP {status})"
                 if deposit:
