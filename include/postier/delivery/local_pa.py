@@ -4,7 +4,8 @@ The project starts it itself where no real PA is at hand (as the local sshd stan
 Pro): `make demo` deposits its `plateforme` invoices there, and the tests use it as the real
 server they talk to. Every request and every response of the Flow API is validated against the
 official OpenAPI document (`spec/afnor/AFNOR-Flow_Service-1.1.0-openapi.json`, copied unchanged in
-`schemas/afnor/` beside the Chorus schemas) with openapi-core; a request that does not conform is
+`schemas/afnor/` beside the Chorus schemas) with openapi-core, but for a file generated while it
+is sent (`add_lifecycle_flow(generated=…)`, too large to hold); a request that does not conform is
 answered 400 and kept in `violations`, and the tests assert that list is empty. The OAuth2 token
 endpoint (RFC 6749 client credentials, not part of that document) issues Bearer tokens with a
 chosen lifetime. The server stores the flows it accepts and can be told to answer the next

@@ -8,7 +8,9 @@ per process until shortly before it expires, fetched again once when the PA answ
 429 and 503 are retried after the PA's `Retry-After` (seconds or HTTP date), up to a bound;
 400/413/422 are refusals of this very file (`FlowRefused`, with the PA's code and message);
 anything else that prevents the deposit is `PlatformUnavailable` (nothing left, retry later);
-a timeout once the file was sent is `FlowOutcomeUnknown` (search before depositing again).
+a timeout once the file was sent, or an answer to it that is not JSON or has no `flowId`, is
+`FlowOutcomeUnknown` (search before depositing again). A download past the size asked for is
+`FlowTooLarge`, read no further.
 
 The client secret and the token never appear in `repr`, messages or logs: errors name the PA by
 its scheme and host only (`postier.service_url.redacted`).
