@@ -25,6 +25,7 @@ from postier.errors import ConfigurationError, DeliveryError, SelectionError
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import NothingDoneError, finalize, write_report
 from postier.pipeline.runs import process_chunk, start_run
+from postier.storage import RunFolder
 
 VALID_SIRET = "73282932000074"
 TREATMENT = "factures_chorus_recuperer"
@@ -373,6 +374,32 @@ def test_retried_chunk_redeposits_the_recorded_flow_never_a_second_one(
     ).fetchone() == (2,)
     assert collect(env)["compteurs"]["selectionnees"] == 0
     assert list(deposited(folder)) == [name]
+
+
+def test_a_pdf_that_cannot_be_written_stops_the_deposit_before_the_upload(
+    env: Environment, folder: Path, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert_invoice(conn, chorus_customer(conn), number="PDF-1", send_state="ENVOYE")
+    conn.commit()
+    real_write = RunFolder.write
+
+    def full(self: RunFolder, name: str, data: bytes) -> str:
+        if name.startswith("chorus/") and not name.startswith("chorus/flux/"):  # a clerk's PDF
+            raise DeliveryError("écriture impossible (simulée) : disque plein")
+        return real_write(self, name, data)
+
+    external = f"{TREATMENT}/pdf-first"
+    started = start_run(env, TREATMENT, {}, "jmartin", external)
+    monkeypatch.setattr(RunFolder, "write", full)
+    with pytest.raises(DeliveryError):
+        process_chunk(env, external, started["chunks"][0])
+    assert deposited(folder) == {}  # nothing on Chorus that the database does not say deposited
+    assert "deposee" not in [r[0] for r in conn.execute("SELECT status FROM chorus_flows")]
+
+    monkeypatch.undo()
+    process_chunk(env, external, started["chunks"][0])  # the retry
+    assert report_of(env, external)["compteurs"]["traitees"] == 1
+    assert len(deposited(folder)) == 1
 
 
 def test_a_flow_left_recorded_by_a_failed_run_is_finished_by_the_next_run(

@@ -511,6 +511,15 @@ def _deposit_locked(conn: psycopg.Connection, run: Run, flow_id: int, server: _S
             f"fichier du flux Chorus {name} introuvable ou modifié ({file_path}) : "
             "rien n'a été déposé"
         )
+    # The PDFs for the clerk's ZIP, taken from the flow itself (also after a retry), written
+    # before the upload: once the flow is on Chorus, nothing that can fail stands between it and
+    # the database saying so.
+    pdfs = dict(unpack(data, single_name=members[0][1]))
+    written = {
+        invoice_id: run.folder.write(f"{PDF_DIR}/{file_name}", pdfs[file_name])
+        for invoice_id, file_name in members
+        if invoice_id in ours
+    }
     remote = server.upload(name, data)
     conn.execute(
         "UPDATE chorus_flows SET status = 'deposee', deposited_at = now() WHERE id = %s",
@@ -551,17 +560,9 @@ def _deposit_locked(conn: psycopg.Connection, run: Run, flow_id: int, server: _S
             for invoice_id, file_name in members
         ),
     )
-    # The PDFs for the clerk's ZIP, taken from the flow itself (also after a retry).
-    pdfs = dict(unpack(data, single_name=members[0][1]))
     outcomes = [
-        ItemOutcome(
-            invoice_id,
-            DONE,
-            f"déposée sur Chorus Pro (flux {name})",
-            run.folder.write(f"{PDF_DIR}/{file_name}", pdfs[file_name]),
-        )
-        for invoice_id, file_name in members
-        if invoice_id in ours
+        ItemOutcome(invoice_id, DONE, f"déposée sur Chorus Pro (flux {name})", location)
+        for invoice_id, location in written.items()
     ]
     record_outcomes(conn, run.id, outcomes)
     log.info("Flux Chorus %s déposé (%d facture(s))", name, len(members))
