@@ -54,6 +54,7 @@ airflow: install ## Start Airflow locally (standalone) with the DAGs and local d
 bench: install ## Benchmarks: figures as ratios against baselines measured in the same run
 	$(BIN)/python bench/documents_bench.py
 	$(BIN)/python bench/pipeline_bench.py
+	$(BIN)/python bench/chunk_cpu.py 2000
 	$(BIN)/python bench/storage_bench.py
 	$(BIN)/python bench/airflow_bench.py --invoices $(BENCH_AIRFLOW_INVOICES)
 
