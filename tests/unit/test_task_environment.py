@@ -56,3 +56,36 @@ def test_the_signing_key_problem_is_read_with_the_key(monkeypatch: pytest.Monkey
     assert env.signing_pkcs12 == b""
     assert env.signing_problem is not None
     assert "Certificat de signature introuvable" in env.signing_problem
+
+
+def test_a_connection_that_cannot_be_read_is_refused_once_per_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Incomplete: no token_url. Each reading would be an api-server request in a real Airflow,
+    # and the directory is asked for once per buyer looked up.
+    monkeypatch.delenv("POSTIER_ANNUAIRE_URL", raising=False)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POSTIER_ANNUAIRE",
+        json.dumps({"conn_type": "http", "host": "annuaire.example.fr", "login": "postier"}),
+    )
+    env = environment()
+    with pytest.raises(ConfigurationError, match="« postier_annuaire » incomplète") as first:
+        _ = env.annuaire
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POSTIER_ANNUAIRE",
+        json.dumps(
+            {
+                "conn_type": "http",
+                "host": "annuaire.example.fr",
+                "extra": {"token_url": "https://annuaire.example.fr/token"},
+            }
+        ),
+    )
+
+    # The same refusal for the next buyer, without reading the connection again.
+    with pytest.raises(ConfigurationError) as again:
+        _ = env.annuaire
+    assert str(again.value) == str(first.value)
+    # The next task reads it again.
+    again_config = environment().annuaire
+    assert again_config is not None and again_config.base_url == "https://annuaire.example.fr"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast, overload
 from urllib.parse import quote
 
 from airflow.sdk import Connection
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 TECHNICAL_LOGIN = os.environ.get("POSTIER_TECHNICAL_LOGIN", "traitement-nocturne")
 
 _C = TypeVar("_C", covariant=True)
+_T = TypeVar("_T")
 
 
 def _connection(conn_id: str) -> Any | None:
@@ -184,13 +185,56 @@ def environment() -> Environment:
     return env
 
 
+class _ReadOnce(Generic[_T]):
+    """A connection read the first time a task uses it, then kept: its settings, or the French
+    `ConfigurationError` that refused it. `functools.cached_property` keeps no exception: a
+    connection that cannot be read would be read (an api-server request) and refused again at
+    each use, once per buyer looked up in the directory."""
+
+    def __init__(self, read: Callable[[], _T]) -> None:
+        self._read = read
+        self._key = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        # Another key than the attribute's name: the descriptor is asked every time, so a kept
+        # refusal is raised again instead of being returned as the value.
+        self._key = f"_read_once_{name}"
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> _T: ...
+
+    def __get__(self, instance: object | None, owner: type) -> _T | Self:
+        if instance is None:
+            return self
+        kept = instance.__dict__
+        if self._key not in kept:
+            try:
+                kept[self._key] = self._read()
+            except ConfigurationError as refusal:
+                kept[self._key] = _Refused(refusal)
+        value = kept[self._key]
+        if isinstance(value, _Refused):
+            # A fresh traceback each time: the kept one would grow with every raise.
+            raise value.error.with_traceback(None)
+        return cast("_T", value)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    error: ConfigurationError
+
+
 class TaskEnvironment(Environment):
     """An `Environment` whose connections are resolved lazily: each is read from Airflow the
     first time the task uses it, then kept (at most once per task). A task that only writes a
     report never asks for the SMTP server, the signing key or the Chorus server; in a real
     Airflow each connection not given as an `AIRFLOW_CONN_*` variable is a request to the
     api-server. A connection that cannot be read raises its French `ConfigurationError` where it
-    is used (the run's readiness check reads those its treatment needs)."""
+    is used, the same one at each use without reading it again (the run's readiness check reads
+    those its treatment needs)."""
 
     def __init__(self) -> None:
         # Not the dataclass's __init__: it would set every field, connections included.
@@ -198,13 +242,14 @@ class TaskEnvironment(Environment):
         object.__setattr__(self, "workers", int(os.environ.get("POSTIER_WORKERS", "4")))
         object.__setattr__(self, "production", production_mode())
 
-    @functools.cached_property
-    def dsn(self) -> str:
-        return _dsn()
-
-    @functools.cached_property
-    def _signing(self) -> tuple[bytes | None, bytes | None, str | None, str | None]:
-        return _signing()
+    dsn = _ReadOnce(_dsn)
+    _signing = _ReadOnce(_signing)
+    ged_access = _ReadOnce(_ged)
+    chorus_sftp = _ReadOnce(_chorus_sftp)
+    smtp = _ReadOnce(_smtp)
+    plateforme = _ReadOnce(_plateforme)
+    annuaire = _ReadOnce(_annuaire)
+    storage_config = _ReadOnce(_storage)
 
     @property
     def signing_pkcs12(self) -> bytes | None:
@@ -222,33 +267,9 @@ class TaskEnvironment(Environment):
     def signing_problem(self) -> str | None:
         return self._signing[3]
 
-    @functools.cached_property
-    def ged_access(self) -> StorageConfig:
-        return _ged()
-
     @property
     def ged_url(self) -> str:
         return self.ged_access.url
-
-    @functools.cached_property
-    def chorus_sftp(self) -> SftpConfig | None:
-        return _chorus_sftp()
-
-    @functools.cached_property
-    def smtp(self) -> SmtpConfig | None:
-        return _smtp()
-
-    @functools.cached_property
-    def plateforme(self) -> PlatformConfig | None:
-        return _plateforme()
-
-    @functools.cached_property
-    def annuaire(self) -> DirectoryConfig | None:
-        return _annuaire()
-
-    @functools.cached_property
-    def storage_config(self) -> StorageConfig:
-        return _storage()
 
 
 #: The user `dag.test()` stamps on every run it creates (Airflow's own sentinel).
