@@ -158,6 +158,7 @@ def wrap_parts():
 
     storage.RunFolder.write = timed("RunFolder.write", storage.RunFolder.write)
     archive.DocumentArchive.put = timed("DocumentArchive.put", archive.DocumentArchive.put)
+    archive.DocumentArchive.sync = timed("DocumentArchive.sync", archive.DocumentArchive.sync)
     archive.DocumentArchive.key_for = staticmethod(
         timed("key_for", archive.DocumentArchive.key_for)
     )

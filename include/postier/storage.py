@@ -348,6 +348,40 @@ def _fsspec_storage(config: StorageConfig, scheme: str) -> Storage:
     return Storage(fs, str(root).rstrip("/"), public.rstrip("/"), local=False)
 
 
+#: A new file, as `open(path, "wb")` makes it.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """`data` as the file `path`, its folder made when missing: plain system calls (no
+    buffered file object for a single write)."""
+    try:
+        fd = os.open(path, _NEW_FILE, 0o666)
+    except FileNotFoundError:
+        os.makedirs(posixpath.dirname(path), exist_ok=True)
+        fd = os.open(path, _NEW_FILE, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _syncfs(fd: int) -> None:
+    """syncfs(2) of the filesystem holding `fd`: its dirty data, inodes and folder entries
+    written and its journal committed, in one call (`sync` where there is none)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "syncfs"):
+        os.sync()
+        return
+    if libc.syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
 def _checked(name: str) -> str:
     """`name` if it is a plain relative path (no `..`, `.`, empty part, `\\`, leading `/`)."""
     parts = name.split("/")
@@ -440,13 +474,7 @@ class Storage:
         fs = self.fs
         try:
             if self.local:
-                try:
-                    handle = open(temporary, "wb")  # noqa: SIM115 (closed just below)
-                except FileNotFoundError:
-                    os.makedirs(posixpath.dirname(path), exist_ok=True)
-                    handle = open(temporary, "wb")  # noqa: SIM115
-                with handle:
-                    handle.write(data)
+                _write_file(temporary, data)
                 os.replace(temporary, path)
             elif self.sftp:
                 ftp = fs.ftp
@@ -501,6 +529,26 @@ class Storage:
                     remote.set_pipelined(True)  # the close confirms every write
                 shutil.copyfileobj(spool, remote, 1 << 20)
         fs.mv(temporary, path)
+
+    def sync(self) -> None:
+        """Make the files written so far durable, with their folder entries, before a caller
+        records them (a commit): on a local or mounted folder one `syncfs` of its filesystem,
+        whatever the number of files; over SFTP the server's reply to each file's close and
+        rename is what there is (no fsync through the protocol); an object store holds an
+        object once its write returned."""
+        if not self.local:
+            return
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                _syncfs(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise DeliveryError(
+                f"mise en sûreté impossible des fichiers de {self.public} : "
+                f"{error.strerror or error} ; rien n'est validé, la tâche peut être relancée"
+            ) from None
 
     def _discard(self, path: str) -> None:
         """Remove a `.part` left by a failed write, when the storage still answers."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -128,3 +132,70 @@ def test_a_ged_server_with_another_host_key_is_refused_and_nothing_is_written(
     assert "clé d'hôte du serveur de la GED" in message and "différente" in message
     assert "POSTIER_GED_HOST_KEY" in message and PASSWORD not in message
     assert not any(folder.rglob("*.pdf")) and not any(folder.rglob("*.part"))
+
+
+class _CacheStat(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in ("cache", "dirty", "writeback", "evicted", "recently_evicted")
+    ]
+
+
+def unwritten_pages(path: Path) -> int:
+    """Pages of `path` the kernel holds but has not yet written to the disk (dirty or under
+    writeback), per cachestat(2) (Linux ≥ 6.5)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    whole_file = (ctypes.c_uint64 * 2)(0, 0)
+    stat = _CacheStat()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.syscall(451, fd, ctypes.byref(whole_file), ctypes.byref(stat), 0) != 0:
+            pytest.skip(f"cachestat(2) unavailable: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(fd)
+    return int(stat.dirty + stat.writeback)
+
+
+class _CommitWatch(psycopg.Connection):  # type: ignore[type-arg]
+    """A real connection that, when asked to commit, first notes what the GED's files hold
+    unwritten."""
+
+    ged: Path
+    seen: list[dict[str, int]]
+
+    def commit(self) -> None:
+        self.seen.append({p.name: unwritten_pages(p) for p in self.ged.rglob("*.pdf")})
+        super().commit()
+
+
+@dataclass(frozen=True)
+class CommitWatchedEnvironment(Environment):
+    seen: list[dict[str, int]] = field(default_factory=list)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        conn = _CommitWatch.connect(self.dsn)
+        conn.ged, conn.seen = Path(self.archive_url), self.seen
+        return conn
+
+
+def test_a_send_chunk_commits_only_once_its_ged_files_are_on_the_disk(
+    postier_env: str, tmp_path: Path
+) -> None:
+    """A power loss after the commit must not leave an invoice recorded as archived whose
+    signed PDF was still only in memory: when the chunk commits, the kernel holds nothing of
+    the GED's files unwritten (without a sync they stay dirty for ~30 s)."""
+    with psycopg.connect(postier_env) as conn:
+        for n in range(3):
+            insert_invoice(conn, number=f"GD-{n}", send_state="PRET")
+    home = tmp_path / "home"
+    summary = start_run(Environment(dsn=postier_env, home=home), "factures_envoyer", {}, "j", "d")
+    assert summary["chunks"] == [0]
+    env = CommitWatchedEnvironment(dsn=postier_env, home=home)
+    process_chunk(env, summary["run_id"], 0)
+
+    at_commit = env.seen[0]
+    assert sorted(at_commit) == [f"GD-{n}-facture.pdf" for n in range(3)]
+    assert at_commit == dict.fromkeys(at_commit, 0)
+    with psycopg.connect(postier_env) as conn:
+        archived = conn.execute("SELECT count(*) FROM documents").fetchone()
+    assert archived == (3,)

@@ -37,6 +37,7 @@ class DocumentArchive:
         self.root = self._place.root
         #: What locations start with: the URL as given, but no login or password of an SFTP one.
         self.url = self._place.public
+        self._unsynced = False
 
     @property
     def fs(self) -> AbstractFileSystem:
@@ -74,7 +75,16 @@ class DocumentArchive:
             raise DeliveryError(f"la GED contient déjà {key} avec un autre contenu : refusé")
         # `<path>.part` then renamed, its folder made when missing; a French error otherwise.
         self._place.put(path, data, location)
+        self._unsynced = True
         return Archived(location, digest, len(data))
+
+    def sync(self) -> None:
+        """Make the documents put since the last sync durable (one call, not one per file):
+        the caller records them as archived only after, so a power loss cannot leave an
+        invoice recorded as archived whose file is missing."""
+        if self._unsynced:
+            self._place.sync()
+            self._unsynced = False
 
     def read(self, location: str) -> bytes:
         if not location.startswith(self.url + "/"):

@@ -419,6 +419,7 @@ class _Source:
         if not self._unindexed:
             return documents
         pending, self._unindexed = self._unindexed, []
+        self.archive.sync()  # the files durable before the rows that index them commit
         rows = [(i, a.sha256, a.size, a.location, version, why) for i, a, version, why in pending]
         inserted = self.conn.execute(
             "INSERT INTO documents (invoice_id, kind, sha256, size, location, signed, "

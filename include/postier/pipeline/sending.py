@@ -186,6 +186,8 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             _channel_effects(writes, invoice, settings, notes)
             sent.append(invoice.id)
             outcomes.append(ItemOutcome(invoice.id, DONE, " ; ".join(notes) or None, location))
+        # The GED files on disk before the rows saying they are there commit.
+        archive.sync()
         writes.flush(conn)
         stamp_transition(conn, sent, SEND, run.triggered_by, run.id)
         record_outcomes(conn, run.id, outcomes)
