@@ -95,7 +95,7 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
     with conn.transaction():
         locked = lock_for_transition(conn, ids, PREPARE)
         ready: list[int] = []
-        prints: list[tuple[str, int]] = []  # (fingerprint, invoice id) of the prepared ones
+        prints: list[str] = []  # the prepared ones' fingerprints, in the order of `ready`
         addresses: dict[int, BuyerAddress] = {}
         outcomes = _skips(locked)
         for invoice in load_invoices(conn, locked.ids):
@@ -116,21 +116,15 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                 outcomes.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
                 continue
             path = run.folder.write(f"preparees/{invoice.number}.pdf", pdf)
-            prints.append((fingerprint(invoice), invoice.id))
+            prints.append(fingerprint(invoice))
             ready.append(invoice.id)
             notes = [zero_amount_note(invoice, "préparée"), found and found.note]
             note = " ; ".join(n for n in notes if n) or None
             if found is not None:
                 addresses[invoice.id] = found
             outcomes.append(ItemOutcome(invoice.id, DONE, note, output=path))
-        if prints:
-            conn.execute(
-                "UPDATE invoices i SET fingerprint = u.print "
-                "FROM unnest(%s::text[], %s::bigint[]) AS u(print, id) WHERE i.id = u.id",
-                [list(column) for column in zip(*prints, strict=True)],
-            )
         record_addresses(conn, addresses)
-        stamp_transition(conn, ready, PREPARE, run.triggered_by, run.id)
+        stamp_transition(conn, ready, PREPARE, run.triggered_by, run.id, fingerprints=prints)
         record_outcomes(conn, run.id, outcomes)
 
 

@@ -39,7 +39,8 @@ class _ChunkWrites:
     run: Run
     exchanges: list[Exchange] = field(default_factory=list)
     documents: list[tuple[Any, ...]] = field(default_factory=list)
-    dematerialized: list[tuple[str, int]] = field(default_factory=list)
+    #: Invoice id → the channel it was dematerialised on (set with its send state).
+    dematerialized: dict[int, str] = field(default_factory=dict)
 
     def exchange(self, invoice_id: int, kind: str, partner: str, status: str, report: dict) -> None:
         self.exchanges.append(
@@ -59,13 +60,6 @@ class _ChunkWrites:
                 [list(column) for column in zip(*self.documents, strict=True)],
             )
         record_exchanges(conn, self.exchanges)
-        if self.dematerialized:
-            channels, ids = zip(*self.dematerialized, strict=True)
-            conn.execute(
-                "UPDATE invoices i SET dematerialized = true, dematerialized_channel = u.channel "
-                "FROM unnest(%s::text[], %s::bigint[]) AS u(channel, id) WHERE i.id = u.id",
-                [list(channels), list(ids)],
-            )
 
 
 def _channel_effects(
@@ -74,7 +68,7 @@ def _channel_effects(
     channel = invoice.customer.channel
     if channel is Channel.PORTAIL:
         if settings.demat_artis:
-            writes.dematerialized.append(("artis", invoice.id))
+            writes.dematerialized[invoice.id] = "artis"
             writes.exchange(
                 invoice.id,
                 "mise_a_disposition",
@@ -89,7 +83,7 @@ def _channel_effects(
             notes.append("dématérialisation Artis désactivée : pas de courriel")
     elif channel is Channel.CHORUS:
         if settings.demat_chorus:
-            writes.dematerialized.append(("chorus", invoice.id))
+            writes.dematerialized[invoice.id] = "chorus"
             writes.exchange(
                 invoice.id,
                 "dematerialisation_chorus",
@@ -189,5 +183,6 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
         # The GED files on disk before the rows saying they are there commit.
         archive.sync()
         writes.flush(conn)
-        stamp_transition(conn, sent, SEND, run.triggered_by, run.id)
+        channels = [writes.dematerialized.get(i) for i in sent]
+        stamp_transition(conn, sent, SEND, run.triggered_by, run.id, channels=channels)
         record_outcomes(conn, run.id, outcomes)

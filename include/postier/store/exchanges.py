@@ -4,7 +4,7 @@ aside). Every module writes it through here, so the column list lives in one pla
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import psycopg
@@ -47,5 +47,29 @@ def record_exchanges(conn: psycopg.Connection, exchanges: Iterable[Exchange]) ->
             [e.status for e in rows],
             [Jsonb(e.report) for e in rows],
             [e.by for e in rows],
+        ),
+    )
+
+
+def record_same_exchange(
+    conn: psycopg.Connection, invoice_ids: Sequence[int], exchange: Exchange
+) -> None:
+    """One row per invoice of `invoice_ids`, in their order, all alike but for the invoice:
+    `exchange`'s report sent once, not once per row."""
+    if not invoice_ids:
+        return
+    conn.execute(
+        "INSERT INTO exchanges (invoice_id, run_id, kind, partner, status, report, by) "
+        "SELECT e.i, %s::bigint, %s::text, %s::text, %s::text, %s::jsonb, %s::text "
+        "FROM unnest(%s::bigint[]) "
+        "WITH ORDINALITY AS e(i, n) ORDER BY n",
+        (
+            exchange.run_id,
+            exchange.kind,
+            exchange.partner,
+            exchange.status,
+            Jsonb(exchange.report),
+            exchange.by,
+            list(invoice_ids),
         ),
     )

@@ -15,7 +15,7 @@ import psycopg
 
 from postier.domain.states import SendState
 from postier.domain.treatments import Transition
-from postier.store.exchanges import Exchange, record_exchanges
+from postier.store.exchanges import Exchange, record_same_exchange
 
 
 @dataclass(frozen=True)
@@ -93,32 +93,50 @@ def stamp_transition(
     transition: Transition,
     actor: str,
     run_id: int | None = None,
+    *,
+    fingerprints: Sequence[str] | None = None,
+    channels: Sequence[str | None] | None = None,
 ) -> None:
-    """Move locked invoices to the target state, stamp who/when, log one exchange row each."""
+    """Move locked invoices to the target state, stamp who/when, log one exchange row each.
+
+    What the chunk also sets on the same invoices comes in the same statement (one new row
+    version per invoice, not one per statement): `fingerprints` (a prepare: each invoice's, in
+    the order of the ids), `channels` (a send: the channel each id was dematerialised on, None
+    for those that were not)."""
     if not invoice_ids:
         return
     ids = list(invoice_ids)
     sending = transition.to_state is SendState.ENVOYE
+    # unnest pads the arrays not given (NULL) with NULLs: those columns keep their value.
     conn.execute(
-        "UPDATE invoices SET send_state = %(to)s, state_changed_at = now(), "
+        "UPDATE invoices i SET send_state = %(to)s, state_changed_at = now(), "
         "state_changed_by = %(actor)s, "
-        "sent_at = CASE WHEN %(sending)s THEN now() ELSE sent_at END, "
-        "sent_by = CASE WHEN %(sending)s THEN %(actor)s ELSE sent_by END "
-        "WHERE id = ANY(%(ids)s)",
-        {"to": transition.to_state.value, "actor": actor, "sending": sending, "ids": ids},
+        "sent_at = CASE WHEN %(sending)s THEN now() ELSE i.sent_at END, "
+        "sent_by = CASE WHEN %(sending)s THEN %(actor)s ELSE i.sent_by END, "
+        "fingerprint = coalesce(u.print, i.fingerprint), "
+        "dematerialized = i.dematerialized OR u.channel IS NOT NULL, "
+        "dematerialized_channel = coalesce(u.channel, i.dematerialized_channel) "
+        "FROM unnest(%(ids)s::bigint[], %(prints)s::text[], %(channels)s::text[]) "
+        "AS u(id, print, channel) WHERE i.id = u.id",
+        {
+            "to": transition.to_state.value,
+            "actor": actor,
+            "sending": sending,
+            "ids": ids,
+            "prints": None if fingerprints is None else list(fingerprints),
+            "channels": None if channels is None else list(channels),
+        },
     )
     report = {
         "de": sorted(s.value for s in transition.from_states),
         "vers": transition.to_state.value,
         "libelle": f"facture {transition.verb}",
     }
-    record_exchanges(
+    record_same_exchange(
         conn,
-        (
-            Exchange(
-                i, run_id, "changement_etat", "ARTIS", transition.to_state.value, report, actor
-            )
-            for i in ids
+        ids,
+        Exchange(
+            None, run_id, "changement_etat", "ARTIS", transition.to_state.value, report, actor
         ),
     )
 
