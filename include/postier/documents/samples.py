@@ -5,6 +5,7 @@ Deterministic (seeded): the same arguments always give the same invoices.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,15 +196,13 @@ def sample_invoice(
             DueDate(invoice_date + timedelta(days=30 * (n + 1)), amount)
             for n, amount in enumerate(amounts)
         )
-    return Invoice(
-        **{
-            **draft.__dict__,
-            "total_net": total_net,
-            "total_vat": total_vat,
-            "total_gross": total_gross,
-            "due_dates": schedule,
-            "due_date": schedule[-1].due_date if schedule else draft.due_date,
-        }
+    return dataclasses.replace(
+        draft,
+        total_net=total_net,
+        total_vat=total_vat,
+        total_gross=total_gross,
+        due_dates=schedule,
+        due_date=schedule[-1].due_date if schedule else draft.due_date,
     )
 
 

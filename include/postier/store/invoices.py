@@ -147,8 +147,13 @@ def _delivery(h: dict[str, Any]) -> Delivery | None:
     return Delivery(h["delivery_date"], h["delivery_name"], address)
 
 
+#: `json.dumps(…, sort_keys=True)` without building an encoder per call (the same text).
+_FINGERPRINT_JSON = json.JSONEncoder(sort_keys=True, check_circular=False)
+
+
 def fingerprint(invoice: Invoice) -> str:
-    """sha256 of what the customer sees (header, lines, due dates): detects later edits."""
+    """sha256 of what the customer sees (header, lines, due dates): detects later edits.
+    Stored by the preparation and compared by the send: its text must never change."""
     content = {
         "number": invoice.number,
         "kind": invoice.kind.value,
@@ -173,4 +178,4 @@ def fingerprint(invoice: Invoice) -> str:
         "credited": invoice.credited_invoice and invoice.credited_invoice.number,
         "delivery": repr(invoice.delivery),
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(_FINGERPRINT_JSON.encode(content).encode()).hexdigest()
