@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psycopg
 from cryptography.fernet import Fernet
 
 from postier.store.cluster import LocalCluster, free_port
@@ -156,6 +157,18 @@ class Airflow:
         return "\n".join(
             f"----- {f.relative_to(folder)} -----\n{_tail(f, chars)}" for f in files
         ) or (f"(no task log under {folder})")
+
+    def postier_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """The Postier run (its report's row) of the Airflow run `dag_id`/`run_id`."""
+        with psycopg.connect(self.postier_dsn) as conn:
+            row = conn.execute(
+                "SELECT id, status, triggered_by, counts, report, output_dir FROM runs "
+                "WHERE external_id = %s",
+                (f"{dag_id}/{run_id}",),
+            ).fetchone()
+        assert row is not None, f"no Postier run recorded for {dag_id}/{run_id}"
+        keys = ("id", "status", "triggered_by", "counts", "report", "output_dir")
+        return dict(zip(keys, row, strict=True))
 
     def check_alive(self) -> None:
         dead = {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}

@@ -143,16 +143,6 @@ def database_state(dsn: str, batch: int) -> dict[str, Any]:
     }
 
 
-def run_record(dsn: str, dag_id: str, run_id: str) -> dict[str, Any]:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT id, status, counts, output_dir FROM runs WHERE external_id = %s",
-            (f"{dag_id}/{run_id}",),
-        ).fetchone()
-    assert row is not None, f"no Postier run for {dag_id}/{run_id}"
-    return dict(zip(("id", "status", "counts", "output_dir"), row, strict=True))
-
-
 def run_files(output_dir: str) -> dict[str, int | None]:
     """The run's files (name → page count for PDFs), its own id taken out of the names. On the
     SFTP storage, read from the sshd's folder (this machine's disk)."""
@@ -176,7 +166,7 @@ def run_the_day(airflow: Airflow, batch: int) -> dict[str, dict[str, Any]]:
             if dag_id == SEND:
                 confirm(airflow, api, run_id, "Envoyer")
             assert_run_succeeded(airflow, api, dag_id, run_id, BIG_RUN_TIMEOUT)
-            runs[dag_id] = run_record(airflow.postier_dsn, dag_id, run_id)
+            runs[dag_id] = airflow.postier_run(dag_id, run_id)
             runs[dag_id]["seconds"] = round(time.monotonic() - started, 1)
     return runs
 
@@ -311,5 +301,5 @@ def test_a_worker_killed_mid_chunk_loses_nor_doubles_anything(celery_airflow: Ai
     assert set(state["exchanges"].values()) == {1}
     kinds = Counter(row[1] for row in state["exchanges"])
     assert set(kinds.values()) == {len(numbers)}, kinds
-    run = run_record(af.postier_dsn, SEND, run_id)
+    run = af.postier_run(SEND, run_id)
     assert (run["status"], run["counts"]["traitees"]) == ("terminee", len(numbers))

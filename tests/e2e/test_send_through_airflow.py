@@ -52,17 +52,6 @@ def invoices(dsn: str, numbers: list[str]) -> dict[str, dict[str, Any]]:
     return {row[0]: dict(zip(keys, row[1:], strict=True)) for row in rows}
 
 
-def run_row(dsn: str, dag_id: str, run_id: str) -> dict[str, Any]:
-    """The Postier run report of an Airflow run (`runs.external_id` = dag_id/run_id)."""
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT status, triggered_by, counts, report, id FROM runs WHERE external_id = %s",
-            (f"{dag_id}/{run_id}",),
-        ).fetchone()
-    assert row is not None, f"no Postier run recorded for {dag_id}/{run_id}"
-    return dict(zip(("status", "triggered_by", "counts", "report", "id"), row, strict=True))
-
-
 # -- Airflow side -----------------------------------------------------------------------------
 
 
@@ -170,7 +159,7 @@ def test_hold_triggered_by_a_named_user_is_stamped_with_that_login(
         n: ("EN_ATTENTE", CLERK) for n in held
     }
     assert got[other[0]]["send_state"] == "PRET"
-    run = run_row(airflow.postier_dsn, HOLD, run_id)
+    run = airflow.postier_run(HOLD, run_id)
     assert (run["status"], run["triggered_by"]) == ("terminee", CLERK)
 
     # The run's report is on the « Exécutions » page of the Postier plugin, for signed-in users.
@@ -204,7 +193,7 @@ def test_send_triggered_by_a_named_user_is_stamped_with_that_login(
         assert got[number]["send_state"] == "ENVOYE", (number, got[number])
         assert got[number]["sent_by"] == CLERK and got[number]["sent_at"] is not None
     assert got[other[0]]["send_state"] == "PRET" and got[other[0]]["sent_at"] is None
-    run = run_row(airflow.postier_dsn, SEND, run_id)
+    run = airflow.postier_run(SEND, run_id)
     assert (run["status"], run["triggered_by"]) == ("terminee", CLERK)
     assert run["counts"]["traitees"] == 3
 
@@ -220,5 +209,5 @@ def test_rejected_confirmation_sends_nothing(airflow: Airflow, api: httpx.Client
     assert {n: (got[n]["send_state"], got[n]["sent_at"]) for n in kept} == {
         n: ("PRET", None) for n in kept
     }
-    run = run_row(airflow.postier_dsn, SEND, run_id)
+    run = airflow.postier_run(SEND, run_id)
     assert (run["status"], run["triggered_by"]) == ("refusee", CLERK)
