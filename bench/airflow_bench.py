@@ -325,8 +325,9 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
         home = base / "postier-home"
         render_rate, send_rate = document_rate(Environment(dsn=dsn, home=home), 200)
         metadata = metadata_database(cluster, "airflow_bench")
-        # The harness runs Airflow with the production settings (`PRODUCTION_SETTINGS`).
-        settings = {"AIRFLOW__CORE__PARALLELISM": str(workers), "POSTIER_WORKERS": str(workers)}
+        # The harness runs Airflow with the production settings (`PRODUCTION_SETTINGS`; on
+        # Celery `CELERY_SETTINGS` too, whose parallelism is above the slots).
+        settings = {"POSTIER_WORKERS": str(workers)}
         if celery:
             redis = start_redis(base / "redis")
             af = SharedHomeAirflow(
@@ -341,7 +342,8 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
             )
         else:
             af = Airflow(home=base / "airflow", postier_dsn=dsn, postier_home=home)
-            af.settings = settings
+            # The LocalExecutor runs `parallelism` task processes: the slots.
+            af.settings = settings | {"AIRFLOW__CORE__PARALLELISM": str(workers)}
         af.home.mkdir()
         start_airflow(af, metadata)
         roots = account_roots(af, cluster)

@@ -68,6 +68,12 @@ CELERY_SETTINGS = {
     # ends): no chunk waits behind another on a busy worker while a slot is free on another.
     "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
     "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
+    # The scheduler queues a task as soon as its upstream succeeded, whatever the workers' slots
+    # (their concurrency is the limit that counts): it waits in Redis for the first free slot.
+    # Equal to the slots, a task could be queued only once the executor had read the previous
+    # task's result, a second or more after its end (README § Performance). Above the workers'
+    # slots in total, as Airflow's default (32) is.
+    "AIRFLOW__CORE__PARALLELISM": "32",
 }
 
 #: The time after which the scheduler fails a task whose process stopped heart-beating (a worker
