@@ -66,6 +66,12 @@ POLL = 0.5
 READY = re.compile(r"Tâche prête en ([0-9.]+) s, environnement résolu en ([0-9.]+) s")
 CHUNK_WORK = re.compile(r"Paquet \d+ : (\d+) facture\(s\) traitée\(s\) en ([0-9.]+) s")
 PEAK_MEMORY = re.compile(r"Mémoire max de la tâche : (\d+) Mio")
+#: A Celery worker's log lines of one task message: received, run (the task's log), done.
+CELERY_LINES = {
+    "received": re.compile(r"^(\S+) .*Task execute_workload\[([0-9a-f-]+)\] received"),
+    "log": re.compile(r"^\S+ .*\[([0-9a-f-]+)\] Executing workload in Celery: .*log_path='(.+?)'"),
+    "done": re.compile(r"^(\S+) .*Task execute_workload\[([0-9a-f-]+)\] succeeded"),
+}
 
 
 class SharedHomeAirflow(Airflow):
@@ -301,6 +307,41 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
     }
 
 
+def celery_path(af: Airflow, runs: list[RunTiming]) -> dict[str, float]:
+    """Where a task's time goes on Celery outside its own process, median over the tasks of
+    `runs` (the confirmation left out), from the API's times and the workers' logs: queued by
+    the scheduler → its message received by a worker (publish, Redis); received → started
+    (the API's start date: the worker's pool process ran its supervisor, which told the
+    api-server); ended (the API's end date) → the worker done with it (its supervisor saw the
+    task process exit, the result stored for the scheduler to read)."""
+    messages: dict[str, dict[str, str]] = defaultdict(dict)
+    for worker in af.workers:
+        for line in af.log_file(worker).read_text(errors="replace").splitlines():
+            for what, pattern in CELERY_LINES.items():
+                if found := pattern.match(line):
+                    if what == "log":
+                        messages[found.group(1)]["log"] = found.group(2)
+                    else:
+                        messages[found.group(2)][what] = found.group(1)
+    by_log = {m["log"]: m for m in messages.values() if "log" in m}
+    parts: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        for ti in run.tasks:
+            if ti["task_id"] == "confirmation" or ti["state"] != "success":
+                continue
+            mapped = f"map_index={ti['map_index']}/" if ti["map_index"] >= 0 else ""
+            log = (
+                f"dag_id={run.dag_id}/run_id={run.run_id}/task_id={ti['task_id']}/{mapped}"
+                f"attempt={ti['try_number']}.log"
+            )
+            if (message := by_log.get(log)) is None:
+                continue
+            parts["queued_to_worker_s"].append(_seconds(ti["queued_when"], message["received"]))
+            parts["worker_to_start_s"].append(_seconds(message["received"], ti["start_date"]))
+            parts["end_to_worker_done_s"].append(_seconds(ti["end_date"], message.get("done")))
+    return {name: statistics.median(values) for name, values in parts.items()}
+
+
 def counts(dsn: str, external_id: str) -> tuple[int, int]:
     """(invoices done, chunks) of the Postier run of an Airflow run."""
     with psycopg.connect(dsn) as conn:
@@ -375,6 +416,7 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
                 f"cpu:{name}": prep.cpu_s.get(name, 0.0) + send.cpu_s.get(name, 0.0)
                 for name in {*prep.cpu_s, *send.cpu_s}
             },
+            **(celery_path(af, [prep, send]) if celery else {}),
             "peak_mib": {
                 task_id: max(run.peak_mib.get(task_id, 0) for run in (prep, send))
                 for task_id in sorted(prep.peak_mib.keys() | send.peak_mib.keys())
@@ -455,6 +497,11 @@ CELERY_ROWS = (
     ("débit (factures/s)", "throughput", "{:.1f}"),
     ("part d'orchestration", "share", "{:.0%}"),
     ("surcoût par tâche mappée (s)", "mapped_overhead_s", "{:.2f}"),
+    ("tâche en file → message reçu par un worker, médiane (s)", "queued_to_worker_s", "{:.2f}"),
+    ("message reçu → tâche démarrée (superviseur), médiane (s)", "worker_to_start_s", "{:.2f}"),
+    ("processus de tâche prêt à travailler, médiane (s)", "ready_median_s", "{:.2f}"),
+    ("fin de la tâche → worker libre, médiane (s)", "end_to_worker_done_s", "{:.2f}"),
+    ("écart entre deux tâches successives, moyenne (s)", "gap_mean_s", "{:.2f}"),
     ("CPU d'Airflow, des tâches et de PostgreSQL (s)", "cpu_s", "{:.1f}"),
     ("cœurs occupés en moyenne (CPU / durée)", "cores", "{:.2f}"),
 )
