@@ -54,6 +54,7 @@ from e2e.live_airflow import (  # noqa: E402
 )
 from e2e.live_redis import RedisServer, start_redis, stop_redis  # noqa: E402
 from pipeline_bench import document_rate, seed_demo_database  # noqa: E402
+from process_cpu import ProcessTable  # noqa: E402
 
 from postier.pipeline.context import Environment  # noqa: E402
 from postier.store.cluster import LocalCluster  # noqa: E402
@@ -83,22 +84,8 @@ class SharedHomeAirflow(Airflow):
         return self.postier_home
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 SUPERVISORS, TASKS, BENCH = "superviseurs de tâches", "processus de tâches", "ce banc (API)"
-
-
-def _processes() -> dict[int, tuple[int, float, float]]:
-    """Every live process: pid → (parent pid, own CPU s, CPU s of its reaped children)."""
-    table = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        utime, stime, cutime, cstime = (int(f) / CLOCK_TICKS for f in fields[11:15])
-        table[int(stat.parent.name)] = (int(fields[1]), utime + stime, cutime + cstime)
-    return table
 
 
 def cpu_account(roots: dict[str, int]) -> dict[str, float]:
@@ -106,27 +93,20 @@ def cpu_account(roots: dict[str, int]) -> dict[str, float]:
     pid): its live processes' own plus what their reaped children used (a process's CPU goes to
     its parent when it is reaped). Under an executor (the scheduler's LocalExecutor, a Celery
     worker) the direct children are the task supervisors, their children the task processes."""
-    table = _processes()
-    children: dict[int, list[int]] = defaultdict(list)
-    for pid, (parent, _own, _reaped) in table.items():
-        children[parent].append(pid)
-
-    def tree(pid: int) -> float:
-        return table[pid][1] + table[pid][2] + sum(tree(child) for child in children[pid])
-
+    table = ProcessTable.read()
     account: dict[str, float] = defaultdict(float)
     for name, pid in roots.items():
-        if pid not in table:
+        if pid not in table.own:
             continue
         if name == "scheduler" or name.startswith("worker-"):
-            account[name] += table[pid][1] + table[pid][2]
-            for supervisor in children[pid]:
-                account[SUPERVISORS] += table[supervisor][1]
-                account[TASKS] += table[supervisor][2]
-                account[TASKS] += sum(tree(task) for task in children[supervisor])
+            account[name] += table.own[pid] + table.reaped[pid]
+            for supervisor in table.children[pid]:
+                account[SUPERVISORS] += table.own[supervisor]
+                account[TASKS] += table.reaped[supervisor]
+                account[TASKS] += sum(table.tree(task) for task in table.children[supervisor])
         else:
-            account[name] += tree(pid)
-    account[BENCH] = table[os.getpid()][1]
+            account[name] += table.tree(pid)
+    account[BENCH] = table.own[os.getpid()]
     return account
 
 
@@ -189,7 +169,7 @@ def run_dag(
 ) -> RunTiming:
     """Trigger `dag_id` with its default criteria, approve its confirmation if it has one, wait
     for success; wall time from trigger to success minus the answer's delay; the CPU the
-    processes of `roots` used from trigger to success."""
+    processes of `roots` used over the same span (the answer's delay left out of both)."""
     af.wait_for_dag(api, dag_id)
     api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
     cpu_before = cpu_account(roots)
@@ -206,11 +186,17 @@ def run_dag(
             return True if _state(api, dag_id, run_id, "confirmation") == "awaiting_input" else None
 
         af.wait_for("the send's confirmation", awaiting, timeout)
-        asked = time.monotonic()
+        asked, cpu_asked = time.monotonic(), cpu_account(roots)
         af.wait_for_parked_worker_exit(dag_id, run_id, "confirmation")
         hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/confirmation/-1/hitlDetails"
         api.patch(hitl, json={"chosen_options": [APPROVE]}).raise_for_status()
         clerk_s = time.monotonic() - asked
+        cpu_answered = cpu_account(roots)
+        # The CPU used while the clerk's answer was awaited counts no more than its seconds do.
+        cpu_before = {
+            name: cpu_before.get(name, 0.0) + cpu_answered[name] - cpu_asked.get(name, 0.0)
+            for name in cpu_answered
+        }
     af.wait_for(
         f"{dag_id}/{run_id} to succeed", lambda: _run_state(af, api, dag_id, run_id), timeout
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, os.environ.get("BENCH_DIR", str(Path(__file__).resolve().parent)))
 import psycopg
 from pipeline_bench import seed_demo_database
-from storage_bench import tree_cpu
+from process_cpu import tree_cpu
 
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import process_chunk, start_run

@@ -15,7 +15,6 @@ Rounds alternate local and SFTP; each figure is the median of the rounds (a shar
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -23,38 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from process_cpu import tree_cpu
+
 from postier.delivery.archive import DocumentArchive
 from postier.delivery.local_sftp import SshServer, start_sshd, stop_sshd
 from postier.documents import Signer, SigningConfig, render_final_invoice
 from postier.documents.samples import sample_identity, sample_invoice, sample_seller
 from postier.domain.models import Invoice
 from postier.storage import GED, StorageConfig, open_storage
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds of `root` and its descendants, those already reaped included."""
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(entry)] = fields
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        fields = stats.get(pid)
-        if fields:  # utime, stime, cutime, cstime
-            total += sum(int(v) for v in fields[11:15])
-        todo += children.get(pid, [])
-    return total / TICK
 
 
 def write_all(
