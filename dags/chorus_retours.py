@@ -25,7 +25,7 @@ from airflow.sdk import DAG, task
 from postier.airflow.chorus_returns_dag import DAG_ID, DEFAULT_ARGS, EVERY_15_MINUTES, START
 
 
-@task(task_display_name="Rapprocher les retours Chorus Pro")
+@task(task_display_name="Rapprocher les retours Chorus Pro", multiple_outputs=False)
 def rapprocher(**context: Any) -> dict[str, Any]:
     from postier.airflow.chorus_returns_dag import reconcile_returns
 

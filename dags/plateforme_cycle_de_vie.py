@@ -23,7 +23,7 @@ from airflow.sdk import DAG, task
 from postier.airflow.lifecycle_dag import DAG_ID, DEFAULT_ARGS, EVERY_15_MINUTES, START
 
 
-@task(task_display_name="Relever le cycle de vie des factures")
+@task(task_display_name="Relever le cycle de vie des factures", multiple_outputs=False)
 def relever(**context: Any) -> dict[str, Any]:
     from postier.airflow.lifecycle_dag import poll_lifecycle
 

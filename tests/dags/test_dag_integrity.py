@@ -114,6 +114,14 @@ def test_a_prepare_then_send_pays_five_task_processes_around_its_chunks() -> Non
     ]
 
 
+@pytest.mark.parametrize("dag_id", DAG_IDS + OTHER_DAG_IDS)
+def test_a_task_pushes_its_summary_as_one_xcom(dag_id: str) -> None:
+    # A task returning a dict pushes each key as an XCom of its own besides the dict unless told
+    # not to: one more api-server request each (a chunk: 4), which nothing reads.
+    pushing_keys = [t.task_id for t in load_dag(dag_id).tasks if t.multiple_outputs]
+    assert pushing_keys == []
+
+
 def test_nightly_send_is_paused_on_creation_and_runs_the_last_day_of_the_month() -> None:
     dag = load_dag("factures_envoi_nocturne")
     assert dag.is_paused_upon_creation is True

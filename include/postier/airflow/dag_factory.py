@@ -125,7 +125,13 @@ def selectionner(treatment_id: str, **context: Any) -> list[int]:
 
 
 # « paquet », never « lot »: in the ERP a « numéro de lot » is a selection criterion.
-@task(task_display_name="Traiter un paquet de factures", map_index_template="paquet {{ chunk }}")
+# multiple_outputs=False: a task returning a dict would push each key as an XCom of its own
+# besides the whole dict (one api-server request each: 4 more per chunk), which nothing reads.
+@task(
+    task_display_name="Traiter un paquet de factures",
+    map_index_template="paquet {{ chunk }}",
+    multiple_outputs=False,
+)
 @logs_peak_memory
 def traiter_paquet(chunk: int, **context: Any) -> dict[str, int]:
     from postier.airflow.runtime import environment, external_id
@@ -146,6 +152,7 @@ def finaliser(**context: Any) -> list[str]:
 @task(
     trigger_rule=TriggerRule.ALL_DONE,
     task_display_name="Envoyer les courriels et déposer sur la plateforme agréée",
+    multiple_outputs=False,
 )
 @logs_peak_memory
 def livrer(**context: Any) -> dict[str, dict[str, int]]:
@@ -167,7 +174,11 @@ def livrer(**context: Any) -> dict[str, dict[str, int]]:
     return {"courriels": mails, "plateforme": deposits}
 
 
-@task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Rapport d'exécution")
+@task(
+    trigger_rule=TriggerRule.ALL_DONE,
+    task_display_name="Rapport d'exécution",
+    multiple_outputs=False,
+)
 @logs_peak_memory
 def rapport(**context: Any) -> dict[str, Any]:
     from postier.airflow.runtime import environment, external_id
