@@ -9,7 +9,8 @@ In the same run, on a throwaway PostgreSQL cluster seeded with demo data:
   `POSTIER_WORKERS` = `--workers`), the preparation then the send triggered through the REST API,
   the send's confirmation approved through the API, each timed from trigger to success (the
   seconds between the confirmation awaiting its answer and our answer are left out: that is the
-  clerk's time, not the machine's);
+  clerk's time, not the machine's; the run's state polled in the metadata database, not
+  through the api-server being measured);
 - each task's queue wait and duration read from the API, and from the task logs the time a task
   process took to be ready to work (`runtime.environment()`) and a chunk's own work
   (`process_chunk`);
