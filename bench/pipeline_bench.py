@@ -5,7 +5,7 @@
 In the same run, on a throwaway PostgreSQL cluster seeded with demo data:
 - the document-step throughput on one core (final Factur-X render + signature, key loaded once),
   measured on a sample of the same invoices;
-- prepare then send of every invoice through `postier.pipeline` (start → chunks on `workers`
+- prepare then send of every invoice through `postier.pipeline` (start → chunk tasks on `workers`
   processes → finalize → report), as the DAG tasks do, without Airflow's own task start-up;
 - the orchestration overhead share: 1 − pipeline throughput / (document throughput × workers)
   (the send step renders and signs, prepare renders: both are counted as document work);
@@ -29,16 +29,16 @@ import psycopg
 from postier import demo_data
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import finalize, write_report
-from postier.pipeline.runs import process_chunk, start_run
+from postier.pipeline.runs import process_part, start_run
 from postier.store.cluster import LocalCluster
 from postier.store.invoices import load_invoices
 from postier.store.migrations import migrate
 from postier.store.settings import load_settings
 
 
-def _chunk(args: tuple[Environment, int, int]) -> int:
-    env, run_id, chunk = args
-    process_chunk(env, run_id, chunk)
+def _part(args: tuple[Environment, int, dict[str, int]]) -> int:
+    env, run_id, part = args
+    process_part(env, run_id, part["part"], part["parts"])
     with open("/proc/self/status") as status:  # VmHWM: this worker's own peak, in KiB
         return int(next(line for line in status if line.startswith("VmHWM")).split()[1])
 
@@ -51,7 +51,7 @@ def run_treatment(env: Environment, treatment: str, workers: int) -> tuple[float
     # Fresh interpreters, like Airflow's task processes (not forks of this one).
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
-        peaks = list(pool.map(_chunk, [(env, summary["run_id"], c) for c in summary["chunks"]]))
+        peaks = list(pool.map(_part, [(env, summary["run_id"], p) for p in summary["parts"]]))
     files = finalize(env, external)
     report = write_report(env, external, files)
     return time.perf_counter() - started, report["compteurs"]["traitees"], max(peaks, default=0)

@@ -7,7 +7,7 @@ from typing import Any
 
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import RunFailedError, finalize, write_report
-from postier.pipeline.runs import process_chunk, start_run
+from postier.pipeline.runs import process_part, start_run
 
 
 def run_treatment(
@@ -24,8 +24,9 @@ def run_treatment(
     refused), as its DAG's report task would."""
     external = f"{treatment}/test-{uuid.uuid4().hex[:8]}"
     started = start_run(env, treatment, params or {}, actor, external)
-    for chunk in started["chunks"]:
-        process_chunk(env, external, chunk)
+    # The chunk tasks one after the other, the last first: it does its share, then the others'.
+    for part in reversed(started["parts"]):
+        process_part(env, external, part["part"], part["parts"])
     try:
         write_report(env, external, finalize(env, external))
     except RunFailedError:

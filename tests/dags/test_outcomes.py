@@ -218,7 +218,7 @@ def test_nothing_to_send_asks_nothing_and_says_so(run_dag, postier_env) -> None:
 # -- names and logins ---------------------------------------------------------------------------
 
 
-def test_chunks_are_named_paquet_and_demo_runs_carry_a_clerks_login(  # type: ignore[no-untyped-def]
+def test_chunk_tasks_are_named_by_part_and_demo_runs_carry_a_clerks_login(  # type: ignore[no-untyped-def]
     run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("POSTIER_DEMO_LOGIN", "jmartin")
@@ -228,7 +228,7 @@ def test_chunks_are_named_paquet_and_demo_runs_carry_a_clerks_login(  # type: ig
 
     assert dag_run.state == "success"
     chunk = task(dag_run, "traiter_paquet", 0)
-    assert chunk.rendered_map_index == "paquet 0"
+    assert chunk.rendered_map_index == "part 0"
     assert "lot" not in dag_run.dag.get_task("traiter_paquet").task_display_name
     with psycopg.connect(postier_env) as conn:
         assert conn.execute("SELECT state_changed_by FROM invoices").fetchone() == ("jmartin",)

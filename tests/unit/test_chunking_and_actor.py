@@ -1,4 +1,5 @@
-"""Chunk sizing (parallel enough, never too many mapped tasks) and who a run is stamped with."""
+"""Chunk sizing (short chunks, one task per worker), the order a task takes them, and who a run is
+stamped with."""
 
 from __future__ import annotations
 
@@ -8,49 +9,43 @@ from types import SimpleNamespace
 import pytest
 
 from postier.airflow.runtime import TECHNICAL_LOGIN, actor
-from postier.store.runs import (
-    INVOICE_S,
-    MAX_CHUNKS,
-    MAX_ROUNDS,
-    OVERHEAD_SHARE,
-    TASK_OVERHEAD_S,
-    chunk_count_for,
-)
+from postier.pipeline.runs import share_order
+from postier.store.runs import CHUNK_S, INVOICE_S, MIN_CHUNK, chunk_count_for, parts_for
 
 
-@pytest.mark.parametrize("count", [1, 99, 100, 150, 2_000, 10_000, 100_000, 1_000_000, 5_000_000])
+@pytest.mark.parametrize("count", [1, 99, 100, 150, 2_000, 10_000, 100_000, 1_000_000])
 @pytest.mark.parametrize("workers", [1, 2, 3, 8])
-def test_chunks_keep_workers_busy_and_stay_under_the_map_limit(count: int, workers: int) -> None:
-    chunks = chunk_count_for(count, workers, overhead_s=TASK_OVERHEAD_S)
+def test_chunks_are_a_couple_of_seconds_of_work_and_every_worker_has_one(
+    count: int, workers: int
+) -> None:
+    chunks = chunk_count_for(count, workers)
     size = math.ceil(count / chunks)
-    assert chunks <= MAX_CHUNKS
-    assert size >= 100 or chunks <= workers
-    if count >= 100 * workers:
+    # Short enough that the chunk tasks end within a chunk of each other, whatever N.
+    assert size * INVOICE_S <= max(CHUNK_S, MIN_CHUNK * INVOICE_S) * 1.01
+    assert size >= MIN_CHUNK or chunks <= workers
+    if count >= MIN_CHUNK * workers:
         assert chunks >= workers  # every worker busy
-    if chunks > workers:
-        # No last round that one slot runs while the others idle.
-        assert chunks % workers == 0
-    assert chunks <= MAX_ROUNDS * workers or count > MAX_ROUNDS * workers * 2000
-    # The measured cost of a mapped task stays under its share of the chunk's work, unless the
-    # run is too small to give each worker such a chunk.
-    if TASK_OVERHEAD_S > OVERHEAD_SHARE * size * INVOICE_S:
-        assert chunks <= workers
-    if size > 2000:
-        assert chunks > MAX_CHUNKS - workers  # only to respect the limit
+    # One chunk task per worker slot, however many chunks.
+    assert parts_for(chunks, workers) == min(workers, chunks)
 
 
-def test_the_measured_task_overhead_sets_the_chunk_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    # 10,000 invoices on 2 workers: a cheap task allows four rounds, a dear one fewer, bigger.
-    assert chunk_count_for(10_000, 2, overhead_s=0.5) == 8
-    assert chunk_count_for(10_000, 2, overhead_s=2.5) == 6
-    monkeypatch.setenv("POSTIER_TASK_OVERHEAD_SECONDS", "0.5")
-    assert chunk_count_for(10_000, 2) == chunk_count_for(10_000, 2, overhead_s=0.5)
+def test_ten_thousand_invoices_make_many_short_chunks_for_two_tasks() -> None:
+    # The tasks take the chunks in turn: 46 chunks of ≈ 2 s for 2 mapped tasks (was 10 tasks
+    # of one chunk each, ≈ 1 s of task cost per chunk).
+    assert chunk_count_for(10_000, 2) == 46
+    assert parts_for(chunk_count_for(10_000, 2), 2) == 2
+    assert chunk_count_for(0, 2) == 0 and parts_for(0, 2) == 0
 
 
-def test_more_chunks_than_workers_are_a_multiple_of_the_workers() -> None:
-    # 3 workers at the map limit: 1,023 chunks, not 1,024 (one slot would run the last alone).
-    assert chunk_count_for(5_000_000, 3) == 1_023
-    assert chunk_count_for(5_000_000, 8) == 1_024
+def test_a_task_takes_its_own_share_first_then_the_others_from_the_last() -> None:
+    chunks = list(range(7))
+    assert share_order(chunks, 0, 2) == [0, 2, 4, 6, 5, 3, 1]
+    assert share_order(chunks, 1, 2) == [1, 3, 5, 6, 4, 2, 0]
+    # Every task may reach every chunk: none is left if a task never runs.
+    for part in range(3):
+        assert sorted(share_order(chunks, part, 3)) == chunks
+    # Chunks already done are not in the list it gets.
+    assert share_order([3, 5, 6], 1, 2) == [3, 5, 6]
 
 
 def test_a_clerk_run_is_stamped_with_the_triggering_user() -> None:

@@ -80,8 +80,8 @@ def logs_peak_memory(function: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-# Every task finds its run from the Airflow run's identity (`external_id`): only the chunk numbers
-# travel through XCom, as the mapped task's input.
+# Every task finds its run from the Airflow run's identity (`external_id`): only the chunk tasks'
+# parts travel through XCom, as the mapped task's input.
 
 
 class SendConfirmation(ApprovalOperator):
@@ -103,7 +103,7 @@ class SendConfirmation(ApprovalOperator):
 
 @task(task_display_name="Valider les critères et sélectionner")
 @logs_peak_memory
-def selectionner(treatment_id: str, **context: Any) -> list[int]:
+def selectionner(treatment_id: str, **context: Any) -> list[dict[str, int]]:
     from postier.airflow.runtime import actor, environment, external_id
     from postier.errors import ConfigurationError, SelectionError, SigningError
     from postier.pipeline.runs import start_run
@@ -121,23 +121,25 @@ def selectionner(treatment_id: str, **context: Any) -> list[int]:
         from postier.pipeline.reports import send_confirmation
 
         context["ti"].xcom_push(key=SUMMARY_KEY, value=send_confirmation(env, ref))
-    return started["chunks"]
+    return started["parts"]
 
 
-# « paquet », never « lot »: in the ERP a « numéro de lot » is a selection criterion.
+# « paquet », never « lot »: in the ERP a « numéro de lot » is a selection criterion. One task per
+# worker slot, each taking chunks until none is left (`process_part`): a task process per chunk
+# cost its start-up, scheduling and slot release, and static chunks never end together.
 # multiple_outputs=False: a task returning a dict would push each key as an XCom of its own
-# besides the whole dict (one api-server request each: 4 more per chunk), which nothing reads.
+# besides the whole dict (one api-server request each: 4 more per task), which nothing reads.
 @task(
-    task_display_name="Traiter un paquet de factures",
-    map_index_template="paquet {{ chunk }}",
+    task_display_name="Traiter les paquets de factures",
+    map_index_template="part {{ part }}",
     multiple_outputs=False,
 )
 @logs_peak_memory
-def traiter_paquet(chunk: int, **context: Any) -> dict[str, int]:
+def traiter_paquet(part: int, parts: int, **context: Any) -> dict[str, int]:
     from postier.airflow.runtime import environment, external_id
-    from postier.pipeline.runs import process_chunk
+    from postier.pipeline.runs import process_part
 
-    return process_chunk(environment(), external_id(context), chunk)
+    return process_part(environment(), external_id(context), part, parts)
 
 
 @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Finaliser (fichier d'impression)")
@@ -237,7 +239,7 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
         tags=["postier", "factures"] + (["planifié"] if t.scheduled else ["manuel"]),
     ) as dag:
         selection = selectionner(t.id.value)
-        chunks = traiter_paquet.expand(chunk=selection)
+        chunks = traiter_paquet.expand_kwargs(selection)
         if t.needs_confirmation:
             confirmation = SendConfirmation(
                 task_id="confirmation",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -54,7 +54,8 @@ def start_run(
 ) -> dict[str, Any]:
     """Validate the criteria and the configuration, record the run, snapshot its selection.
 
-    Returns a small summary for the next tasks (run id, count, chunk numbers). Invalid criteria
+    Returns a small summary for the next tasks (run id, count, chunk numbers, chunk tasks' parts).
+    Invalid criteria
     (`SelectionError`) or a configuration that stops the treatment (`ConfigurationError`,
     `SigningError`) are definitive: the run is recorded as refused, with its report, and the
     error (French) is raised for the caller to fail at once.
@@ -82,10 +83,21 @@ def start_run(
         run_id, _ = open_run(env, conn, t.id.value, external_id, recorded, actor)
         count, chunks = run_store.plan_items(conn, run_id, selection, env.workers)
         conn.commit()
+    parts = run_store.parts_for(chunks, env.workers)
     log.info(
-        "Traitement %s : %d facture(s) sélectionnée(s) en %d paquet(s)", t.label, count, chunks
+        "Traitement %s : %d facture(s) sélectionnée(s) en %d paquet(s), %d tâche(s)",
+        t.label,
+        count,
+        chunks,
+        parts,
     )
-    return {"run_id": run_id, "selected": count, "chunks": list(range(chunks))}
+    return {
+        "run_id": run_id,
+        "selected": count,
+        "chunks": list(range(chunks)),
+        # One chunk task per worker slot (`process_part`), each told its part and their number.
+        "parts": [{"part": part, "parts": parts} for part in range(parts)],
+    }
 
 
 def open_run(
@@ -163,4 +175,51 @@ def process_chunk(env: Environment, ref: RunRef, chunk: int) -> dict[str, int]:
         counts[run_store.DONE] + counts[run_store.SKIPPED] + counts[run_store.FAILED],
         sum(counts.values()),
     )
+    return counts
+
+
+def share_order(chunks: Sequence[int], part: int, parts: int) -> list[int]:
+    """The order in which the task of `part` (of `parts`) tries the chunks: its own share first
+    (chunks part, part + parts, …), then the others' from the last: a task that has finished
+    its share takes up the chunks the others would reach last, so they meet in the middle
+    rather than both trying the same next chunk."""
+    own = [c for c in chunks if c % parts == part]
+    return own + [c for c in reversed(chunks) if c % parts != part]
+
+
+def process_part(env: Environment, ref: RunRef, part: int, parts: int) -> dict[str, int]:
+    """One chunk task: process every chunk it can claim, in `share_order`; the run's counts.
+
+    A chunk another task holds is left to it, a chunk already done is passed over, so the tasks
+    end within a chunk of each other however unequal their chunks, and a task with no slot to
+    run in before the others are done finds nothing to do. A chunk that raises keeps its claim
+    (no other task of this attempt takes it up) while the task goes on with the other chunks,
+    then the task fails with that error: its retry finds the chunks still to do."""
+    started = time.perf_counter()
+    done, failed = 0, []
+    with env.connect() as claims:
+        claims.autocommit = True
+        run_id = resolve_run_id(claims, ref)
+        for chunk in share_order(run_store.pending_chunks(claims, run_id), part, parts):
+            if not run_store.claim_chunk(claims, run_id, chunk):
+                continue
+            try:
+                process_chunk(env, run_id, chunk)
+            except Exception as error:
+                log.exception("Paquet %d en échec", chunk)
+                failed.append(error)
+                continue
+            run_store.release_chunk(claims, run_id, chunk)
+            done += 1
+        counts = run_store.item_counts(claims, run_id)
+    log.info(
+        "Part %d/%d : %d paquet(s) traité(s), %d en échec, en %.2f s",
+        part,
+        parts,
+        done,
+        len(failed),
+        time.perf_counter() - started,
+    )
+    if failed:
+        raise failed[0]
     return counts

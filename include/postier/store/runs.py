@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,60 +17,35 @@ from postier.store.selection import where_clause
 #: Item statuses (French: they appear in reports).
 PENDING, DONE, SKIPPED, FAILED = "a_traiter", "traitee", "ignoree", "en_erreur"
 
-#: Airflow's default `max_map_length`: a run never maps more chunks than this.
-MAX_CHUNKS = 1024
-
-
-#: What a mapped task costs outside its own work (queue wait, task process start-up, executor
-#: slot release), in seconds: the « surcoût par tâche mappée » of `make bench` (real Airflow).
-#: `POSTIER_TASK_OVERHEAD_SECONDS` sets it from a measure on the production machines.
-TASK_OVERHEAD_S = 2.5
-#: The work per invoice of a chunk, in seconds (document step: render + Factur-X + signature).
-INVOICE_S = 0.03
-#: Largest share of a chunk's time its task overhead may take.
-OVERHEAD_SHARE = 0.05
-#: At most this many rounds of chunks per worker (they even out unequal chunks).
-MAX_ROUNDS = 4
-
-
-def task_overhead_s() -> float:
-    value = os.environ.get("POSTIER_TASK_OVERHEAD_SECONDS", "")
-    try:
-        return max(0.0, float(value)) if value else TASK_OVERHEAD_S
-    except ValueError:
-        return TASK_OVERHEAD_S
-
-
+#: The work of a chunk, in seconds: short enough that the tasks, which take the chunks in turn,
+#: end within a chunk of each other; long enough that what a chunk costs besides its invoices
+#: (its connection, its transaction, its progress line: a few milliseconds) stays negligible.
+CHUNK_S = 2.0
+#: The work per invoice of a chunk, in seconds: document step (render + Factur-X + signature,
+#: ≈ 6.8 ms) plus the chunk's own database and storage work, measured on the demo invoices.
+INVOICE_S = 0.009
 #: What an invoice line adds to an invoice's expected cost in a chunk, in invoices: a line is
 #: ≈ 0.2 ms of render + signature, an invoice ≈ 9 ms whatever its lines (document step ≈ 6.3 ms,
 #: plus its database and storage work), measured on the demo invoices (1 to 58 lines).
 LINE_COST = 0.02
+#: Fewest invoices in a chunk, unless the run has fewer.
+MIN_CHUNK = 100
 
 
-def chunk_count_for(
-    count: int,
-    workers: int,
-    min_size: int = 100,
-    max_size: int = 2000,
-    overhead_s: float | None = None,
-) -> int:
-    """Chunks from the measured cost of a mapped task: as few rounds per worker (1 to
-    MAX_ROUNDS) as keep that cost under OVERHEAD_SHARE of a chunk's work. More chunks than
-    workers are always a multiple of the workers, so that no slot idles through a last round
-    another slot runs alone; a run too small for `min_size` invoices a worker has one chunk per
-    started `min_size`, in one round. Never over MAX_CHUNKS."""
+def chunk_count_for(count: int, workers: int) -> int:
+    """Chunks of about CHUNK_S seconds of work each, in any number: a chunk is the unit of a
+    transaction and of progress, not an Airflow task (a run maps one task per worker, and each
+    takes chunks until none is left). A run too small to give every worker such a chunk is cut
+    in one chunk per started MIN_CHUNK invoices, at most one per worker."""
     if count <= 0:
         return 0
-    workers = max(1, workers)
-    if count < workers * min_size:
-        return min(workers, math.ceil(count / min_size))
-    overhead = task_overhead_s() if overhead_s is None else overhead_s
-    # A chunk at least this big keeps its task's overhead under OVERHEAD_SHARE of its work.
-    worth_it = math.ceil(overhead / (INVOICE_S * OVERHEAD_SHARE))
-    rounds = max(1, min(MAX_ROUNDS, count // (workers * max(1, worth_it))))
-    rounds = max(rounds, math.ceil(count / (workers * max_size)))
-    limit = MAX_CHUNKS - MAX_CHUNKS % workers if workers <= MAX_CHUNKS else MAX_CHUNKS
-    return min(workers * rounds, limit)
+    size = max(MIN_CHUNK, round(CHUNK_S / INVOICE_S))
+    return max(math.ceil(count / size), min(max(1, workers), math.ceil(count / MIN_CHUNK)))
+
+
+def parts_for(chunks: int, workers: int) -> int:
+    """Chunk tasks a run maps: one per worker slot, never more than chunks."""
+    return min(max(1, workers), chunks)
 
 
 @dataclass(frozen=True)
@@ -153,6 +127,47 @@ def pending_ids(conn: psycopg.Connection, run_id: int, chunk: int) -> list[int]:
         (run_id, chunk, PENDING),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def pending_chunks(conn: psycopg.Connection, run_id: int) -> list[int]:
+    """The run's chunks that still hold invoices to process, in selection order."""
+    rows = conn.execute(
+        "SELECT DISTINCT chunk FROM run_items WHERE run_id = %s AND status = %s ORDER BY chunk",
+        (run_id, PENDING),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def claim_chunk(conn: psycopg.Connection, run_id: int, chunk: int) -> bool:
+    """Claim a chunk that still holds invoices to process and that no other task holds, for as
+    long as `conn` lives or until `release_chunk`; False when it is held or done.
+
+    A session advisory lock (keyed on run and chunk), not a transaction's: some handlers commit
+    several times inside their chunk (Chorus: record the flow, upload, mark it deposited). A
+    task killed mid-chunk loses its connection, hence its claims, at once; its chunk's invoices
+    are still pending (its transaction never committed) for whichever task comes next."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_lock_key(run_id), chunk)).fetchone()
+    if not (row and row[0]):
+        return False
+    # Read after the lock: a task that held it committed before letting go.
+    pending = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM run_items WHERE run_id = %s AND chunk = %s AND status = %s)",
+        (run_id, chunk, PENDING),
+    ).fetchone()
+    if pending and pending[0]:
+        return True
+    release_chunk(conn, run_id, chunk)
+    return False
+
+
+def release_chunk(conn: psycopg.Connection, run_id: int, chunk: int) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_lock_key(run_id), chunk))
+
+
+def _lock_key(run_id: int) -> int:
+    # The two-int4 advisory key space (the one-bigint space, used by the mail and PA locks,
+    # does not overlap it); run ids wrap only 2^31 runs apart.
+    return run_id % 2**31
 
 
 def record_outcomes(conn: psycopg.Connection, run_id: int, outcomes: Iterable[ItemOutcome]) -> None:
