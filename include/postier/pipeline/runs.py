@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -157,16 +158,23 @@ ChunkHandler = Callable[[Environment, psycopg.Connection, Run, list[int]], None]
 
 def process_chunk(env: Environment, ref: RunRef, chunk: int) -> dict[str, int]:
     """Process the invoices of one chunk still to do; counts of the whole run afterwards."""
+    with env.connect() as conn:
+        return _process_chunk(env, conn, load_run(conn, ref, env.storage), chunk)
+
+
+def _process_chunk(
+    env: Environment, conn: psycopg.Connection, run: Run, chunk: int
+) -> dict[str, int]:
+    """`process_chunk` on an open connection, which it leaves with no transaction open."""
     from postier.pipeline.handlers import CHUNK_HANDLERS
 
     started = time.perf_counter()
-    with env.connect() as conn:
-        run = load_run(conn, ref, env.storage)
-        ids = run_store.pending_ids(conn, run.id, chunk)
-        if ids:
-            CHUNK_HANDLERS[run.treatment.id](env, conn, run, ids)
-        conn.commit()
-        counts = run_store.item_counts(conn, run.id)
+    ids = run_store.pending_ids(conn, run.id, chunk)
+    if ids:
+        CHUNK_HANDLERS[run.treatment.id](env, conn, run, ids)
+    conn.commit()
+    counts = run_store.item_counts(conn, run.id)
+    conn.commit()
     log.info(
         "Paquet %d : %d facture(s) traitée(s) en %.2f s — avancement %d/%d",
         chunk,
@@ -196,30 +204,42 @@ def process_part(env: Environment, ref: RunRef, part: int, parts: int) -> dict[s
     (no other task of this attempt takes it up) while the task goes on with the other chunks,
     then the task fails with that error: its retry finds the chunks still to do."""
     started = time.perf_counter()
-    done, failed = 0, []
-    with env.connect() as claims:
+    done, failed = 0, 0
+    # Only the first error is kept (its traceback holds its chunk's data), to fail the task with.
+    first_error: Exception | None = None
+    # Two connections for the whole task: the claims (no transaction ever open on it), and the
+    # chunks' work, one transaction per chunk (a PostgreSQL backend's start-up and first queries
+    # cost more than a small chunk's statements).
+    with env.connect() as claims, contextlib.ExitStack() as stack:
         claims.autocommit = True
-        run_id = resolve_run_id(claims, ref)
-        for chunk in share_order(run_store.pending_chunks(claims, run_id), part, parts):
-            if not run_store.claim_chunk(claims, run_id, chunk):
+        run = load_run(claims, ref, env.storage)
+        work = stack.enter_context(env.connect())
+        for chunk in share_order(run_store.pending_chunks(claims, run.id), part, parts):
+            if not run_store.claim_chunk(claims, run.id, chunk):
                 continue
             try:
-                process_chunk(env, run_id, chunk)
+                _process_chunk(env, work, run, chunk)
             except Exception as error:
                 log.exception("Paquet %d en échec", chunk)
-                failed.append(error)
+                failed += 1
+                first_error = first_error or error
+                if work.broken:  # e.g. PostgreSQL restarted: the next chunks on a new one
+                    work.close()
+                    work = stack.enter_context(env.connect())
+                else:
+                    work.rollback()
                 continue
-            run_store.release_chunk(claims, run_id, chunk)
+            run_store.release_chunk(claims, run.id, chunk)
             done += 1
-        counts = run_store.item_counts(claims, run_id)
+        counts = run_store.item_counts(claims, run.id)
     log.info(
         "Part %d/%d : %d paquet(s) traité(s), %d en échec, en %.2f s",
         part,
         parts,
         done,
-        len(failed),
+        failed,
         time.perf_counter() - started,
     )
-    if failed:
-        raise failed[0]
+    if first_error is not None:
+        raise first_error
     return counts
