@@ -11,8 +11,8 @@ modifiables, archivées dans la GED). Les PDF Factur-X signés partent ensuite e
 
 Relancer : déclencher de nouveau le DAG avec les mêmes critères ne refait que ce qui reste à faire
 (les factures déjà déposées ne sont plus sélectionnées, un flux enregistré mais non déposé est
-redéposé sous le même nom, jamais en double) ; un paquet en échec se relance seul depuis l'interface
-(« Clear » sur la tâche du paquet).
+redéposé sous le même nom, jamais en double) ; une tâche de paquets en échec se relance seule depuis
+l'interface (« Clear » sur la tâche : elle ne reprend que les paquets restants).
 """
 
 from postier.airflow.dag_factory import build_dag

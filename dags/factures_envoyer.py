@@ -9,8 +9,9 @@ Approuver envoie ; refuser (ou laisser expirer le délai) n'envoie rien. Chaque 
 la GED si l'archivage est actif, et mise à disposition selon son canal.
 
 Relancer : déclencher de nouveau le DAG avec les mêmes critères ne refait que ce qui reste à faire
-(les factures déjà traitées sont signalées « déjà … » dans le rapport) ; un paquet en échec se
-relance seul depuis l'interface (« Clear » sur la tâche du paquet).
+(les factures déjà traitées sont signalées « déjà … » dans le rapport) ; une tâche de paquets en
+échec se relance seule depuis l'interface (« Clear » sur la tâche : elle ne reprend que les paquets
+restants).
 """
 
 from postier.airflow.dag_factory import build_dag

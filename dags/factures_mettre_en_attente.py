@@ -4,8 +4,9 @@ Bascule les factures « Prêt » à l'état « En attente » : elles ne pourront
 qu'elles n'auront pas été préparées de nouveau. Déclenché à la main.
 
 Relancer : déclencher de nouveau le DAG avec les mêmes critères ne refait que ce qui reste à faire
-(les factures déjà traitées sont signalées « déjà … » dans le rapport) ; un paquet en échec se
-relance seul depuis l'interface (« Clear » sur la tâche du paquet).
+(les factures déjà traitées sont signalées « déjà … » dans le rapport) ; une tâche de paquets en
+échec se relance seule depuis l'interface (« Clear » sur la tâche : elle ne reprend que les paquets
+restants).
 """
 
 from postier.airflow.dag_factory import build_dag
