@@ -136,6 +136,32 @@ def test_send_with_an_unusable_signing_key_fails_before_asking_anything(  # type
     assert "une-autre" not in json.dumps(run["report"]) + note(dag_run)
 
 
+def test_send_with_an_unreadable_ged_fails_before_signing_or_asking(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A login for a local folder: the connection cannot be read (the SMTP case is in
+    # test_secret_in_url.py). Archiving is on by default.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POSTIER_GED",
+        json.dumps(
+            {"conn_type": "generic", "host": "/srv/ged", "login": "ged", "password": "Gd9-secret"}
+        ),
+    )
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="GED-1", send_state="PRET")
+    with Clerk("factures_envoyer", "Envoyer") as clerk:
+        dag_run = run_dag("factures_envoyer")
+
+    assert dag_run.state == "failed" and clerk.asked == []
+    assert states(postier_env) == {"GED-1": "PRET"}
+    with psycopg.connect(postier_env) as conn:
+        assert conn.execute("SELECT count(*) FROM documents").fetchone() == (0,)
+    run = last_run(postier_env)
+    assert run["status"] == "en_erreur"
+    assert "connexion postier_ged : login et mot de passe" in run["report"]["motif"]
+    assert "Gd9-secret" not in json.dumps(run["report"]) + note(dag_run)
+
+
 # -- all or part refused ------------------------------------------------------------------------
 
 
