@@ -38,7 +38,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from postier.errors import ConfigurationError, DeliveryError
@@ -192,7 +192,7 @@ def _open_place(config: StorageConfig, pid: int) -> Storage:
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(config.url, **_options(config))
-    return Storage(fs, str(root).rstrip("/"), config.url.rstrip("/"))
+    return Storage(fs, str(root).rstrip("/"), config.url.rstrip("/"), place=config.place)
 
 
 def _local_fs() -> AbstractFileSystem:
@@ -272,7 +272,7 @@ def _sftp_storage(config: StorageConfig) -> Storage:
 
     root = parts.path.rstrip("/") or "/"
     public = f"sftp://{parts.host}" + (f":{port}" if port != 22 else "") + root
-    return Storage(connect, root, public, local=False, sftp=True)
+    return Storage(connect, root, public, local=False, sftp=True, place=place)
 
 
 def _sftp_makedirs(ftp: Any, path: str) -> None:
@@ -315,6 +315,13 @@ def _reason(error: Exception) -> str:
     return f"connexion interrompue ou refusée ({type(error).__name__})"
 
 
+def _write_error(location: str, error: Exception) -> DeliveryError:
+    return DeliveryError(
+        f"écriture impossible de {location} : {_reason(error)} ; rien n'est validé, "
+        "la tâche peut être relancée"
+    )
+
+
 class _HostKeyRefused(Exception):
     """The server showed another host key than the configured one."""
 
@@ -345,7 +352,7 @@ def _fsspec_storage(config: StorageConfig, scheme: str) -> Storage:
     parts = urlsplit(config.url)
     host = parts.hostname or ""
     public = f"{scheme}://{host}" + (f":{parts.port}" if parts.port else "") + parts.path
-    return Storage(fs, str(root).rstrip("/"), public.rstrip("/"), local=False)
+    return Storage(fs, str(root).rstrip("/"), public.rstrip("/"), local=False, place=config.place)
 
 
 #: A new file, as `open(path, "wb")` makes it.
@@ -401,6 +408,7 @@ class Storage:
         *,
         local: bool = True,
         sftp: bool = False,
+        place: Place = RUN_STORAGE,
     ) -> None:
         # A callable connects on first use: a task that writes nothing opens no session.
         self._fs: AbstractFileSystem | None = None if callable(fs) else fs
@@ -411,6 +419,8 @@ class Storage:
         self.local = local
         #: An SFTP server: files written with paramiko directly (fewest round trips).
         self.sftp = sftp
+        #: Which place this is (the runs' storage, the GED…), for its messages.
+        self.place = place
 
     def __repr__(self) -> str:
         return f"Storage({self.public})"
@@ -441,7 +451,7 @@ class Storage:
         if not location.startswith(prefix):
             raise DeliveryError(
                 f"fichier hors du stockage configuré ({self.public}) : {location} — "
-                "POSTIER_STORAGE_URL doit être le même pour toutes les tâches d'une exécution"
+                f"{self.place.prefix}_URL doit être le même pour toutes les tâches d'une exécution"
             )
         return _checked(location[len(prefix) :])
 
@@ -468,67 +478,94 @@ class Storage:
 
         No stat before: over SFTP a file costs three round trips (open, the writes pipelined
         with the close that confirms them, the POSIX rename), a new folder two more."""
+        if not self.local:
+            with self._published(path, location) as handle:
+                handle.write(data)
+            return
+        temporary = path + TEMPORARY_SUFFIX
+        try:
+            _write_file(temporary, data)
+            os.replace(temporary, path)
+        except OSError as error:
+            self._discard(temporary)
+            raise _write_error(location, error) from None
+
+    def upload(self, path: str, source: IO[bytes], location: str) -> None:
+        """Write what is left to read of `source` at `path`, as `put` does."""
+        with self._published(path, location) as handle:
+            shutil.copyfileobj(source, handle, 1 << 20)
+
+    @contextlib.contextmanager
+    def writer(self, path: str, location: str) -> Iterator[IO[bytes]]:
+        """A file to write `path` (as the filesystem names it) into, streamed; published when
+        the block ends without error, as `put` publishes, and removed otherwise. Remote storages
+        get it from a local temporary file (memory flat). The file can be read back in the
+        block (`seek(0)`): what was written, e.g. to copy it elsewhere without a download."""
+        if self.local:
+            with self._published(path, location) as handle:
+                yield handle
+            return
+        with tempfile.TemporaryFile() as spool:
+            try:
+                yield spool
+            except OSError as error:  # the local spool's disk: full…
+                raise _write_error(location, error) from None
+            spool.seek(0)
+            self.upload(path, spool, location)
+
+    @contextlib.contextmanager
+    def _published(self, path: str, location: str) -> Iterator[IO[bytes]]:
+        """`<path>.part` opened to write (its folder made when missing), renamed `path` when
+        the block ends without error. Whatever fails, the `.part` is removed; a failure of the
+        storage (open, write, close, rename) is a French `DeliveryError` naming `location`, an
+        error of the caller's own block is raised as it is."""
         temporary = path + TEMPORARY_SUFFIX
         # Reached before the write: a refused connection keeps its own message (the host key…)
         # and is not tried a second time to discard a `.part` never begun.
         fs = self.fs
+        own: BaseException | None = None
         try:
+            with self._opened(fs, temporary) as handle:
+                try:
+                    yield handle
+                except OSError:
+                    raise  # writing into the file failed: the storage's failure
+                except BaseException as error:
+                    own = error
+                    raise
             if self.local:
-                _write_file(temporary, data)
                 os.replace(temporary, path)
             elif self.sftp:
-                ftp = fs.ftp
-                try:
-                    remote = ftp.open(temporary, "wb")
-                except FileNotFoundError:
-                    _sftp_makedirs(ftp, posixpath.dirname(path))
-                    remote = ftp.open(temporary, "wb")
-                with remote:
-                    # Writes not awaited one by one; the close waits for every one's answer.
-                    remote.set_pipelined(True)
-                    remote.write(data)
-                ftp.posix_rename(temporary, path)
+                fs.ftp.posix_rename(temporary, path)
             else:
-                fs.makedirs(posixpath.dirname(path), exist_ok=True)
-                fs.pipe_file(temporary, data)
                 fs.mv(temporary, path)
-        except Exception as error:  # OSError, paramiko's SSHException, EOFError…
+        except BaseException as error:
             self._discard(temporary)
-            raise DeliveryError(
-                f"écriture impossible de {location} : {_reason(error)} ; rien n'est validé, "
-                "la tâche peut être relancée"
-            ) from None
-
-    @contextlib.contextmanager
-    def writer(self, path: str) -> Iterator[IO[bytes]]:
-        """A file to write `path` (as the filesystem names it) into, streamed; published when
-        the block ends without error, removed otherwise. Remote storages get it from a local
-        temporary file (memory flat)."""
-        temporary = path + TEMPORARY_SUFFIX
-        if self.local:
-            os.makedirs(posixpath.dirname(path), exist_ok=True)
-            try:
-                with open(temporary, "wb") as handle:
-                    yield handle
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
+            if error is own or not isinstance(error, Exception):
                 raise
-            os.replace(temporary, path)
-            return
-        fs = self.fs
+            raise _write_error(location, error) from None
+
+    def _opened(self, fs: AbstractFileSystem, temporary: str) -> IO[bytes]:
+        """`temporary` opened to write, its folder made when missing."""
+        folder = posixpath.dirname(temporary)
+        if self.local:
+            try:
+                return open(temporary, "w+b")  # noqa: SIM115 (closed by the caller)
+            except FileNotFoundError:
+                os.makedirs(folder, exist_ok=True)
+                return open(temporary, "w+b")  # noqa: SIM115
         if self.sftp:
-            _sftp_makedirs(fs.ftp, posixpath.dirname(path))
-        else:
-            fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with tempfile.TemporaryFile() as spool:
-            yield spool
-            spool.seek(0)
-            with fs.open(temporary, "wb") as remote:
-                if self.sftp:
-                    remote.set_pipelined(True)  # the close confirms every write
-                shutil.copyfileobj(spool, remote, 1 << 20)
-        fs.mv(temporary, path)
+            ftp = fs.ftp
+            try:
+                remote = ftp.open(temporary, "wb")
+            except FileNotFoundError:
+                _sftp_makedirs(ftp, folder)
+                remote = ftp.open(temporary, "wb")
+            # Writes not awaited one by one; the close waits for every one's answer.
+            remote.set_pipelined(True)
+            return cast("IO[bytes]", remote)
+        fs.makedirs(folder, exist_ok=True)
+        return cast("IO[bytes]", fs.open(temporary, "wb"))
 
     def sync(self) -> None:
         """Make the files written so far durable, with their folder entries, before a caller
@@ -593,7 +630,7 @@ class RunFolder:
     @contextlib.contextmanager
     def writer(self, name: str) -> Iterator[IO[bytes]]:
         """A file to write `name` into, streamed (see `Storage.writer`)."""
-        with self.storage.writer(self._path(name)) as handle:
+        with self.storage.writer(self._path(name), self.file_location(name)) as handle:
             yield handle
 
     def read(self, name: str) -> bytes:

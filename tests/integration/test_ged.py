@@ -34,7 +34,7 @@ def test_archive_is_write_once(tmp_path: Path) -> None:
     with pytest.raises(DeliveryError, match="autre contenu"):
         archive.put("2026/11/C1/FA-1-facture.pdf", b"%PDF-1 forged")
     assert archive.read(first.location) == b"%PDF-1 original"
-    with pytest.raises(DeliveryError, match="chemin GED refusé"):
+    with pytest.raises(DeliveryError, match="nom de fichier refusé"):
         archive.put("../evil.pdf", b"x")
 
 

@@ -177,15 +177,21 @@ def test_a_run_file_failing_mid_chunk_leaves_the_invoices_to_prepare_again(
     assert sorted(p.name for p in prepared.iterdir()) == [f"{n}.pdf" for n in numbers]
 
 
+def print_house_drop(server: SshServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh folder of the sshd as the export's drop (`POSTIER_EXPORT_URL`…)."""
+    drop = server.folder() / "routeur"
+    for name, value in server.storage_environment(drop, PASSWORD, prefix="POSTIER_EXPORT").items():
+        monkeypatch.setenv(name, value)
+    return drop
+
+
 def test_the_print_house_drop_gets_the_zip_whole_and_the_report_names_it_without_secrets(
     postier_env: str,
     sshd: SshServer,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    drop = sshd.folder() / "routeur"
-    for name, value in sshd.storage_environment(drop, PASSWORD, prefix="POSTIER_EXPORT").items():
-        monkeypatch.setenv(name, value)
+    drop = print_house_drop(sshd, monkeypatch)
     with psycopg.connect(postier_env) as conn:
         insert_invoice(conn, number="EXP-DROP")
 
@@ -230,3 +236,56 @@ def test_the_chorus_zip_reads_each_pdf_of_an_sftp_storage_without_looking_for_it
         assert sorted(z.namelist()) == ["CZ-0.pdf", "CZ-1.pdf", "CZ-2.pdf"]
     looked = [m for m in sftp_requests(caplog, full=True) if m.startswith("stat(")]
     assert not [m for m in looked if ".pdf" in m], looked
+
+
+def test_a_streamed_file_failing_after_its_part_is_opened_is_a_french_error_and_no_part(
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="EXP-PART")
+    env, storage, _ = sftp_environment(sshd, postier_env, tmp_path / "home")
+    external = f"{EXPORT_RUN}/test-part"
+    started = start_run(env, EXPORT_RUN, {}, "jmartin", external)
+    for chunk in started["chunks"]:
+        process_chunk(env, external, chunk)
+    # The ZIP's `.part` opens and fills; its rename fails: a folder has the ZIP's name.
+    run_dir = storage / "runs" / f"{started['run_id']:06d}-{EXPORT_RUN}"
+    (run_dir / f"export-{started['run_id']:06d}.zip" / "occupé").mkdir(parents=True)
+
+    with pytest.raises(DeliveryError) as failed:
+        finalize(env, external)
+
+    message = str(failed.value)
+    assert message.startswith(f"écriture impossible de sftp://127.0.0.1:{sshd.port}{run_dir}/")
+    assert message.endswith("rien n'est validé, la tâche peut être relancée")
+    assert PASSWORD not in message and f"{sshd.user}@" not in message
+    assert not list(run_dir.rglob("*.part"))
+
+
+def test_the_print_house_zip_of_an_sftp_storage_is_written_once_not_read_back(
+    postier_env: str,
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    drop = print_house_drop(sshd, monkeypatch)
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="EXP-ONCE")
+    env, storage, _ = sftp_environment(sshd, postier_env, tmp_path / "home")
+    caplog.set_level(logging.DEBUG, logger="paramiko.transport.sftp")
+
+    run_treatment(env, EXPORT_RUN)
+
+    (exported,) = drop.glob("export-*.zip")
+    (kept,) = storage.rglob("export-*.zip")
+    assert exported.read_bytes() == kept.read_bytes()
+    with zipfile.ZipFile(exported) as z:
+        assert sorted(z.namelist()) == ["EXP-ONCE.pdf", "index.csv"]
+    opened = [m for m in sftp_requests(caplog, full=True) if m.startswith("open(") and ".zip" in m]
+    # Up to the run's folder once, and to the drop (a first `open` there finds no folder yet);
+    # never downloaded back from the run's folder.
+    assert all(m.endswith(".zip.part', 'wb')") for m in opened), opened
+    assert len([m for m in opened if "/runs/" in m]) == 1, opened

@@ -56,17 +56,12 @@ class DocumentArchive:
         year, month = invoice_date.year, invoice_date.month
         return f"{year:04d}/{month:02d}/{customer_code}/{number}-{kind}{suffix}.pdf"
 
-    def _path(self, key: str) -> str:
-        if ".." in key.split("/") or key.startswith("/"):
-            raise DeliveryError(f"chemin GED refusé : {key}")
-        return f"{self.root}/{key}"
-
     def put(self, key: str, data: bytes, *, replace_unindexed: bool = False) -> Archived:
         """Store `data` under `key`. The same bytes again is a no-op; other bytes are refused,
         unless the caller knows the existing file was never indexed (a rolled-back send)."""
         digest = hashlib.sha256(data).hexdigest()
-        path = self._path(key)
-        location = f"{self.url}/{key}"
+        path = self._place.path(key)
+        location = self._place.location(key)
         # A send replaces what a rolled-back attempt left: no look before writing.
         if not replace_unindexed and self.fs.exists(path):
             existing = hashlib.sha256(self.fs.cat_file(path)).hexdigest()
@@ -87,6 +82,6 @@ class DocumentArchive:
             self._unsynced = False
 
     def read(self, location: str) -> bytes:
-        if not location.startswith(self.url + "/"):
-            raise DeliveryError(f"document hors de la GED configurée : {location}")
-        return bytes(self.fs.cat_file(self._path(location[len(self.url) + 1 :])))
+        """The document at `location`; a French `DeliveryError` when outside this GED, absent
+        or unreadable."""
+        return self._place.read(location)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import zipfile
 
 import psycopg
@@ -83,20 +82,19 @@ def export_archive(env: Environment, ref: RunRef) -> str | None:
     index = io.StringIO()
     writer = csv.writer(index, delimiter=";")
     writer.writerow(INDEX_COLUMNS)
-    with (
-        run.folder.writer(name) as handle,
-        zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive,
-    ):
-        for row in rows:
-            pdf = run.folder.read(f"export/{row[0]}")
-            archive.writestr(row[0], pdf)
-            writer.writerow(row + [len(PdfReader(io.BytesIO(pdf)).pages)])
-        archive.writestr("index.csv", index.getvalue().encode("utf-8-sig"))  # Excel-friendly
     drop = StorageConfig.from_env(place=EXPORT)
-    if not drop.url:
-        return run.folder.file_location(name)
-    place = open_place(drop)
-    # Published under its final name once complete, like the run's own files.
-    with run.folder.open(name) as source, place.writer(place.path(name)) as copy:
-        shutil.copyfileobj(source, copy, 1 << 20)
+    place = open_place(drop) if drop.url else None
+    with run.folder.writer(name) as handle:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+            for row in rows:
+                pdf = run.folder.read(f"export/{row[0]}")
+                archive.writestr(row[0], pdf)
+                writer.writerow(row + [len(PdfReader(io.BytesIO(pdf)).pages)])
+            archive.writestr("index.csv", index.getvalue().encode("utf-8-sig"))  # Excel-friendly
+        if place is None:
+            return run.folder.file_location(name)
+        # From what was just written, not downloaded back from a remote run storage; published
+        # under its final name once complete, like the run's own files.
+        handle.seek(0)
+        place.upload(place.path(name), handle, place.location(name))
     return place.location(name)  # no login nor password: it goes into the report

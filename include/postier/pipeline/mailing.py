@@ -383,7 +383,7 @@ def _attachments(
             continue
         try:
             data = archive.read(location)
-        except OSError as error:
+        except (OSError, DeliveryError) as error:
             raise DeliveryError(
                 f"PDF de la facture {number} illisible dans la GED : {error}"
             ) from None
