@@ -27,6 +27,7 @@ from postier.delivery.plateforme import (
     PlatformUnavailable,
     forget_tokens,
 )
+from postier.domain.limits import MAX_FILE_SIZE
 from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment
 from postier.pipeline.plateforme import deposit_pending, tracking_id
@@ -223,18 +224,24 @@ def test_a_recorded_flow_the_pa_never_received_is_deposited_by_the_next_run(
 
 
 def test_429_and_503_are_retried_after_the_retry_after_the_pa_asks(
-    env: Environment, conn: psycopg.Connection, platform: LocalPlatform, config: PlatformConfig
+    env: Environment,
+    conn: psycopg.Connection,
+    platform: LocalPlatform,
+    config: PlatformConfig,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     number = sent_invoice(env, conn)
     platform.answer_next("/v1/flows", 429, retry_after="7")
     platform.answer_next("/v1/flows", 503, retry_after="2")
     waits = Waits()
+    caplog.set_level(logging.INFO, logger="postier.delivery.plateforme")
 
     with FlowClient(config, sleep=waits) as client:
         summary = deposit_pending(env, by="jmartin", client=client)
 
     assert waits == [7.0, 2.0]
     assert summary.deposited == [number] and len(platform.state.flows) == 1
+    assert f"{config.where} : HTTP 429, nouvel essai dans 7 s" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -373,6 +380,87 @@ def test_a_token_answer_without_a_token_is_platform_unavailable_in_french(
     assert "jeton d'accès non obtenu" in reason and "access_token" in reason
     assert platform.state.client_secret not in reason
     assert platform.state.flows == []
+
+
+# ----------------------------------------------------------------------------- hostile answers
+
+
+def huge_search_answer() -> dict[str, Any]:
+    """A search answer past the size limit, valid against the document (a reason message has
+    no maximum length)."""
+    detail = {"level": "Error", "item": "file", "reasonCode": "X_TEST"}
+    flow = {
+        "flowId": "flux-enorme",
+        "trackingId": "T-ENORME",
+        "acknowledgement": {
+            "status": "Error",
+            "details": [detail | {"reasonMessage": "x" * (MAX_FILE_SIZE + 1)}],
+        },
+    }
+    return {"results": [flow]}
+
+
+@pytest.mark.parametrize(
+    ("status", "answer"),
+    [
+        (500, {"message": "x" * (MAX_FILE_SIZE + 1)}),
+        (200, {"body": huge_search_answer()}),
+    ],
+    ids=["error-answer", "search-answer"],
+)
+def test_an_answer_past_the_size_limit_is_read_no_further_and_unavailable_in_french(
+    platform: LocalPlatform, config: PlatformConfig, status: int, answer: dict[str, Any]
+) -> None:
+    platform.answer_next("/v1/flows/search", status, **answer)
+
+    with FlowClient(config) as client, pytest.raises(PlatformUnavailable) as failed:
+        client.find("T-ENORME")
+
+    assert str(failed.value).startswith(
+        f"{config.where} : réponse de plus de {MAX_FILE_SIZE} octets (HTTP {status}), "
+        "lecture arrêtée"
+    )
+
+
+@pytest.mark.parametrize("search", ["find", "lifecycle_flows"])
+def test_a_search_result_that_is_not_an_object_is_refused_in_french_without_the_answer(
+    platform: LocalPlatform, config: PlatformConfig, search: str
+) -> None:
+    platform.answer_next("/v1/flows/search", 200, body={"results": ["<script>hostile</script>"]})
+
+    with FlowClient(config) as client, pytest.raises(PlatformUnavailable) as failed:
+        client.find("T-1") if search == "find" else client.lifecycle_flows(None)
+
+    message = str(failed.value)
+    assert message.startswith(f"{config.where} : réponse de recherche illisible")
+    assert "hostile" not in message
+    # The answer is off the document on purpose: what the PA was made to send.
+    assert [v.split(":", 1)[0] for v in platform.state.violations] == [
+        "response 200 /flow-service/v1/flows/search"
+    ]
+    platform.state.violations.clear()
+
+
+@pytest.mark.parametrize("configured", ["POSTIER_PLATEFORME_URL", "postier_plateforme"])
+def test_refused_credentials_name_the_setting_the_clerk_used(
+    platform: LocalPlatform, configured: str
+) -> None:
+    if configured == "POSTIER_PLATEFORME_URL":
+        config = PlatformConfig.from_env({configured: platform.env_url()})
+    else:
+        fields = json.loads(platform.airflow_connection())
+        config = PlatformConfig.from_connection(
+            None, None, fields["login"], fields["password"], fields["extra"]
+        )
+    wrong = dataclasses.replace(config, client_secret="pas-le-bon")
+
+    with FlowClient(wrong) as client, pytest.raises(ConfigurationError) as refused:
+        client.find("T-1")
+
+    message = str(refused.value)
+    assert "identifiants OAuth2 refusés" in message and configured in message
+    other = "postier_plateforme" if configured == "POSTIER_PLATEFORME_URL" else "POSTIER_"
+    assert other not in message
 
 
 def test_downloading_a_flow_the_pa_does_not_have_is_flow_missing(

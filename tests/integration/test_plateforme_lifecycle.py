@@ -188,7 +188,7 @@ def test_a_lifecycle_file_past_the_size_limit_is_set_aside_without_being_read_wh
 ) -> None:
     from postier.delivery.local_pa import running_platform
     from postier.delivery.plateforme import FlowClient, PlatformConfig
-    from postier.domain.chorus_returns import MAX_FILE_SIZE
+    from postier.domain.limits import MAX_FILE_SIZE
     from postier.pipeline.context import Environment
     from postier.pipeline.lifecycle_flows import poll
 

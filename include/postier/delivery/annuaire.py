@@ -107,7 +107,7 @@ class DirectoryClient(ApiClient):
                     "ignore": page * PAGE,
                 },
             )
-            results = body.get("results") or []
+            results = self._results(body)
             if page == MAX_PAGES and results:
                 raise PlatformError(
                     f"{self.config.where} : plus de {len(found)} lignes pour le SIREN {siren}, "

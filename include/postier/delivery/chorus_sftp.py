@@ -316,7 +316,8 @@ class ChorusSftp:
 
     def download(self, name: str) -> bytes:
         """The content of `out/<name>`; a `ReturnFileError` (quarantine) beyond MAX_FILE_SIZE."""
-        from postier.domain.chorus_returns import MAX_FILE_SIZE, printable
+        from postier.domain.chorus_returns import printable
+        from postier.domain.limits import MAX_FILE_SIZE
 
         path = self._remote(posixpath.join(self.config.remote_out, _simple_name(name)))
         try:

@@ -9,8 +9,8 @@ is sent (`add_lifecycle_flow(generated=…)`, too large to hold); a request that
 answered 400 and kept in `violations`, and the tests assert that list is empty. The OAuth2 token
 endpoint (RFC 6749 client credentials, not part of that document) issues Bearer tokens with a
 chosen lifetime. The server stores the flows it accepts and can be told to answer the next
-requests with 429/503 (with `Retry-After`), 400/413/422, or to accept a flow and then never
-answer (the client times out: an unknown outcome).
+requests with 429/503 (with `Retry-After`), 400/413/422, a body of the test's, or to accept a
+flow and then never answer (the client times out: an unknown outcome).
 
 It also plays the buyer's side: told which statuses an invoice it received reaches
 (`LocalPlatform.lifecycle`), it produces one lifecycle flow per status (flowType
@@ -65,6 +65,8 @@ class Scripted:
     message: str = ""
     #: Accept the flow, then do not answer for this many seconds (after a deposit).
     hang: float = 0.0
+    #: This JSON body instead of an `Error` (checked against the document like any answer).
+    body: Any = None
 
 
 @dataclass
@@ -143,7 +145,8 @@ class _Handler(OAuthHandler):
             error = {"errorCode": scripted.code or f"E{scripted.status}"}
             if scripted.message:
                 error["errorMessage"] = scripted.message
-            self._answer(request, scripted.status, error, headers)
+            answer = error if scripted.body is None else scripted.body
+            self._answer(request, scripted.status, answer, headers)
             return
         if method == "post" and route == "/v1/flows":
             time.sleep(state.deposit_delay)

@@ -10,7 +10,9 @@ per process until shortly before it expires, fetched again once when the PA answ
 anything else that prevents the deposit is `PlatformUnavailable` (nothing left, retry later);
 a timeout once the file was sent, or an answer to it that is not JSON or has no `flowId`, is
 `FlowOutcomeUnknown` (search before depositing again). A download past the size asked for is
-`FlowTooLarge`, read no further.
+`FlowTooLarge`, read no further; any other answer (JSON, error, token) is read no further than
+`MAX_FILE_SIZE` bytes either: past it, `PlatformUnavailable` (`FlowOutcomeUnknown` for the answer
+to a deposit). A search answer whose `results` are not objects is `PlatformUnavailable`.
 
 The client secret and the token never appear in `repr`, messages or logs: errors name the PA by
 its scheme and host only (`postier.service_url.redacted`).
@@ -32,6 +34,7 @@ from typing import Any, Self
 
 import httpx
 
+from postier.domain.limits import MAX_FILE_SIZE
 from postier.errors import ConfigurationError, DeliveryError
 from postier.service_url import parse_service_url, redacted
 
@@ -119,6 +122,9 @@ class PlatformConfig:
     #: Attempts of one request answered 429/503, and the longest `Retry-After` we wait for.
     attempts: int = 4
     max_wait: float = 120.0
+    #: Where it was configured, for the messages that say what to check (the connection, or
+    #: the variable `ENV`); the connection when empty. Not part of what the settings are.
+    setting: str = field(default="", compare=False)
 
     @classmethod
     def from_connection(
@@ -151,6 +157,7 @@ class PlatformConfig:
             client_secret=password or "",
             scope=extra.get("scope") or None,
             timeout=_seconds(extra.get("timeout"), where),
+            setting=where,
         )
 
     @classmethod
@@ -181,6 +188,11 @@ class PlatformConfig:
     @property
     def where(self) -> str:
         return f"{self.SERVICE} ({redacted(self.base_url)})"
+
+    @property
+    def configured_in(self) -> str:
+        """The connection or the variable the clerk set."""
+        return self.setting or f"connexion « {self.CONNECTION} »"
 
 
 @dataclass(frozen=True)
@@ -243,12 +255,10 @@ def _retry_after(response: httpx.Response) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _read(response: httpx.Response, limit: int | None, where: str) -> bytes:
-    """The body of a streamed answer; with `limit`, `FlowTooLarge` as soon as it is known to be
-    longer (declared, or once that many bytes are read): a hostile or broken PA never makes us
+def _read(response: httpx.Response, limit: int, where: str) -> bytes:
+    """The body of a streamed answer; `FlowTooLarge` as soon as it is known to be longer than
+    `limit` (declared, or once that many bytes are read): a hostile or broken PA never makes us
     hold more."""
-    if limit is None:
-        return response.read()
     too_large = FlowTooLarge(f"{where} : fichier de plus de {limit} octets, lecture arrêtée")
     declared = response.headers.get("Content-Length", "")
     if "Content-Encoding" not in response.headers and declared.isdigit() and int(declared) > limit:
@@ -271,16 +281,16 @@ def _json_object(data: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _error_fields(response: httpx.Response) -> tuple[str, str]:
+def _error_fields(data: bytes) -> tuple[str, str]:
     """`errorCode` and `errorMessage` of the PA's `Error` body, when it is one."""
-    body = _json_object(response.content) or {}
+    body = _json_object(data) or {}
     return str(body.get("errorCode") or "?"), str(body.get("errorMessage") or "")
 
 
-def _token_fields(response: httpx.Response) -> tuple[str, float]:
+def _token_fields(data: bytes) -> tuple[str, float]:
     """`access_token` (empty when missing or not a string) and `expires_in` (300 s when absent
     or unreadable) of a token endpoint's JSON answer (RFC 6749 §5.1)."""
-    body = _json_object(response.content) or {}
+    body = _json_object(data) or {}
     token = body.get("access_token")
     if not isinstance(token, str):
         return "", 0.0
@@ -332,11 +342,13 @@ class ApiClient:
         if self.config.scope:
             form["scope"] = self.config.scope
         try:
-            response = self._http.post(
-                self.config.token_url,
-                data=form,
-                auth=(self.config.client_id, self.config.client_secret),
-            )
+            request = self._http.build_request("POST", self.config.token_url, data=form)
+            auth = (self.config.client_id, self.config.client_secret)
+            response = self._http.send(request, auth=auth, stream=True)
+            try:
+                body = self._body(response, None, deposit=False)
+            finally:
+                response.close()
         except httpx.HTTPError as error:
             raise PlatformUnavailable(
                 f"{self.config.where} : jeton d'accès non obtenu ({type(error).__name__})"
@@ -344,25 +356,52 @@ class ApiClient:
         if response.status_code in (400, 401):
             raise ConfigurationError(
                 f"{self.config.where} : identifiants OAuth2 refusés (HTTP {response.status_code}) "
-                f"; vérifiez le client et son secret dans la connexion {self.config.CONNECTION}"
+                f"; vérifiez le client et son secret ({self.config.configured_in})"
             )
         if response.status_code != 200:
             raise PlatformUnavailable(
                 f"{self.config.where} : jeton d'accès non obtenu (HTTP {response.status_code})"
             )
-        token, lifetime = _token_fields(response)
+        token, lifetime = _token_fields(body)
         if not token:
             # The body is not shown: it may hold a token, or echo the client's credentials.
             raise PlatformUnavailable(
                 f"{self.config.where} : jeton d'accès non obtenu (réponse HTTP 200 sans "
-                "access_token JSON lisible) ; vérifiez token_url dans la connexion "
-                f"{self.config.CONNECTION}"
+                f"access_token JSON lisible) ; vérifiez token_url ({self.config.configured_in})"
             )
         with _tokens_lock:
             _tokens[key] = (token, time.monotonic() + max(0.0, lifetime - TOKEN_MARGIN))
         return token
 
     # -- requests ------------------------------------------------------------------------------
+
+    def _results(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The `results` of a search answer: a list of objects (flows, directory lines); else a
+        French `PlatformUnavailable`, without the answer (it may be anything)."""
+        results = body.get("results") or []
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            raise PlatformUnavailable(
+                f"{self.config.where} : réponse de recherche illisible (« results » n'est pas "
+                f"une liste d'objets) ; {self.NOTHING_DONE}"
+            )
+        return results
+
+    def _body(self, response: httpx.Response, max_bytes: int | None, deposit: bool) -> bytes:
+        """The answer's body, never more than `MAX_FILE_SIZE` bytes of it: a file asked for
+        past `max_bytes` is `FlowTooLarge`; any other answer past the limit (JSON, an error) is
+        `PlatformUnavailable`, or `FlowOutcomeUnknown` when it answers a deposit."""
+        if max_bytes is not None and response.is_success:
+            return _read(response, max_bytes, self.config.where)
+        try:
+            return _read(response, MAX_FILE_SIZE, self.config.where)
+        except FlowTooLarge:
+            too_large = (
+                f"{self.config.where} : réponse de plus de {MAX_FILE_SIZE} octets "
+                f"(HTTP {response.status_code}), lecture arrêtée"
+            )
+            if deposit and response.is_success:
+                raise FlowOutcomeUnknown(f"{too_large} {self._SEARCHED_BEFORE_AGAIN}") from None
+            raise PlatformUnavailable(f"{too_large} ; {self.NOTHING_DONE}") from None
 
     def _request(
         self,
@@ -390,8 +429,7 @@ class ApiClient:
                 )
                 response = self._http.send(request, stream=True)
                 try:
-                    limit = max_bytes if response.is_success else None
-                    body = _read(response, limit, self.config.where)
+                    body = self._body(response, max_bytes, deposit)
                 finally:
                     response.close()
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
@@ -417,24 +455,24 @@ class ApiClient:
             if status in RETRY_STATUSES:
                 wait = _retry_after(response)
                 if attempt >= self.config.attempts or wait > self.config.max_wait:
-                    code, _ = _error_fields(response)
+                    code, _ = _error_fields(body)
                     raise PlatformUnavailable(
                         f"{self.config.where} : indisponible (HTTP {status}, code {code}) après "
                         f"{attempt} essai(s) ; {self.NOTHING_DONE}"
                     )
-                log.info("PA answered %s, retrying in %.0f s", status, wait)
+                log.info("%s : HTTP %s, nouvel essai dans %.0f s", self.config.where, status, wait)
                 self._sleep(wait)
                 continue
             if status in REFUSAL_STATUSES and deposit:
-                raise FlowRefused(status, *_error_fields(response))
+                raise FlowRefused(status, *_error_fields(body))
             if status == 404 and names_flow:
-                code, message = _error_fields(response)
+                code, message = _error_fields(body)
                 raise FlowMissing(
                     f"{self.config.where} : flux introuvable (HTTP 404, code {code})"
                     + (f" : {message}" if message else "")
                 )
             if status >= 300:
-                code, _ = _error_fields(response)
+                code, _ = _error_fields(body)
                 raise PlatformUnavailable(
                     f"{self.config.where} : réponse inattendue (HTTP {status}, code {code})"
                 )
@@ -491,14 +529,14 @@ class FlowClient(ApiClient):
             "/v1/flows/search",
             json={"where": {"trackingId": tracking_id, "flowDirection": ["Out"]}},
         )
-        for item in body.get("results") or []:
+        for item in self._results(body):
             if item.get("trackingId") == tracking_id and item.get("flowId"):
-                ack = item.get("acknowledgement") or {}
+                ack = item.get("acknowledgement")
                 return Flow(
                     flow_id=str(item["flowId"]),
                     tracking_id=tracking_id,
                     submitted_at=_parse_time(item.get("submittedAt")),
-                    ack_status=ack.get("status"),
+                    ack_status=ack.get("status") if isinstance(ack, dict) else None,
                 )
         return None
 
@@ -513,7 +551,7 @@ class FlowClient(ApiClient):
             stamp = updated_after.astimezone(UTC).isoformat(timespec="microseconds")
             where["updatedAfter"] = stamp.replace("+00:00", "Z")
         body = self._request("POST", "/v1/flows/search", json={"limit": limit, "where": where})
-        results = body.get("results") or []
+        results = self._results(body)
         flows = []
         for item in results:
             at = _parse_time(item.get("updatedAt")) or _parse_time(item.get("submittedAt"))
@@ -522,7 +560,9 @@ class FlowClient(ApiClient):
             if 0 < len(flow_id) <= 36 and at is not None and at.tzinfo is not None:
                 flows.append(LifecycleFlow(flow_id, at))
             else:
-                log.warning("PA search result without a usable flowId/updatedAt: ignored")
+                log.warning(
+                    "%s : flux trouvé sans flowId ni date utilisables, ignoré", self.config.where
+                )
         flows.sort(key=lambda f: f.updated_at)
         return flows, len(results) >= limit
 

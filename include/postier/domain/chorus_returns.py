@@ -59,6 +59,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
+from postier.domain.limits import MAX_FILE_SIZE
 from postier.errors import PostierError, ReturnFileError
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -66,8 +67,8 @@ PARIS = ZoneInfo("Europe/Paris")
 SCHEMA_NAME = "CPPStatutPivot_V1_19.xsd"
 SCHEMA_PATH = Path(__file__).with_name("schemas") / SCHEMA_NAME
 
-#: A Chorus return is a few kilobytes per invoice; anything near these limits is not a return.
-MAX_FILE_SIZE = 10 * 1024 * 1024
+#: A Chorus return is a few kilobytes per invoice; anything near these limits (and
+#: `limits.MAX_FILE_SIZE`) is not a return.
 MAX_UNPACKED = 50 * 1024 * 1024
 MAX_MEMBERS = 1000
 MAX_XML_DEPTH = 32

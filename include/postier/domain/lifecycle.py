@@ -20,7 +20,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from postier.domain.chorus_returns import MAX_FILE_SIZE, PARIS, parse_status_date, safe_xml_root
+from postier.domain.chorus_returns import PARIS, parse_status_date, safe_xml_root
+from postier.domain.limits import MAX_FILE_SIZE
 from postier.errors import ReturnFileError
 
 SCHEMA_DIR = Path(__file__).with_name("schemas") / "cdar-d22b"

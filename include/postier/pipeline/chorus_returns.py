@@ -33,7 +33,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from postier.domain.chorus_returns import (
-    MAX_FILE_SIZE,
     PARIS,
     FlowStatus,
     InvoiceStatus,
@@ -45,6 +44,7 @@ from postier.domain.chorus_returns import (
     set_aside_names,
     supersedes,
 )
+from postier.domain.limits import MAX_FILE_SIZE
 from postier.domain.states import SendState
 from postier.errors import DeliveryError, PostierError, ReturnFileError
 from postier.pipeline.chorus import rejection_advice

@@ -37,8 +37,8 @@ from postier.delivery.plateforme import (
     FlowTooLarge,
     LifecycleFlow,
 )
-from postier.domain.chorus_returns import MAX_FILE_SIZE
 from postier.domain.lifecycle import CASHED, NEEDS_ATTENTION, PARIS, parse_lifecycle
+from postier.domain.limits import MAX_FILE_SIZE
 from postier.errors import ConfigurationError, DeliveryError, PostierError, ReturnFileError
 from postier.pipeline.context import Environment
 from postier.pipeline.lifecycle import LifecycleSummary, apply_statuses, quarantine
