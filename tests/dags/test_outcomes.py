@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,46 @@ def test_confirmation_lists_the_invoices_and_answers_in_french(run_dag, postier_
     assert "CONF-050" not in body and "… et 2 autres" in body
     assert body.rstrip().endswith("Souhaitez-vous poursuivre ?")
     assert set(states(postier_env).values()) == {"ENVOYE"}
+
+
+def test_a_confirmation_left_unanswered_fails_the_test_with_why_instead_of_hanging(  # type: ignore[no-untyped-def]
+    run_dag, postier_env
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="AWAY-1", send_state="PRET")
+    started = time.monotonic()
+    try:
+        with (
+            pytest.raises(pytest.fail.Exception, match="still awaiting input after 3 s") as failed,
+            Clerk("factures_envoyer", None, within=3),
+        ):
+            run_dag("factures_envoyer")
+    finally:
+        _fail_awaiting_confirmations("factures_envoyer")
+
+    assert "never answered" in str(failed.value)
+    assert time.monotonic() - started < 300  # well before pytest-timeout's 600 s
+    assert states(postier_env) == {"AWAY-1": "PRET"}
+
+
+def _fail_awaiting_confirmations(dag_id: str) -> None:
+    """The interrupted run's confirmation, left awaiting input: failed, so that no later clerk
+    of the session answers it."""
+    from airflow import settings
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import update
+
+    with settings.Session() as session:
+        session.execute(
+            update(TaskInstance)
+            .where(
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+            )
+            .values(state=TaskInstanceState.FAILED)
+        )
+        session.commit()
 
 
 def test_answering_ne_pas_envoyer_sends_nothing(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
