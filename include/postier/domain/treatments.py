@@ -52,6 +52,9 @@ class Treatment:
     channel: Channel | None = None
     needs_confirmation: bool = False
     scheduled: bool = False
+    #: The run ends with a file made of the whole run (merged print file, Chorus ZIP, export
+    #: archive): a « Finaliser » step, which the other treatments do not pay a task for.
+    finalized: bool = False
 
 
 PREPARE = Transition(frozenset({EA}), PR, "préparée")
@@ -74,6 +77,7 @@ CATALOGUE: dict[TreatmentId, Treatment] = {
             default_states=(EA, PR, EN),
             allowed_states=_ALL,
             print_switches=True,
+            finalized=True,
         ),
         Treatment(
             TreatmentId.IMPRIMER_TRAITES,
@@ -84,6 +88,7 @@ CATALOGUE: dict[TreatmentId, Treatment] = {
             allowed_states=_ALL,
             print_switches=True,
             payment_modes=BILL_OF_EXCHANGE_MODES,
+            finalized=True,
         ),
         Treatment(
             TreatmentId.PREPARER_ENVOI,
@@ -150,6 +155,7 @@ CATALOGUE: dict[TreatmentId, Treatment] = {
             default_states=(EN,),
             allowed_states=(EN,),
             channel=Channel.CHORUS,
+            finalized=True,
         ),
         Treatment(
             TreatmentId.EXPORTER_IMPRESSION,
@@ -158,21 +164,14 @@ CATALOGUE: dict[TreatmentId, Treatment] = {
             default_states=(EA, PR, EN),
             allowed_states=_ALL,
             print_switches=True,
+            finalized=True,
         ),
     )
 }
 
 
-#: Treatments whose run ends with a file made of the whole run (merged print file, Chorus ZIP,
-#: export archive): only they have a « Finaliser » step; the others pay no task for it.
-FINALIZED = frozenset(
-    {
-        TreatmentId.IMPRIMER,
-        TreatmentId.IMPRIMER_TRAITES,
-        TreatmentId.CHORUS_RECUPERER,
-        TreatmentId.EXPORTER_IMPRESSION,
-    }
-)
+#: The treatments with a « Finaliser » step (`Treatment.finalized`).
+FINALIZED = frozenset(t.id for t in CATALOGUE.values() if t.finalized)
 
 
 def treatment(treatment_id: str | TreatmentId) -> Treatment:
