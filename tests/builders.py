@@ -106,6 +106,8 @@ def insert_invoices(
 ) -> list[int]:
     """Many invoices as `insert_invoice` makes them, in a few statements whatever their number:
     (customer id, lines, header values) each, all in `send_state`; their ids, in order."""
+    if not invoices:
+        return []
     rows = [_invoice_row(customer, lines, values) for customer, lines, values in invoices]
     cols = list(rows[0])
     assert all(list(row) == cols for row in rows), "every invoice needs the same columns"
