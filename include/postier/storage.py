@@ -35,6 +35,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -389,6 +390,68 @@ def _syncfs(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
+class Durability:
+    """The files written to one local filesystem since its creation, made durable by
+    `wait()`. `start()` begins their writeback in the background (the disk works while the
+    caller computes the next documents), so that `wait()` mostly waits for the last ones."""
+
+    def __init__(self, root: str | None, public: str) -> None:
+        self._root, self._public = root, public
+        self._fd: int | None = None
+        self._background: threading.Thread | None = None
+        if root is not None:
+            try:
+                os.makedirs(root, exist_ok=True)
+                # Opened before the first write: syncfs reports the filesystem's write-back
+                # errors since this open, whoever's flush met them.
+                self._fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as error:
+                raise DeliveryError(
+                    f"dossier {public} inaccessible : {error.strerror or error} ; rien n'est "
+                    "validé, la tâche peut être relancée"
+                ) from None
+
+    def __del__(self) -> None:
+        # A chunk that failed before its sync: its descriptor is not kept.
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+    def start(self) -> None:
+        """Begin writing back what is written so far, without waiting (at most one at once)."""
+        if self._root is None or (self._background and self._background.is_alive()):
+            return
+        self._background = threading.Thread(target=self._flush, daemon=True)
+        self._background.start()
+
+    def _flush(self) -> None:
+        # Its own descriptor: an error it meets stays reported to `wait()`'s.
+        with contextlib.suppress(OSError):
+            fd = os.open(self._root or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                _syncfs(fd)
+            finally:
+                os.close(fd)
+
+    def wait(self) -> None:
+        """Return once every file written since the creation is on the disk; a French
+        `DeliveryError` when the filesystem says one could not be written."""
+        if self._fd is None:
+            return
+        if self._background is not None:
+            self._background.join()
+        fd, self._fd = self._fd, None
+        try:
+            _syncfs(fd)
+        except OSError as error:
+            raise DeliveryError(
+                f"mise en sûreté impossible des fichiers de {self._public} : "
+                f"{error.strerror or error} ; rien n'est validé, la tâche peut être relancée"
+            ) from None
+        finally:
+            os.close(fd)
+
+
 def _checked(name: str) -> str:
     """`name` if it is a plain relative path (no `..`, `.`, empty part, `\\`, leading `/`)."""
     parts = name.split("/")
@@ -567,25 +630,13 @@ class Storage:
         fs.makedirs(folder, exist_ok=True)
         return cast("IO[bytes]", fs.open(temporary, "wb"))
 
-    def sync(self) -> None:
-        """Make the files written so far durable, with their folder entries, before a caller
-        records them (a commit): on a local or mounted folder one `syncfs` of its filesystem,
-        whatever the number of files; over SFTP the server's reply to each file's close and
-        rename is what there is (no fsync through the protocol); an object store holds an
-        object once its write returned."""
-        if not self.local:
-            return
-        try:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                _syncfs(fd)
-            finally:
-                os.close(fd)
-        except OSError as error:
-            raise DeliveryError(
-                f"mise en sûreté impossible des fichiers de {self.public} : "
-                f"{error.strerror or error} ; rien n'est validé, la tâche peut être relancée"
-            ) from None
+    def durability(self) -> Durability:
+        """What makes the files written from now on durable, with their folder entries, before
+        a caller records them (a commit): on a local or mounted folder, `syncfs` of its
+        filesystem (one call whatever the number of files). Over SFTP the server's reply to
+        each file's close and rename is what there is (the protocol has no fsync); an object
+        store holds an object once its write returned: nothing more to wait for."""
+        return Durability(self.root if self.local else None, self.public)
 
     def _discard(self, path: str) -> None:
         """Remove a `.part` left by a failed write, when the storage still answers."""

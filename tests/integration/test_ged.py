@@ -14,6 +14,7 @@ from builders import insert_invoice
 from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
 
 from postier.cli import main
+from postier.delivery import archive as archive_module
 from postier.delivery.archive import DocumentArchive
 from postier.errors import DeliveryError
 from postier.pipeline.archive_check import verify_archive
@@ -178,12 +179,15 @@ class CommitWatchedEnvironment(Environment):
         return conn
 
 
+# 2: the write-back of the first documents begins in the background during the chunk.
+@pytest.mark.parametrize("background_every", [2, archive_module.BACKGROUND_SYNC_EVERY])
 def test_a_send_chunk_commits_only_once_its_ged_files_are_on_the_disk(
-    postier_env: str, tmp_path: Path
+    postier_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background_every: int
 ) -> None:
     """A power loss after the commit must not leave an invoice recorded as archived whose
     signed PDF was still only in memory: when the chunk commits, the kernel holds nothing of
     the GED's files unwritten (without a sync they stay dirty for ~30 s)."""
+    monkeypatch.setattr(archive_module, "BACKGROUND_SYNC_EVERY", background_every)
     with psycopg.connect(postier_env) as conn:
         for n in range(3):
             insert_invoice(conn, number=f"GD-{n}", send_state="PRET")

@@ -14,10 +14,15 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from postier.errors import DeliveryError
-from postier.storage import GED, StorageConfig, open_place
+from postier.storage import GED, Durability, StorageConfig, open_place
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
+
+
+#: Every this many documents put, their write-back begins in the background: the disk writes
+#: while the chunk signs the next ones, and the sync before its commit waits for the last ones.
+BACKGROUND_SYNC_EVERY = 64
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class DocumentArchive:
         self.root = self._place.root
         #: What locations start with: the URL as given, but no login or password of an SFTP one.
         self.url = self._place.public
-        self._unsynced = False
+        self._durability: Durability | None = None
+        self._unsynced = 0
 
     @property
     def fs(self) -> AbstractFileSystem:
@@ -68,18 +74,22 @@ class DocumentArchive:
             if existing == digest:
                 return Archived(location, digest, len(data))
             raise DeliveryError(f"la GED contient déjà {key} avec un autre contenu : refusé")
+        if self._durability is None:
+            self._durability = self._place.durability()
         # `<path>.part` then renamed, its folder made when missing; a French error otherwise.
         self._place.put(path, data, location)
-        self._unsynced = True
+        self._unsynced += 1
+        if self._unsynced % BACKGROUND_SYNC_EVERY == 0:
+            self._durability.start()
         return Archived(location, digest, len(data))
 
     def sync(self) -> None:
-        """Make the documents put since the last sync durable (one call, not one per file):
-        the caller records them as archived only after, so a power loss cannot leave an
-        invoice recorded as archived whose file is missing."""
-        if self._unsynced:
-            self._place.sync()
-            self._unsynced = False
+        """Make the documents put since the last sync durable (one syncfs, not one fsync per
+        file): the caller records them as archived only after, so a power loss cannot leave
+        an invoice recorded as archived whose file is missing."""
+        if self._durability is not None:
+            durability, self._durability, self._unsynced = self._durability, None, 0
+            durability.wait()
 
     def read(self, location: str) -> bytes:
         """The document at `location`; a French `DeliveryError` when outside this GED, absent
