@@ -19,8 +19,9 @@ In the same run, on a throwaway PostgreSQL cluster seeded with demo data:
   during the chunks (workers × first chunk task queued → last ended − the chunks' own work), per
   chunk task (one per worker slot, each processing several chunks);
 - where the machine's CPU went during the two runs, per component (`cpu_account`): seconds and
-  share of wall time × cores; the latency from trigger to the first task and the gaps between
-  tasks that follow each other.
+  share of wall time × cores; the requests the api-server answered meanwhile, by kind (its
+  access log); the latency from trigger to the first task and the gaps between tasks that
+  follow each other.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -68,6 +69,19 @@ POLL = 0.5
 READY = re.compile(r"Tâche prête en ([0-9.]+) s, environnement résolu en ([0-9.]+) s")
 CHUNK_WORK = re.compile(r"Paquet \d+ : (\d+) facture\(s\) traitée\(s\) en ([0-9.]+) s")
 PEAK_MEMORY = re.compile(r"Mémoire max de la tâche : (\d+) Mio")
+#: A request in the api-server's access log (one line per request answered).
+ACCESS = re.compile(rb"request finished.* method=([A-Z]+) path=(\S+)")
+REQUEST_KINDS = (
+    (
+        "battements de cœur des superviseurs",
+        re.compile(r"^/execution/task-instances/[^/]+/heartbeat$"),
+    ),
+    ("début, état, champs rendus des tâches", re.compile(r"^/execution/task-instances/")),
+    ("XCom", re.compile(r"^/execution/xcoms/")),
+    ("connexions, variables", re.compile(r"^/execution/(connections|variables)/")),
+    ("autres de l'API d'exécution", re.compile(r"^/execution/")),
+    ("API publique (ce banc, l'interface)", re.compile(r"^/")),
+)
 #: A Celery worker's log lines of one task message: received, run (the task's log), done.
 CELERY_LINES = {
     "received": re.compile(r"^(\S+) .*Task execute_workload\[([0-9a-f-]+)\] received"),
@@ -138,6 +152,8 @@ class RunTiming:
     cpu_s: dict[str, float] = field(default_factory=dict)
     #: Largest peak memory (VmHWM, MiB) of a task process, per task id, from the task logs.
     peak_mib: dict[str, int] = field(default_factory=dict)
+    #: Requests the api-server answered over the same span as `cpu_s`, by kind.
+    requests: Counter[str] = field(default_factory=Counter)
 
 
 def _when(value: str | None) -> datetime | None:
@@ -177,6 +193,23 @@ def _run_state(
     return state if state == "success" else None
 
 
+def _log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def api_requests(access_log: Path, spans: list[tuple[int, int]]) -> Counter[str]:
+    """Requests the api-server answered within `spans` (byte offsets of its access log), by
+    kind (`REQUEST_KINDS`)."""
+    kinds: Counter[str] = Counter()
+    with access_log.open("rb") as log:
+        for start, end in spans:
+            log.seek(start)
+            for _method, path in ACCESS.findall(log.read(end - start)):
+                route = path.decode(errors="replace")
+                kinds[next(kind for kind, match in REQUEST_KINDS if match.match(route))] += 1
+    return kinds
+
+
 def run_dag(
     af: Airflow,
     api: httpx.Client,
@@ -191,6 +224,8 @@ def run_dag(
     (the answer's delay left out of both)."""
     af.wait_for_dag(api, dag_id)
     api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+    access_log = af.log_file("api-server")
+    spans = [(_log_size(access_log), 0)]
     cpu_before = cpu_account(roots)
     started = time.monotonic()
     response = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {}})
@@ -206,11 +241,13 @@ def run_dag(
 
         af.wait_for("the send's confirmation", awaiting, timeout)
         asked, cpu_asked = time.monotonic(), cpu_account(roots)
+        spans[0] = (spans[0][0], _log_size(access_log))
         af.wait_for_parked_worker_exit(dag_id, run_id, "confirmation")
         hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/confirmation/-1/hitlDetails"
         api.patch(hitl, json={"chosen_options": [APPROVE]}).raise_for_status()
         clerk_s = time.monotonic() - asked
         cpu_answered = cpu_account(roots)
+        spans.append((_log_size(access_log), 0))
         # The CPU used while the clerk's answer was awaited counts no more than its seconds do.
         cpu_before = {
             name: cpu_before.get(name, 0.0) + cpu_answered[name] - cpu_asked.get(name, 0.0)
@@ -222,6 +259,8 @@ def run_dag(
     timing = RunTiming(dag_id, run_id, time.monotonic() - started - clerk_s, clerk_s)
     cpu_after = cpu_account(roots)
     timing.cpu_s = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    spans[-1] = (spans[-1][0], _log_size(access_log))
+    timing.requests = api_requests(access_log, spans)
     response = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
     response.raise_for_status()
     timing.tasks = response.json()["task_instances"]
@@ -426,6 +465,7 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
                 for name in {*prep.cpu_s, *send.cpu_s}
             },
             **(celery_path(af, [prep, send]) if celery else {}),
+            "requests": prep.requests + send.requests,
             "peak_mib": {
                 task_id: max(run.peak_mib.get(task_id, 0) for run in (prep, send))
                 for task_id in sorted(prep.peak_mib.keys() | send.peak_mib.keys())
@@ -484,9 +524,10 @@ ROWS = (
 )
 
 
-def print_cpu_account(figures: dict[str, float], what: str = "") -> None:
+def print_cpu_account(figures: dict[str, Any], what: str = "") -> None:
     """Where the CPU went from trigger to success of both runs: seconds per component and share
-    of what the machine had (wall time × cores, the clerk's answer left out)."""
+    of what the machine had (wall time × cores, the clerk's answer left out); the requests the
+    api-server answered meanwhile, by kind."""
     available = figures["wall_s"] * CORES
     cpu = {key[4:]: value for key, value in figures.items() if key.startswith("cpu:")}
     print(
@@ -498,6 +539,13 @@ def print_cpu_account(figures: dict[str, float], what: str = "") -> None:
         print(f"| {name} | {seconds:.1f} | {seconds / available:.1%} |")
     total = sum(cpu.values())
     print(f"| **total** | {total:.1f} | {total / available:.1%} |")
+    requests: Counter[str] = figures["requests"]
+    print(f"\n| requêtes à l'api-server{what} | nombre | par seconde de mur |\n|---|---:|---:|")
+    for kind, _match in REQUEST_KINDS:
+        count = requests.get(kind, 0)
+        print(f"| {kind} | {count} | {count / figures['wall_s']:.2f} |")
+    total_requests = sum(requests.values())
+    print(f"| **total** | {total_requests} | {total_requests / figures['wall_s']:.2f} |")
 
 
 def our_cpu_s(figures: dict[str, float]) -> float:
