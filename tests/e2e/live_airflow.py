@@ -55,7 +55,9 @@ POLL = 0.5
 
 T = TypeVar("T")
 
-LOCAL = "LocalExecutor"
+#: The LocalExecutor of production: its task processes start with Postier's code imported
+#: (`postier.airflow.executors`, README § Performance).
+LOCAL = "postier.airflow.executors.PreloadingLocalExecutor"
 CELERY = "CeleryExecutor"
 
 #: Celery settings of production (`docker/compose.yaml`, README § Performance), so measured.
@@ -74,6 +76,9 @@ CELERY_SETTINGS = {
     # task's result, a second or more after its end (README § Performance). Above the workers'
     # slots in total, as Airflow's default (32) is.
     "AIRFLOW__CORE__PARALLELISM": "32",
+    # Airflow's Celery configuration, with Postier's task code imported by each worker before
+    # it forks its pool (`postier.airflow.celery_config`).
+    "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "postier.airflow.celery_config.CELERY_CONFIG",
 }
 
 #: The time after which the scheduler fails a task whose process stopped heart-beating (a worker

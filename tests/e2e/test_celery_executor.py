@@ -32,6 +32,7 @@ from builders import insert_customer, insert_invoices
 from integration.sshd import SshServer
 from pypdf import PdfReader
 
+from postier.airflow.preload import PRELOADED_CODE
 from postier.pipeline.context import demo_identity
 from postier.store.cluster import LocalCluster
 
@@ -44,6 +45,7 @@ from .test_send_through_airflow import (
     confirm,
     trigger,
 )
+from .test_task_preload import task_code_origins
 
 PREPARE, PRINT = "factures_preparer_envoi", "factures_imprimer"
 INVOICES = int(os.environ.get("POSTIER_E2E_CELERY_INVOICES", "1000"))
@@ -200,6 +202,9 @@ def test_two_celery_workers_give_what_the_local_executor_gives(
     # Both workers took part.
     for worker in celery_airflow.workers:
         assert "Executing workload" in celery_airflow.log_file(worker).read_text(), worker
+    # Every task process found its code imported by its worker before the pool forked.
+    origins = {k: v for k, v in task_code_origins(celery_airflow.home / "logs").items() if v}
+    assert origins and {o for found in origins.values() for o in found} == {PRELOADED_CODE}
 
     for dag_id in (PREPARE, SEND, PRINT):
         assert (celery[dag_id]["status"], celery[dag_id]["counts"]) == (

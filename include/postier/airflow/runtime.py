@@ -15,6 +15,7 @@ from urllib.parse import quote
 from airflow.sdk import Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from postier.airflow.preload import IMPORTED_CODE, PRELOADED_CODE, STARTUP_LOG, preloaded
 from postier.delivery.mail import SmtpConfig
 from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment, production_mode
@@ -172,7 +173,8 @@ def _process_age() -> float | None:
 def environment() -> Environment:
     """What a task needs; each connection is read from Airflow when the task first uses it (see
     `TaskEnvironment`). Logs how long the task process took to be ready to work (start-up,
-    imports, DAG file) and to make this (`make bench` reads both)."""
+    imports, DAG file) and to make this (`make bench` reads both), and its CPU before working."""
+    log.info(STARTUP_LOG, time.process_time(), PRELOADED_CODE if preloaded() else IMPORTED_CODE)
     age = _process_age()
     started = time.perf_counter()
     env = TaskEnvironment()

@@ -1,0 +1,25 @@
+"""Airflow's LocalExecutor, its task processes starting with Postier's code already imported.
+
+    [core] executor = postier.airflow.executors.PreloadingLocalExecutor
+
+The LocalExecutor forks its workers from the scheduler when it starts; each task process is
+forked from a worker (see `preload`). This one imports the task code in the scheduler just before,
+once, so that no task process imports it again. Anything else is Airflow's LocalExecutor.
+"""
+
+from __future__ import annotations
+
+from airflow.executors.local_executor import LocalExecutor
+
+from postier.airflow.preload import preload
+
+
+class PreloadingLocalExecutor(LocalExecutor):
+    """The LocalExecutor, the task code imported in the scheduler before forking its workers."""
+
+    def start(self) -> None:
+        # Forked workers only: with `spawn` (or `forkserver`) a worker is a new interpreter and
+        # would inherit nothing, so the scheduler would import for nobody.
+        if self.is_mp_using_fork:
+            preload()
+        super().start()

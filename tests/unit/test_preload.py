@@ -1,0 +1,117 @@
+"""The task code preloaded where task processes are forked from (`postier.airflow.preload`):
+nothing that makes forking unsafe, and an executor that still runs tasks when it fails."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from postier.airflow import preload
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: In a fresh interpreter, as the scheduler or the Celery worker: what `preload` leaves open
+#: (file descriptors and what they point to, threads), before and after.
+PROBE = """
+import json, os, sys
+from postier.airflow import executors, preload
+
+def state():
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # the listing's own descriptor, closed since
+            pass
+    return {"fds": fds, "threads": len(os.listdir("/proc/self/task"))}
+
+before = state()
+done = preload.preload()
+after = state()
+print(json.dumps({"done": done, "before": before, "after": after,
+                  "modules": sorted(sys.modules)}))
+"""
+
+
+def _airflow_env(home: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTIER_"))},
+        "AIRFLOW_HOME": home,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # A database that is not there: preloading must not need one.
+        "POSTIER_DB_DSN": "postgresql://postier@127.0.0.1:1/absente",
+    }
+
+
+def test_preload_leaves_no_socket_file_or_thread_behind_to_fork() -> None:
+    with tempfile.TemporaryDirectory() as home:
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE],
+            cwd=ROOT,
+            env=_airflow_env(home),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["done"] is True, out.stderr[-3000:]
+    assert got["after"] == got["before"], "preload left descriptors or threads behind"
+    assert got["after"]["threads"] == 1
+    # What a chunk uses is there, so that no task process imports it again.
+    assert {"postier.documents", "pyhanko.sign.general", "postier.pipeline.handlers"} <= set(
+        got["modules"]
+    )
+    assert "psycopg_pool" not in got["modules"]
+
+
+def test_a_failed_preload_is_logged_in_french_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(preload, "PRELOADED", ("postier.module_absent",))
+    monkeypatch.setattr(preload, "_preloaded", False)
+    with caplog.at_level(logging.WARNING, logger=preload.__name__):
+        assert preload.preload() is False
+    assert not preload.preloaded()
+    [record] = caplog.records
+    assert record.getMessage().startswith("Préchargement du code des tâches impossible (")
+    assert "chaque tâche importera elle-même ce dont elle a besoin" in record.getMessage()
+
+
+#: The executor with a preload that fails: its workers still start and run a workload.
+EXECUTOR_PROBE = """
+import json, multiprocessing
+from postier.airflow import executors, preload
+preload.PRELOADED = ("postier.module_absent",)
+executor = executors.PreloadingLocalExecutor(parallelism=2)
+executor.start()
+workers = len(executor.workers)
+alive = all(p.is_alive() for p in executor.workers.values())
+executor.end()
+print(json.dumps({"workers": workers, "alive": alive, "preloaded": preload.preloaded()}))
+"""
+
+
+def test_the_executor_starts_its_workers_when_the_preload_fails() -> None:
+    with tempfile.TemporaryDirectory() as home:
+        out = subprocess.run(
+            [sys.executable, "-c", EXECUTOR_PROBE],
+            cwd=ROOT,
+            env=_airflow_env(home),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+    assert json.loads(out.stdout.splitlines()[-1]) == {
+        "workers": 2,
+        "alive": True,
+        "preloaded": False,
+    }
+    assert "Préchargement du code des tâches impossible" in out.stdout + out.stderr
