@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,42 @@ def test_task_modules_do_not_import_heavy_libraries() -> None:
     assert set(TASK_MODULES) <= loaded
     pulled = sorted(h for h in HEAVY if any(m == h or m.startswith(h + ".") for m in loaded))
     assert pulled == [], f"a task process imports {pulled} without using them"
+
+
+#: What a task process does with the plugins folder (its listeners, `get_listener_manager`),
+#: then what the api-server does (the FastAPI apps it mounts).
+PLUGINS_PROBE = """
+import json, sys
+from airflow.sdk.listener import get_listener_manager
+get_listener_manager()
+in_task = "postier.airflow.reports_app" in sys.modules
+from airflow.plugins_manager import get_fastapi_plugins
+apps, _ = get_fastapi_plugins()
+again, _ = get_fastapi_plugins.__wrapped__()
+print(json.dumps({
+    "in_task": in_task,
+    "mounted": [(a["url_prefix"], type(a["app"]).__name__) for a in apps],
+    "one_app": [a["app"] for a in apps] == [a["app"] for a in again],
+}))
+"""
+
+
+def test_a_task_process_loads_the_plugins_without_building_the_pages(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTIER_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", PLUGINS_PROBE],
+        cwd=ROOT,
+        env=env
+        | {
+            "AIRFLOW_HOME": str(tmp_path),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    got = json.loads(out.stdout.splitlines()[-1])
+    # Building the clerk's pages (FastAPI, their modules) cost each task ≈ 0.5 s of CPU.
+    assert got["in_task"] is False
+    assert got == {"in_task": False, "mounted": [["/postier", "FastAPI"]], "one_app": True}
