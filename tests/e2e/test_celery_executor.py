@@ -5,8 +5,8 @@ session's Redis as broker, the Celery results in its metadata database, and two 
 worker` processes, each with its own POSTIER_HOME; the GED and the run files are on storage both
 reach. The same invoices are prepared, sent (confirmed through the API) and printed there and on
 the LocalExecutor Airflow of `conftest.py`: the database, the GED and the run files must come out
-the same. Then one worker is SIGKILLed in the middle of a send chunk: the chunk is retried on the
-other worker, every invoice is sent, stamped and archived exactly once.
+the same. Then one worker is SIGKILLed in the middle of a send chunk: its chunk task is retried on
+the other worker, every invoice is sent, stamped and archived exactly once.
 
 Size: POSTIER_E2E_CELERY_INVOICES invoices (default 1000: the module stays around two minutes on
 an idle 2-core machine; set it to a few thousand for a heavier check).
@@ -232,7 +232,7 @@ def test_two_celery_workers_give_what_the_local_executor_gives(
 
 
 def worker_of(airflow: Airflow, dag_id: str, run_id: str, map_index: int, attempt: int) -> str:
-    """The Celery worker whose log shows it received this try of the chunk ("" if none yet)."""
+    """The Celery worker whose log shows it received this try of the chunk task ("" if none yet)."""
     path = f"dag_id={dag_id}/run_id={run_id}/task_id={CHUNK_TASK}/map_index={map_index}/"
     path += f"attempt={attempt}.log"
     found = [w for w in airflow.workers if path in airflow.log_file(w).read_text(errors="replace")]
@@ -240,15 +240,25 @@ def worker_of(airflow: Airflow, dag_id: str, run_id: str, map_index: int, attemp
     return found[0] if found else ""
 
 
-def chunk_numbers(dsn: str, dag_id: str, run_id: str, map_index: int) -> dict[str, str]:
+def chunk_numbers(dsn: str, dag_id: str, run_id: str, chunk: int) -> dict[str, str]:
     """The chunk's invoices: number → run item status."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "SELECT v.number, i.status FROM run_items i JOIN runs r ON r.id = i.run_id "
             "JOIN invoices v ON v.id = i.invoice_id WHERE r.external_id = %s AND i.chunk = %s",
-            (f"{dag_id}/{run_id}", map_index),
+            (f"{dag_id}/{run_id}", chunk),
         ).fetchall()
     return dict(rows)
+
+
+def chunk_count(dsn: str, dag_id: str, run_id: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT i.chunk) FROM run_items i JOIN runs r ON r.id = i.run_id "
+            "WHERE r.external_id = %s",
+            (f"{dag_id}/{run_id}",),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_a_worker_killed_mid_chunk_loses_nor_doubles_anything(celery_airflow: Airflow) -> None:
@@ -259,22 +269,28 @@ def test_a_worker_killed_mid_chunk_loses_nor_doubles_anything(celery_airflow: Ai
         run_id = trigger(af, api, SEND, {"lot_debut": KILL_BATCH, "lot_fin": KILL_BATCH})
         confirm(af, api, run_id, "Envoyer")
 
-        def a_chunk_under_way() -> tuple[int, str, int] | None:
-            # A chunk running on a worker that has archived some of its invoices already (it
-            # commits them with their states at its end).
+        def a_chunk_under_way() -> tuple[int, int, str, int] | None:
+            # A chunk of a chunk task's own share (task k of W: chunks k, k + W…, done first)
+            # running on a worker that has archived some of its invoices already (it commits
+            # them with their states at its end).
             states = api.get(f"/dags/{SEND}/dagRuns/{run_id}/taskInstances").json()
+            tasks = [ti for ti in states["task_instances"] if ti["task_id"] == CHUNK_TASK]
             archived = {p.name.split("-facture")[0] for p in ged.rglob("KIL-*.pdf")}
-            for ti in states["task_instances"]:
-                if ti["task_id"] != CHUNK_TASK or ti["state"] != "running":
+            for ti in tasks:
+                if ti["state"] != "running":
                     continue
-                chunk = ti["map_index"]
-                done = archived & chunk_numbers(af.postier_dsn, SEND, run_id, chunk).keys()
-                worker = worker_of(af, SEND, run_id, chunk, 1)
-                if done and worker:
-                    return chunk, worker, len(done)
+                task = ti["map_index"]
+                worker = worker_of(af, SEND, run_id, task, 1)
+                for chunk in range(task, chunk_count(af.postier_dsn, SEND, run_id), len(tasks)):
+                    items = chunk_numbers(af.postier_dsn, SEND, run_id, chunk)
+                    done = archived & items.keys()
+                    if done and worker and set(items.values()) == {"a_traiter"}:
+                        return task, chunk, worker, len(done)
             return None
 
-        chunk, victim, archived = af.wait_for("a send chunk under way", a_chunk_under_way, 180)
+        task, chunk, victim, archived = af.wait_for(
+            "a send chunk under way", a_chunk_under_way, 180
+        )
         af.kill_worker(victim)
         killed_at = time.monotonic()
         # Killed in its middle: some of its invoices archived, none committed.
@@ -282,13 +298,16 @@ def test_a_worker_killed_mid_chunk_loses_nor_doubles_anything(celery_airflow: Ai
         assert set(items.values()) == {"a_traiter"} and archived > 0
         assert_run_succeeded(af, api, SEND, run_id, BIG_RUN_TIMEOUT)
         recovered_s = time.monotonic() - killed_at
-        ti = api.get(f"/dags/{SEND}/dagRuns/{run_id}/taskInstances/{CHUNK_TASK}/{chunk}").json()
+        ti = api.get(f"/dags/{SEND}/dagRuns/{run_id}/taskInstances/{CHUNK_TASK}/{task}").json()
     (survivor,) = set(af.workers) - {victim}
+    # The killed task was retried on the other worker (which may have taken up its chunk first:
+    # the claim died with the killed task's connection).
     assert ti["state"] == "success" and ti["try_number"] == 2, ti
-    assert worker_of(af, SEND, run_id, chunk, 2) == survivor
+    assert worker_of(af, SEND, run_id, task, 2) == survivor
     print(
         {
             "killed": victim,
+            "task": task,
             "chunk": chunk,
             "archived_before_kill": archived,
             "chunk_size": len(items),

@@ -24,6 +24,7 @@ from postier.store import runs as run_store
 
 HOLD = "factures_mettre_en_attente"
 CHUNK_LINE = re.compile(r"Paquet (\d+) : (\d+) facture")
+PROGRESS = re.compile(r"avancement (\d+/\d+)")
 
 
 @pytest.fixture
@@ -106,10 +107,17 @@ def test_one_slot_runs_every_chunk_in_its_first_task_and_the_second_finds_nothin
     with caplog.at_level(logging.INFO, logger="postier.pipeline.runs"):
         first = process_part(env, started["run_id"], 0, 2)
         done_by_first = chunk_lines(caplog)
+        first_lines = [r.getMessage() for r in caplog.records]
         caplog.clear()
         second = process_part(env, started["run_id"], 1, 2)
     # Its own share first, then the other task's from the last.
     assert done_by_first == [0, 2, 4, 3, 1]
+    # The progress of the whole run after each chunk, whichever chunk it was.
+    progress = [m.group(1) for m in map(PROGRESS.search, first_lines) if m]
+    assert len(progress) == 5 and progress[-1] == "9/9"
+    assert [int(p.split("/")[0]) for p in progress] == sorted(
+        int(p.split("/")[0]) for p in progress
+    )
     assert chunk_lines(caplog) == []  # nothing left for the second task
     assert first == second and first["traitee"] == 9
     assert any("Part 1/2 : 0 paquet(s) traité(s)" in r.getMessage() for r in caplog.records)
