@@ -46,6 +46,7 @@ PRELOADED = (
     "postier.documents",
     "pyhanko.sign.general",
     "fsspec.implementations.local",
+    "fsspec.implementations.chained",
 )
 
 #: What a task logs when it starts working (`runtime.environment()`): its process's CPU so far
