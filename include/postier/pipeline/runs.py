@@ -56,10 +56,9 @@ def start_run(
     """Validate the criteria and the configuration, record the run, snapshot its selection.
 
     Returns a small summary for the next tasks (run id, count, chunk numbers, chunk tasks' parts).
-    Invalid criteria
-    (`SelectionError`) or a configuration that stops the treatment (`ConfigurationError`,
-    `SigningError`) are definitive: the run is recorded as refused, with its report, and the
-    error (French) is raised for the caller to fail at once.
+    Invalid criteria (`SelectionError`) or a configuration that stops the treatment
+    (`ConfigurationError`, `SigningError`) are definitive: the run is recorded as refused, with
+    its report, and the error (French) is raised for the caller to fail at once.
     """
     from postier.pipeline.readiness import check_configuration
     from postier.pipeline.reports import record_refusal
@@ -201,8 +200,9 @@ def process_part(env: Environment, ref: RunRef, part: int, parts: int) -> dict[s
     A chunk another task holds is left to it, a chunk already done is passed over, so the tasks
     end within a chunk of each other however unequal their chunks, and a task with no slot to
     run in before the others are done finds nothing to do. A chunk that raises keeps its claim
-    (no other task of this attempt takes it up) while the task goes on with the other chunks,
-    then the task fails with that error: its retry finds the chunks still to do."""
+    (no other task takes it up while this one runs) while the task goes on with the other chunks,
+    then the task fails with that error: its retry, or a task still running, finds the chunks
+    still to do."""
     started = time.perf_counter()
     done, failed = 0, 0
     # Only the first error is kept (its traceback holds its chunk's data), to fail the task with.
@@ -223,7 +223,9 @@ def process_part(env: Environment, ref: RunRef, part: int, parts: int) -> dict[s
                 log.exception("Paquet %d en échec", chunk)
                 failed += 1
                 first_error = first_error or error
-                if work.broken:  # e.g. PostgreSQL restarted: the next chunks on a new one
+                # Its backend terminated alone: the next chunks on a new one (a PostgreSQL
+                # restart ends the claims' connection too, and the task at its next claim).
+                if work.broken:
                     work.close()
                     work = stack.enter_context(env.connect())
                 else:

@@ -165,8 +165,9 @@ def release_chunk(conn: psycopg.Connection, run_id: int, chunk: int) -> None:
 
 
 def _lock_key(run_id: int) -> int:
-    # The two-int4 advisory key space (the one-bigint space, used by the mail and PA locks,
-    # does not overlap it); run ids wrap only 2^31 runs apart.
+    # The two-int4 advisory key space (the one-bigint space, used by Postier's other locks: mail,
+    # PA deposits, lifecycle, Chorus returns, migrations, does not overlap it); run ids wrap only
+    # 2^31 runs apart.
     return run_id % 2**31
 
 
