@@ -155,8 +155,17 @@ def test_tasks_running_together_process_each_chunk_once(
     assert logs == (40, 40)
 
 
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("RAISE EXCEPTION 'panne simulée'", "panne simulée"),
+        # The chunk's backend ends alone: the next chunks go on a new connection.
+        ("PERFORM pg_terminate_backend(pg_backend_pid())", "terminating connection"),
+    ],
+    ids=["raises", "connection-lost"],
+)
 def test_a_chunk_that_raises_fails_its_task_after_the_other_chunks_and_the_retry_ends_it(
-    postier_env: str, owner_dsn: str, tmp_path: Path, small_chunks: int
+    postier_env: str, owner_dsn: str, tmp_path: Path, small_chunks: int, fault: str, message: str
 ) -> None:
     numbers = ready_invoices(postier_env, 6, prefix="F")
     with psycopg.connect(owner_dsn) as conn:  # DDL: the owner role
@@ -165,7 +174,7 @@ def test_a_chunk_that_raises_fails_its_task_after_the_other_chunks_and_the_retry
         conn.execute(
             "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "IF NEW.number = 'F-002' AND nextval('fault_once') = 1 THEN "
-            "RAISE EXCEPTION 'panne simulée'; END IF; RETURN NEW; END $$"
+            f"{fault}; END IF; RETURN NEW; END $$"
         )
         conn.execute(
             "CREATE TRIGGER fault BEFORE UPDATE ON invoices FOR EACH ROW EXECUTE FUNCTION fault()"
@@ -175,7 +184,7 @@ def test_a_chunk_that_raises_fails_its_task_after_the_other_chunks_and_the_retry
     run_id = started["run_id"]
     assert started["parts"] == [{"part": 0, "parts": 1}]
 
-    with pytest.raises(psycopg.Error, match="panne simulée"):
+    with pytest.raises(psycopg.Error, match=message):
         process_part(env, run_id, 0, 1)
     # The task failed with the chunk's error, once its other chunks were done.
     assert item_states(postier_env, run_id) == {0: {"traitee"}, 1: {"a_traiter"}, 2: {"traitee"}}
