@@ -5,9 +5,11 @@ not use."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from postier.airflow import runtime
 from postier.airflow.runtime import environment
 from postier.errors import ConfigurationError
 
@@ -89,3 +91,27 @@ def test_a_connection_that_cannot_be_read_is_refused_once_per_task(
     # The next task reads it again.
     again_config = environment().annuaire
     assert again_config is not None and again_config.base_url == "https://annuaire.example.fr"
+
+
+def test_a_connection_that_failed_otherwise_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a refusal (ConfigurationError) is kept for the task: an api-server that did not answer
+    # is asked again at the next use.
+    monkeypatch.delenv("POSTIER_SMTP_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_POSTIER_SMTP", smtp_connection("relais.example.fr"))
+    read = runtime.Connection.get
+    asked: list[str] = []
+
+    def unanswered_once(conn_id: str) -> Any:
+        asked.append(conn_id)
+        if len(asked) == 1:
+            raise ConnectionError("api-server injoignable")
+        return read(conn_id)
+
+    monkeypatch.setattr(runtime.Connection, "get", unanswered_once)
+    env = environment()
+    with pytest.raises(ConnectionError):
+        _ = env.smtp
+
+    config = env.smtp
+    assert config is not None and config.host == "relais.example.fr"
+    assert asked == ["postier_smtp", "postier_smtp"]
