@@ -17,9 +17,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class ProcessTable:
-    """Every live process at one moment: parent, own CPU and its reaped children's CPU."""
+    """Every live process at one moment: own CPU, its reaped children's CPU, its live children."""
 
-    parent: dict[int, int] = field(default_factory=dict)
     own: dict[int, float] = field(default_factory=dict)
     reaped: dict[int, float] = field(default_factory=dict)
     children: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -35,7 +34,6 @@ class ProcessTable:
                 continue
             pid = int(stat.parent.name)
             utime, stime, cutime, cstime = (int(f) / CLOCK_TICKS for f in fields[11:15])
-            table.parent[pid] = int(fields[1])
             table.own[pid] = utime + stime
             table.reaped[pid] = cutime + cstime
             table.children[int(fields[1])].append(pid)
