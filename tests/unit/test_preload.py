@@ -40,26 +40,30 @@ print(json.dumps({"done": done, "before": before, "after": after,
 """
 
 
-def _airflow_env(home: str) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTIER_"))},
-        "AIRFLOW_HOME": home,
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # A database that is not there: preloading must not need one.
-        "POSTIER_DB_DSN": "postgresql://postier@127.0.0.1:1/absente",
-    }
-
-
-def test_preload_leaves_no_socket_file_or_thread_behind_to_fork() -> None:
+def _run_as_airflow(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter with an Airflow home of its own and no Postier database."""
     with tempfile.TemporaryDirectory() as home:
-        out = subprocess.run(
-            [sys.executable, "-c", PROBE],
+        return subprocess.run(
+            [sys.executable, "-c", code],
             cwd=ROOT,
-            env=_airflow_env(home),
+            env={
+                **{
+                    k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTIER_"))
+                },
+                "AIRFLOW_HOME": home,
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                # A database that is not there: preloading must not need one.
+                "POSTIER_DB_DSN": "postgresql://postier@127.0.0.1:1/absente",
+            },
             capture_output=True,
             text=True,
             check=True,
+            timeout=120,
         )
+
+
+def test_preload_leaves_no_socket_file_or_thread_behind_to_fork() -> None:
+    out = _run_as_airflow(PROBE)
     got = json.loads(out.stdout.splitlines()[-1])
     assert got["done"] is True, out.stderr[-3000:]
     assert got["after"] == got["before"], "preload left descriptors or threads behind"
@@ -99,16 +103,7 @@ print(json.dumps({"workers": workers, "alive": alive, "preloaded": preload.prelo
 
 
 def test_the_executor_starts_its_workers_when_the_preload_fails() -> None:
-    with tempfile.TemporaryDirectory() as home:
-        out = subprocess.run(
-            [sys.executable, "-c", EXECUTOR_PROBE],
-            cwd=ROOT,
-            env=_airflow_env(home),
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )
+    out = _run_as_airflow(EXECUTOR_PROBE)
     assert json.loads(out.stdout.splitlines()[-1]) == {
         "workers": 2,
         "alive": True,
