@@ -549,8 +549,10 @@ class Storage:
         try:
             _write_file(temporary, data)
             os.replace(temporary, path)
-        except OSError as error:
+        except BaseException as error:  # an interrupted write (task timeout…) leaves no `.part`
             self._discard(temporary)
+            if not isinstance(error, OSError):
+                raise
             raise _write_error(location, error) from None
 
     def upload(self, path: str, source: IO[bytes], location: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from postier import storage as storage_module
 from postier.delivery.archive import DocumentArchive
 from postier.errors import ConfigurationError, DeliveryError
 from postier.service_url import parse_service_url
@@ -88,3 +89,22 @@ def test_the_storage_connection_logs_in_with_its_login_and_password() -> None:
     with pytest.raises(ConfigurationError, match="gardez-en un seul") as twice:
         StorageConfig.from_connection("sftp://moi:pw@hote/srv", None, "postier", None, {})
     assert "pw" not in str(twice.value)
+
+
+def test_a_local_write_that_fails_is_a_french_error_and_leaves_no_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = open_storage(StorageConfig(), tmp_path).run_folder(4, "factures_imprimer")
+    run_dir = tmp_path / "runs" / "000004-factures_imprimer"
+    (run_dir / "impression.pdf" / "occupé").mkdir(parents=True)  # a folder has the file's name
+    with pytest.raises(DeliveryError, match=r"^écriture impossible de .*/impression\.pdf : "):
+        folder.write("impression.pdf", b"%PDF-")
+    assert not list(run_dir.rglob("*.part"))
+
+    def interrupted(source: str, target: str) -> None:
+        raise KeyboardInterrupt  # e.g. the task's timeout, raised in the middle of the write
+
+    monkeypatch.setattr(storage_module.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        folder.write("traites.pdf", b"%PDF-")
+    assert not list(run_dir.rglob("*.part"))
