@@ -407,8 +407,8 @@ class Durability:
                 self._fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as error:
                 raise DeliveryError(
-                    f"dossier {public} inaccessible : {error.strerror or error} ; rien n'est "
-                    "validé, la tâche peut être relancée"
+                    f"dossier {public} inaccessible : {_reason(error)} ; rien n'est validé, la "
+                    "tâche peut être relancée"
                 ) from None
 
     def __del__(self) -> None:
@@ -445,8 +445,8 @@ class Durability:
             _syncfs(fd)
         except OSError as error:
             raise DeliveryError(
-                f"mise en sûreté impossible des fichiers de {self._public} : "
-                f"{error.strerror or error} ; rien n'est validé, la tâche peut être relancée"
+                f"mise en sûreté impossible des fichiers de {self._public} : {_reason(error)} "
+                "; rien n'est validé, la tâche peut être relancée"
             ) from None
         finally:
             os.close(fd)

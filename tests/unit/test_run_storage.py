@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
 import pytest
 
 from postier import storage as storage_module
+from postier.delivery import archive as archive_module
 from postier.delivery.archive import DocumentArchive
 from postier.errors import ConfigurationError, DeliveryError
 from postier.service_url import parse_service_url
@@ -108,3 +110,26 @@ def test_a_local_write_that_fails_is_a_french_error_and_leaves_no_part(
     with pytest.raises(KeyboardInterrupt):
         folder.write("traites.pdf", b"%PDF-")
     assert not list(run_dir.rglob("*.part"))
+
+
+@pytest.mark.parametrize("background_every", [1, 64])
+def test_ged_files_that_cannot_be_made_durable_stop_the_chunk_in_french(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background_every: int
+) -> None:
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archive_module, "BACKGROUND_SYNC_EVERY", background_every)
+    archive = DocumentArchive(str(tmp_path / "ged"), StorageConfig(place=GED))
+    archive.put("2026/11/C1/FA-1-facture.pdf", b"%PDF-1")
+    monkeypatch.setattr(storage_module, "_syncfs", disk_full)
+    archive.put("2026/11/C1/FA-2-facture.pdf", b"%PDF-2")  # a background sync meets it first
+    with pytest.raises(DeliveryError) as failed:
+        archive.sync()
+    assert str(failed.value) == (
+        f"mise en sûreté impossible des fichiers de {tmp_path}/ged : espace disque insuffisant "
+        "; rien n'est validé, la tâche peut être relancée"
+    )
+    monkeypatch.undo()
+    archive.put("2026/11/C1/FA-3-facture.pdf", b"%PDF-3")  # the next chunk syncs its own
+    archive.sync()
