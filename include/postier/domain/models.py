@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -166,19 +167,19 @@ class Invoice:
 
     def vat_breakdown(self) -> list[VatLine]:
         """VAT per rate, computed on the sum of the line nets of that rate (rounded per rate)."""
+        return list(self._vat_lines)  # a copy of the list to each caller
+
+    @functools.cached_property
+    def _vat_lines(self) -> tuple[VatLine, ...]:
         # Computed once per invoice (the checks, the PDF and the Factur-X data each ask): the
-        # lines of a frozen invoice never change; a copy of the list to each caller.
-        cached: tuple[VatLine, ...] | None = self.__dict__.get("_vat_breakdown")
-        if cached is None:
-            bases: dict[Decimal, Decimal] = defaultdict(Decimal)
-            for line in self.lines:
-                bases[line.vat_rate] += line.net_amount
-            cached = tuple(
-                VatLine(rate, base, to_cents(base * rate / 100))
-                for rate, base in sorted(bases.items(), reverse=True)
-            )
-            object.__setattr__(self, "_vat_breakdown", cached)
-        return list(cached)
+        # lines of a frozen invoice never change.
+        bases: dict[Decimal, Decimal] = defaultdict(Decimal)
+        for line in self.lines:
+            bases[line.vat_rate] += line.net_amount
+        return tuple(
+            VatLine(rate, base, to_cents(base * rate / 100))
+            for rate, base in sorted(bases.items(), reverse=True)
+        )
 
     def schedule(self) -> tuple[DueDate, ...]:
         """Due dates to print: the split schedule when there is one, else the single due date."""
