@@ -1,9 +1,10 @@
 """Chunk tasks: one per worker slot, each taking the run's chunks until none is left.
 
 A chunk is claimed for as long as its task works on it (a session advisory lock on the task's
-connection): a chunk another task holds is left to it, a killed task's claim dies with its
-connection, a chunk that raises fails its task after the other chunks, and a task that starts
-when everything is done finds nothing to do. Every invoice is processed exactly once.
+claims connection): a chunk another task holds is left to it, then waited for before the task
+ends, a killed task's claim dies with its connection, a chunk that raises fails its task after
+the other chunks, and a task that starts when everything is done finds nothing to do. Every
+invoice is processed exactly once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import psycopg
 import pytest
 from builders import insert_customer, insert_invoices
 
+from postier.errors import PostierError
+from postier.pipeline import runs
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import process_part, start_run
 from postier.store import runs as run_store
@@ -67,8 +70,8 @@ def chunk_lines(caplog: pytest.LogCaptureFixture) -> list[int]:
     return [int(m.group(1)) for r in caplog.records if (m := CHUNK_LINE.match(r.getMessage()))]
 
 
-def test_a_chunk_another_task_holds_is_left_to_it_and_a_killed_tasks_chunk_is_taken_up(
-    postier_env: str, tmp_path: Path, small_chunks: int
+def test_a_chunk_another_task_holds_is_waited_for_and_a_killed_tasks_chunk_is_taken_up(
+    postier_env: str, tmp_path: Path, small_chunks: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     numbers = ready_invoices(postier_env, 10)
     env = Environment(dsn=postier_env, home=tmp_path / "home", workers=2)
@@ -77,11 +80,13 @@ def test_a_chunk_another_task_holds_is_left_to_it_and_a_killed_tasks_chunk_is_ta
     assert started["chunks"] == [0, 1, 2, 3, 4]
     assert started["parts"] == [{"part": 0, "parts": 2}, {"part": 1, "parts": 2}]
 
-    # Another task is in the middle of chunk 1.
+    # Another task is in the middle of chunk 1 (or was cut off from Airflow while holding it).
     other = psycopg.connect(postier_env, autocommit=True)
     assert run_store.claim_chunk(other, run_id, 1)
-    process_part(env, run_id, 0, 2)  # its share (0, 2, 4), then 3; not 1
-    process_part(env, run_id, 1, 2)  # the other task's retry: 1 is still held
+    # Its share (0, 2, 4), then 3; then it waits for 1, and fails rather than end before it.
+    monkeypatch.setattr(runs, "HELD_CHUNK_WAIT_S", 1.0)
+    with pytest.raises(PostierError, match="paquet 1 toujours tenu par une autre tâche"):
+        process_part(env, run_id, 0, 2)
     assert item_states(postier_env, run_id) == {
         0: {"traitee"},
         1: {"a_traiter"},
@@ -89,10 +94,19 @@ def test_a_chunk_another_task_holds_is_left_to_it_and_a_killed_tasks_chunk_is_ta
         3: {"traitee"},
         4: {"traitee"},
     }
-    # That task is killed: its connection, and its claim, are gone; the retry does chunk 1.
+    # The other task's retry starts while the attempt it replaces still holds chunk 1: it
+    # waits, and ends only once that attempt is killed (its connection and claim gone) and it
+    # has done chunk 1 itself.
+    monkeypatch.setattr(runs, "HELD_CHUNK_WAIT_S", 60.0)
+    outcome: dict[str, dict[str, int]] = {}
+    retry = threading.Thread(target=lambda: outcome.update(counts=process_part(env, run_id, 1, 2)))
+    retry.start()
+    retry.join(2.0)
+    assert retry.is_alive() and item_states(postier_env, run_id)[1] == {"a_traiter"}
     other.close()
-    counts = process_part(env, run_id, 1, 2)
-    assert counts["a_traiter"] == 0 and counts["traitee"] == 10
+    retry.join(30.0)
+    assert not retry.is_alive()
+    assert outcome["counts"]["a_traiter"] == 0 and outcome["counts"]["traitee"] == 10
     states, logs = held_once(postier_env)
     assert states == dict.fromkeys(numbers, "EN_ATTENTE")
     assert logs == (10, 10)

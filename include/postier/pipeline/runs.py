@@ -14,7 +14,7 @@ import psycopg
 
 from postier.domain.selection import PARIS, Selection, shown
 from postier.domain.treatments import Treatment, TreatmentId, treatment
-from postier.errors import ConfigurationError, SelectionError, SigningError
+from postier.errors import ConfigurationError, PostierError, SelectionError, SigningError
 from postier.pipeline.context import Environment
 from postier.storage import RunFolder, Storage
 from postier.store import runs as run_store
@@ -194,15 +194,23 @@ def share_order(chunks: Sequence[int], part: int, parts: int) -> list[int]:
     return own + [c for c in reversed(chunks) if c % parts != part]
 
 
+#: How long a chunk task waits, once it has tried every chunk, for a chunk another task still
+#: holds (a chunk is seconds of work): past it the task fails (French), to be retried.
+HELD_CHUNK_WAIT_S = 600.0
+
+
 def process_part(env: Environment, ref: RunRef, part: int, parts: int) -> dict[str, int]:
     """One chunk task: process every chunk it can claim, in `share_order`; the run's counts.
 
-    A chunk another task holds is left to it, a chunk already done is passed over, so the tasks
-    end within a chunk of each other however unequal their chunks, and a task with no slot to
-    run in before the others are done finds nothing to do. A chunk that raises keeps its claim
-    (no other task takes it up while this one runs) while the task goes on with the other chunks,
-    then the task fails with that error: its retry, or a task still running, finds the chunks
-    still to do."""
+    A chunk another task holds is left to it at first, a chunk already done is passed over, so
+    the tasks end within a chunk of each other however unequal their chunks, and a task with no
+    slot to run in before the others are done finds nothing to do. Then the task waits for the
+    chunks still held elsewhere and takes up what their task left: it never ends while a chunk
+    of its run is pending in another task's hands, so a retry cannot succeed while the attempt
+    it replaces, cut off but still holding a chunk, has not committed it (nor `finaliser`,
+    `livrer` or the report run before it). A chunk that raises keeps its claim (no other task
+    takes it up while this one runs) while the task goes on with the other chunks, then the task
+    fails with that error: its retry, or a task still running, finds the chunks still to do."""
     started = time.perf_counter()
     done, failed = 0, 0
     # Only the first error is kept (its traceback holds its chunk's data), to fail the task with.
@@ -214,9 +222,9 @@ def process_part(env: Environment, ref: RunRef, part: int, parts: int) -> dict[s
         claims.autocommit = True
         run = load_run(claims, ref, env.storage)
         work = stack.enter_context(env.connect())
-        for chunk in share_order(run_store.pending_chunks(claims, run.id), part, parts):
-            if not run_store.claim_chunk(claims, run.id, chunk):
-                continue
+
+        def process_claimed(chunk: int) -> None:
+            nonlocal work, done, failed, first_error
             try:
                 _process_chunk(env, work, run, chunk)
             except Exception as error:
@@ -230,9 +238,31 @@ def process_part(env: Environment, ref: RunRef, part: int, parts: int) -> dict[s
                     work = stack.enter_context(env.connect())
                 else:
                     work.rollback()
-                continue
+                return
             run_store.release_chunk(claims, run.id, chunk)
             done += 1
+
+        for chunk in share_order(run_store.pending_chunks(claims, run.id), part, parts):
+            if run_store.claim_chunk(claims, run.id, chunk):
+                process_claimed(chunk)
+        # The chunks other tasks held: each waited for once (its task commits or dies). Not
+        # after a failure: the task then holds its failed chunks, and fails at once.
+        waited: set[int] = set()
+        while first_error is None:
+            held = [c for c in run_store.pending_chunks(claims, run.id) if c not in waited]
+            if not held:
+                break
+            waited.add(held[0])
+            try:
+                claimed = run_store.wait_for_chunk(claims, run.id, held[0], HELD_CHUNK_WAIT_S)
+            except psycopg.errors.LockNotAvailable:
+                raise PostierError(
+                    f"paquet {held[0]} toujours tenu par une autre tâche après "
+                    f"{HELD_CHUNK_WAIT_S:.0f} s (tâche bloquée ou hôte injoignable) : ses "
+                    "factures restent à traiter, la tâche sera relancée"
+                ) from None
+            if claimed:
+                process_claimed(held[0])
         counts = run_store.item_counts(claims, run.id)
     log.info(
         "Part %d/%d : %d paquet(s) traité(s), %d en échec, en %.2f s",

@@ -149,6 +149,22 @@ def claim_chunk(conn: psycopg.Connection, run_id: int, chunk: int) -> bool:
     row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_lock_key(run_id), chunk)).fetchone()
     if not (row and row[0]):
         return False
+    return _kept_if_pending(conn, run_id, chunk)
+
+
+def wait_for_chunk(conn: psycopg.Connection, run_id: int, chunk: int, timeout_s: float) -> bool:
+    """`claim_chunk`, waiting for the task that holds the chunk to let it go (it commits, or dies
+    and its connection with it) for at most `timeout_s`; False when it was done meanwhile.
+    Raises `psycopg.errors.LockNotAvailable` when still held after `timeout_s`."""
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(timeout_s * 1000)}ms",))
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (_lock_key(run_id), chunk))
+    finally:
+        conn.execute("RESET lock_timeout")
+    return _kept_if_pending(conn, run_id, chunk)
+
+
+def _kept_if_pending(conn: psycopg.Connection, run_id: int, chunk: int) -> bool:
     # Read after the lock: a task that held it committed before letting go.
     pending = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM run_items WHERE run_id = %s AND chunk = %s AND status = %s)",
