@@ -112,26 +112,21 @@ PARTS = {}
 def wrap_parts():
     import importlib
 
+    # The steps both chunk handlers call, then each one's own.
+    shared = [
+        "load_invoices",
+        "fingerprint",
+        "sending_problems",
+        "lock_for_transition",
+        "stamp_transition",
+        "record_outcomes",
+        "zero_amount_note",
+    ]
     targets = {
-        "postier.pipeline.handlers": [
-            "load_invoices",
-            "fingerprint",
-            "sending_problems",
-            "lock_for_transition",
-            "stamp_transition",
-            "record_outcomes",
-            "record_addresses",
-            "zero_amount_note",
-        ],
+        "postier.pipeline.handlers": [*shared, "record_addresses"],
         "postier.pipeline.sending": [
-            "load_invoices",
-            "fingerprint",
-            "sending_problems",
-            "lock_for_transition",
-            "stamp_transition",
-            "record_outcomes",
+            *shared,
             "recorded_addresses",
-            "zero_amount_note",
             "load_settings",
             "_channel_effects",
         ],
