@@ -4,12 +4,15 @@ variable interpolation as compose does it, start order, the image's install step
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from e2e.live_airflow import CELERY_SETTINGS, PRODUCTION_SETTINGS
+
+from postier.store.cluster import find_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "compose.yaml"
@@ -256,3 +259,27 @@ def test_the_default_run_storage_is_the_volume_every_worker_mounts() -> None:
         assert f"postier-data:{default}" in services[name]["volumes"], name
     told = deployed(POSTIER_STORAGE_URL="sftp://postier@stockage.example/runs")["worker"]
     assert told["environment"]["POSTIER_STORAGE_URL"] == "sftp://postier@stockage.example/runs"
+
+
+def test_postgres_finds_a_dead_worker_host_within_two_minutes_as_the_readme_says() -> None:
+    # A worker host that dies without closing its connections keeps its chunk claims (session
+    # advisory locks) until the server drops them: with the system's keepalives, ≈ 2 hours.
+    command = deployed()["postgres"]["command"]
+    assert command[0] == "postgres" and command[1::2] == ["-c"] * (len(command) // 2)
+    settings = dict(option.split("=", 1) for option in command[2::2])
+    keepalives = {k: v for k, v in settings.items() if k.startswith("tcp_keepalives_")}
+    described = subprocess.run(
+        [str(find_binaries() / "postgres"), "--describe-config"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    known = {line.split("\t", 1)[0] for line in described.splitlines()}
+    assert set(settings) <= known  # the server would refuse to start otherwise
+    idle, interval, count = (
+        int(keepalives[f"tcp_keepalives_{k}"]) for k in ("idle", "interval", "count")
+    )
+    assert min(idle, interval, count) > 0  # 0 is the system's default
+    assert idle + interval * count <= 120
+    readme = (ROOT / "README.md").read_text()
+    assert [f"{k}={v}" for k, v in keepalives.items() if f"`{k}={v}`" not in readme] == []
