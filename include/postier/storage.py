@@ -307,10 +307,18 @@ _REASONS = {
 }
 
 
-def _reason(error: Exception) -> str:
+#: Why a read failed: there the file itself is what may be missing.
+_READ_REASONS = {
+    **_REASONS,
+    errno.ENOENT: "fichier introuvable",
+    errno.EISDIR: "un dossier porte le nom du fichier",
+}
+
+
+def _reason(error: Exception, reasons: dict[int, str] = _REASONS) -> str:
     if isinstance(error, OSError):
-        if error.errno in _REASONS:
-            return _REASONS[error.errno]
+        if error.errno in reasons:
+            return reasons[error.errno]
         said = error.strerror or (str(error.args[0]) if error.args else type(error).__name__)
         return f"refusée par le serveur ou le système (« {said} »)"
     return f"connexion interrompue ou refusée ({type(error).__name__})"
@@ -532,7 +540,9 @@ class Storage:
         try:
             return bytes(self.fs.cat_file(self.path(key)))
         except OSError as error:
-            raise DeliveryError(f"lecture de {location} : {error.strerror or error}") from None
+            raise DeliveryError(
+                f"lecture impossible de {location} : {_reason(error, _READ_REASONS)}"
+            ) from None
 
     def put(self, path: str, data: bytes, location: str) -> None:
         """Write `data` at `path` (as the filesystem names it) under `<path>.part`, then

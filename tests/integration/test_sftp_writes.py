@@ -289,3 +289,17 @@ def test_the_print_house_zip_of_an_sftp_storage_is_written_once_not_read_back(
     # never downloaded back from the run's folder.
     assert all(m.endswith(".zip.part', 'wb')") for m in opened), opened
     assert len([m for m in opened if "/runs/" in m]) == 1, opened
+
+
+def test_a_run_file_missing_on_the_server_is_a_french_error(
+    sshd: SshServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    storage = open_storage(places(sshd)[0], tmp_path / "home")
+    written = storage.run_folder(6, "factures_imprimer").write("impression.pdf", PDF)
+    assert storage.read(written) == PDF
+    missing = written.replace("impression.pdf", "traites.pdf")
+    with pytest.raises(DeliveryError) as failed:
+        storage.read(missing)
+    assert str(failed.value) == f"lecture impossible de {missing} : fichier introuvable"
+    assert missing.startswith("sftp://") and PASSWORD not in missing

@@ -112,6 +112,23 @@ def test_a_local_write_that_fails_is_a_french_error_and_leaves_no_part(
     assert not list(run_dir.rglob("*.part"))
 
 
+def test_a_file_that_cannot_be_read_is_a_french_error(tmp_path: Path) -> None:
+    storage = open_storage(StorageConfig(), tmp_path)
+    folder = storage.run_folder(5, "factures_imprimer")
+    written = folder.write("impression.pdf", b"%PDF-")
+    missing = written.replace("impression.pdf", "traites.pdf")
+    with pytest.raises(DeliveryError) as failed:
+        storage.read(missing)
+    assert str(failed.value) == f"lecture impossible de {missing} : fichier introuvable"
+    (tmp_path / "runs" / "000005-factures_imprimer" / "export.zip").mkdir()
+    a_folder = written.replace("impression.pdf", "export.zip")
+    with pytest.raises(DeliveryError) as failed:
+        storage.read(a_folder)
+    assert str(failed.value) == (
+        f"lecture impossible de {a_folder} : un dossier porte le nom du fichier"
+    )
+
+
 @pytest.mark.parametrize("background_every", [1, 64])
 def test_ged_files_that_cannot_be_made_durable_stop_the_chunk_in_french(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background_every: int
