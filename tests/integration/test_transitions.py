@@ -9,7 +9,12 @@ import pytest
 from builders import insert_invoice
 
 from postier.domain.treatments import HOLD, KEEP_INTERNAL, PREPARE, REQUEUE, SEND, Transition
-from postier.store.transitions import apply_transition, lock_for_transition, stamp_edited
+from postier.store.transitions import (
+    apply_transition,
+    lock_for_transition,
+    stamp_edited,
+    stamp_transition,
+)
 
 
 def state_of(conn: psycopg.Connection, invoice_id: int) -> tuple:
@@ -88,6 +93,30 @@ def test_retry_of_a_done_chunk_changes_nothing_and_reports_already_done(
     assert second.changed == () and {s.reason for s in second.skipped} == {"déjà envoyée"}
     stamps = conn.execute("SELECT DISTINCT sent_by FROM invoices").fetchall()
     assert stamps == [("jmartin",)]
+
+
+@pytest.mark.parametrize(
+    ("transition", "start", "given"),
+    [
+        (PREPARE, "EN_ATTENTE", {"fingerprints": ["f1", "f2"]}),
+        (SEND, "PRET", {"channels": ["portail", None]}),
+        (SEND, "PRET", {"channels": ["portail", None, "chorus", "portail"]}),
+    ],
+)
+def test_values_out_of_step_with_the_invoices_are_refused_and_change_nothing(
+    conn: psycopg.Connection, transition: Transition, start: str, given: dict
+) -> None:
+    ids = [insert_invoice(conn, send_state=start) for _ in range(3)]
+    conn.commit()
+    with pytest.raises(ValueError), conn.transaction():
+        locked = lock_for_transition(conn, ids, transition)
+        stamp_transition(conn, locked.ids, transition, "jmartin", **given)
+    rows = conn.execute(
+        "SELECT send_state, fingerprint, dematerialized FROM invoices ORDER BY id"
+    ).fetchall()
+    assert rows == [(start, None, False)] * 3
+    count = conn.execute("SELECT count(*) FROM exchanges").fetchone()
+    assert count is not None and count[0] == 0
 
 
 def test_unknown_invoice_is_reported_not_fatal(conn: psycopg.Connection) -> None:

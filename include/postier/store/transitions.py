@@ -106,6 +106,11 @@ def stamp_transition(
     if not invoice_ids:
         return
     ids = list(invoice_ids)
+    # unnest would pad a shorter list with NULLs, leaving its last invoices' column unchanged:
+    # lists out of step with the ids are the caller's bug, refused before anything changes.
+    for name, given in (("fingerprints", fingerprints), ("channels", channels)):
+        if given is not None and len(given) != len(ids):
+            raise ValueError(f"{len(given)} {name} for {len(ids)} invoices")
     sending = transition.to_state is SendState.ENVOYE
     # unnest pads the arrays not given (NULL) with NULLs: those columns keep their value.
     conn.execute(
