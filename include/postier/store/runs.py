@@ -115,8 +115,6 @@ def plan_items(
             ).format(where),
             params | {"run_id": run_id, "chunks": chunks, "line_cost": LINE_COST},
         )
-        size = math.ceil(count / chunks) if chunks else None
-        conn.execute("UPDATE runs SET chunk_size = %s WHERE id = %s", (size, run_id))
     return count, chunks
 
 
