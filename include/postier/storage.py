@@ -20,7 +20,8 @@ then its path — `/…/.postier/runs/000012-factures_imprimer/impression.pdf` l
 a task resolves one against its own storage and refuses any outside it.
 
 Files appear under their final name only once complete (written as `<name>.part`, then
-renamed); listings and reads never show a `.part` file.
+renamed; on a local folder, written unnamed then linked under their name); listings and reads
+never show a `.part` file.
 """
 
 from __future__ import annotations
@@ -366,22 +367,43 @@ def _fsspec_storage(config: StorageConfig, scheme: str) -> Storage:
 
 #: A new file, as `open(path, "wb")` makes it.
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+#: A file with no name yet, in the folder opened (Linux ≥ 3.11; ext4, xfs, btrfs, tmpfs…).
+_UNNAMED = os.O_WRONLY | os.O_CLOEXEC | getattr(os, "O_TMPFILE", 0)
+#: What `open(folder, _UNNAMED)` answers where the filesystem or the kernel has no such files.
+_NO_UNNAMED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+
+
+def _open_in(folder: str, path: str, flags: int) -> int:
+    """`path` opened with `flags`, `folder` made when missing (no stat before)."""
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        return os.open(path, flags, 0o666)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _write_file(path: str, data: bytes) -> None:
     """`data` as the file `path`, its folder made when missing: plain system calls (no
     buffered file object for a single write)."""
+    fd = _open_in(posixpath.dirname(path), path, _NEW_FILE)
     try:
-        fd = os.open(path, _NEW_FILE, 0o666)
-    except FileNotFoundError:
-        os.makedirs(posixpath.dirname(path), exist_ok=True)
-        fd = os.open(path, _NEW_FILE, 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
     finally:
         os.close(fd)
+
+
+def _link(fd: int, path: str) -> None:
+    """Give the unnamed file open as `fd` the name `path` (linkat through /proc, which an
+    unprivileged process may do; `FileExistsError` when the name is taken)."""
+    # An absolute source: linkat ignores its folder descriptor, given only so that Python calls
+    # linkat (following the /proc link) rather than link.
+    os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
 
 
 def _syncfs(fd: int) -> None:
@@ -492,6 +514,8 @@ class Storage:
         self.sftp = sftp
         #: Which place this is (the runs' storage, the GED…), for its messages.
         self.place = place
+        #: Local files written unnamed, then linked (`_put_unnamed`), until the filesystem refuses.
+        self._unnamed = local and bool(_UNNAMED & ~(os.O_WRONLY | os.O_CLOEXEC))
 
     def __repr__(self) -> str:
         return f"Storage({self.public})"
@@ -557,13 +581,48 @@ class Storage:
             return
         temporary = path + TEMPORARY_SUFFIX
         try:
-            _write_file(temporary, data)
-            os.replace(temporary, path)
+            if not (self._unnamed and self._put_unnamed(path, data)):
+                _write_file(temporary, data)
+                os.replace(temporary, path)
         except BaseException as error:  # an interrupted write (task timeout…) leaves no `.part`
             self._discard(temporary)
             if not isinstance(error, OSError):
                 raise
             raise _write_error(location, error) from None
+
+    def _put_unnamed(self, path: str, data: bytes) -> bool:
+        """`data` written into an unnamed file of `path`'s folder, then linked as `path`: one
+        folder entry made (not a `.part`'s then a rename's), and a write interrupted before
+        the link leaves nothing (the file dies with its descriptor). A name already taken
+        (a retry writing over its earlier attempt's file): linked as `<path>.part`, then
+        renamed over it. False, nothing written, when the filesystem has no unnamed files or
+        the link cannot be made (no /proc): this storage then writes `.part` files."""
+        folder = posixpath.dirname(path)
+        try:
+            fd = _open_in(folder, folder, _UNNAMED)
+        except OSError as error:
+            if error.errno not in _NO_UNNAMED:
+                raise
+            self._unnamed = False
+            return False
+        try:
+            _write_all(fd, data)
+            try:
+                _link(fd, path)
+                return True
+            except FileExistsError:
+                pass
+            except OSError:
+                self._unnamed = False
+                return False
+            temporary = path + TEMPORARY_SUFFIX
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)  # left by an older version's interrupted write
+            _link(fd, temporary)
+            os.replace(temporary, path)
+            return True
+        finally:
+            os.close(fd)
 
     def upload(self, path: str, source: IO[bytes], location: str) -> None:
         """Write what is left to read of `source` at `path`, as `put` does."""

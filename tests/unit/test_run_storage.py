@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,13 +108,111 @@ def test_a_local_write_that_fails_is_a_french_error_and_leaves_no_part(
         folder.write("impression.pdf", b"%PDF-")
     assert not list(run_dir.rglob("*.part"))
 
-    def interrupted(source: str, target: str) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # e.g. the task's timeout, raised in the middle of the write
+
+    # Interrupted before its name is given: neither a new file nor one written over changes.
+    (run_dir / "traites.pdf").write_bytes(b"%PDF-ancien")
+    with monkeypatch.context() as patched:
+        patched.setattr(storage_module.os, "link", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            folder.write("bordereau.pdf", b"%PDF-")
+        with pytest.raises(KeyboardInterrupt):
+            folder.write("traites.pdf", b"%PDF-nouveau")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["impression.pdf", "traites.pdf"]
+    # Writing over a file, interrupted before the rename: the old file stays, no `.part`.
+    monkeypatch.setattr(storage_module.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        folder.write("traites.pdf", b"%PDF-nouveau")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["impression.pdf", "traites.pdf"]
+    assert (run_dir / "traites.pdf").read_bytes() == b"%PDF-ancien"
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from postier.storage import StorageConfig, open_storage
+
+folder = open_storage(StorageConfig(), Path(sys.argv[1])).run_folder(5, "factures_preparer_envoi")
+folder.write("preparees/F-1.pdf", b"%PDF-1")
+write = os.write
+
+def killed_after_a_first_part(fd, data):
+    write(fd, bytes(data[:10]))
+    os.kill(os.getpid(), signal.SIGKILL)  # the worker host's OOM killer, a kill -9…
+
+os.write = killed_after_a_first_part
+folder.write("preparees/F-2.pdf", b"%PDF-2" * 1000)
+"""
+
+
+def test_a_task_killed_in_the_middle_of_a_write_leaves_no_file_behind(tmp_path: Path) -> None:
+    """Killed (SIGKILL: nothing of Python's clean-up runs) while writing a file: neither a
+    truncated file under its name nor a `.part` is left in the run's folder."""
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(tmp_path)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    written = tmp_path / "runs" / "000005-factures_preparer_envoi" / "preparees"
+    assert [p.name for p in written.iterdir()] == ["F-1.pdf"]
+    assert (written / "F-1.pdf").read_bytes() == b"%PDF-1"
+
+
+def test_a_retry_writes_over_the_files_of_the_attempt_it_replaces(tmp_path: Path) -> None:
+    folder = open_storage(StorageConfig(), tmp_path).run_folder(6, "factures_preparer_envoi")
+    first = folder.write("preparees/F-1.pdf", b"%PDF-premier essai")
+    assert folder.write("preparees/F-1.pdf", b"%PDF-relance") == first
+    assert folder.read("preparees/F-1.pdf") == b"%PDF-relance"
+    assert folder.files() == {"preparees/F-1.pdf": 12}
+    ged = DocumentArchive(str(tmp_path / "ged"), StorageConfig(place=GED))
+    ged.put("2026/11/C1/FA-1-facture.pdf", b"%PDF-envoi annule")
+    archived = ged.put("2026/11/C1/FA-1-facture.pdf", b"%PDF-renvoi", replace_unindexed=True)
+    ged.sync()
+    assert ged.read(archived.location) == b"%PDF-renvoi"
+    assert [p.name for p in (tmp_path / "ged" / "2026" / "11" / "C1").iterdir()] == [
+        "FA-1-facture.pdf"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("step", "refusal"),
+    [
+        ("open", errno.EOPNOTSUPP),  # a filesystem without unnamed files (NFS, FUSE…)
+        ("open", errno.EISDIR),  # a kernel older than 3.11
+        ("link", errno.ENOENT),  # no /proc to name the file through
+    ],
+)
+def test_where_files_cannot_be_written_unnamed_they_are_written_as_part_then_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, refusal: int
+) -> None:
+    real = {"open": os.open, "link": os.link}
+    refused: list[str] = []
+
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        unnamed = step == "link" or args[1] & os.O_TMPFILE == os.O_TMPFILE
+        if unnamed:
+            refused.append(str(args[0]))
+            raise OSError(refusal, os.strerror(refusal))
+        return real[step](*args, **kwargs)
+
+    monkeypatch.setattr(storage_module.os, step, refusing)
+    folder = open_storage(StorageConfig(), tmp_path).run_folder(7, "factures_preparer_envoi")
+    for n in range(3):
+        folder.write(f"preparees/F-{n}.pdf", b"%PDF-1")
+    folder.write("preparees/F-0.pdf", b"%PDF-relance")
+    assert folder.files() == {
+        "preparees/F-0.pdf": 12,
+        "preparees/F-1.pdf": 6,
+        "preparees/F-2.pdf": 6,
+    }
+    assert len(refused) == 1  # tried once: the storage then writes `.part` files
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(storage_module.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        folder.write("traites.pdf", b"%PDF-")
-    assert not list(run_dir.rglob("*.part"))
+        folder.write("preparees/F-3.pdf", b"%PDF-3")
+    written = tmp_path / "runs" / "000007-factures_preparer_envoi" / "preparees"
+    assert sorted(p.name for p in written.iterdir()) == ["F-0.pdf", "F-1.pdf", "F-2.pdf"]
 
 
 def test_a_file_that_cannot_be_read_is_a_french_error(tmp_path: Path) -> None:
