@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+import pytest
 from builders import insert_customer, insert_invoices
 
 from postier.pipeline.context import Environment
-from postier.pipeline.runs import start_run
-from postier.store.runs import LINE_COST
+from postier.pipeline.runs import share_order, start_run
+from postier.store.runs import CHUNK_S, INVOICE_S, LINE_COST, MIN_CHUNK
 
 
 def test_chunks_share_the_expected_work_evenly_in_selection_order(
@@ -63,3 +64,44 @@ def test_a_small_run_is_cut_evenly_and_an_empty_one_not_at_all(
         ).fetchall()
     assert sizes == [(0, 75), (1, 75)]
     assert start_run(env, "factures_envoyer", {}, "jmartin", "test/empty")["chunks"] == []
+
+
+@pytest.mark.parametrize(
+    ("count", "workers"), [(1, 2), (99, 1), (150, 3), (450, 2), (2_500, 2), (2_500, 8)]
+)
+def test_every_invoice_is_in_one_chunk_of_seconds_of_work_and_every_slot_has_a_task(
+    postier_env: str, tmp_path: Path, count: int, workers: int
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        customer = insert_customer(conn)
+        ids = insert_invoices(conn, [(customer, 1, {"number": f"N-{n:05d}"}) for n in range(count)])
+    env = Environment(dsn=postier_env, home=tmp_path / "home", workers=workers)
+    started = start_run(env, "factures_preparer_envoi", {}, "jmartin", "test/plan")
+
+    with psycopg.connect(postier_env) as conn:
+        rows = conn.execute(
+            "SELECT ri.invoice_id, i.number, ri.chunk FROM run_items ri"
+            " JOIN invoices i ON i.id = ri.invoice_id WHERE ri.run_id = %s ORDER BY ri.position",
+            (started["run_id"],),
+        ).fetchall()
+    # Every selected invoice in exactly one chunk; in selection order, chunk 0 first.
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    assert [r[1] for r in rows] == sorted(r[1] for r in rows)
+    chunk_of = [r[2] for r in rows]
+    assert chunk_of == sorted(chunk_of)
+    sizes = [chunk_of.count(c) for c in started["chunks"]]
+    assert started["chunks"] == list(range(len(sizes))) and sum(sizes) == count
+    # Invoices alike: chunks alike; each a couple of seconds of work at most, and no chunk
+    # smaller than MIN_CHUNK unless that is what gives every worker one.
+    assert max(sizes) - min(sizes) <= 1
+    assert max(sizes) * INVOICE_S <= max(CHUNK_S, MIN_CHUNK * INVOICE_S) * 1.01
+    assert min(sizes) >= MIN_CHUNK or len(sizes) <= workers
+    if count >= MIN_CHUNK * workers:
+        assert len(sizes) >= workers
+    # Chunk tasks: no more than the worker slots, every slot busy or every chunk a task's own,
+    # each task starting on a chunk of its own.
+    parts = started["parts"]
+    assert 1 <= len(parts) <= workers and len(parts) in (workers, len(sizes))
+    assert {p["parts"] for p in parts} == {len(parts)}
+    firsts = {share_order(started["chunks"], p["part"], p["parts"])[0] for p in parts}
+    assert len(firsts) == len(parts)

@@ -19,14 +19,19 @@ def test_chunks_are_a_couple_of_seconds_of_work_and_every_worker_has_one(
     count: int, workers: int
 ) -> None:
     chunks = chunk_count_for(count, workers)
+    # Invoices per chunk, as many as the run's are alike (tests/integration/test_run_chunks.py
+    # cuts real selections): short enough that the chunk tasks end within a chunk of each
+    # other, whatever N.
     size = math.ceil(count / chunks)
-    # Short enough that the chunk tasks end within a chunk of each other, whatever N.
     assert size * INVOICE_S <= max(CHUNK_S, MIN_CHUNK * INVOICE_S) * 1.01
     assert size >= MIN_CHUNK or chunks <= workers
     if count >= MIN_CHUNK * workers:
         assert chunks >= workers  # every worker busy
-    # One chunk task per worker slot, however many chunks.
-    assert parts_for(chunks, workers) == min(workers, chunks)
+    # Chunk tasks: no more than the worker slots, every slot busy or every chunk a task's own
+    # (however many chunks), each task starting on a chunk of its own.
+    parts = parts_for(chunks, workers)
+    assert 1 <= parts <= workers and parts in (workers, chunks)
+    assert len({share_order(range(chunks), part, parts)[0] for part in range(parts)}) == parts
 
 
 def test_ten_thousand_invoices_make_many_short_chunks_for_two_tasks() -> None:
