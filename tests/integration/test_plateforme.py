@@ -422,6 +422,51 @@ def test_an_answer_past_the_size_limit_is_read_no_further_and_unavailable_in_fre
     )
 
 
+def test_a_token_answer_past_the_size_limit_is_read_no_further_and_nothing_is_deposited(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform, config: PlatformConfig
+) -> None:
+    number = sent_invoice(env, conn)
+    # A good token, then white space: valid JSON, past what Postier reads of any answer.
+    platform.state.token_padding = MAX_FILE_SIZE
+
+    first = deposit_pending(env, by="jmartin")
+
+    assert first.pending[number].startswith(
+        f"{config.where} : réponse de plus de {MAX_FILE_SIZE} octets (HTTP 200), "
+        "lecture arrêtée ; rien n'a été déposé"
+    )
+    assert platform.state.flows == [] and platform.state.calls == [("/oauth/token", 200)]
+    assert flow_row(conn, number)["status"] == "preparee"
+
+    platform.state.token_padding = 0
+    assert deposit_pending(env, by="jmartin").deposited == [number]
+    assert len(platform.state.flows) == 1
+
+
+def test_a_deposit_answer_past_the_size_limit_is_uncertain_and_never_deposited_twice(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform
+) -> None:
+    number = sent_invoice(env, conn)
+    # The PA keeps the file, then answers with valid JSON padded past what Postier reads.
+    platform.answer_next("/v1/flows", 202, padding=MAX_FILE_SIZE)
+
+    first = deposit_pending(env, by="jmartin")
+
+    reason = first.pending[number]
+    assert "dépôt incertain" in reason
+    assert f"réponse de plus de {MAX_FILE_SIZE} octets (HTTP 202), lecture arrêtée" in reason
+    assert flow_row(conn, number)["status"] == "preparee"
+    assert len(platform.state.flows) == 1  # the PA did receive it
+
+    second = deposit_pending(env, by="jmartin")
+
+    assert second.found == [number] and second.deposited == []
+    assert len(platform.state.flows) == 1
+    assert flow_row(conn, number)["flow_id"] == platform.state.flows[0].flow_id
+    ((status, report),) = exchanges(conn, number)
+    assert status == "deposee" and "pas de second dépôt" in report["rapport"]
+
+
 @pytest.mark.parametrize("search", ["find", "lifecycle_flows"])
 def test_a_search_result_that_is_not_an_object_is_refused_in_french_without_the_answer(
     platform: LocalPlatform, config: PlatformConfig, search: str

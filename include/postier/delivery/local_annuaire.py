@@ -122,9 +122,12 @@ class _Handler(OAuthHandler):
         headers: dict[str, str] | None = None,
         *,
         content_type: str = "application/json",
+        padding: int = 0,
     ) -> None:
         headers = {"Content-Language": "fr", **(headers or {})}
-        super()._answer(request, status, payload, headers, content_type=content_type)
+        super()._answer(
+            request, status, payload, headers, content_type=content_type, padding=padding
+        )
 
 
 class LocalDirectory(LocalServer):

@@ -32,6 +32,8 @@ class OAuthState:
     #: When set, what the token endpoint answers (HTTP 200) to valid credentials instead of a
     #: token: bytes as they are (not JSON), or a JSON object (without `access_token`, say).
     token_answer: bytes | dict[str, Any] | None = None
+    #: Bytes of JSON white space after a good token answer: an answer too large to read.
+    token_padding: int = 0
     #: Requests and answers that do not conform to the official document (tests assert none).
     violations: list[str] = field(default_factory=list)
     #: (path, status) of every answer.
@@ -46,6 +48,7 @@ class OAuthState:
         self.tokens_issued = 0
         self.token_lifetime = 3600
         self.token_answer = None
+        self.token_padding = 0
 
 
 def explain(errors: Any) -> str:
@@ -108,10 +111,8 @@ class OAuthHandler(BaseHTTPRequestHandler):
         with state.lock:
             state.tokens[token] = time.monotonic() + state.token_lifetime
             state.tokens_issued += 1
-        self._send(
-            200,
-            {"access_token": token, "token_type": "Bearer", "expires_in": state.token_lifetime},
-        )
+        answer = {"access_token": token, "token_type": "Bearer", "expires_in": state.token_lifetime}
+        self._send(200, body_of(answer) + b" " * state.token_padding)
 
     def _authorized(self) -> bool:
         """The request carries a Bearer token we issued and that has not expired."""
@@ -128,21 +129,24 @@ class OAuthHandler(BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
         *,
         content_type: str = "application/json",
+        padding: int = 0,
     ) -> None:
         """Send the answer to `request` (an openapi-core `MockRequest`), checked against the
         official document first: a non-conforming answer is kept in `violations` (a 401 is the
-        token endpoint's business, not the document's)."""
+        token endpoint's business, not the document's). `padding`: that many bytes of JSON white
+        space after it (an answer too large to read, valid all the same)."""
         from openapi_core.testing import MockResponse
 
+        data = body_of(payload) + b" " * padding
         response = MockResponse(
-            body_of(payload), status_code=status, headers=headers or {}, content_type=content_type
+            data, status_code=status, headers=headers or {}, content_type=content_type
         )
         result = self.server.api.unmarshal_response(request, response)
         if result.errors and status != 401:
             self.server.state.violations.append(
                 f"response {status} {request.path}: {explain(result.errors)}"
             )
-        self._send(status, payload, headers, content_type=content_type)
+        self._send(status, data, headers, content_type=content_type)
 
     def _send(
         self,

@@ -10,7 +10,8 @@ answered 400 and kept in `violations`, and the tests assert that list is empty. 
 endpoint (RFC 6749 client credentials, not part of that document) issues Bearer tokens with a
 chosen lifetime. The server stores the flows it accepts and can be told to answer the next
 requests with 429/503 (with `Retry-After`), 400/413/422, a body of the test's, or to accept a
-flow and then never answer (the client times out: an unknown outcome).
+flow and then never answer (the client times out: an unknown outcome) or answer it with more
+than a client reads (valid JSON, padded with white space).
 
 It also plays the buyer's side: told which statuses an invoice it received reaches
 (`LocalPlatform.lifecycle`), it produces one lifecycle flow per status (flowType
@@ -67,6 +68,9 @@ class Scripted:
     hang: float = 0.0
     #: This JSON body instead of an `Error` (checked against the document like any answer).
     body: Any = None
+    #: Accept the flow and answer as usual, then this many bytes of JSON white space (a deposit
+    #: answer too large to read, after the PA kept the file).
+    padding: int = 0
 
 
 @dataclass
@@ -140,7 +144,7 @@ class _Handler(OAuthHandler):
             return
         payload: dict[str, Any] = result.body or {}
         scripted = self._scripted(route)
-        if scripted is not None and not scripted.hang:
+        if scripted is not None and not scripted.hang and not scripted.padding:
             headers = {"Retry-After": scripted.retry_after} if scripted.retry_after else {}
             error = {"errorCode": scripted.code or f"E{scripted.status}"}
             if scripted.message:
@@ -151,7 +155,7 @@ class _Handler(OAuthHandler):
         if method == "post" and route == "/v1/flows":
             time.sleep(state.deposit_delay)
             flow = self._store(payload)
-            if scripted is not None:
+            if scripted is not None and scripted.hang:
                 time.sleep(scripted.hang)
                 self.close_connection = True
                 return
@@ -159,6 +163,7 @@ class _Handler(OAuthHandler):
                 request,
                 202,
                 {**flow.info, "flowId": flow.flow_id, "submittedAt": flow.submitted_at},
+                padding=scripted.padding if scripted is not None else 0,
             )
         elif method == "post" and route == "/v1/flows/search":
             self._answer(request, 200, self._search(payload))
