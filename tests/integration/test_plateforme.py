@@ -168,16 +168,11 @@ def test_sent_invoice_is_deposited_once_as_its_archived_signed_facturx(
     assert marked == (True, "plateforme")  # « Dématérialisée », like Artis and Chorus
 
 
-def test_retry_after_an_unknown_outcome_finds_the_flow_instead_of_depositing_twice(
-    env: Environment, conn: psycopg.Connection, platform: LocalPlatform, config: PlatformConfig
+def assert_found_by_the_next_run_not_deposited_again(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform, number: str
 ) -> None:
-    number = sent_invoice(env, conn)
-    platform.answer_next("/v1/flows", 202, hang=3.0)
-    impatient = dataclasses.replace(config, timeout=1.0)
-
-    with FlowClient(impatient) as client:
-        first = deposit_pending(env, by="jmartin", client=client)
-    assert "incertain" in first.pending[number]
+    """After a deposit of unknown outcome that the PA did receive: the invoice still waits, and
+    the next run finds its flow instead of depositing it a second time."""
     assert flow_row(conn, number)["status"] == "preparee"
     assert len(platform.state.flows) == 1  # the PA did receive it
 
@@ -188,6 +183,19 @@ def test_retry_after_an_unknown_outcome_finds_the_flow_instead_of_depositing_twi
     assert flow_row(conn, number)["flow_id"] == platform.state.flows[0].flow_id
     ((status, report),) = exchanges(conn, number)
     assert status == "deposee" and "pas de second dépôt" in report["rapport"]
+
+
+def test_retry_after_an_unknown_outcome_finds_the_flow_instead_of_depositing_twice(
+    env: Environment, conn: psycopg.Connection, platform: LocalPlatform, config: PlatformConfig
+) -> None:
+    number = sent_invoice(env, conn)
+    platform.answer_next("/v1/flows", 202, hang=3.0)
+    impatient = dataclasses.replace(config, timeout=1.0)
+
+    with FlowClient(impatient) as client:
+        first = deposit_pending(env, by="jmartin", client=client)
+    assert "incertain" in first.pending[number]
+    assert_found_by_the_next_run_not_deposited_again(env, conn, platform, number)
 
 
 def test_a_deposit_answered_without_a_flow_id_is_uncertain_and_searched_before_again(
@@ -455,16 +463,7 @@ def test_a_deposit_answer_past_the_size_limit_is_uncertain_and_never_deposited_t
     reason = first.pending[number]
     assert "dépôt incertain" in reason
     assert f"réponse de plus de {MAX_FILE_SIZE} octets (HTTP 202), lecture arrêtée" in reason
-    assert flow_row(conn, number)["status"] == "preparee"
-    assert len(platform.state.flows) == 1  # the PA did receive it
-
-    second = deposit_pending(env, by="jmartin")
-
-    assert second.found == [number] and second.deposited == []
-    assert len(platform.state.flows) == 1
-    assert flow_row(conn, number)["flow_id"] == platform.state.flows[0].flow_id
-    ((status, report),) = exchanges(conn, number)
-    assert status == "deposee" and "pas de second dépôt" in report["rapport"]
+    assert_found_by_the_next_run_not_deposited_again(env, conn, platform, number)
 
 
 @pytest.mark.parametrize("search", ["find", "lifecycle_flows"])
