@@ -3,7 +3,7 @@
 Sélectionne les factures selon les critères du formulaire, produit un PDF par facture et un
 fichier d'impression fusionné (ordre des numéros). Mode « Imprimer » : la date, l'heure d'édition
 et le login sont mis à jour. Mode « Aperçu » : même rendu avec un filigrane APERÇU, rien n'est mis
-à jour. Déclenché à la main ; rapport dans la dernière tâche.
+à jour. Déclenché à la main ; rapport écrit par la tâche « Finaliser ».
 
 Relancer : déclencher de nouveau le DAG avec les mêmes critères ne refait que ce qui reste à faire
 (les factures déjà traitées sont signalées « déjà … » dans le rapport) ; une tâche de paquets en

@@ -94,24 +94,57 @@ def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
         expected |= {"livrer"}
         assert dag.get_task("livrer").upstream_task_ids == {last}
         last = "livrer"
-    assert dag.get_task("rapport").upstream_task_ids == {last}
+    # The report after a failure only: after the selection too (`livrer` runs whatever the
+    # selection did), skipped without a task process when the success path wrote the report.
+    assert dag.get_task("rapport").upstream_task_ids == {"selectionner", last}
+    assert dag.get_task("rapport").trigger_rule == "one_failed"
     assert ids == expected
     assert type(dag.get_task("traiter_paquet")).__name__.endswith("MappedOperator")
     assert [t.task_id for t in dag.leaves] == ["rapport"]
     assert dag.get_task("selectionner").upstream_task_ids == set()  # one root: no cycle
 
 
-def test_a_prepare_then_send_pays_five_task_processes_around_its_chunks() -> None:
-    # select + report, then select + confirmation (no task process: it waits deferred) +
-    # e-mails and PA + report: no « Finaliser » where there is no print file.
+def test_a_prepare_then_send_pays_three_task_processes_around_its_chunks() -> None:
+    # select, then select + confirmation (no task process: it waits deferred) + e-mails and PA:
+    # no « Finaliser » where there is no print file, and the report written by the task that
+    # ends the run (`rapport` only runs after a failure).
     around = [
-        sorted(t.task_id for t in load_dag(dag_id).tasks if t.task_id != "traiter_paquet")
+        sorted(
+            t.task_id
+            for t in load_dag(dag_id).tasks
+            if t.task_id != "traiter_paquet" and t.trigger_rule != "one_failed"
+        )
         for dag_id in ("factures_preparer_envoi", "factures_envoyer")
     ]
-    assert around == [
-        ["rapport", "selectionner"],
-        ["confirmation", "livrer", "rapport", "selectionner"],
+    assert around == [["selectionner"], ["confirmation", "livrer", "selectionner"]]
+
+
+def test_a_prepare_then_send_run_no_report_task(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+    from builders import insert_invoice
+    from hitl import Clerk
+
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="CYCLE-1")
+    prepared = run_dag("factures_preparer_envoi")
+    with Clerk("factures_envoyer", "Envoyer"):
+        sent = run_dag("factures_envoyer")
+
+    assert (prepared.state, sent.state) == ("success", "success")
+    ran = [
+        sorted(ti.task_id for ti in dag_run.get_task_instances() if ti.state != "skipped")
+        for dag_run in (prepared, sent)
     ]
+    # One chunk task each (one chunk): 2 + 4 task instances, none of them `rapport`.
+    assert ran == [
+        ["selectionner", "traiter_paquet"],
+        ["confirmation", "livrer", "selectionner", "traiter_paquet"],
+    ]
+    with psycopg.connect(postier_env) as conn:
+        assert conn.execute("SELECT status FROM runs ORDER BY id").fetchall() == [
+            ("terminee",),
+            ("terminee",),
+        ]
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS + OTHER_DAG_IDS)

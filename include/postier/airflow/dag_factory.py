@@ -2,9 +2,12 @@
 
 Each DAG has only the tasks its treatment needs (a task process costs its start-up): the
 confirmation for a definitive send, `finaliser` for a treatment that ends with a file made of
-the whole run (`FINALIZED`), `livrer` for a send. Tasks are one-liners over `postier.pipeline`,
-imported inside the tasks so that parsing a DAG file loads no database driver and touches nothing
-outside Python.
+the whole run (`FINALIZED`), `livrer` for a send. The task that ends the run's work writes its
+report (`livrer`, else `finaliser`, else the chunk task that leaves nothing to process, or
+`selectionner` when nothing was selected); `rapport` runs only when a task failed, and is
+skipped by the scheduler, without a task process, otherwise. Tasks are one-liners over
+`postier.pipeline`, imported inside the tasks so that parsing a DAG file loads no database
+driver and touches nothing outside Python.
 """
 
 from __future__ import annotations
@@ -121,6 +124,9 @@ def selectionner(treatment_id: str, **context: Any) -> list[dict[str, int]]:
         from postier.pipeline.reports import send_confirmation
 
         context["ti"].xcom_push(key=SUMMARY_KEY, value=send_confirmation(env, ref))
+    elif not started["parts"] and _ending_task(context) == CHUNK_TASK:
+        # Nothing selected: no chunk task runs, the run's work ends here.
+        _report(context, again=False)
     return started["parts"]
 
 
@@ -139,7 +145,9 @@ def traiter_paquet(part: int, parts: int, **context: Any) -> dict[str, int]:
     from postier.airflow.runtime import environment, external_id
     from postier.pipeline.runs import process_part
 
-    return process_part(environment(), external_id(context), part, parts)
+    return _reported_if_last(
+        context, process_part(environment(), external_id(context), part, parts)
+    )
 
 
 @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Finaliser (fichier d'impression)")
@@ -148,7 +156,9 @@ def finaliser(**context: Any) -> list[str]:
     from postier.airflow.runtime import environment, external_id
     from postier.pipeline.reports import finalize
 
-    return finalize(environment(), external_id(context))
+    files = finalize(environment(), external_id(context))
+    _report(context, files, again=False)
+    return files
 
 
 @task(
@@ -173,38 +183,130 @@ def livrer(**context: Any) -> dict[str, dict[str, int]]:
         deposits = deposit_for_run(env, ref)
     except ConfigurationError as error:
         raise AirflowFailException(str(error)) from None
+    # The run's work ends here: its report, again on a retry or a « Clear » (what was delivered
+    # since is in it). A run refused at its start already has its report, and `rapport` fails it.
+    from postier.pipeline.reports import RefusedAtStartError
+
+    try:
+        _report(context, refused=_confirmation_refused(context))
+    except RefusedAtStartError:
+        pass
     return {"courriels": mails, "plateforme": deposits}
 
 
+#: The mapped chunk task's id.
+CHUNK_TASK = "traiter_paquet"
+#: The states in which a task instance is over for good (no retry to come).
+FINISHED = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+#: How long `rapport` waits for the chunk tasks still running (Airflow's ALL_DONE, which its
+#: ONE_FAILED does not wait for), polling every `POLL_S`.
+CHUNKS_WAIT_S, POLL_S = 600.0, 1.0
+
+
 @task(
-    trigger_rule=TriggerRule.ALL_DONE,
+    # Runs as soon as a task it follows failed (or could not run): the success path wrote the
+    # report, and the scheduler skips this task without starting a process for it.
+    trigger_rule=TriggerRule.ONE_FAILED,
     task_display_name="Rapport d'exécution",
     multiple_outputs=False,
 )
 @logs_peak_memory
 def rapport(**context: Any) -> dict[str, Any]:
     from postier.airflow.runtime import environment, external_id
-    from postier.pipeline.reports import RunFailedError, write_report
+    from postier.pipeline.reports import written_report
 
-    # `finaliser` always returns a list when it ran: None means it failed or never ran. A DAG
-    # without it has no file to make.
-    ti = context["ti"]
+    _wait_for_chunk_tasks(context)
+    # `finaliser` always returns a list when it succeeded: None means it failed or never ran.
+    # A DAG without it has no file to make.
     has_file = "finaliser" in context["dag"].task_dict
-    files = ti.xcom_pull(task_ids="finaliser") if has_file else []
-    try:
-        summary = write_report(
+    files = context["ti"].xcom_pull(task_ids="finaliser") if has_file else []
+    summary = _report(
+        context,
+        files or [],
+        refused=_confirmation_refused(context),
+        finalized=files is not None,
+        again=False,
+    )
+    if summary is None:
+        # Written by the task that failed after writing it (the run failed): its outcome again.
+        summary = _failing(context, lambda: written_report(environment(), external_id(context)))
+    assert summary is not None
+    return summary
+
+
+def _ending_task(context: Any) -> str:
+    """The task that ends the run's work when all goes well, hence writes its report."""
+    tasks = context["dag"].task_dict
+    return next(t for t in ("livrer", "finaliser", CHUNK_TASK) if t in tasks)
+
+
+def _reported_if_last(context: Any, counts: dict[str, int]) -> dict[str, int]:
+    """A chunk task that ends with nothing of its run left to process, in a DAG where the
+    chunks end the run's work, writes the report (the first such task only); one that ends
+    with invoices still pending (a chunk failed elsewhere) writes nothing."""
+    from postier.store.runs import PENDING
+
+    if not counts[PENDING] and _ending_task(context) == CHUNK_TASK:
+        _report(context, again=False)
+    return counts
+
+
+def _report(
+    context: Any,
+    files: list[str] | None = None,
+    *,
+    refused: bool = False,
+    finalized: bool = True,
+    again: bool = True,
+) -> dict[str, Any] | None:
+    """Write the run's report from this task and put its note on the Airflow run (XCom read
+    by `run_note`); None when it was already written (`write_report`'s `again`). A report
+    that says the run failed fails this task at once: a retry would process nothing."""
+    from postier.airflow.runtime import environment, external_id
+    from postier.pipeline.reports import write_report
+
+    return _failing(
+        context,
+        lambda: write_report(
             environment(),
             external_id(context),
             files or [],
-            refused=_confirmation_refused(context),
-            finalized=files is not None,
-        )
+            refused=refused,
+            finalized=finalized,
+            again=again,
+        ),
+    )
+
+
+def _failing(context: Any, report: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+    from postier.pipeline.reports import RunFailedError
+
+    try:
+        summary = report()
     except RunFailedError as error:
-        # The report is written; retrying it would not process anything: fail at once.
-        ti.xcom_push(key=NOTE_KEY, value=error.summary["note"])
+        context["ti"].xcom_push(key=NOTE_KEY, value=error.summary["note"])
         raise AirflowFailException(str(error)) from None
-    ti.xcom_push(key=NOTE_KEY, value=summary["note"])
+    if summary is not None:
+        context["ti"].xcom_push(key=NOTE_KEY, value=summary["note"])
     return summary
+
+
+def _wait_for_chunk_tasks(context: Any) -> None:
+    """Wait for the run's chunk tasks still running or to be retried (a chunk task that failed
+    for good triggers `rapport` while the others may still be at work), for at most
+    `CHUNKS_WAIT_S`: past it the report says what is done."""
+    import time
+
+    ti, run_id = context["ti"], context["run_id"]
+    deadline = time.monotonic() + CHUNKS_WAIT_S
+    while time.monotonic() < deadline:
+        states = ti.get_task_states(
+            dag_id=context["dag"].dag_id, task_ids=[CHUNK_TASK], run_ids=[run_id]
+        ).get(run_id, {})
+        if all(state in FINISHED for state in states.values()):
+            return
+        time.sleep(POLL_S)
+    log.warning("Tâches de paquets encore en cours après %.0f s : rapport écrit", CHUNKS_WAIT_S)
 
 
 def _confirmation_refused(context: Any) -> bool:
@@ -256,5 +358,6 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
             last = last >> finaliser()
         if t.id in SENDS:
             last = last >> livrer()
-        last >> rapport()
+        # After the selection too: `livrer` runs (ALL_DONE) even when the selection was refused.
+        [selection, last] >> rapport()
     return dag

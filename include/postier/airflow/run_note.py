@@ -1,7 +1,8 @@
 """The run's note in Airflow (shown in the grid): what the run did, in one French line.
 
-A task cannot set its run's note (the Task SDK has no such call), so the report task pushes the
-line as an XCom and this listener, loaded by the `postier_run_note` plugin where runs change
+A task cannot set its run's note (the Task SDK has no such call), so the task that writes the
+run's report (the one that ends the run's work, or `rapport` after a failure) pushes the line as
+an XCom and this listener, loaded by the `postier_run_note` plugin where runs change
 state (scheduler, `dag.test()`), copies it onto the run when it ends. A note a user already wrote
 is kept.
 """
@@ -15,9 +16,8 @@ from airflow.listeners import hookimpl
 
 log = logging.getLogger(__name__)
 
-#: XCom key of the note, pushed by the report task.
+#: XCom key of the note, pushed by the task that wrote the report (the latest one wins).
 NOTE_KEY = "postier_note"
-REPORT_TASK = "rapport"
 
 
 @hookimpl
@@ -31,7 +31,8 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
 
 
 def annotate(dag_run: Any) -> None:
-    """Set the run's note from its report task's XCom, within the session that ends the run."""
+    """Set the run's note from the XCom of the task that wrote its report, within the session
+    that ends the run."""
     from airflow import settings
     from airflow.models.dagrun import DagRun
     from airflow.models.xcom import XComModel
@@ -48,12 +49,13 @@ def annotate(dag_run: Any) -> None:
     if dag_run is None or dag_run.note:
         return
     row = session.execute(
-        select(XComModel.value).where(
+        select(XComModel.value)
+        .where(
             XComModel.dag_id == dag_run.dag_id,
             XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == REPORT_TASK,
             XComModel.key == NOTE_KEY,
         )
+        .order_by(XComModel.timestamp.desc())
     ).first()
     if row is None:
         return

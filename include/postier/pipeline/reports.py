@@ -178,6 +178,11 @@ def publish(
     return md_path
 
 
+class RefusedAtStartError(RunFailedError):
+    """The run was refused at its start (invalid criteria, configuration): its report is
+    written, with the reason."""
+
+
 def write_report(
     env: Environment,
     ref: RunRef,
@@ -185,7 +190,8 @@ def write_report(
     *,
     refused: bool = False,
     finalized: bool = True,
-) -> dict[str, Any]:
+    again: bool = True,
+) -> dict[str, Any] | None:
     """Record the run's outcome; a small summary for XCom (never documents, never secrets),
     with the run's `note` (its counts in one line, for the Airflow run).
 
@@ -193,19 +199,31 @@ def write_report(
     purpose. Otherwise, invoices left unprocessed, a print file that could not be made
     (`finalized` false), or every selected invoice refused make the run fail
     (`RunFailedError`) once the report is written. A run refused at its start (invalid criteria,
-    configuration) already has its report: its reason is raised again (`RunFailedError`).
+    configuration) already has its report: its reason is raised again (`RefusedAtStartError`).
+
+    `again` false: None, writing nothing, when the report is already written and no invoice
+    of the run changed since (another task wrote it, or this task before its retry). The run's
+    row is locked meanwhile, so two tasks ending together write one report.
     """
     with env.connect() as conn:
         run = load_run(conn, ref, env.storage)
         run_id = run.id
+        # Held until the report is committed: a second task waits here, then reads what the
+        # first one wrote (a statement of its own: a fresh snapshot).
+        conn.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,))
         row = conn.execute(
-            "SELECT started_at, status, report FROM runs WHERE id = %s", (run_id,)
+            "SELECT started_at, status, report, finished_at IS NOT NULL AND finished_at >= "
+            "coalesce((SELECT max(done_at) FROM run_items WHERE run_id = %s), '-infinity') "
+            "FROM runs WHERE id = %s",
+            (run_id, run_id),
         ).fetchone()
         assert row is not None
         started: datetime = row[0]
         if row[2] and row[2].get("motif"):
             # Refused at its start: the report is written; the run fails with its reason.
-            raise RunFailedError(row[2]["motif"], _summary(row[2]))
+            raise RefusedAtStartError(row[2]["motif"], _summary(row[2]))
+        if row[3] and not again:
+            return None
         counts = run_store.item_counts(conn, run_id)
         problems = run_store.problems(conn, run_id)
         selected = sum(counts.values())
@@ -248,10 +266,29 @@ def write_report(
             deposits = run_platform_summary(conn, run_id)
             if deposits is not None:
                 report["plateforme"] = deposits
-        md_path = publish(conn, run_id, run.folder, report, status, to_markdown)
+        publish(conn, run_id, run.folder, report, status, to_markdown)
+    return _outcome(run, report, status, finalized)
+
+
+def written_report(env: Environment, ref: RunRef, *, finalized: bool = True) -> dict[str, Any]:
+    """The outcome of the report already written for the run, as `write_report` gave it (its
+    summary, or its `RunFailedError`), writing nothing."""
+    with env.connect() as conn:
+        run = load_run(conn, ref, env.storage)
+        row = conn.execute("SELECT status, report FROM runs WHERE id = %s", (run.id,)).fetchone()
+    assert row is not None and row[1], f"exécution {run.id} sans rapport"
+    if row[1].get("motif"):
+        raise RefusedAtStartError(row[1]["motif"], _summary(row[1]))
+    return _outcome(run, row[1], row[0], finalized)
+
+
+def _outcome(run: Run, report: dict[str, Any], status: str, finalized: bool) -> dict[str, Any]:
+    """The summary of a written report, or the `RunFailedError` it says the run ends with."""
     summary = _summary(report)
-    if refused or not failed:
+    if status != "en_erreur":
         return summary
+    c, md_path = report["compteurs"], report["rapport"]
+    pending = c["non_traitees"]
     if pending or not finalized:
         print_file = (
             f", fichier d'impression {'produit' if finalized else 'non produit'}"
@@ -264,7 +301,7 @@ def write_report(
             summary,
         )
     raise NothingDoneError(
-        f"{counts[run_store.FAILED]} facture(s) sélectionnée(s), toutes refusées : voir leurs "
+        f"{c['refusees']} facture(s) sélectionnée(s), toutes refusées : voir leurs "
         f"motifs dans le rapport {md_path}",
         summary,
     )

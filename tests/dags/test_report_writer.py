@@ -1,0 +1,293 @@
+"""Which task writes a run's report, on real DAG runs (`dag.test()`) and PostgreSQL: the task that
+ends the run's work when all goes well, `rapport` (its own task process) only after a failure —
+with the same report, run note and final state of the run either way."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from builders import insert_customer, insert_invoice
+from hitl import Clerk
+
+from postier.pipeline.context import Environment
+from postier.pipeline.reports import write_report
+from postier.store import database
+
+NOTE_KEY = "postier_note"
+
+
+def task_states(dag_run: Any) -> dict[str, str]:
+    """Each task's state; a mapped task's instances as `task_id[i]`."""
+    return {
+        ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): ti.state
+        for ti in dag_run.get_task_instances()
+    }
+
+
+def note_writers(dag_run: Any) -> list[str]:
+    """The tasks that put the run's note in XCom (each one wrote, or re-read, the report)."""
+    from airflow import settings
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select
+
+    with settings.Session() as session:
+        rows = session.execute(
+            select(XComModel.task_id).where(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.key == NOTE_KEY,
+            )
+        ).all()
+    return sorted(r[0] for r in rows)
+
+
+def note(dag_run: Any) -> str | None:
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+
+    with settings.Session() as session:
+        run = session.get(DagRun, dag_run.id)
+        assert run is not None
+        return run.note
+
+
+def last_run(dsn: str) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT id, status, report, finished_at FROM runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    return dict(zip(("id", "status", "report", "finished_at"), row, strict=True))
+
+
+def expected_note(run: dict[str, Any], counts: str) -> str:
+    return f"{counts} · [rapport](/postier/executions/{run['id']})"
+
+
+def test_a_prepare_writes_its_report_from_its_chunk_task(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="P-1")
+        insert_invoice(conn, number="P-2")
+    dag_run = run_dag("factures_preparer_envoi")
+
+    assert dag_run.state == "success"
+    assert task_states(dag_run) == {
+        "selectionner": "success",
+        "traiter_paquet[0]": "success",
+        "rapport": "skipped",
+    }
+    assert note_writers(dag_run) == ["traiter_paquet"]
+    run = last_run(postier_env)
+    assert run["status"] == "terminee" and run["report"]["compteurs"]["traitees"] == 2
+    assert "| 2 | 2 | 0 | 0 | 0 |" in Path(run["report"]["rapport"]).read_text()
+    assert note(dag_run) == expected_note(run, "2 sélectionnée(s) · 2 traitée(s)")
+
+
+def test_nothing_selected_is_reported_by_the_selection(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    dag_run = run_dag("factures_mettre_en_attente")
+
+    assert dag_run.state == "success"
+    assert task_states(dag_run) == {
+        "selectionner": "success",
+        "traiter_paquet": "skipped",
+        "rapport": "skipped",
+    }
+    assert note_writers(dag_run) == ["selectionner"]
+    run = last_run(postier_env)
+    assert run["status"] == "terminee" and run["report"]["compteurs"]["selectionnees"] == 0
+    assert Path(run["report"]["rapport"]).is_file()
+    assert note(dag_run) == expected_note(run, "0 sélectionnée(s)")
+
+
+def test_a_print_writes_its_report_from_finaliser_with_the_print_file(  # type: ignore[no-untyped-def]
+    run_dag, postier_env
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="IMP-1", send_state="PRET")
+    dag_run = run_dag("factures_imprimer", {"sans_date_edition": True})
+
+    assert dag_run.state == "success"
+    states = task_states(dag_run)
+    assert (states["finaliser"], states["rapport"]) == ("success", "skipped")
+    assert note_writers(dag_run) == ["finaliser"]
+    report = last_run(postier_env)["report"]
+    print_file = next(f for f in report["fichiers"] if f.endswith("impression.pdf"))
+    assert Path(print_file).read_bytes().startswith(b"%PDF")
+    assert f"`{print_file}`" in Path(report["rapport"]).read_text()
+
+
+def test_a_send_writes_its_report_from_livrer(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="ENV-1", send_state="PRET")
+    with Clerk("factures_envoyer", "Envoyer"):
+        dag_run = run_dag("factures_envoyer")
+
+    assert dag_run.state == "success"
+    states = task_states(dag_run)
+    assert (states["livrer"], states["rapport"]) == ("success", "skipped")
+    assert note_writers(dag_run) == ["livrer"]
+    run = last_run(postier_env)
+    # The e-mails livrer sent are in the report it wrote.
+    assert run["status"] == "terminee" and run["report"]["courriels"]["boite_locale"] == 1
+    assert note(dag_run) == expected_note(run, "1 sélectionnée(s) · 1 traitée(s)")
+
+
+def test_a_refused_confirmation_is_reported_by_livrer(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="NO-1", send_state="PRET")
+    with Clerk("factures_envoyer", "Ne pas envoyer"):
+        dag_run = run_dag("factures_envoyer")
+
+    assert dag_run.state == "success"
+    assert task_states(dag_run)["rapport"] == "skipped"
+    run = last_run(postier_env)
+    assert run["status"] == "refusee"
+    assert note(dag_run).startswith("envoi refusé à la confirmation : rien n'a été envoyé — ")
+
+
+def test_nothing_to_send_is_reported_by_livrer(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with Clerk("factures_envoyer", "Envoyer") as clerk:
+        dag_run = run_dag("factures_envoyer")
+
+    assert dag_run.state == "success" and clerk.asked == []
+    states = task_states(dag_run)
+    assert (states["livrer"], states["rapport"]) == ("success", "skipped")
+    run = last_run(postier_env)
+    assert "rien à envoyer" in run["report"]["statut"]
+    assert note(dag_run) == expected_note(run, "0 sélectionnée(s)")
+
+
+def fail_updates_of_ko_1(owner_dsn: str) -> None:
+    """Every update of invoice KO-1 fails from now on: its chunk fails on each attempt."""
+    with psycopg.connect(owner_dsn) as conn:  # DDL: the owner role
+        conn.execute(
+            "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.number = 'KO-1' THEN RAISE EXCEPTION 'panne simulée'; END IF; "
+            "RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER fault BEFORE UPDATE ON invoices FOR EACH ROW EXECUTE FUNCTION fault()"
+        )
+
+
+def test_a_failed_chunk_fails_the_run_with_the_report_of_rapport(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, owner_dsn
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="KO-1", send_state="PRET")
+    fail_updates_of_ko_1(owner_dsn)
+    dag_run = run_dag("factures_mettre_en_attente")
+
+    assert dag_run.state == "failed"
+    assert task_states(dag_run) == {
+        "selectionner": "success",
+        "traiter_paquet[0]": "failed",
+        "rapport": "failed",
+    }
+    # The chunk task ended with its invoice pending: it wrote nothing, rapport did.
+    assert note_writers(dag_run) == ["rapport"]
+    run = last_run(postier_env)
+    assert run["status"] == "en_erreur" and run["report"]["compteurs"]["non_traitees"] == 1
+    assert "| 1 | 0 | 0 | 0 | 1 |" in Path(run["report"]["rapport"]).read_text()
+    assert note(dag_run).startswith("incomplète : factures ou fichier d'impression non traités")
+
+
+def test_a_failed_chunk_of_a_send_fails_livrer_with_its_report(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, owner_dsn
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="KO-1", send_state="PRET")
+        insert_invoice(conn, number="OK-1", send_state="PRET")
+    fail_updates_of_ko_1(owner_dsn)
+    with Clerk("factures_envoyer", "Envoyer"):
+        dag_run = run_dag("factures_envoyer")
+
+    assert dag_run.state == "failed"
+    states = task_states(dag_run)
+    # livrer delivered what was sent, then wrote the report that says the run is incomplete.
+    assert (states["traiter_paquet[0]"], states["livrer"]) == ("failed", "failed")
+    assert states["rapport"] == "failed"
+    run = last_run(postier_env)
+    # One chunk, one transaction: neither invoice was sent.
+    assert run["status"] == "en_erreur" and run["report"]["compteurs"]["non_traitees"] == 2
+    assert run["report"]["courriels"]["en_attente"] == 0
+    assert note(dag_run).startswith("incomplète")
+
+
+def test_livrer_failing_leaves_the_report_to_rapport(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, owner_dsn
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="MAIL-1", send_state="PRET")
+    with psycopg.connect(owner_dsn) as conn:  # the e-mails cannot be recorded
+        conn.execute(
+            "CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'panne simulée'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER fault BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION fault()"
+        )
+    with Clerk("factures_envoyer", "Envoyer"):
+        dag_run = run_dag("factures_envoyer")
+
+    # As before: the invoices are sent and the report says so; livrer's failure is on its task.
+    assert dag_run.state == "success"
+    states = task_states(dag_run)
+    assert (states["livrer"], states["rapport"]) == ("failed", "success")
+    assert note_writers(dag_run) == ["rapport"]
+    run = last_run(postier_env)
+    assert run["status"] == "terminee" and run["report"]["compteurs"]["traitees"] == 1
+    assert note(dag_run) == expected_note(run, "1 sélectionnée(s) · 1 traitée(s)")
+
+
+def test_a_run_refusing_every_invoice_is_reported_once(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, insert_customer(conn, emails=[]), number="KO-1")
+    dag_run = run_dag("factures_preparer_envoi")
+
+    assert dag_run.state == "failed"
+    states = task_states(dag_run)
+    # The chunk task wrote the report and failed with it; rapport only said it again.
+    assert (states["traiter_paquet[0]"], states["rapport"]) == ("failed", "failed")
+    run = last_run(postier_env)
+    written = json.loads(Path(run["report"]["rapport"]).with_suffix(".json").read_text())
+    assert written["fin"] == run["report"]["fin"]
+    assert run["report"]["echec"] == "toutes les factures sélectionnées ont été refusées"
+    assert note(dag_run).startswith("échec : toutes les factures")
+
+
+def test_two_tasks_ending_together_write_one_report(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="TWO-1")
+    assert run_dag("factures_preparer_envoi").state == "success"
+    with psycopg.connect(postier_env) as conn:
+        run_id, first = conn.execute(
+            "SELECT id, finished_at FROM runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        # As if the run's chunks were just done again (a task cleared from the UI).
+        conn.execute("UPDATE run_items SET done_at = now() WHERE run_id = %s", (run_id,))
+
+    env = Environment(dsn=postier_env, home=database.home())
+    barrier = threading.Barrier(2)
+    written: list[dict[str, Any] | None] = []
+
+    def end_task() -> None:
+        barrier.wait()
+        written.append(write_report(env, run_id, again=False))
+
+    threads = [threading.Thread(target=end_task) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(w is None for w in written) == [False, True]
+    again = last_run(postier_env)["finished_at"]
+    assert again > first
+    # A retry of the task that wrote it, nothing having changed since: nothing written.
+    assert write_report(env, run_id, again=False) is None
+    assert last_run(postier_env)["finished_at"] == again
