@@ -25,7 +25,7 @@ from pipeline_bench import seed_demo_database
 from process_cpu import tree_cpu
 
 from postier.pipeline.context import Environment
-from postier.pipeline.runs import process_chunk, start_run
+from postier.pipeline.runs import Progress, process_chunk, start_run
 from postier.store.cluster import LocalCluster
 
 
@@ -181,6 +181,8 @@ def main():
         for t in ("factures_preparer_envoi", "factures_envoyer"):
             summary = start_run(env, t, {}, "bench", f"cpu/{t}/{time.time_ns()}")
             run_id = summary["run_id"]
+            # Carried from chunk to chunk, as a chunk task does.
+            progress = Progress(run_id)
             for chunk in summary["chunks"]:
                 with psycopg.connect(dsn) as c:
                     n = c.execute(
@@ -206,7 +208,7 @@ def main():
                 pg0 = pg_cpu(datadir)
                 t0 = os.times()
                 w0 = time.perf_counter()
-                process_chunk(env, run_id, chunk)
+                process_chunk(env, run_id, chunk, progress)
                 if tracer is not None:
                     tracer.send_signal(signal.SIGINT)
                     tracer.wait()

@@ -13,7 +13,9 @@ import logging
 import re
 import threading
 import tracemalloc
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -138,6 +140,44 @@ def test_one_slot_runs_every_chunk_in_its_first_task_and_the_second_finds_nothin
     assert held_once(postier_env)[1] == (9, 9)
 
 
+@dataclass(frozen=True)
+class CountedEnvironment(Environment):
+    """Its connections note the text of each statement they execute (`sent`)."""
+
+    sent: list[str] = field(default_factory=list)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        conn = super().connect()
+        original = conn.execute
+
+        def execute(query: Any, params: Any = None, **kwargs: Any) -> Any:
+            self.sent.append(" ".join(str(query).split()))
+            return original(query, params, **kwargs)
+
+        conn.execute = execute  # type: ignore[method-assign]
+        return conn
+
+
+def test_a_large_runs_progress_is_not_counted_over_all_its_invoices_after_each_chunk(
+    postier_env: str, tmp_path: Path, small_chunks: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log line gives the run's progress after each chunk; the task counts the run's
+    items a fixed number of times, not after every chunk (which made a 30,000-invoice run's
+    counting quadratic: 270 counts of 30,000 items)."""
+    ready_invoices(postier_env, 60)
+    env = CountedEnvironment(dsn=postier_env, home=tmp_path / "home", workers=1)
+    started = start_run(env, HOLD, {}, "jmartin", "test/progress")
+    assert len(started["chunks"]) == 30
+    env.sent.clear()
+    with caplog.at_level(logging.INFO, logger="postier.pipeline.runs"):
+        counts = process_part(env, started["run_id"], 0, 1)
+    assert counts["traitee"] == 60
+    progress = [m.group(1) for r in caplog.records if (m := PROGRESS.search(r.getMessage()))]
+    assert progress == [f"{2 * n}/60" for n in range(1, 31)]
+    counted = [q for q in env.sent if "count(" in q and "FROM run_items" in q]
+    assert len(counted) == 2, counted  # the first progress line's, the task's final counts
+
+
 def test_tasks_running_together_process_each_chunk_once(
     postier_env: str, tmp_path: Path, small_chunks: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -164,6 +204,9 @@ def test_tasks_running_together_process_each_chunk_once(
     assert not errors
     # Each chunk processed by one task only, once; none left.
     assert sorted(chunk_lines(caplog)) == list(range(20))
+    # Each task's progress counts the other's chunks too: the last chunk committed shows all.
+    progress = [m.group(1) for r in caplog.records if (m := PROGRESS.search(r.getMessage()))]
+    assert len(progress) == 20 and "40/40" in progress
     states, logs = held_once(postier_env)
     assert states == dict.fromkeys(numbers, "EN_ATTENTE")
     assert logs == (40, 40)

@@ -155,15 +155,42 @@ def load_run(conn: psycopg.Connection, ref: RunRef, storage: Storage) -> Run:
 ChunkHandler = Callable[[Environment, psycopg.Connection, Run, list[int]], None]
 
 
-def process_chunk(env: Environment, ref: RunRef, chunk: int) -> dict[str, int]:
-    """Process the invoices of one chunk still to do; counts of the whole run afterwards."""
+class Progress:
+    """How far a run is, for its chunks' log line: the invoices of its chunks that hold none
+    left to process, out of all. The run's items are counted once per task (at its first
+    chunk); after that only the chunks not yet seen done are probed, an index look-up each:
+    counting the whole run after every chunk made a large run's counting quadratic (30,000
+    items counted after each of 270 chunks)."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self._sizes: dict[int, int] | None = None
+        self._open: set[int] = set()
+
+    def after_chunk(self, conn: psycopg.Connection) -> tuple[int, int]:
+        """(invoices of the chunks done, invoices of the run), read on `conn`."""
+        if self._sizes is None:
+            chunks = run_store.chunk_sizes(conn, self.run_id)
+            self._sizes = {chunk: size for chunk, (size, _) in chunks.items()}
+            self._open = {chunk for chunk, (_, pending) in chunks.items() if pending}
+        else:
+            self._open = run_store.still_pending(conn, self.run_id, sorted(self._open))
+        total = sum(self._sizes.values())
+        return total - sum(self._sizes[chunk] for chunk in self._open), total
+
+
+def process_chunk(
+    env: Environment, ref: RunRef, chunk: int, progress: Progress | None = None
+) -> None:
+    """Process the invoices of one chunk still to do; `progress` carried from chunk to chunk."""
     with env.connect() as conn:
-        return _process_chunk(env, conn, load_run(conn, ref, env.storage), chunk)
+        run = load_run(conn, ref, env.storage)
+        _process_chunk(env, conn, run, chunk, progress or Progress(run.id))
 
 
 def _process_chunk(
-    env: Environment, conn: psycopg.Connection, run: Run, chunk: int
-) -> dict[str, int]:
+    env: Environment, conn: psycopg.Connection, run: Run, chunk: int, progress: Progress
+) -> None:
     """`process_chunk` on an open connection, which it leaves with no transaction open."""
     from postier.pipeline.handlers import CHUNK_HANDLERS
 
@@ -172,17 +199,16 @@ def _process_chunk(
     if ids:
         CHUNK_HANDLERS[run.treatment.id](env, conn, run, ids)
     conn.commit()
-    counts = run_store.item_counts(conn, run.id)
+    done, total = progress.after_chunk(conn)
     conn.commit()
     log.info(
         "Paquet %d : %d facture(s) traitée(s) en %.2f s — avancement %d/%d",
         chunk,
         len(ids),
         time.perf_counter() - started,
-        counts[run_store.DONE] + counts[run_store.SKIPPED] + counts[run_store.FAILED],
-        sum(counts.values()),
+        done,
+        total,
     )
-    return counts
 
 
 def share_order(chunks: Sequence[int], part: int, parts: int) -> list[int]:
@@ -221,12 +247,13 @@ def process_part(env: Environment, ref: RunRef, part: int, parts: int) -> dict[s
     with env.connect() as claims, contextlib.ExitStack() as stack:
         claims.autocommit = True
         run = load_run(claims, ref, env.storage)
+        progress = Progress(run.id)
         work = stack.enter_context(env.connect())
 
         def process_claimed(chunk: int) -> None:
             nonlocal work, done, failed, first_error
             try:
-                _process_chunk(env, work, run, chunk)
+                _process_chunk(env, work, run, chunk, progress)
             except Exception as error:
                 log.exception("Paquet %d en échec", chunk)
                 failed += 1

@@ -205,6 +205,29 @@ def record_outcomes(conn: psycopg.Connection, run_id: int, outcomes: Iterable[It
     )
 
 
+def chunk_sizes(conn: psycopg.Connection, run_id: int) -> dict[int, tuple[int, bool]]:
+    """Each chunk of the run: (its invoices, whether some are still to process)."""
+    rows = conn.execute(
+        "SELECT chunk, count(*), bool_or(status = %s) FROM run_items WHERE run_id = %s "
+        "GROUP BY chunk",
+        (PENDING, run_id),
+    ).fetchall()
+    return {int(chunk): (int(n), bool(pending)) for chunk, n, pending in rows}
+
+
+def still_pending(conn: psycopg.Connection, run_id: int, chunks: Sequence[int]) -> set[int]:
+    """Which of `chunks` still hold invoices to process: one index probe per chunk (the first
+    pending item found, if any), not a count of the run's items."""
+    if not chunks:
+        return set()
+    rows = conn.execute(
+        "SELECT c FROM unnest(%s::int[]) AS c WHERE (SELECT 1 FROM run_items "
+        "WHERE run_id = %s AND chunk = c AND status = %s LIMIT 1) IS NOT NULL",
+        (list(chunks), run_id, PENDING),
+    ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
 def item_counts(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
     counts = {PENDING: 0, DONE: 0, SKIPPED: 0, FAILED: 0}
     for status, n in conn.execute(
