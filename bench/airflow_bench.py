@@ -3,7 +3,13 @@
     .venv/bin/python bench/airflow_bench.py --invoices 2000 --workers 2
 
 In the same run, on a throwaway PostgreSQL cluster seeded with demo data:
-- the document-step throughput on one core (as `pipeline_bench.py`: render, render + sign);
+- the document-step throughput on one core (`pipeline_bench.DocumentBaseline`: final Factur-X
+  render as a prepare chunk does, render + sign as a send chunk does, on 200 of the invoices the
+  run processes, in this process's CPU time): 3 samples of ≈ 2 s of CPU per rate before Airflow
+  starts and 3 once it has stopped (Redis too), the median kept; every sample is printed with
+  the other processes' load meanwhile, their spread, and the orchestration share at the slowest
+  and the fastest sample beside the median's, to show how much the share owes to the baseline
+  (≈ 25 s of CPU per Airflow measure, three in `make bench`);
 - a real Airflow 3 (the end-to-end tests' harness, `tests/e2e/live_airflow.py`: api-server,
   scheduler, dag-processor, triggerer as subprocesses, LocalExecutor with `parallelism` =
   `POSTIER_WORKERS` = `--workers`), the preparation then the send triggered through the REST API,
@@ -15,7 +21,10 @@ In the same run, on a throwaway PostgreSQL cluster seeded with demo data:
   process took to be ready to work (`runtime.environment()`) and a chunk's own work
   (`process_chunk`);
 - printed as ratios against the document step: orchestration share = 1 − (document time /
-  workers) / wall time; per mapped task overhead = the executor slots' time not spent working
+  workers) / wall time (document time: the prepared invoices at the median render rate plus the
+  sent ones at the median render + sign rate; beside it, that document time against the task
+  processes' CPU, a check that the baseline is no slower than the tasks' own work); per mapped
+  task overhead = the executor slots' time not spent working
   during the chunks (workers × first chunk task queued → last ended − the chunks' own work), per
   chunk task (one per worker slot, each processing several chunks);
 - where the machine's CPU went during the two runs, per component (`cpu_account`): seconds and
@@ -55,7 +64,7 @@ from e2e.live_airflow import (  # noqa: E402
     stop_airflow,
 )
 from e2e.live_redis import RedisServer, start_redis, stop_redis  # noqa: E402
-from pipeline_bench import document_rate, seed_demo_database  # noqa: E402
+from pipeline_bench import DocumentBaseline, seed_demo_database  # noqa: E402
 from process_cpu import ProcessTable  # noqa: E402
 
 from postier.pipeline.context import Environment  # noqa: E402
@@ -411,7 +420,9 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
     try:
         dsn = seed_demo_database(cluster, invoices)
         home = base / "postier-home"
-        render_rate, send_rate = document_rate(Environment(dsn=dsn, home=home), 200)
+        # The one-core rates, before Airflow starts and again once it has stopped.
+        baseline = DocumentBaseline.load(Environment(dsn=dsn, home=home))
+        baseline.measure("avant")
         metadata = metadata_database(cluster, "airflow_bench")
         # The harness runs Airflow with the production settings (`PRODUCTION_SETTINGS`; on
         # Celery `CELERY_SETTINGS` too, whose parallelism is above the slots).
@@ -441,13 +452,22 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
             send = run_dag(af, api, db, SEND, timeout, roots)
         prepared, prep_chunks = counts(dsn, f"{PREPARE}/{prep.run_id}")
         sent, send_chunks = counts(dsn, f"{SEND}/{send.run_id}")
-        document_s = prepared / render_rate + sent / send_rate
+        celery_times = celery_path(af, [prep, send]) if celery else {}
+        stop_airflow(af)
+        af = None
+        if redis is not None:
+            stop_redis(redis)
+            redis = None
+        baseline.measure("après")
+        document_s = baseline.document_s(prepared, sent)
         wall_s = prep.wall_s + send.wall_s
+        tasks_cpu_s = prep.cpu_s.get(TASKS, 0.0) + send.cpu_s.get(TASKS, 0.0)
         return {
             "invoices": invoices,
             "workers": workers,
-            "render_rate": render_rate,
-            "send_rate": send_rate,
+            "baseline": baseline,
+            "render_rate": baseline.render_rate,
+            "send_rate": baseline.send_rate,
             "prepared": prepared,
             "sent": sent,
             "done": prepared + sent,
@@ -458,13 +478,18 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
             "wall_s": wall_s,
             "ideal_s": document_s / workers,
             "share": 1 - document_s / workers / wall_s,
+            # The same share were the slowest (min) or fastest (max) samples the baseline.
+            "share_slow": 1 - baseline.document_s(prepared, sent, min) / workers / wall_s,
+            "share_fast": 1 - baseline.document_s(prepared, sent, max) / workers / wall_s,
+            "document_s": document_s,
+            "tasks_cpu_s": tasks_cpu_s,
             "throughput": (prepared + sent) / wall_s,
             **task_figures([prep, send], workers),
             **{
                 f"cpu:{name}": prep.cpu_s.get(name, 0.0) + send.cpu_s.get(name, 0.0)
                 for name in {*prep.cpu_s, *send.cpu_s}
             },
-            **(celery_path(af, [prep, send]) if celery else {}),
+            **celery_times,
             "requests": prep.requests + send.requests,
             "peak_mib": {
                 task_id: max(run.peak_mib.get(task_id, 0) for run in (prep, send))
@@ -548,6 +573,24 @@ def print_cpu_account(figures: dict[str, Any], what: str = "") -> None:
     print(f"| **total** | {total_requests} | {total_requests / figures['wall_s']:.2f} |")
 
 
+def print_baseline(figures: dict[str, Any], what: str = "") -> None:
+    """The samples of the one-core rates the share divides by, the share at the slowest and the
+    fastest of them, and the document work they predict against the task processes' CPU."""
+    figures["baseline"].print(what)
+    print(
+        f"part d'orchestration{what} : {figures['share']:.1%} à la médiane, "
+        f"{figures['share_slow']:.1%} au plus lent des échantillons, "
+        f"{figures['share_fast']:.1%} au plus rapide"
+    )
+    if figures["tasks_cpu_s"]:
+        print(
+            f"travail documentaire à la médiane / CPU des processus de tâches : "
+            f"{figures['document_s']:.1f} / {figures['tasks_cpu_s']:.1f} s = "
+            f"{figures['document_s'] / figures['tasks_cpu_s']:.2f} (le reste : leur travail "
+            f"hors documents, tâches autour des paquets comprises)"
+        )
+
+
 def our_cpu_s(figures: dict[str, float]) -> float:
     """CPU seconds of Airflow, its tasks and PostgreSQL in a measure (not this bench's)."""
     return sum(v for k, v in figures.items() if k.startswith("cpu:") and k != f"cpu:{BENCH}")
@@ -595,6 +638,7 @@ def main() -> int:
         print("| mesure | valeur |\n|---|---:|")
         for label, key, fmt in ROWS:
             print(f"| {label} | {fmt.format(local[key])} |", flush=True)
+        print_baseline(local)
         print_cpu_account(local)
         print("\n| mémoire max d'un processus de tâche (VmHWM, Mio) | valeur |\n|---|---:|")
         for task_id, peak in local["peak_mib"].items():
@@ -621,6 +665,8 @@ def main() -> int:
             f"au plus {bound:.2f} × sur ces {CORES} cœurs : durée à 1 worker × {CORES} cœurs / "
             f"CPU à 2 workers = {one['wall_s']:.1f} × {CORES} / {two['cpu_s']:.1f}"
         )
+        print_baseline(one, ", Celery 1 worker")
+        print_baseline(two, ", Celery 2 workers")
         print_cpu_account(one, ", Celery 1 worker")
         print_cpu_account(two, ", Celery 2 workers")
     print(f"\n(banc Airflow : {time.monotonic() - started:.0f} s en tout, démarrages compris)")
