@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -169,3 +170,9 @@ def lifecycle_of(conn: psycopg.Connection, number: str) -> tuple[list[str], tupl
     conn.commit()
     assert current is not None
     return [r[0] for r in logged], tuple(current)
+
+
+def read_rows(dsn: str, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """The rows of one query, read on a connection of its own: what the tasks committed."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchall()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from builders import insert_customer, insert_invoice
+from builders import insert_customer, insert_invoice, read_rows
 from chorus_return_files import valid
 from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
 from pypdf import PdfReader
@@ -119,22 +119,22 @@ def test_chorus_invoices_from_preparation_to_return_statuses_and_redeposit(  # t
             (rejected,),
         )
     assert run_dag("factures_chorus_recuperer").state == "success"
-    with psycopg.connect(postier_env) as conn:
-        row = conn.execute(
-            "SELECT chorus_flow_name, chorus_deposited_at IS NOT NULL FROM invoices "
-            "WHERE number = %s",
-            (rejected,),
-        ).fetchone()
-        versions = conn.execute(
-            "SELECT d.version, d.deposited_at IS NOT NULL FROM documents d "
-            "JOIN invoices i ON i.id = d.invoice_id WHERE i.number = %s ORDER BY d.version",
-            (rejected,),
-        ).fetchall()
-        cancelled_flow = conn.execute(
-            "SELECT chorus_deposited_at FROM invoices WHERE number = %s", (cancelled,)
-        ).fetchone()
-    assert row is not None and row[1] and row[0] != first_flow
+    ((flow_name, deposited),) = read_rows(
+        postier_env,
+        "SELECT chorus_flow_name, chorus_deposited_at IS NOT NULL FROM invoices WHERE number = %s",
+        (rejected,),
+    )
+    versions = read_rows(
+        postier_env,
+        "SELECT d.version, d.deposited_at IS NOT NULL FROM documents d "
+        "JOIN invoices i ON i.id = d.invoice_id WHERE i.number = %s ORDER BY d.version",
+        (rejected,),
+    )
+    cancelled_flow = read_rows(
+        postier_env, "SELECT chorus_deposited_at FROM invoices WHERE number = %s", (cancelled,)
+    )
+    assert deposited and flow_name != first_flow
     assert versions == [(1, True), (2, True)]
-    assert cancelled_flow == (None,)
-    ((_, pdf),) = unpack((folder / "in" / row[0]).read_bytes())  # one invoice: the PDF itself
+    assert cancelled_flow == [(None,)]
+    ((_, pdf),) = unpack((folder / "in" / flow_name).read_bytes())  # one invoice: the PDF itself
     assert rejected in "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from builders import insert_customer, insert_invoice
+from builders import insert_customer, insert_invoice, read_rows
 
 from .live_airflow import FINISHED_RUN_STATES, RUN_TIMEOUT, TASK_STATE_TIMEOUT, Airflow
 
@@ -42,12 +42,12 @@ def insert_ready_invoices(dsn: str, prefix: str, batch: int, count: int) -> list
 
 
 def invoices(dsn: str, numbers: list[str]) -> dict[str, dict[str, Any]]:
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT number, send_state, sent_at, sent_by, state_changed_by FROM invoices "
-            "WHERE number = ANY(%s)",
-            (numbers,),
-        ).fetchall()
+    rows = read_rows(
+        dsn,
+        "SELECT number, send_state, sent_at, sent_by, state_changed_by FROM invoices "
+        "WHERE number = ANY(%s)",
+        (numbers,),
+    )
     keys = ("send_state", "sent_at", "sent_by", "state_changed_by")
     return {row[0]: dict(zip(keys, row[1:], strict=True)) for row in rows}
 

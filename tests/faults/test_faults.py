@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from builders import insert_customer, insert_invoice
+from builders import insert_customer, insert_invoice, read_rows
 from integration.smtp_server import SmtpServer, smtp_server  # noqa: F401 (fixture)
 from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
 
@@ -112,25 +112,27 @@ def ready_book(dsn: str, invoices: int, prefix: str) -> list[int]:
 def assert_each_sent_once(dsn: str, ids: list[int]) -> None:
     """0 lost (all sent and stamped), 0 stamped twice (one exchange of each
     kind, one archived document per invoice)."""
-    with psycopg.connect(dsn) as conn:
-        sent = conn.execute(
-            "SELECT count(*) FROM invoices WHERE id = ANY(%s) AND send_state = 'ENVOYE' "
-            "AND sent_at IS NOT NULL",
-            (ids,),
-        ).fetchone()
-        doubled = conn.execute(
-            "SELECT kind, invoice_id, count(*) FROM exchanges WHERE invoice_id = ANY(%s) "
-            "GROUP BY kind, invoice_id HAVING count(*) > 1",
-            (ids,),
-        ).fetchall()
-        documents = conn.execute(
-            "SELECT count(*), count(DISTINCT invoice_id) FROM documents "
-            "WHERE invoice_id = ANY(%s) AND kind = 'facture'",
-            (ids,),
-        ).fetchone()
-    assert sent == (len(ids),)
+    sent = read_rows(
+        dsn,
+        "SELECT count(*) FROM invoices WHERE id = ANY(%s) AND send_state = 'ENVOYE' "
+        "AND sent_at IS NOT NULL",
+        (ids,),
+    )
+    doubled = read_rows(
+        dsn,
+        "SELECT kind, invoice_id, count(*) FROM exchanges WHERE invoice_id = ANY(%s) "
+        "GROUP BY kind, invoice_id HAVING count(*) > 1",
+        (ids,),
+    )
+    ((documents, documented),) = read_rows(
+        dsn,
+        "SELECT count(*), count(DISTINCT invoice_id) FROM documents "
+        "WHERE invoice_id = ANY(%s) AND kind = 'facture'",
+        (ids,),
+    )
+    assert sent == [(len(ids),)]
     assert doubled == []
-    assert documents is not None and documents[0] == documents[1] <= len(ids)
+    assert documents == documented <= len(ids)
 
 
 def send_run(env: Environment, external: str) -> tuple[int, list[int]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from builders import insert_customer, insert_invoices
+from builders import insert_customer, insert_invoices, read_rows
 
 from postier.errors import PostierError
 from postier.pipeline import runs
@@ -50,13 +50,8 @@ def ready_invoices(dsn: str, count: int, prefix: str = "CT", state: str = "PRET"
 
 def item_states(dsn: str, run_id: int) -> dict[int, set[str]]:
     """Chunk → the statuses of its items."""
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT chunk, array_agg(DISTINCT status) FROM run_items WHERE run_id = %s "
-            "GROUP BY chunk",
-            (run_id,),
-        ).fetchall()
-    return {chunk: set(statuses) for chunk, statuses in rows}
+    query = "SELECT chunk, array_agg(DISTINCT status) FROM run_items WHERE run_id = %s GROUP BY 1"
+    return {chunk: set(statuses) for chunk, statuses in read_rows(dsn, query, (run_id,))}
 
 
 def held_once(dsn: str) -> tuple[dict[str, str], tuple[int, int]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from builders import insert_customer, insert_invoices
+from builders import insert_customer, insert_invoices, read_rows
 
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import share_order, start_run
@@ -78,12 +78,12 @@ def test_every_invoice_is_in_one_chunk_of_seconds_of_work_and_every_slot_has_a_t
     env = Environment(dsn=postier_env, home=tmp_path / "home", workers=workers)
     started = start_run(env, "factures_preparer_envoi", {}, "jmartin", "test/plan")
 
-    with psycopg.connect(postier_env) as conn:
-        rows = conn.execute(
-            "SELECT ri.invoice_id, i.number, ri.chunk FROM run_items ri"
-            " JOIN invoices i ON i.id = ri.invoice_id WHERE ri.run_id = %s ORDER BY ri.position",
-            (started["run_id"],),
-        ).fetchall()
+    rows = read_rows(
+        postier_env,
+        "SELECT ri.invoice_id, i.number, ri.chunk FROM run_items ri"
+        " JOIN invoices i ON i.id = ri.invoice_id WHERE ri.run_id = %s ORDER BY ri.position",
+        (started["run_id"],),
+    )
     # Every selected invoice in exactly one chunk; in selection order, chunk 0 first.
     assert sorted(r[0] for r in rows) == sorted(ids)
     assert [r[1] for r in rows] == sorted(r[1] for r in rows)
