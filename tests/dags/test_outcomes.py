@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from airflow_state import note
 from builders import insert_customer, insert_invoice
 from hitl import Clerk
 
@@ -32,17 +33,6 @@ def task(dag_run: Any, task_id: str, map_index: int = -1) -> Any:
         for ti in dag_run.get_task_instances()
         if ti.task_id == task_id and ti.map_index == map_index
     )
-
-
-def note(dag_run: Any) -> str | None:
-    """The run's note as the grid shows it, read back from Airflow's metadata database."""
-    from airflow import settings
-    from airflow.models.dagrun import DagRun
-
-    with settings.Session() as session:
-        run = session.get(DagRun, dag_run.id)
-        assert run is not None
-        return run.note
 
 
 def states(dsn: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from airflow_state import note
 from builders import insert_customer, insert_invoice
 from hitl import Clerk
 
@@ -43,16 +44,6 @@ def note_writers(dag_run: Any) -> list[str]:
             )
         ).all()
     return sorted(r[0] for r in rows)
-
-
-def note(dag_run: Any) -> str | None:
-    from airflow import settings
-    from airflow.models.dagrun import DagRun
-
-    with settings.Session() as session:
-        run = session.get(DagRun, dag_run.id)
-        assert run is not None
-        return run.note
 
 
 def last_run(dsn: str) -> dict[str, Any]:

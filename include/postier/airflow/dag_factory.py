@@ -260,22 +260,27 @@ def _report(
     again: bool = True,
 ) -> dict[str, Any] | None:
     """Write the run's report from this task and put its note on the Airflow run (XCom read
-    by `run_note`); None when it was already written (`write_report`'s `again`). A report
-    that says the run failed fails this task at once: a retry would process nothing."""
+    by `run_note`); None when it was already written (`write_report`'s `again`): the note of
+    the report written is put again (a retry of the task that wrote it starts without its
+    XComs). A report that says the run failed fails this task at once: a retry would process
+    nothing."""
     from postier.airflow.runtime import environment, external_id
-    from postier.pipeline.reports import write_report
+    from postier.pipeline.reports import RunFailedError, write_report, written_report
 
-    return _failing(
+    env, ref = environment(), external_id(context)
+    summary = _failing(
         context,
         lambda: write_report(
-            environment(),
-            external_id(context),
-            files or [],
-            refused=refused,
-            finalized=finalized,
-            again=again,
+            env, ref, files or [], refused=refused, finalized=finalized, again=again
         ),
     )
+    if summary is None:
+        try:
+            written = written_report(env, ref)
+        except RunFailedError as error:
+            written = error.summary
+        context["ti"].xcom_push(key=NOTE_KEY, value=written["note"])
+    return summary
 
 
 def _failing(context: Any, report: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
