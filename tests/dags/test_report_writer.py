@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from airflow_state import note
 from builders import insert_customer, insert_invoice
 from hitl import Clerk
 
+from postier.pipeline import reports
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import write_report
 from postier.store import database
+from postier.store import runs as run_store
 
 NOTE_KEY = "postier_note"
 
@@ -282,3 +285,37 @@ def test_two_tasks_ending_together_write_one_report(run_dag, postier_env) -> Non
     # A retry of the task that wrote it, nothing having changed since: nothing written.
     assert write_report(env, run_id, again=False) is None
     assert last_run(postier_env)["finished_at"] == again
+
+
+def test_of_several_chunk_tasks_the_first_to_leave_nothing_writes_the_report(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 5 chunks of 2 invoices for 4 chunk tasks: `dag.test()` runs them one after the other, the
+    # first does every chunk, the next three find nothing left to process.
+    monkeypatch.setattr(run_store, "MIN_CHUNK", 2)
+    monkeypatch.setattr(run_store, "CHUNK_S", 2 * run_store.INVOICE_S)
+    monkeypatch.setenv("POSTIER_WORKERS", "4")
+    with psycopg.connect(postier_env) as conn:
+        for n in range(9):
+            insert_invoice(conn, number=f"MANY-{n}")
+    published: list[int] = []  # the run of each report written (`dag.test()` runs in-process)
+
+    def publish(conn, run_id, *args):  # type: ignore[no-untyped-def]
+        published.append(run_id)
+        return real_publish(conn, run_id, *args)
+
+    real_publish = reports.publish
+    monkeypatch.setattr(reports, "publish", publish)
+    dag_run = run_dag("factures_preparer_envoi")
+
+    assert dag_run.state == "success"
+    states = task_states(dag_run)
+    assert [states[f"traiter_paquet[{i}]"] for i in range(4)] == ["success"] * 4
+    assert states["rapport"] == "skipped"
+    run = last_run(postier_env)
+    assert published == [run["id"]]
+    assert run["report"]["compteurs"]["traitees"] == 9
+    # The tasks that found it written put its note again (as a retry of the writer would: a
+    # retry starts without its XComs): whichever ends last, the run's note is the report's.
+    assert note_writers(dag_run) == ["traiter_paquet"] * 4
+    assert note(dag_run) == expected_note(run, "9 sélectionnée(s) · 9 traitée(s)")
