@@ -319,3 +319,23 @@ def test_of_several_chunk_tasks_the_first_to_leave_nothing_writes_the_report(  #
     # retry starts without its XComs): whichever ends last, the run's note is the report's.
     assert note_writers(dag_run) == ["traiter_paquet"] * 4
     assert note(dag_run) == expected_note(run, "9 sélectionnée(s) · 9 traitée(s)")
+
+
+def test_a_print_file_that_cannot_be_made_fails_the_run_with_the_report_of_rapport(  # type: ignore[no-untyped-def]
+    run_dag, postier_env
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="IMP-KO", send_state="PRET")
+    # Where the print file goes, a folder that is not empty: the file cannot be put there.
+    blocked = database.home() / "runs" / "000001-factures_imprimer" / "impression.pdf"
+    (blocked / "occupé").mkdir(parents=True)
+    dag_run = run_dag("factures_imprimer", {"sans_date_edition": True})
+
+    assert dag_run.state == "failed"
+    states = task_states(dag_run)
+    assert (states["finaliser"], states["rapport"]) == ("failed", "failed")
+    assert note_writers(dag_run) == ["rapport"]
+    run = last_run(postier_env)
+    assert run["id"] == 1 and run["status"] == "en_erreur"
+    assert run["report"]["compteurs"]["traitees"] == 1
+    assert note(dag_run).startswith("incomplète : factures ou fichier d'impression non traités")

@@ -157,7 +157,9 @@ def finaliser(**context: Any) -> list[str]:
     from postier.pipeline.reports import finalize
 
     files = finalize(environment(), external_id(context))
-    _report(context, files, again=False)
+    # Written again on a retry or a « Clear » (e.g. after `rapport` reported the print file
+    # missing): the file is made anew, and so is the report that lists it.
+    _report(context, files)
     return files
 
 
