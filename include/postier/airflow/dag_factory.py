@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, task
@@ -27,6 +27,9 @@ from postier.airflow.params import trigger_params
 from postier.airflow.run_note import NOTE_KEY
 from postier.domain.selection import PARIS
 from postier.domain.treatments import FINALIZED, TreatmentId, treatment
+
+if TYPE_CHECKING:
+    from postier.pipeline.context import Environment
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ def selectionner(treatment_id: str, **context: Any) -> list[dict[str, int]]:
         context["ti"].xcom_push(key=SUMMARY_KEY, value=send_confirmation(env, ref))
     elif not started["parts"] and _ending_task(context) == CHUNK_TASK:
         # Nothing selected: no chunk task runs, the run's work ends here.
-        _report(context, again=False)
+        _report(context, env, again=False)
     return started["parts"]
 
 
@@ -145,9 +148,8 @@ def traiter_paquet(part: int, parts: int, **context: Any) -> dict[str, int]:
     from postier.airflow.runtime import environment, external_id
     from postier.pipeline.runs import process_part
 
-    return _reported_if_last(
-        context, process_part(environment(), external_id(context), part, parts)
-    )
+    env = environment()
+    return _reported_if_last(context, env, process_part(env, external_id(context), part, parts))
 
 
 @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Finaliser (fichier d'impression)")
@@ -156,10 +158,11 @@ def finaliser(**context: Any) -> list[str]:
     from postier.airflow.runtime import environment, external_id
     from postier.pipeline.reports import finalize
 
-    files = finalize(environment(), external_id(context))
+    env = environment()
+    files = finalize(env, external_id(context))
     # Written again on a retry or a « Clear » (e.g. after `rapport` reported the print file
     # missing): the file is made anew, and so is the report that lists it.
-    _report(context, files)
+    _report(context, env, files)
     return files
 
 
@@ -190,7 +193,7 @@ def livrer(**context: Any) -> dict[str, dict[str, int]]:
     from postier.pipeline.reports import RefusedAtStartError
 
     try:
-        _report(context, refused=_confirmation_refused(context))
+        _report(context, env, refused=_confirmation_refused(context))
     except RefusedAtStartError:
         pass
     return {"courriels": mails, "plateforme": deposits}
@@ -218,12 +221,14 @@ def rapport(**context: Any) -> dict[str, Any]:
     from postier.pipeline.reports import written_report
 
     _wait_for_chunk_tasks(context)
+    env = environment()
     # `finaliser` always returns a list when it succeeded: None means it failed or never ran.
     # A DAG without it has no file to make.
     has_file = "finaliser" in context["dag"].task_dict
     files = context["ti"].xcom_pull(task_ids="finaliser") if has_file else []
     summary = _report(
         context,
+        env,
         files or [],
         refused=_confirmation_refused(context),
         finalized=files is not None,
@@ -231,7 +236,7 @@ def rapport(**context: Any) -> dict[str, Any]:
     )
     if summary is None:
         # Written by the task that failed after writing it (the run failed): its outcome again.
-        summary = _failing(context, lambda: written_report(environment(), external_id(context)))
+        summary = _failing(context, lambda: written_report(env, external_id(context)))
     assert summary is not None
     return summary
 
@@ -242,19 +247,20 @@ def _ending_task(context: Any) -> str:
     return next(t for t in ("livrer", "finaliser", CHUNK_TASK) if t in tasks)
 
 
-def _reported_if_last(context: Any, counts: dict[str, int]) -> dict[str, int]:
+def _reported_if_last(context: Any, env: Environment, counts: dict[str, int]) -> dict[str, int]:
     """A chunk task that ends with nothing of its run left to process, in a DAG where the
     chunks end the run's work, writes the report (the first such task only); one that ends
     with invoices still pending (a chunk failed elsewhere) writes nothing."""
     from postier.store.runs import PENDING
 
     if not counts[PENDING] and _ending_task(context) == CHUNK_TASK:
-        _report(context, again=False)
+        _report(context, env, again=False)
     return counts
 
 
 def _report(
     context: Any,
+    env: Environment,
     files: list[str] | None = None,
     *,
     refused: bool = False,
@@ -266,10 +272,10 @@ def _report(
     the report written is put again (a retry of the task that wrote it starts without its
     XComs). A report that says the run failed fails this task at once: a retry would process
     nothing."""
-    from postier.airflow.runtime import environment, external_id
+    from postier.airflow.runtime import external_id
     from postier.pipeline.reports import RunFailedError, write_report, written_report
 
-    env, ref = environment(), external_id(context)
+    ref = external_id(context)
     summary = _failing(
         context,
         lambda: write_report(
