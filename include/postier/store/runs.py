@@ -190,17 +190,22 @@ def record_outcomes(conn: psycopg.Connection, run_id: int, outcomes: Iterable[It
     rows = list(outcomes)
     if not rows:
         return
+    ids = [o.invoice_id for o in rows]
+    # `invoice_id = ANY(ids)` lets the planner find the chunk's rows by the primary key: joined
+    # on the unnest alone, it hashed every item of the run for each chunk (4.4 ms against 1.1 ms
+    # for 220 outcomes in a run of 20,000; quadratic in the run's size).
     conn.execute(
         "UPDATE run_items r SET status = u.status, reason = u.reason, output = u.output, "
         "done_at = now() FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) "
         "AS u(invoice_id, status, reason, output) "
-        "WHERE r.run_id = %s AND r.invoice_id = u.invoice_id",
+        "WHERE r.run_id = %s AND r.invoice_id = ANY(%s) AND r.invoice_id = u.invoice_id",
         (
-            [o.invoice_id for o in rows],
+            ids,
             [o.status for o in rows],
             [o.reason for o in rows],
             [o.output for o in rows],
             run_id,
+            ids,
         ),
     )
 
