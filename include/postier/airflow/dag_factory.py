@@ -145,11 +145,17 @@ def selectionner(treatment_id: str, **context: Any) -> list[dict[str, int]]:
 )
 @logs_peak_memory
 def traiter_paquet(part: int, parts: int, **context: Any) -> dict[str, int]:
+    from postier.airflow.fresh_thread import run_on_fresh_thread
     from postier.airflow.runtime import environment, external_id
     from postier.pipeline.runs import process_part
 
-    env = environment()
-    return _reported_if_last(context, env, process_part(env, external_id(context), part, parts))
+    env, ref = environment(), external_id(context)
+    # On a thread of its own: the chunks run at the same Python stack depth whatever started
+    # the task process (CPython 3.11's data stack: see postier.airflow.fresh_thread).
+    counts = run_on_fresh_thread(
+        lambda: process_part(env, ref, part, parts), f"traiter_paquet-{part}"
+    )
+    return _reported_if_last(context, env, counts)
 
 
 @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Finaliser (fichier d'impression)")

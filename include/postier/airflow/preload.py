@@ -32,6 +32,7 @@ PRELOADED = (
     "postier.airflow.lifecycle_dag",
     # The tasks' modules (imported inside the task functions).
     "postier.airflow.runtime",
+    "postier.airflow.fresh_thread",
     "postier.pipeline.runs",
     "postier.pipeline.handlers",
     "postier.pipeline.sending",
