@@ -66,5 +66,6 @@ def test_every_task_process_starts_with_the_task_code_preloaded(
     assert {n: got[n]["send_state"] for n in numbers} == dict.fromkeys(numbers, "PRET")
     origins = task_code_origins(airflow.home / "logs" / f"dag_id={PREPARE}" / f"run_id={run_id}")
     tasks = {name.split("/")[0] for name in origins}
-    assert tasks >= {"task_id=selectionner", "task_id=traiter_paquet", "task_id=rapport"}, origins
+    # A prepare that goes well: its chunk task writes the report, `rapport` starts no process.
+    assert tasks == {"task_id=selectionner", "task_id=traiter_paquet"}, origins
     assert origins == dict.fromkeys(origins, [PRELOADED_CODE]), origins
