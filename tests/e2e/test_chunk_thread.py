@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,8 +76,8 @@ def send_states(dsn: str, numbers: list[str]) -> dict[str, str]:
     return dict(rows)
 
 
-def chunk_log(airflow: Airflow, run_id: str) -> str:
-    folder = airflow.home / "logs" / f"dag_id={PREPARE}" / f"run_id={run_id}"
+def chunk_log(airflow: Airflow, run_id: str, dag_id: str = PREPARE) -> str:
+    folder = airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
     logs = sorted(folder.glob(f"task_id={CHUNK_TASK}/**/*.log"))
     assert logs, f"no chunk task log under {folder}"
     return "\n".join(path.read_text(errors="replace") for path in logs)
@@ -92,6 +93,15 @@ def test_the_chunk_work_logs_its_lines_to_the_task_log(airflow: Airflow, api: ht
     # Both logged by the chunk work's thread, each line with the task's own identifiers.
     assert "Paquet 0 : 3 facture(s) traitée(s)" in text, text[-3000:]
     assert "Part 0/1 : 1 paquet(s) traité(s), 0 en échec" in text, text[-3000:]
+    assert_document_cpu_plausible(text)
+
+
+def assert_document_cpu_plausible(text: str) -> None:
+    """Chunk 0's line gives the CPU of its document step: some, and no more than its time."""
+    found = re.search(r"Paquet 0 : .* en ([0-9.]+) s, dont documents ([0-9.]+) s de CPU", text)
+    assert found, text[-3000:]
+    chunk_s, documents_s = float(found.group(1)), float(found.group(2))
+    assert 0 < documents_s <= chunk_s, found.group(0)
 
 
 @pytest.fixture
@@ -184,6 +194,8 @@ def test_a_connection_read_by_the_chunk_work_comes_from_airflow(
         # The signature's CMS carries the signer's certificate: the connection's, not the
         # demo key the task falls back to without it.
         assert signing_connection.hex().encode() in Path(location).read_bytes().lower()
+    # The renders and signatures' CPU, counted on the chunk work's thread.
+    assert_document_cpu_plausible(chunk_log(airflow, run_id, SEND))
 
 
 def test_a_chunk_task_killed_mid_chunk_commits_nothing_and_its_process_ends(

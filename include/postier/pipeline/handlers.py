@@ -16,7 +16,7 @@ from postier.pipeline.annuaire import AddressResolver, BuyerAddress, record_addr
 from postier.pipeline.chorus import collect_chunk
 from postier.pipeline.context import Environment
 from postier.pipeline.export import export_chunk
-from postier.pipeline.runs import ChunkHandler, Run
+from postier.pipeline.runs import ChunkHandler, Run, document_step
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
 from postier.store.settings import load_settings
@@ -49,7 +49,8 @@ def print_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: list[
     outcomes: list[ItemOutcome] = []
     printed: list[int] = []
     for invoice in load_invoices(conn, ids):
-        pdf = render_invoice(invoice, seller, preview=run.preview)
+        with document_step():
+            pdf = render_invoice(invoice, seller, preview=run.preview)
         path = run.folder.write(f"{folder}/{invoice.number}.pdf", pdf)
         outcomes.append(ItemOutcome(invoice.id, DONE, output=path))
         printed.append(invoice.id)
@@ -109,7 +110,8 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             problems = sending_problems(invoice)
             if not problems:
                 try:
-                    pdf = render_final_invoice(invoice, seller)
+                    with document_step():
+                        pdf = render_final_invoice(invoice, seller)
                 except PostierError as error:  # a document error names the invoice and the field
                     problems = [str(error)]
             if problems:

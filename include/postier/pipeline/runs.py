@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -151,6 +152,31 @@ def load_run(conn: psycopg.Connection, ref: RunRef, storage: Storage) -> Run:
     return Run(run_id, treatment(row[0]), row[1], row[2], storage.folder(row[3]))
 
 
+#: The CPU seconds of the document step (render + sign) on each thread, since the chunk began.
+_document_cpu = threading.local()
+
+
+@contextlib.contextmanager
+def document_step() -> Iterator[None]:
+    """Count the CPU time of the block (a document's render + sign) in the chunk's log line:
+    `time.thread_time`, the CPU of this thread only (a chunk's work runs on a thread of its own,
+    `postier.airflow.fresh_thread`), so the bench compares its one-core baseline with the
+    document step where it really runs."""
+    started = time.thread_time()
+    try:
+        yield
+    finally:
+        spent = time.thread_time() - started
+        _document_cpu.seconds = getattr(_document_cpu, "seconds", 0.0) + spent
+
+
+def _take_document_cpu() -> float:
+    """The document CPU counted on this thread since the last call, and start again from 0."""
+    seconds: float = getattr(_document_cpu, "seconds", 0.0)
+    _document_cpu.seconds = 0.0
+    return seconds
+
+
 #: A chunk handler processes the pending invoices of a chunk and records their outcomes.
 ChunkHandler = Callable[[Environment, psycopg.Connection, Run, list[int]], None]
 
@@ -179,6 +205,14 @@ class Progress:
         return total - sum(self._sizes[chunk] for chunk in self._open), total
 
 
+#: A chunk's log line: its invoices, its time, the CPU of its document step (`document_step`),
+#: the run's progress (`bench/airflow_bench.py` reads it).
+CHUNK_LOG = (
+    "Paquet %d : %d facture(s) traitée(s) en %.2f s, dont documents %.2f s de CPU "
+    "— avancement %d/%d"
+)
+
+
 def process_chunk(
     env: Environment, ref: RunRef, chunk: int, progress: Progress | None = None
 ) -> None:
@@ -195,6 +229,7 @@ def _process_chunk(
     from postier.pipeline.handlers import CHUNK_HANDLERS
 
     started = time.perf_counter()
+    _take_document_cpu()
     ids = run_store.pending_ids(conn, run.id, chunk)
     if ids:
         CHUNK_HANDLERS[run.treatment.id](env, conn, run, ids)
@@ -202,10 +237,11 @@ def _process_chunk(
     done, total = progress.after_chunk(conn)
     conn.commit()
     log.info(
-        "Paquet %d : %d facture(s) traitée(s) en %.2f s — avancement %d/%d",
+        CHUNK_LOG,
         chunk,
         len(ids),
         time.perf_counter() - started,
+        _take_document_cpu(),
         done,
         total,
     )

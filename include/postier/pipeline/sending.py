@@ -21,7 +21,7 @@ from postier.domain.validation import sending_problems, zero_amount_note
 from postier.errors import ConfigurationError, PostierError
 from postier.pipeline.annuaire import BuyerAddress, recorded_addresses, with_address
 from postier.pipeline.context import Environment
-from postier.pipeline.runs import Run
+from postier.pipeline.runs import Run, document_step
 from postier.store.exchanges import Exchange, record_exchanges
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
@@ -152,7 +152,8 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                 outcomes.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
                 continue
             try:
-                pdf = signer.sign(render_final_invoice(invoice, seller))
+                with document_step():
+                    pdf = signer.sign(render_final_invoice(invoice, seller))
             except PostierError as error:
                 outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
                 continue

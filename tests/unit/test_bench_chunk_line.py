@@ -1,0 +1,17 @@
+"""The Airflow bench reads the document step's CPU from the chunk log line the code writes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from postier.pipeline.runs import CHUNK_LOG
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from airflow_bench import CHUNK_WORK  # noqa: E402
+
+
+def test_the_bench_parses_the_chunk_lines_document_cpu() -> None:
+    line = CHUNK_LOG % (3, 220, 2.5, 1.875, 440, 1000)
+    assert CHUNK_WORK.findall(f"[2026-12-06] INFO - {line}\n") == [("220", "2.50", "1.88")]
