@@ -36,25 +36,24 @@ from typing import Any
 import airflow_bench as bench
 import psycopg
 from e2e import live_airflow
+from process_cpu import ProcessTable
 
 OUT = Path(sys.argv.pop(1)) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
-TICKS = os.sysconf("SC_CLK_TCK")
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 
 def pg_processes(postmaster: int) -> dict[int, tuple[str, float]]:
-    """PostgreSQL's processes: pid → (title, CPU seconds so far)."""
+    """PostgreSQL's processes (the postmaster and its children): pid → (title, CPU seconds so
+    far), their CPU from `process_cpu.ProcessTable`."""
+    table = ProcessTable.read()
     found: dict[int, tuple[str, float]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid in (postmaster, *table.children.get(postmaster, ())):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            pid = int(stat.parent.name)
-            if pid != postmaster and int(fields[1]) != postmaster:
-                continue
-            title = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except (OSError, ValueError):
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (OSError, ValueError):  # gone meanwhile
             continue
-        found[pid] = (title, (int(fields[11]) + int(fields[12])) / TICKS)
+        if pid in table.own:
+            found[pid] = (title, table.own[pid])
     return found
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from process_cpu import CLOCK_TICKS
 
 from postier import demo_data
 from postier.pipeline.context import Environment
@@ -40,8 +41,6 @@ from postier.store.cluster import LocalCluster
 from postier.store.invoices import load_invoices
 from postier.store.migrations import migrate
 from postier.store.settings import load_settings
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _part(args: tuple[Environment, int, dict[str, int]]) -> int:
