@@ -8,6 +8,7 @@ import sys
 import traceback
 
 import pytest
+from structlog.contextvars import bound_contextvars, get_contextvars
 
 from postier.airflow.fresh_thread import run_on_fresh_thread
 
@@ -40,3 +41,11 @@ def test_the_work_error_is_raised_in_the_task_with_its_traceback() -> None:
         run_on_fresh_thread(fails, "test")
     names = [frame.name for frame in traceback.extract_tb(raised.value.__traceback__)]
     assert names[-3:] == ["run_on_fresh_thread", "target", "fails"], names
+
+
+def test_the_work_sees_the_task_identifiers_bound_to_its_log_lines() -> None:
+    # Airflow binds them as structlog context variables in the task's thread: a thread started
+    # without a copy of its context would log lines that name no task.
+    with bound_contextvars(ti_id="ti-42", task_id="traiter_paquet"):
+        seen = run_on_fresh_thread(get_contextvars, "test")
+    assert {"ti_id": "ti-42", "task_id": "traiter_paquet"}.items() <= seen.items()
