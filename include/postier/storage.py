@@ -515,7 +515,7 @@ class Storage:
         #: Which place this is (the runs' storage, the GED…), for its messages.
         self.place = place
         #: Local files written unnamed, then linked (`_put_unnamed`), until the filesystem refuses.
-        self._unnamed = local and bool(_UNNAMED & ~(os.O_WRONLY | os.O_CLOEXEC))
+        self._unnamed = local and hasattr(os, "O_TMPFILE")
 
     def __repr__(self) -> str:
         return f"Storage({self.public})"
