@@ -569,9 +569,10 @@ class Storage:
             ) from None
 
     def put(self, path: str, data: bytes, location: str) -> None:
-        """Write `data` at `path` (as the filesystem names it) under `<path>.part`, then
-        renamed; its folder made when missing. A French `DeliveryError` naming `location` when
-        it cannot be written: then no file appears under its final name.
+        """Write `data` at `path` (as the filesystem names it), named only once complete: on a
+        local folder written unnamed then linked (`_put_unnamed`), elsewhere written under
+        `<path>.part` then renamed; its folder made when missing. A French `DeliveryError`
+        naming `location` when it cannot be written: then no file appears under its final name.
 
         No stat before: over SFTP a file costs three round trips (open, the writes pipelined
         with the close that confirms them, the POSIX rename), a new folder two more."""
@@ -744,7 +745,7 @@ class RunFolder:
         return self.storage.location(f"{self.key}/{_checked(name)}")
 
     def write(self, name: str, data: bytes) -> str:
-        """Write `data` as `name` (under `name.part`, then renamed); its location."""
+        """Write `data` as `name`, named only once complete (see `Storage.put`); its location."""
         location = self.file_location(name)
         self.storage.put(self._path(name), data, location)
         return location

@@ -76,7 +76,8 @@ class DocumentArchive:
             raise DeliveryError(f"la GED contient déjà {key} avec un autre contenu : refusé")
         if self._durability is None:
             self._durability = self._place.durability()
-        # `<path>.part` then renamed, its folder made when missing; a French error otherwise.
+        # Named only once complete (`Storage.put`), its folder made when missing; a French error
+        # otherwise.
         self._place.put(path, data, location)
         self._unsynced += 1
         if self._unsynced % BACKGROUND_SYNC_EVERY == 0:
