@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from builders import insert_customer, insert_invoice
+from builders import insert_customer, insert_invoice, read_rows
 from dag_files import load_dag
 
 PREPARE = "factures_preparer_envoi"
@@ -19,8 +19,7 @@ SLOW_S = 30
 
 
 def states(dsn: str) -> dict[str, str]:
-    with psycopg.connect(dsn) as conn:
-        return dict(conn.execute("SELECT number, send_state FROM invoices").fetchall())
+    return dict(read_rows(dsn, "SELECT number, send_state FROM invoices"))
 
 
 def test_a_chunk_task_timed_out_mid_chunk_commits_nothing_and_leaves_no_thread(  # type: ignore[no-untyped-def]
@@ -55,7 +54,6 @@ def test_a_chunk_task_timed_out_mid_chunk_commits_nothing_and_leaves_no_thread( 
     while any(t.name.startswith("traiter_paquet") for t in threading.enumerate()):
         assert time.monotonic() < deadline, threading.enumerate()
         time.sleep(0.2)
-    with psycopg.connect(postier_env) as conn:
-        pending = conn.execute("SELECT status, count(*) FROM run_items GROUP BY status").fetchall()
+    pending = read_rows(postier_env, "SELECT status, count(*) FROM run_items GROUP BY status")
     assert pending == [("a_traiter", 1)]
     assert states(postier_env) == {"SLOW-0": "EN_ATTENTE"}
