@@ -61,6 +61,7 @@ SUMMARY_KEY = "resume_envoi"
 PEAK_MEMORY_LOG = "Mémoire max de la tâche : %d Mio (VmHWM)"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_R = TypeVar("_R", bound="dict[str, Any] | None")
 
 
 def peak_memory_kib() -> int:
@@ -224,26 +225,24 @@ CHUNKS_WAIT_S, POLL_S = 600.0, 1.0
 @logs_peak_memory
 def rapport(**context: Any) -> dict[str, Any]:
     from postier.airflow.runtime import environment, external_id
-    from postier.pipeline.reports import written_report
+    from postier.pipeline.reports import write_report, written_report
 
     _wait_for_chunk_tasks(context)
-    env = environment()
+    env, ref = environment(), external_id(context)
     # `finaliser` always returns a list when it succeeded: None means it failed or never ran.
     # A DAG without it has no file to make.
     has_file = "finaliser" in context["dag"].task_dict
     files = context["ti"].xcom_pull(task_ids="finaliser") if has_file else []
-    summary = _report(
+    refused = _confirmation_refused(context)
+    summary = _failing(
         context,
-        env,
-        files or [],
-        refused=_confirmation_refused(context),
-        finalized=files is not None,
-        again=False,
+        lambda: write_report(
+            env, ref, files or [], refused=refused, finalized=files is not None, again=False
+        ),
     )
     if summary is None:
         # Written by the task that failed after writing it (the run failed): its outcome again.
-        summary = _failing(context, lambda: written_report(env, external_id(context)))
-    assert summary is not None
+        summary = _failing(context, lambda: written_report(env, ref))
     return summary
 
 
@@ -270,23 +269,19 @@ def _report(
     files: list[str] | None = None,
     *,
     refused: bool = False,
-    finalized: bool = True,
     again: bool = True,
-) -> dict[str, Any] | None:
+) -> None:
     """Write the run's report from this task and put its note on the Airflow run (XCom read
-    by `run_note`); None when it was already written (`write_report`'s `again`): the note of
-    the report written is put again (a retry of the task that wrote it starts without its
-    XComs). A report that says the run failed fails this task at once: a retry would process
-    nothing."""
+    by `run_note`); with `again` false, a report already written is not written again
+    (`write_report`'s `again`) but its note is put again (a retry of the task that wrote it
+    starts without its XComs). A report that says the run failed fails this task at once: a
+    retry would process nothing."""
     from postier.airflow.runtime import external_id
     from postier.pipeline.reports import RunFailedError, write_report, written_report
 
     ref = external_id(context)
     summary = _failing(
-        context,
-        lambda: write_report(
-            env, ref, files or [], refused=refused, finalized=finalized, again=again
-        ),
+        context, lambda: write_report(env, ref, files or [], refused=refused, again=again)
     )
     if summary is None:
         try:
@@ -294,10 +289,11 @@ def _report(
         except RunFailedError as error:
             written = error.summary
         context["ti"].xcom_push(key=NOTE_KEY, value=written["note"])
-    return summary
 
 
-def _failing(context: Any, report: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+def _failing(context: Any, report: Callable[[], _R]) -> _R:
+    """`report()`, its note put on the Airflow run; a `RunFailedError` fails the task at once
+    (after putting the note of the report it carries)."""
     from postier.pipeline.reports import RunFailedError
 
     try:
