@@ -121,7 +121,7 @@ def test_a_prepare_then_send_pays_three_task_processes_around_its_chunks() -> No
 
 def test_a_prepare_then_send_run_no_report_task(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
     import psycopg
-    from builders import insert_invoice
+    from builders import insert_invoice, read_rows
     from hitl import Clerk
 
     with psycopg.connect(postier_env) as conn:
@@ -140,11 +140,10 @@ def test_a_prepare_then_send_run_no_report_task(run_dag, postier_env) -> None:  
         ["selectionner", "traiter_paquet"],
         ["confirmation", "livrer", "selectionner", "traiter_paquet"],
     ]
-    with psycopg.connect(postier_env) as conn:
-        assert conn.execute("SELECT status FROM runs ORDER BY id").fetchall() == [
-            ("terminee",),
-            ("terminee",),
-        ]
+    assert read_rows(postier_env, "SELECT status FROM runs ORDER BY id") == [
+        ("terminee",),
+        ("terminee",),
+    ]
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS + OTHER_DAG_IDS)

@@ -12,16 +12,15 @@ from typing import Any
 import psycopg
 import pytest
 from airflow_state import note
-from builders import insert_customer, insert_invoice
+from builders import insert_customer, insert_invoice, read_rows
 from hitl import Clerk
 
+from postier.airflow.run_note import NOTE_KEY
 from postier.pipeline import reports
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import write_report
 from postier.store import database
 from postier.store import runs as run_store
-
-NOTE_KEY = "postier_note"
 
 
 def task_states(dag_run: Any) -> dict[str, str]:
@@ -50,11 +49,9 @@ def note_writers(dag_run: Any) -> list[str]:
 
 
 def last_run(dsn: str) -> dict[str, Any]:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT id, status, report, finished_at FROM runs ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-    assert row is not None
+    (row,) = read_rows(
+        dsn, "SELECT id, status, report, finished_at FROM runs ORDER BY id DESC LIMIT 1"
+    )
     return dict(zip(("id", "status", "report", "finished_at"), row, strict=True))
 
 
