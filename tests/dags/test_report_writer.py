@@ -318,14 +318,20 @@ def test_of_several_chunk_tasks_the_first_to_leave_nothing_writes_the_report(  #
     assert note(dag_run) == expected_note(run, "9 sélectionnée(s) · 9 traitée(s)")
 
 
+def block_the_print_file() -> Path:
+    """Where the first run's print file goes, a folder that is not empty: the file cannot be put
+    there."""
+    blocked = database.home() / "runs" / "000001-factures_imprimer" / "impression.pdf"
+    (blocked / "occupé").mkdir(parents=True)
+    return blocked
+
+
 def test_a_print_file_that_cannot_be_made_fails_the_run_with_the_report_of_rapport(  # type: ignore[no-untyped-def]
     run_dag, postier_env
 ) -> None:
     with psycopg.connect(postier_env) as conn:
         insert_invoice(conn, number="IMP-KO", send_state="PRET")
-    # Where the print file goes, a folder that is not empty: the file cannot be put there.
-    blocked = database.home() / "runs" / "000001-factures_imprimer" / "impression.pdf"
-    (blocked / "occupé").mkdir(parents=True)
+    block_the_print_file()
     dag_run = run_dag("factures_imprimer", {"sans_date_edition": True})
 
     assert dag_run.state == "failed"
@@ -336,3 +342,25 @@ def test_a_print_file_that_cannot_be_made_fails_the_run_with_the_report_of_rappo
     assert run["id"] == 1 and run["status"] == "en_erreur"
     assert run["report"]["compteurs"]["traitees"] == 1
     assert note(dag_run).startswith("incomplète : factures ou fichier d'impression non traités")
+
+
+def test_rapport_run_again_after_the_print_file_failed_gives_the_same_reason(  # type: ignore[no-untyped-def]
+    run_dag, postier_env
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="IMP-KO", send_state="PRET")
+    block_the_print_file()
+    assert run_dag("factures_imprimer", {"sans_date_edition": True}).state == "failed"
+    run = last_run(postier_env)
+
+    # rapport retried or cleared: the report is written and nothing changed since, so it reads
+    # it (as it would one finaliser wrote) and fails with the reason the report gives.
+    env = Environment(dsn=postier_env, home=database.home())
+    assert write_report(env, run["id"], again=False) is None
+    with pytest.raises(
+        reports.RunIncompleteError,
+        match=r"^0 facture\(s\) non traitée\(s\), fichier d'impression non produit : ",
+    ):
+        reports.written_report(env, run["id"])
+    # The run lists show why it failed.
+    assert run["report"]["echec"] == "fichier d'impression non produit"

@@ -55,6 +55,10 @@ RUN_STATUS_LABELS = {
 }
 ALL_REFUSED = "échec : toutes les factures sélectionnées ont été refusées"
 CONFIGURATION_FAILED = "échec : configuration à corriger, rien n'a été traité"
+#: Why a run failed, in its report's `echec` (the run lists show it; `_outcome` reads it):
+#: every selected invoice refused, or the run's print file not made.
+EVERY_INVOICE_REFUSED = "toutes les factures sélectionnées ont été refusées"
+PRINT_FILE_MISSING = "fichier d'impression non produit"
 #: A run note is at most this long (Airflow's `dag_run_note.content`).
 NOTE_MAX = 1000
 
@@ -254,9 +258,12 @@ def write_report(
             "remarques": run_store.remarks(conn, run_id),
             "fichiers": (files or []) + [run.folder.location],
         }
-        if all_refused and finalized:
-            # Why the run failed, for the run lists (`motif` is kept for runs refused at start).
-            report["echec"] = "toutes les factures sélectionnées ont été refusées"
+        # Why the run failed, for the run lists and for its outcome read again from the report
+        # (`written_report`); `motif` is kept for runs refused at start.
+        if not finalized:
+            report["echec"] = PRINT_FILE_MISSING
+        elif all_refused:
+            report["echec"] = EVERY_INVOICE_REFUSED
         if run.treatment.transition is SEND:
             from postier.pipeline.mailing import run_mail_summary
 
@@ -267,10 +274,10 @@ def write_report(
             if deposits is not None:
                 report["plateforme"] = deposits
         publish(conn, run_id, run.folder, report, status, to_markdown)
-    return _outcome(run, report, status, finalized)
+    return _outcome(run, report, status)
 
 
-def written_report(env: Environment, ref: RunRef, *, finalized: bool = True) -> dict[str, Any]:
+def written_report(env: Environment, ref: RunRef) -> dict[str, Any]:
     """The outcome of the report already written for the run, as `write_report` gave it (its
     summary, or its `RunFailedError`), writing nothing."""
     with env.connect() as conn:
@@ -279,19 +286,20 @@ def written_report(env: Environment, ref: RunRef, *, finalized: bool = True) -> 
     assert row is not None and row[1], f"exécution {run.id} sans rapport"
     if row[1].get("motif"):
         raise RefusedAtStartError(row[1]["motif"], _summary(row[1]))
-    return _outcome(run, row[1], row[0], finalized)
+    return _outcome(run, row[1], row[0])
 
 
-def _outcome(run: Run, report: dict[str, Any], status: str, finalized: bool) -> dict[str, Any]:
-    """The summary of a written report, or the `RunFailedError` it says the run ends with."""
+def _outcome(run: Run, report: dict[str, Any], status: str) -> dict[str, Any]:
+    """The summary of a written report, or the `RunFailedError` it says the run ends with (from
+    the report alone: the same whichever task reads it, and however often)."""
     summary = _summary(report)
     if status != "en_erreur":
         return summary
     c, md_path = report["compteurs"], report["rapport"]
-    pending = c["non_traitees"]
-    if pending or not finalized:
+    pending, reason = c["non_traitees"], report.get("echec")
+    if pending or reason != EVERY_INVOICE_REFUSED:
         print_file = (
-            f", fichier d'impression {'produit' if finalized else 'non produit'}"
+            f", fichier d'impression {'non produit' if reason == PRINT_FILE_MISSING else 'produit'}"
             if run.treatment.id in FINALIZED
             else ""
         )
