@@ -251,18 +251,55 @@ def test_a_run_refusing_every_invoice_is_reported_once(run_dag, postier_env) -> 
     assert note(dag_run).startswith("échec : toutes les factures")
 
 
+def set_items(dsn: str, run_id: int, status: str) -> None:
+    """Every item of the run in `status`, committed."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE run_items SET status = %s, done_at = now() WHERE run_id = %s", (status, run_id)
+        )
+
+
+def test_a_chunk_committing_after_the_report_was_written_has_it_written_again(  # type: ignore[no-untyped-def]
+    run_dag, postier_env
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="LATE-1")
+    assert run_dag("factures_preparer_envoi").state == "success"
+    env = Environment(dsn=postier_env, home=database.home())
+    run_id = last_run(postier_env)["id"]
+    set_items(postier_env, run_id, run_store.PENDING)  # as before its chunk was processed
+
+    with psycopg.connect(postier_env) as chunk:
+        # The chunk's transaction records its outcome (done_at: the transaction's start) ...
+        chunk.execute(
+            "UPDATE run_items SET status = %s, done_at = now() WHERE run_id = %s",
+            (run_store.DONE, run_id),
+        )
+        # ... while rapport, tired of waiting for the chunk tasks, writes the report ...
+        with pytest.raises(reports.RunIncompleteError):
+            write_report(env, run_id, again=False)
+        chunk.commit()  # ... and commits after it.
+    assert last_run(postier_env)["status"] == "en_erreur"
+
+    # The chunk task ends with nothing pending: it writes the report that says so.
+    assert write_report(env, run_id, again=False) is not None
+    run = last_run(postier_env)
+    assert run["status"] == "terminee" and run["report"]["compteurs"]["non_traitees"] == 0
+    assert "| 1 | 1 | 0 | 0 | 0 |" in Path(run["report"]["rapport"]).read_text()
+
+
 def test_two_tasks_ending_together_write_one_report(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
     with psycopg.connect(postier_env) as conn:
         insert_invoice(conn, number="TWO-1")
     assert run_dag("factures_preparer_envoi").state == "success"
-    with psycopg.connect(postier_env) as conn:
-        run_id, first = conn.execute(
-            "SELECT id, finished_at FROM runs ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        # As if the run's chunks were just done again (a task cleared from the UI).
-        conn.execute("UPDATE run_items SET done_at = now() WHERE run_id = %s", (run_id,))
-
     env = Environment(dsn=postier_env, home=database.home())
+    run_id = last_run(postier_env)["id"]
+    # As if the report had been written while the run's chunk was still at work.
+    set_items(postier_env, run_id, run_store.PENDING)
+    with pytest.raises(reports.RunIncompleteError):
+        write_report(env, run_id, again=False)
+    first = last_run(postier_env)["finished_at"]
+    set_items(postier_env, run_id, run_store.DONE)
     barrier = threading.Barrier(2)
     written: list[dict[str, Any] | None] = []
 
@@ -277,8 +314,9 @@ def test_two_tasks_ending_together_write_one_report(run_dag, postier_env) -> Non
         thread.join()
 
     assert sorted(w is None for w in written) == [False, True]
-    again = last_run(postier_env)["finished_at"]
-    assert again > first
+    run = last_run(postier_env)
+    again = run["finished_at"]
+    assert again > first and run["status"] == "terminee"
     # A retry of the task that wrote it, nothing having changed since: nothing written.
     assert write_report(env, run_id, again=False) is None
     assert last_run(postier_env)["finished_at"] == again

@@ -206,8 +206,9 @@ def write_report(
     configuration) already has its report: its reason is raised again (`RefusedAtStartError`).
 
     `again` false: None, writing nothing, when the report is already written and no invoice
-    of the run changed since (another task wrote it, or this task before its retry). The run's
-    row is locked meanwhile, so two tasks ending together write one report.
+    of the run changed since (another task wrote it, or this task before its retry): its counts
+    are the run's. The run's row is locked meanwhile, so two tasks ending together write one
+    report.
     """
     with env.connect() as conn:
         run = load_run(conn, ref, env.storage)
@@ -216,21 +217,29 @@ def write_report(
         # first one wrote (a statement of its own: a fresh snapshot).
         conn.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,))
         row = conn.execute(
-            "SELECT started_at, status, report, finished_at IS NOT NULL AND finished_at >= "
-            "coalesce((SELECT max(done_at) FROM run_items WHERE run_id = %s), '-infinity') "
-            "FROM runs WHERE id = %s",
-            (run_id, run_id),
+            "SELECT started_at, report FROM runs WHERE id = %s", (run_id,)
         ).fetchone()
         assert row is not None
         started: datetime = row[0]
-        if row[2] and row[2].get("motif"):
+        written: dict[str, Any] | None = row[1]
+        if written and written.get("motif"):
             # Refused at its start: the report is written; the run fails with its reason.
-            raise RefusedAtStartError(row[2]["motif"], _summary(row[2]))
-        if row[3] and not again:
-            return None
+            raise RefusedAtStartError(written["motif"], _summary(written))
         counts = run_store.item_counts(conn, run_id)
-        problems = run_store.problems(conn, run_id)
         selected = sum(counts.values())
+        counters = {
+            "selectionnees": selected,
+            "traitees": counts[run_store.DONE],
+            "ignorees": counts[run_store.SKIPPED],
+            "refusees": counts[run_store.FAILED],
+            "non_traitees": counts[run_store.PENDING],
+        }
+        # An invoice only ever leaves « à traiter »: the written report's counts are the run's
+        # exactly when no invoice changed since it was written (times would not say it: a chunk
+        # whose transaction began before the report was written may commit after it).
+        if written and not again and written["compteurs"] == counters:
+            return None
+        problems = run_store.problems(conn, run_id)
         pending = counts[run_store.PENDING]
         # A refusal leaves the selection untouched; a confirmation that left no answer but whose
         # chunks ran (e.g. marked approved) is not a refusal.
@@ -247,13 +256,7 @@ def write_report(
             "lance_par": run.triggered_by,
             **timing(started),
             "criteres": run.criteria,
-            "compteurs": {
-                "selectionnees": selected,
-                "traitees": counts[run_store.DONE],
-                "ignorees": counts[run_store.SKIPPED],
-                "refusees": counts[run_store.FAILED],
-                "non_traitees": counts[run_store.PENDING],
-            },
+            "compteurs": counters,
             "anomalies": [p | {"statut": STATUS_LABELS[p["statut"]]} for p in problems],
             "remarques": run_store.remarks(conn, run_id),
             "fichiers": (files or []) + [run.folder.location],
