@@ -5,7 +5,9 @@ with the same report, run note and final state of the run either way."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +237,25 @@ def test_livrer_failing_leaves_the_report_to_rapport(  # type: ignore[no-untyped
     assert note(dag_run) == expected_note(run, "1 sélectionnée(s) · 1 traitée(s)")
 
 
-def test_a_run_refusing_every_invoice_is_reported_once(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+def count_publishes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The run of each report written from now on (`dag.test()` runs the tasks in-process)."""
+    published: list[int] = []
+    real_publish = reports.publish
+
+    def publish(conn, run_id, *args):  # type: ignore[no-untyped-def]
+        published.append(run_id)
+        return real_publish(conn, run_id, *args)
+
+    monkeypatch.setattr(reports, "publish", publish)
+    return published
+
+
+def test_a_run_refusing_every_invoice_is_reported_once(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with psycopg.connect(postier_env) as conn:
         insert_invoice(conn, insert_customer(conn, emails=[]), number="KO-1")
+    published = count_publishes(monkeypatch)
     dag_run = run_dag("factures_preparer_envoi")
 
     assert dag_run.state == "failed"
@@ -245,8 +263,9 @@ def test_a_run_refusing_every_invoice_is_reported_once(run_dag, postier_env) -> 
     # The chunk task wrote the report and failed with it; rapport only said it again.
     assert (states["traiter_paquet[0]"], states["rapport"]) == ("failed", "failed")
     run = last_run(postier_env)
+    assert published == [run["id"]]
     written = json.loads(Path(run["report"]["rapport"]).with_suffix(".json").read_text())
-    assert written["fin"] == run["report"]["fin"]
+    assert written["compteurs"]["refusees"] == 1
     assert run["report"]["echec"] == "toutes les factures sélectionnées ont été refusées"
     assert note(dag_run).startswith("échec : toutes les factures")
 
@@ -333,14 +352,7 @@ def test_of_several_chunk_tasks_the_first_to_leave_nothing_writes_the_report(  #
     with psycopg.connect(postier_env) as conn:
         for n in range(9):
             insert_invoice(conn, number=f"MANY-{n}")
-    published: list[int] = []  # the run of each report written (`dag.test()` runs in-process)
-
-    def publish(conn, run_id, *args):  # type: ignore[no-untyped-def]
-        published.append(run_id)
-        return real_publish(conn, run_id, *args)
-
-    real_publish = reports.publish
-    monkeypatch.setattr(reports, "publish", publish)
+    published = count_publishes(monkeypatch)
     dag_run = run_dag("factures_preparer_envoi")
 
     assert dag_run.state == "success"
@@ -402,3 +414,32 @@ def test_rapport_run_again_after_the_print_file_failed_gives_the_same_reason(  #
         reports.written_report(env, run["id"])
     # The run lists show why it failed.
     assert run["report"]["echec"] == "fichier d'impression non produit"
+
+
+def test_finaliser_run_again_once_the_print_file_can_be_made_writes_the_report_again(  # type: ignore[no-untyped-def]
+    run_dag, postier_env
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="IMP-KO", send_state="PRET")
+    blocked = block_the_print_file()
+    # The same Airflow run twice (same logical date and run_after: same run id), as a « Clear »
+    # of its tasks: the second time only finaliser has anything to do.
+    when = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    first = run_dag(
+        "factures_imprimer", {"sans_date_edition": True}, logical_date=when, run_after=when
+    )
+    assert first.state == "failed" and last_run(postier_env)["status"] == "en_erreur"
+    shutil.rmtree(blocked)
+
+    dag_run = run_dag(
+        "factures_imprimer", {"sans_date_edition": True}, logical_date=when, run_after=when
+    )
+
+    assert dag_run.state == "success"
+    assert task_states(dag_run)["finaliser"] == "success"
+    run = last_run(postier_env)
+    assert run["id"] == 1 and run["status"] == "terminee" and "echec" not in run["report"]
+    print_file = next(f for f in run["report"]["fichiers"] if f.endswith("impression.pdf"))
+    assert Path(print_file).read_bytes().startswith(b"%PDF")
+    assert f"`{print_file}`" in Path(run["report"]["rapport"]).read_text()
+    assert note(dag_run) == expected_note(run, "1 sélectionnée(s) · 1 traitée(s)")
