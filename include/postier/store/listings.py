@@ -37,7 +37,8 @@ class InvoiceRow:
     sent_by: str | None
 
 
-#: Why a run failed: the refusal at its start (`motif`), or its every invoice refused (`echec`).
+#: Why a run failed: the refusal at its start (`motif`), or its every invoice refused or its print
+#: file not made (`echec`).
 _REASON = "coalesce(r.report->>'motif', r.report->>'echec')"
 
 
