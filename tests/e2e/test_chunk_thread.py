@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
-from builders import insert_customer, insert_invoice
+from builders import insert_customer, insert_invoice, read_rows
 
 from postier.documents.samples import sample_identity
 from postier.store.cluster import LocalCluster
@@ -69,11 +69,8 @@ def seed(dsn: str, prefix: str, batch: int, count: int) -> list[str]:
 
 
 def send_states(dsn: str, numbers: list[str]) -> dict[str, str]:
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT number, send_state FROM invoices WHERE number = ANY(%s)", (numbers,)
-        ).fetchall()
-    return dict(rows)
+    query = "SELECT number, send_state FROM invoices WHERE number = ANY(%s)"
+    return dict(read_rows(dsn, query, (numbers,)))
 
 
 def chunk_log(airflow: Airflow, run_id: str, dag_id: str = PREPARE) -> str:
@@ -171,12 +168,12 @@ def signing_connection(admin: httpx.Client) -> Iterator[bytes]:
 
 
 def documents(dsn: str, numbers: list[str]) -> list[str]:
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT d.location FROM documents d JOIN invoices i ON i.id = d.invoice_id "
-            "WHERE i.number = ANY(%s) AND d.signed",
-            (numbers,),
-        ).fetchall()
+    rows = read_rows(
+        dsn,
+        "SELECT d.location FROM documents d JOIN invoices i ON i.id = d.invoice_id "
+        "WHERE i.number = ANY(%s) AND d.signed",
+        (numbers,),
+    )
     return [row[0] for row in rows]
 
 
@@ -228,26 +225,26 @@ def test_a_chunk_task_killed_mid_chunk_commits_nothing_and_its_process_ends(
 
     assert wait_for_run(airflow, api, SEND, run_id) == "failed"
     assert send_states(airflow.postier_dsn, numbers) == dict.fromkeys(numbers, "PRET")
-    with psycopg.connect(airflow.postier_dsn) as conn:
-        pending = conn.execute(
-            "SELECT count(*) FROM run_items ri JOIN invoices i ON i.id = ri.invoice_id "
-            "WHERE i.number = ANY(%s) AND ri.status = 'a_traiter'",
-            (numbers,),
-        ).fetchone()
-        assert pending == (len(numbers),)
+    pending = read_rows(
+        airflow.postier_dsn,
+        "SELECT count(*) FROM run_items ri JOIN invoices i ON i.id = ri.invoice_id "
+        "WHERE i.number = ANY(%s) AND ri.status = 'a_traiter'",
+        (numbers,),
+    )
+    assert pending == [(len(numbers),)]
     assert documents(airflow.postier_dsn, numbers) == []
 
 
 def backend(airflow: Airflow, state: str = "") -> bool | None:
     """True while a backend runs the chunk's insert of documents (waiting for a lock, or in
     `state`)."""
-    with psycopg.connect(airflow.postier_dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'INSERT INTO documents%%' "
-            "AND (wait_event_type = 'Lock' OR state = %s)",
-            (state,),
-        ).fetchone()
-    return True if row and row[0] else None
+    [(count,)] = read_rows(
+        airflow.postier_dsn,
+        "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'INSERT INTO documents%%' "
+        "AND (wait_event_type = 'Lock' OR state = %s)",
+        (state,),
+    )
+    return True if count else None
 
 
 def task_processes(ti_id: str) -> list[str]:
