@@ -371,6 +371,12 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _UNNAMED = os.O_WRONLY | os.O_CLOEXEC | getattr(os, "O_TMPFILE", 0)
 #: What `open(folder, _UNNAMED)` answers where the filesystem or the kernel has no such files.
 _NO_UNNAMED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+#: What `_link` answers where this filesystem cannot name an unnamed file (linkat(2)): no hard
+#: links (EPERM), another mount (EXDEV), refused by the filesystem (EOPNOTSUPP). Anything else
+#: (a full disk, a quota, an I/O error…) is this write's failure, not the filesystem's.
+_NO_LINK = {errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP}
+#: Where an open file descriptor can be linked from (procfs, absent from some containers).
+_PROC_FD = "/proc/self/fd"
 
 
 def _open_in(folder: str, path: str, flags: int) -> int:
@@ -403,7 +409,14 @@ def _link(fd: int, path: str) -> None:
     unprivileged process may do; `FileExistsError` when the name is taken)."""
     # An absolute source: linkat ignores its folder descriptor, given only so that Python calls
     # linkat (following the /proc link) rather than link.
-    os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
+    os.link(f"{_PROC_FD}/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
+
+
+def _cannot_link(error: OSError) -> bool:
+    """Whether `_link` failed because unnamed files cannot be named here, for any file."""
+    if error.errno == errno.ENOENT:  # no /proc, or this file's folder removed meanwhile
+        return not os.path.isdir(_PROC_FD)
+    return error.errno in _NO_LINK
 
 
 def _syncfs(fd: int) -> None:
@@ -597,7 +610,8 @@ class Storage:
         the link leaves nothing (the file dies with its descriptor). A name already taken
         (a retry writing over its earlier attempt's file): linked as `<path>.part`, then
         renamed over it. False, nothing written, when the filesystem has no unnamed files or
-        the link cannot be made (no /proc): this storage then writes `.part` files."""
+        cannot link them (no hard links, no /proc): this storage then writes `.part` files.
+        Any other error (a full disk…) is raised, as a `.part`'s write would raise it."""
         folder = posixpath.dirname(path)
         try:
             fd = _open_in(folder, folder, _UNNAMED)
@@ -613,7 +627,9 @@ class Storage:
                 return True
             except FileExistsError:
                 pass
-            except OSError:
+            except OSError as error:
+                if not _cannot_link(error):
+                    raise
                 self._unnamed = False
                 return False
             temporary = path + TEMPORARY_SUFFIX

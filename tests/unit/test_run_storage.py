@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import posixpath
 import signal
 import subprocess
 import sys
@@ -177,11 +178,13 @@ def test_a_retry_writes_over_the_files_of_the_attempt_it_replaces(tmp_path: Path
     [
         ("open", errno.EOPNOTSUPP),  # a filesystem without unnamed files (NFS, FUSE…)
         ("open", errno.EISDIR),  # a kernel older than 3.11
-        ("link", errno.ENOENT),  # no /proc to name the file through
+        ("link", errno.EPERM),  # a filesystem without hard links
+        ("link", errno.EXDEV),
+        ("link", None),  # no /proc to name the file through: the kernel's own ENOENT
     ],
 )
 def test_where_files_cannot_be_written_unnamed_they_are_written_as_part_then_renamed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, refusal: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, refusal: int | None
 ) -> None:
     real = {"open": os.open, "link": os.link}
     refused: list[str] = []
@@ -190,10 +193,13 @@ def test_where_files_cannot_be_written_unnamed_they_are_written_as_part_then_ren
         unnamed = step == "link" or args[1] & os.O_TMPFILE == os.O_TMPFILE
         if unnamed:
             refused.append(str(args[0]))
-            raise OSError(refusal, os.strerror(refusal))
+            if refusal is not None:
+                raise OSError(refusal, os.strerror(refusal))
         return real[step](*args, **kwargs)
 
     monkeypatch.setattr(storage_module.os, step, refusing)
+    if refusal is None:
+        monkeypatch.setattr(storage_module, "_PROC_FD", str(tmp_path / "sans-proc"))
     folder = open_storage(StorageConfig(), tmp_path).run_folder(7, "factures_preparer_envoi")
     for n in range(3):
         folder.write(f"preparees/F-{n}.pdf", b"%PDF-1")
@@ -213,6 +219,51 @@ def test_where_files_cannot_be_written_unnamed_they_are_written_as_part_then_ren
         folder.write("preparees/F-3.pdf", b"%PDF-3")
     written = tmp_path / "runs" / "000007-factures_preparer_envoi" / "preparees"
     assert sorted(p.name for p in written.iterdir()) == ["F-0.pdf", "F-1.pdf", "F-2.pdf"]
+
+
+@pytest.mark.parametrize(
+    ("name", "refusal", "reason"),
+    [
+        ("F-1.pdf", errno.ENOSPC, "espace disque insuffisant"),  # the disk full at the link
+        ("F-1.pdf", errno.EIO, "Input/output error"),
+        ("F-" + "1" * 300 + ".pdf", None, "File name too long"),  # the kernel's own refusal
+    ],
+)
+def test_a_link_that_fails_for_this_file_fails_its_write_and_the_next_files_are_unnamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, refusal: int | None, reason: str
+) -> None:
+    """Only a filesystem that cannot link unnamed files turns them off: a full disk at the
+    link fails that write, in French, as a `.part`'s would, and nothing is left."""
+    link = os.link
+    links: list[str] = []
+
+    def linking(source: str, target: str, **kwargs: Any) -> None:
+        links.append(posixpath.basename(target))
+        if refusal is not None and len(links) == 1:
+            raise OSError(refusal, os.strerror(refusal))
+        link(source, target, **kwargs)
+
+    monkeypatch.setattr(storage_module.os, "link", linking)
+    folder = open_storage(StorageConfig(), tmp_path).run_folder(8, "factures_preparer_envoi")
+    with pytest.raises(DeliveryError, match=rf"^écriture impossible de .*/F-1+\.pdf : .*{reason}"):
+        folder.write(f"preparees/{name}", b"%PDF-1")
+    written = tmp_path / "runs" / "000008-factures_preparer_envoi" / "preparees"
+    assert list(written.iterdir()) == []
+    folder.write("preparees/F-2.pdf", b"%PDF-2")
+    assert links == [name, "F-2.pdf"]  # the next file still written unnamed, then linked
+    assert folder.files() == {"preparees/F-2.pdf": 6}
+
+
+def test_a_retry_over_a_part_left_by_an_older_version_writes_its_file(tmp_path: Path) -> None:
+    """A `.part` beside the file (an older version's write, interrupted) is no obstacle to a
+    retry writing over the file: it is replaced, and nothing but the file remains."""
+    folder = open_storage(StorageConfig(), tmp_path).run_folder(9, "factures_preparer_envoi")
+    folder.write("preparees/F-1.pdf", b"%PDF-premier essai")
+    written = tmp_path / "runs" / "000009-factures_preparer_envoi" / "preparees"
+    (written / "F-1.pdf.part").write_bytes(b"%PDF-pre")
+    folder.write("preparees/F-1.pdf", b"%PDF-relance")
+    assert [p.name for p in written.iterdir()] == ["F-1.pdf"]
+    assert folder.read("preparees/F-1.pdf") == b"%PDF-relance"
 
 
 def test_a_file_that_cannot_be_read_is_a_french_error(tmp_path: Path) -> None:
