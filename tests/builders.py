@@ -131,6 +131,19 @@ def insert_invoices(
     return invoice_ids
 
 
+def insert_paper_invoices(
+    dsn: str, prefix: str, batch: int, count: int, send_state: str = "PRET"
+) -> list[str]:
+    """`count` invoices of batch `batch` for a new paper customer, committed on a connection of
+    their own (for a real Airflow's tasks to find); their numbers, `prefix-batch-n`."""
+    with psycopg.connect(dsn) as conn:
+        customer = insert_customer(conn, channel="papier")
+        numbers = [f"{prefix}-{batch}-{n}" for n in range(count)]
+        for number in numbers:
+            insert_invoice(conn, customer, number=number, batch_number=batch, send_state=send_state)
+    return numbers
+
+
 def days_ago(n: int) -> datetime:
     return datetime.now(PARIS) - timedelta(days=n)
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
-from builders import insert_customer, insert_invoice, read_rows
+from builders import insert_paper_invoices, read_rows
 
 from postier.documents.samples import sample_identity
 from postier.store.cluster import LocalCluster
@@ -28,7 +28,6 @@ from .test_send_through_airflow import (
     SEND,
     assert_run_succeeded,
     confirm,
-    insert_ready_invoices,
     trigger,
     wait_for_run,
 )
@@ -59,15 +58,6 @@ def admin(airflow: Airflow) -> Iterator[httpx.Client]:
         yield client
 
 
-def seed(dsn: str, prefix: str, batch: int, count: int) -> list[str]:
-    with psycopg.connect(dsn) as conn:
-        customer = insert_customer(conn, code=f"C{batch}", channel="papier")
-        numbers = [f"{prefix}-{n}" for n in range(count)]
-        for number in numbers:
-            insert_invoice(conn, customer, number=number, batch_number=batch)
-    return numbers
-
-
 def send_states(dsn: str, numbers: list[str]) -> dict[str, str]:
     query = "SELECT number, send_state FROM invoices WHERE number = ANY(%s)"
     return dict(read_rows(dsn, query, (numbers,)))
@@ -81,7 +71,7 @@ def chunk_log(airflow: Airflow, run_id: str, dag_id: str = PREPARE) -> str:
 
 
 def test_the_chunk_work_logs_its_lines_to_the_task_log(airflow: Airflow, api: httpx.Client) -> None:
-    numbers = seed(airflow.postier_dsn, "THREAD-LOG", LOG_BATCH, 3)
+    numbers = insert_paper_invoices(airflow.postier_dsn, "THREAD", LOG_BATCH, 3, "EN_ATTENTE")
     run_id = trigger(airflow, api, PREPARE, {"lot_debut": LOG_BATCH, "lot_fin": LOG_BATCH})
     assert_run_succeeded(airflow, api, PREPARE, run_id)
 
@@ -132,13 +122,13 @@ def refusing_trigger(owner_dsn: str) -> Iterator[str]:
 def test_a_failing_chunk_fails_its_task_with_its_french_error_and_traceback(
     airflow: Airflow, api: httpx.Client, refusing_trigger: str
 ) -> None:
-    numbers = seed(airflow.postier_dsn, "THREAD-FAIL", FAIL_BATCH, 2)
+    numbers = insert_paper_invoices(airflow.postier_dsn, "THREAD", FAIL_BATCH, 2, "EN_ATTENTE")
     run_id = trigger(airflow, api, PREPARE, {"lot_debut": FAIL_BATCH, "lot_fin": FAIL_BATCH})
 
     assert wait_for_run(airflow, api, PREPARE, run_id) == "failed"
     assert send_states(airflow.postier_dsn, numbers) == dict.fromkeys(numbers, "EN_ATTENTE")
     text = chunk_log(airflow, run_id)
-    refusal = REFUSAL.format("THREAD-FAIL-0")
+    refusal = REFUSAL.format(numbers[0])
     # The chunk's own line (from its thread), then the task's failure: the same error, its
     # French message intact, its traceback down to the chunk's code.
     assert "Paquet 0 en échec" in text, text[-4000:]
@@ -180,7 +170,7 @@ def documents(dsn: str, numbers: list[str]) -> list[str]:
 def test_a_connection_read_by_the_chunk_work_comes_from_airflow(
     airflow: Airflow, api: httpx.Client, signing_connection: bytes
 ) -> None:
-    numbers = insert_ready_invoices(airflow.postier_dsn, "THREAD-SIGN", SIGN_BATCH, 2)
+    numbers = insert_paper_invoices(airflow.postier_dsn, "THREAD", SIGN_BATCH, 2)
     run_id = trigger(airflow, api, SEND, {"lot_debut": SIGN_BATCH, "lot_fin": SIGN_BATCH})
     confirm(airflow, api, run_id, "Envoyer")
     assert_run_succeeded(airflow, api, SEND, run_id)
@@ -198,7 +188,7 @@ def test_a_connection_read_by_the_chunk_work_comes_from_airflow(
 def test_a_chunk_task_killed_mid_chunk_commits_nothing_and_its_process_ends(
     airflow: Airflow, api: httpx.Client, admin: httpx.Client, owner_dsn: str
 ) -> None:
-    numbers = insert_ready_invoices(airflow.postier_dsn, "THREAD-KILL", KILL_BATCH, 3)
+    numbers = insert_paper_invoices(airflow.postier_dsn, "THREAD", KILL_BATCH, 3)
     with psycopg.connect(owner_dsn) as blocker:
         # Held until the task is gone: the chunk waits on it in the middle of its transaction.
         blocker.execute("LOCK TABLE documents IN SHARE MODE")

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from builders import insert_customer, insert_invoice, read_rows
+from builders import insert_paper_invoices, read_rows
 
 from .live_airflow import FINISHED_RUN_STATES, RUN_TIMEOUT, TASK_STATE_TIMEOUT, Airflow
 
@@ -29,16 +28,6 @@ def api(airflow: Airflow) -> Iterator[httpx.Client]:
 
 
 # -- ERP side ---------------------------------------------------------------------------------
-
-
-def insert_ready_invoices(dsn: str, prefix: str, batch: int, count: int) -> list[str]:
-    """`count` PRET invoices of batch `batch` for a paper customer; their numbers."""
-    with psycopg.connect(dsn) as conn:
-        customer = insert_customer(conn, channel="papier")
-        numbers = [f"{prefix}-{batch}-{n}" for n in range(count)]
-        for number in numbers:
-            insert_invoice(conn, customer, number=number, batch_number=batch, send_state="PRET")
-    return numbers
 
 
 def invoices(dsn: str, numbers: list[str]) -> dict[str, dict[str, Any]]:
@@ -148,8 +137,8 @@ def test_hold_triggered_by_a_named_user_is_stamped_with_that_login(
     airflow: Airflow, api: httpx.Client
 ) -> None:
     """The harness on a treatment without documents nor confirmation."""
-    held = insert_ready_invoices(airflow.postier_dsn, "HOLD", 301, 2)
-    other = insert_ready_invoices(airflow.postier_dsn, "HOLD", 302, 1)
+    held = insert_paper_invoices(airflow.postier_dsn, "HOLD", 301, 2)
+    other = insert_paper_invoices(airflow.postier_dsn, "HOLD", 302, 1)
 
     run_id = trigger(airflow, api, HOLD, {"lot_debut": 301, "lot_fin": 301})
     assert_run_succeeded(airflow, api, HOLD, run_id)
@@ -180,8 +169,8 @@ def test_hold_triggered_by_a_named_user_is_stamped_with_that_login(
 def test_send_triggered_by_a_named_user_is_stamped_with_that_login(
     airflow: Airflow, api: httpx.Client
 ) -> None:
-    to_send = insert_ready_invoices(airflow.postier_dsn, "SEND", 401, 3)
-    other = insert_ready_invoices(airflow.postier_dsn, "SEND", 402, 1)
+    to_send = insert_paper_invoices(airflow.postier_dsn, "SEND", 401, 3)
+    other = insert_paper_invoices(airflow.postier_dsn, "SEND", 402, 1)
 
     run_id = trigger(airflow, api, SEND, {"lot_debut": 401, "lot_fin": 401})
     detail = confirm(airflow, api, run_id, "Envoyer")
@@ -199,7 +188,7 @@ def test_send_triggered_by_a_named_user_is_stamped_with_that_login(
 
 
 def test_rejected_confirmation_sends_nothing(airflow: Airflow, api: httpx.Client) -> None:
-    kept = insert_ready_invoices(airflow.postier_dsn, "REJ", 501, 2)
+    kept = insert_paper_invoices(airflow.postier_dsn, "REJ", 501, 2)
 
     run_id = trigger(airflow, api, SEND, {"lot_debut": 501, "lot_fin": 501})
     confirm(airflow, api, run_id, "Ne pas envoyer")
