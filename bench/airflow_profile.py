@@ -1,12 +1,13 @@
-"""Where PostgreSQL's and the scheduler's CPU go during `airflow_bench.py`'s LocalExecutor run.
+"""Where PostgreSQL's and the scheduler's CPU go during `airflow_bench.py`'s runs.
 
     .venv/bin/python bench/airflow_profile.py OUT_DIR --invoices 3000 --celery-invoices 0
     POSTIER_PROFILE_SETTINGS='AIRFLOW__SECTION__KEY=value,…' …   # settings to compare
 
-A measurement run only, never the default of `make bench`: `airflow_bench.py`'s run (same
-arguments, same output) with, on its throwaway PostgreSQL cluster, `pg_stat_statements`
+A measurement run only, never the default of `make bench`: `airflow_bench.py`'s runs (same
+arguments, same output) with, on each run's throwaway PostgreSQL cluster, `pg_stat_statements`
 (`track = all`) and `track_io_timing` switched on once the demo data is seeded, and from the
-preparation's trigger to the send's success:
+preparation's trigger to the send's success (each measure's files in a folder of its own under
+OUT_DIR: `local`, then `celery-1` and `celery-2` for the Celery runs of 1 and 2 workers):
 - the CPU of PostgreSQL's processes by title, sampled from /proc every 0.2 s: backends by
   database (Airflow's metadata, Postier's), checkpointer, WAL writer, autovacuum workers…
   (`pg_cpu.json`; a backend's CPU after its last sample before it exits is missed);
@@ -15,9 +16,9 @@ preparation's trigger to the send's success:
 - the scheduler sampled by `py-spy record` (raw stacks, `scheduler.raw`; `--gil`: only while
   it holds the GIL, which approximates its CPU), when py-spy is installed (`pip install py-spy`,
   not a dependency of the project).
-It prints the CPU per PostgreSQL process kind, the statements per database and the scheduler's
-functions by share of samples. Extra Airflow settings (`POSTIER_PROFILE_SETTINGS`) go over
-`PRODUCTION_SETTINGS`, to measure one before adopting it.
+It prints, per measure, the CPU per PostgreSQL process kind, the statements per database and
+the scheduler's functions by share of samples. Extra Airflow settings
+(`POSTIER_PROFILE_SETTINGS`) go over `PRODUCTION_SETTINGS`, to measure one before adopting it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import airflow_bench as bench
 import psycopg
 from e2e import live_airflow
 from process_cpu import ProcessTable
+
+from postier.store.cluster import SUPERUSER, LocalCluster
 
 OUT = Path(sys.argv.pop(1)) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -104,16 +107,29 @@ COLUMNS = (
 state: dict[str, Any] = {}
 seed = bench.seed_demo_database
 run_dag = bench.run_dag
+#: The measures' folders under OUT, in the order `airflow_bench.py` runs them.
+MEASURES = ("local", "celery-1", "celery-2")
 
 
-def seed_and_enable(cluster: Any, invoices: int) -> str:
+def measure_name(af: live_airflow.Airflow) -> str:
+    """The folder of `af`'s measure: each keeps its own files (a Celery run's would otherwise
+    replace the LocalExecutor's)."""
+    return "local" if af.executor == live_airflow.LOCAL else f"celery-{af.celery_workers}"
+
+
+def superuser_dsn(cluster: LocalCluster) -> str:
+    """The cluster's bootstrap superuser (extensions, server settings, shared statistics)."""
+    return cluster.dsn("postgres", SUPERUSER)
+
+
+def seed_and_enable(cluster: LocalCluster, invoices: int) -> str:
     dsn = seed(cluster, invoices)
-    with psycopg.connect(cluster._admin_dsn(), autocommit=True) as conn:
+    with psycopg.connect(superuser_dsn(cluster), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
         conn.execute("ALTER SYSTEM SET track_io_timing = on")
     cluster.stop()
     cluster.start()
-    with psycopg.connect(cluster._admin_dsn(), autocommit=True) as conn:
+    with psycopg.connect(superuser_dsn(cluster), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         conn.execute("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
         conn.execute("SELECT pg_reload_conf()")
@@ -126,8 +142,10 @@ def profiled_run(
 ) -> Any:
     assert OUT is not None
     cluster = state["cluster"]
+    out = OUT / measure_name(af)
     if dag_id == bench.PREPARE:
-        with psycopg.connect(cluster._admin_dsn(), autocommit=True) as conn:
+        out.mkdir(exist_ok=True)
+        with psycopg.connect(superuser_dsn(cluster), autocommit=True) as conn:
             conn.execute("SELECT pg_stat_statements_reset()")
             conn.execute("SELECT pg_stat_reset_shared('bgwriter')")
             conn.execute("SELECT pg_stat_reset_shared('wal')")
@@ -136,7 +154,7 @@ def profiled_run(
         if Path(PY_SPY).exists():
             state["spy"] = subprocess.Popen(
                 [PY_SPY, "record", "--pid", str(roots["scheduler"]), "--rate", "100", "--gil"]
-                + ["--nonblocking", "--format", "raw", "--output", str(OUT / "scheduler.raw")],
+                + ["--nonblocking", "--format", "raw", "--output", str(out / "scheduler.raw")],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -148,25 +166,26 @@ def profiled_run(
         if "spy" in state:
             state["spy"].send_signal(2)
             state["spy"].wait(60)
-        with psycopg.connect(cluster._admin_dsn(), autocommit=True) as conn:
+        with psycopg.connect(superuser_dsn(cluster), autocommit=True) as conn:
             rows = [dict(zip(COLUMNS, row, strict=True)) for row in conn.execute(STATEMENTS)]
             shared = {
                 view: conn.execute(f"SELECT row_to_json(v) FROM {view} v").fetchone()
                 for view in ("pg_stat_bgwriter", "pg_stat_wal")
             }
-        (OUT / "statements.json").write_text(json.dumps(rows, indent=1, default=str))
-        (OUT / "pgstats.json").write_text(json.dumps(shared, indent=1, default=str))
-        (OUT / "pg_cpu.json").write_text(json.dumps(sampler.cpu_by_kind(), indent=1))
+        (out / "statements.json").write_text(json.dumps(rows, indent=1, default=str))
+        (out / "pgstats.json").write_text(json.dumps(shared, indent=1, default=str))
+        (out / "pg_cpu.json").write_text(json.dumps(sampler.cpu_by_kind(), indent=1))
     return timing
 
 
-def report() -> None:
-    assert OUT is not None
-    cpu = json.loads((OUT / "pg_cpu.json").read_text())
+def report(out: Path) -> None:
+    """What one measure's files say (`out`: its folder)."""
+    print(f"\n## {out.name}")
+    cpu = json.loads((out / "pg_cpu.json").read_text())
     print("\n| processus PostgreSQL | CPU (s) |\n|---|---:|")
     for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
         print(f"| {name} | {seconds:.2f} |")
-    rows = json.loads((OUT / "statements.json").read_text())
+    rows = json.loads((out / "statements.json").read_text())
     per_db: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])
     for row in rows:
         totals = per_db[row["db"]]
@@ -184,7 +203,7 @@ def report() -> None:
                 f"  {row['calls']:7} {row['exec_ms']:9.1f} {row['rows']:7} "
                 f"{row['wal_bytes'] or 0:>9} {text}"
             )
-    raw = OUT / "scheduler.raw"
+    raw = out / "scheduler.raw"
     if raw.exists():
         inclusive: Counter[str] = Counter()
         total = 0
@@ -209,7 +228,9 @@ def main() -> int:
     bench.run_dag = profiled_run
     sys.argv = [bench.__file__, *sys.argv[1:]]
     status = bench.main()
-    report()
+    for name in MEASURES:
+        if (OUT / name / "pg_cpu.json").exists():
+            report(OUT / name)
     return status
 
 
