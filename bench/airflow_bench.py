@@ -69,7 +69,7 @@ from e2e.live_airflow import (  # noqa: E402
     stop_airflow,
 )
 from e2e.live_redis import RedisServer, start_redis, stop_redis  # noqa: E402
-from pipeline_bench import DocumentBaseline, seed_demo_database  # noqa: E402
+from pipeline_bench import DocumentBaseline, bench_cluster, seed_demo_database  # noqa: E402
 from process_cpu import ProcessTable  # noqa: E402
 
 from postier.pipeline.context import Environment  # noqa: E402
@@ -426,7 +426,7 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
     or `workers` Celery workers of one slot each."""
     base = Path(tempfile.mkdtemp(prefix="postier-airflow-bench-"))
     base.chmod(0o755)
-    cluster = LocalCluster(base / "pg")
+    cluster = bench_cluster(base)
     af: Airflow | None = None
     redis: RedisServer | None = None
     try:

@@ -212,6 +212,12 @@ class DocumentBaseline:
         )
 
 
+def bench_cluster(base: Path) -> LocalCluster:
+    """The benches' throwaway PostgreSQL cluster under `base`: its commits made durable as a
+    production server's (the tests' clusters skip `fsync` and full-page writes)."""
+    return LocalCluster(base / "pg", durable=True)
+
+
 def seed_demo_database(cluster: LocalCluster, invoices: int) -> str:
     """Start `cluster`, migrate it and seed `invoices` demo invoices, every one not yet sent
     waiting for prepare then send; the application DSN."""
@@ -230,7 +236,7 @@ def seed_demo_database(cluster: LocalCluster, invoices: int) -> str:
 def one_volume(invoices: int, workers: int) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="postier-bench-"))
     base.chmod(0o755)
-    cluster = LocalCluster(base / "pg")
+    cluster = bench_cluster(base)
     try:
         dsn = seed_demo_database(cluster, invoices)
         with psycopg.connect(dsn) as conn:

@@ -101,6 +101,10 @@ class LocalCluster:
     """A cluster under `base` (`data/`, `port`, `server.log`)."""
 
     base: Path
+    #: Commits made durable as on a production server (`fsync`, `full_page_writes`:
+    #: PostgreSQL's defaults, as `synchronous_commit`). A developer's or a test's cluster
+    #: skips them: a crash loses a throwaway database, and every commit is faster.
+    durable: bool = False
 
     @property
     def data(self) -> Path:
@@ -195,8 +199,10 @@ class LocalCluster:
             self.port_file.write_text(f"{port}\n")
             options = (
                 f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                "-c fsync=off -c full_page_writes=off -c max_connections=200"
+                "-c max_connections=200"
             )
+            if not self.durable:
+                options += " -c fsync=off -c full_page_writes=off"
             self._pg(
                 "pg_ctl",
                 "start",
