@@ -77,3 +77,29 @@ def test_prepare_and_send_chunks_execute_as_many_statements_for_12_invoices_as_f
     for (small, few), (big, many) in counts.values():
         assert (small, big) == (2, 12)  # every invoice prepared, then sent
         assert many == few
+
+
+def transaction_commands_of_one_chunk(db_dsn: str, home: Path, treatment: str) -> list[str]:
+    """The transaction commands (BEGIN, COMMIT, SAVEPOINT…) the run's only chunk sent."""
+    env = Environment(dsn=db_dsn, home=home, workers=1)
+    summary = start_run(env, treatment, {}, "jmartin", f"{treatment}/{uuid.uuid4().hex[:8]}")
+    trace = home.parent / f"trace-{uuid.uuid4().hex[:8]}.txt"
+    traced = TracedEnvironment(dsn=db_dsn, home=home, workers=1, trace=str(trace))
+    process_chunk(traced, summary["run_id"], 0)
+    ctypes.CDLL(None).fflush(None)
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    queries = [f[3].strip(' "').split()[0] for f in sent if f[0] == "F" and f[2] == "Query"]
+    return [q for q in queries if q in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")]
+
+
+def test_a_chunk_and_its_progress_line_are_one_transaction(db_dsn: str, tmp_path: Path) -> None:
+    # The progress the chunk's log line shows is read in the chunk's own transaction, not in
+    # one of its own after it (two round trips fewer per chunk).
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        customer = insert_customer(conn, channel="papier")
+        for _ in range(3):
+            insert_invoice(conn, customer)
+    for treatment in ("factures_preparer_envoi", "factures_envoyer"):
+        commands = transaction_commands_of_one_chunk(db_dsn, tmp_path / "home", treatment)
+        assert commands.count("BEGIN") == 1 and commands.count("COMMIT") == 1, commands
+        assert commands[0] == "BEGIN" and commands[-1] == "COMMIT", commands

@@ -233,7 +233,8 @@ def _process_chunk(
     ids = run_store.pending_ids(conn, run.id, chunk)
     if ids:
         CHUNK_HANDLERS[run.treatment.id](env, conn, run, ids)
-    conn.commit()
+    # Read in the chunk's own transaction (its items already done there), committed with it:
+    # no transaction of its own, two round trips fewer per chunk.
     done, total = progress.after_chunk(conn)
     conn.commit()
     log.info(
