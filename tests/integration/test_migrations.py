@@ -50,3 +50,52 @@ def test_a_database_of_the_previous_release_keeps_its_runs_without_their_chunk_s
     assert applied == [p.name for p in migration_files() if p.name.startswith("020_")] != []
     assert runs == [("factures_envoyer", "jmartin")]
     assert "chunk_size" not in columns and "output_dir" in columns
+
+
+def test_a_database_of_the_previous_release_loses_only_the_exchanges_index_on_invoice_alone(
+    owner_dsn: str,
+) -> None:
+    # As the previous release left it: exchanges indexed on (invoice_id) and on (invoice_id, at).
+    with psycopg.connect(owner_dsn) as conn:
+        conn.execute("DELETE FROM schema_migrations WHERE name LIKE '021\\_%'")
+        conn.execute("CREATE INDEX IF NOT EXISTS exchanges_invoice ON exchanges (invoice_id)")
+        customer = conn.execute(
+            "INSERT INTO customers (code, name, address_line1, postal_code, city, channel) "
+            "VALUES ('C1', 'Client', '1 rue', '75001', 'Paris', 'papier') RETURNING id"
+        ).fetchone()
+        assert customer is not None
+        conn.execute(
+            "INSERT INTO invoices (number, customer_id, invoice_date, due_date, batch_number, "
+            "created_by, payment_mode, total_net, total_vat, total_gross) "
+            "SELECT 'F' || g, %s, DATE '2026-11-01', DATE '2026-12-01', 1, 'mdupont', "
+            "'virement', 100, 20, 120 FROM generate_series(1, 2000) g",
+            (customer[0],),
+        )
+        conn.execute(
+            "INSERT INTO exchanges (invoice_id, kind, partner, status, by) "
+            "SELECT id, 'changement_etat', 'ARTIS', 'PRET', 'jmartin' FROM invoices, "
+            "generate_series(1, 5)"
+        )
+        conn.commit()
+        applied = migrate(conn)
+        conn.execute("ANALYZE exchanges")
+        indexes = [
+            r[0]
+            for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'exchanges'")
+        ]
+        # An invoice's history, and the lifecycle's look-up of the statuses already logged.
+        history = conn.execute(
+            "EXPLAIN SELECT at, kind FROM exchanges WHERE invoice_id = %s ORDER BY at, id", (7,)
+        ).fetchall()
+        replays = conn.execute(
+            "EXPLAIN SELECT status FROM exchanges WHERE invoice_id = ANY(%s::bigint[]) "
+            "AND kind = %s",
+            ([7, 8, 9], "cycle_de_vie"),
+        ).fetchall()
+        plans = ["\n".join(r[0] for r in rows) for rows in (history, replays)]
+        exchanges = conn.execute("SELECT count(*) FROM exchanges").fetchone()
+    assert applied == [p.name for p in migration_files() if p.name.startswith("021_")] != []
+    assert "exchanges_invoice" not in indexes and "exchanges_invoice_at" in indexes
+    for plan in plans:
+        assert "exchanges_invoice_at" in plan and "Seq Scan" not in plan, plan
+    assert exchanges == (10_000,)
