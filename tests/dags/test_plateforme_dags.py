@@ -35,8 +35,9 @@ def test_send_dag_deposits_plateforme_invoices_and_the_next_send_what_the_pa_cou
 
     assert first.state == "success"
     states = {ti.task_id: ti.state for ti in first.get_task_instances()}
-    # livrer wrote the report: no task process for `rapport`.
-    assert (states["livrer"], states["rapport"]) == ("success", "skipped")
+    # The chunk task delivered and wrote the report: no task process after it.
+    assert set(states) == {"selectionner", "confirmation", "traiter_paquet", "rapport"}
+    assert (states["traiter_paquet"], states["rapport"]) == ("success", "skipped")
     pending = report(postier_env)["plateforme"]
     assert pending["deposees"] == 0 and pending["en_attente"] == ["FP-DAG-1", "FP-DAG-2"]
     assert platform.state.flows == []

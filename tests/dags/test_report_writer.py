@@ -1,6 +1,7 @@
 """Which task writes a run's report, on real DAG runs (`dag.test()`) and PostgreSQL: the task that
-ends the run's work when all goes well, `rapport` (its own task process) only after a failure —
-with the same report, run note and final state of the run either way."""
+ends the run's work when all goes well (for a send, after delivering), `rapport` (its own task
+process) only after a failure — with the same report, run note and final state of the run
+either way."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ import pytest
 from airflow_state import note
 from builders import insert_customer, insert_invoice, read_rows
 from hitl import Clerk
+from integration.smtp_server import SmtpServer, smtp_server  # noqa: F401 (fixture)
 
 from postier.airflow.run_note import NOTE_KEY
+from postier.delivery.mail import SmtpConfig
 from postier.pipeline import reports
 from postier.pipeline.context import Environment
+from postier.pipeline.mailing import deliver_send
 from postier.pipeline.reports import write_report
 from postier.store import database
 from postier.store import runs as run_store
@@ -113,42 +117,52 @@ def test_a_print_writes_its_report_from_finaliser_with_the_print_file(  # type: 
     assert f"`{print_file}`" in Path(report["rapport"]).read_text()
 
 
-def test_a_send_writes_its_report_from_livrer(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+def test_a_send_delivers_and_writes_its_report_from_its_chunk_task(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
     with psycopg.connect(postier_env) as conn:
         insert_invoice(conn, number="ENV-1", send_state="PRET")
     with Clerk("factures_envoyer", "Envoyer"):
         dag_run = run_dag("factures_envoyer")
 
     assert dag_run.state == "success"
-    states = task_states(dag_run)
-    assert (states["livrer"], states["rapport"]) == ("success", "skipped")
-    assert note_writers(dag_run) == ["livrer"]
+    # No task process after the chunks: the chunk task delivered and reported.
+    assert task_states(dag_run) == {
+        "selectionner": "success",
+        "confirmation": "success",
+        "traiter_paquet[0]": "success",
+        "rapport": "skipped",
+    }
+    assert note_writers(dag_run) == ["traiter_paquet"]
     run = last_run(postier_env)
-    # The e-mails livrer sent are in the report it wrote.
+    # The e-mails it sent are in the report it wrote.
     assert run["status"] == "terminee" and run["report"]["courriels"]["boite_locale"] == 1
     assert note(dag_run) == expected_note(run, "1 sélectionnée(s) · 1 traitée(s)")
 
 
-def test_a_refused_confirmation_is_reported_by_livrer(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+def test_a_refused_confirmation_is_reported_by_the_confirmation(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
     with psycopg.connect(postier_env) as conn:
         insert_invoice(conn, number="NO-1", send_state="PRET")
     with Clerk("factures_envoyer", "Ne pas envoyer"):
         dag_run = run_dag("factures_envoyer")
 
     assert dag_run.state == "success"
-    assert task_states(dag_run)["rapport"] == "skipped"
+    states = task_states(dag_run)
+    assert (states["traiter_paquet"], states["rapport"]) == ("skipped", "skipped")
+    assert note_writers(dag_run) == ["confirmation"]
     run = last_run(postier_env)
-    assert run["status"] == "refusee"
+    assert run["status"] == "refusee" and run["report"]["compteurs"]["non_traitees"] == 1
+    assert "refusé à la confirmation" in Path(run["report"]["rapport"]).read_text()
     assert note(dag_run).startswith("envoi refusé à la confirmation : rien n'a été envoyé — ")
+    assert read_rows(postier_env, "SELECT send_state FROM invoices") == [("PRET",)]
 
 
-def test_nothing_to_send_is_reported_by_livrer(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_to_send_is_reported_by_the_selection(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
     with Clerk("factures_envoyer", "Envoyer") as clerk:
         dag_run = run_dag("factures_envoyer")
 
     assert dag_run.state == "success" and clerk.asked == []
     states = task_states(dag_run)
-    assert (states["livrer"], states["rapport"]) == ("success", "skipped")
+    assert (states["traiter_paquet"], states["rapport"]) == ("skipped", "skipped")
+    assert note_writers(dag_run) == ["selectionner"]
     run = last_run(postier_env)
     assert "rien à envoyer" in run["report"]["statut"]
     assert note(dag_run) == expected_note(run, "0 sélectionnée(s)")
@@ -189,29 +203,42 @@ def test_a_failed_chunk_fails_the_run_with_the_report_of_rapport(  # type: ignor
     assert note(dag_run).startswith("incomplète : factures ou fichier d'impression non traités")
 
 
-def test_a_failed_chunk_of_a_send_fails_livrer_with_its_report(  # type: ignore[no-untyped-def]
-    run_dag, postier_env, owner_dsn
+def one_invoice_per_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_store, "MIN_CHUNK", 1)
+    monkeypatch.setattr(run_store, "CHUNK_S", run_store.INVOICE_S)
+
+
+def test_a_failed_chunk_of_a_send_has_rapport_deliver_the_others_and_fail_the_run(  # type: ignore[no-untyped-def]
+    run_dag,
+    postier_env,
+    owner_dsn,
+    smtp_server: SmtpServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
+    one_invoice_per_chunk(monkeypatch)
     with psycopg.connect(postier_env) as conn:
-        insert_invoice(conn, number="KO-1", send_state="PRET")
-        insert_invoice(conn, number="OK-1", send_state="PRET")
+        for number in ("KO-1", "OK-1"):
+            customer = insert_customer(conn, emails=[f"{number.lower()}@client.fr"])
+            insert_invoice(conn, customer, number=number, send_state="PRET")
     fail_updates_of_ko_1(owner_dsn)
     with Clerk("factures_envoyer", "Envoyer"):
         dag_run = run_dag("factures_envoyer")
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
-    # livrer delivered what was sent, then wrote the report that says the run is incomplete.
-    assert (states["traiter_paquet[0]"], states["livrer"]) == ("failed", "failed")
-    assert states["rapport"] == "failed"
+    # The chunk task ended with KO-1 pending: it delivered nothing, wrote nothing; rapport
+    # delivered what the other chunk sent, then wrote the report that says the run is incomplete.
+    assert (states["traiter_paquet[0]"], states["rapport"]) == ("failed", "failed")
+    assert note_writers(dag_run) == ["rapport"]
+    assert [r.rcpt_tos for r in smtp_server.received] == [["ok-1@client.fr"]]
     run = last_run(postier_env)
-    # One chunk, one transaction: neither invoice was sent.
-    assert run["status"] == "en_erreur" and run["report"]["compteurs"]["non_traitees"] == 2
-    assert run["report"]["courriels"]["en_attente"] == 0
+    assert run["status"] == "en_erreur" and run["report"]["compteurs"]["non_traitees"] == 1
+    assert run["report"]["courriels"]["envoyes"] == 1
     assert note(dag_run).startswith("incomplète")
 
 
-def test_livrer_failing_leaves_the_report_to_rapport(  # type: ignore[no-untyped-def]
+def test_a_delivery_failing_leaves_the_report_to_rapport_and_fails_the_run(  # type: ignore[no-untyped-def]
     run_dag, postier_env, owner_dsn
 ) -> None:
     with psycopg.connect(postier_env) as conn:
@@ -227,10 +254,11 @@ def test_livrer_failing_leaves_the_report_to_rapport(  # type: ignore[no-untyped
     with Clerk("factures_envoyer", "Envoyer"):
         dag_run = run_dag("factures_envoyer")
 
-    # As before: the invoices are sent and the report says so; livrer's failure is on its task.
-    assert dag_run.state == "success"
+    # The invoices are sent and the report says so; the delivery's failure fails the chunk task
+    # that ended the run's work (and its retry), then rapport, after writing the report.
+    assert dag_run.state == "failed"
     states = task_states(dag_run)
-    assert (states["livrer"], states["rapport"]) == ("failed", "success")
+    assert (states["traiter_paquet[0]"], states["rapport"]) == ("failed", "failed")
     assert note_writers(dag_run) == ["rapport"]
     run = last_run(postier_env)
     assert run["status"] == "terminee" and run["report"]["compteurs"]["traitees"] == 1
@@ -339,6 +367,80 @@ def test_two_tasks_ending_together_write_one_report(run_dag, postier_env) -> Non
     # A retry of the task that wrote it, nothing having changed since: nothing written.
     assert write_report(env, run_id, again=False) is None
     assert last_run(postier_env)["finished_at"] == again
+
+
+def test_two_chunk_tasks_ending_together_deliver_once(  # type: ignore[no-untyped-def]
+    run_dag,
+    postier_env,
+    smtp_server: SmtpServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
+    with psycopg.connect(postier_env) as conn:
+        customer = insert_customer(conn, emails=["a@client.fr"])
+        insert_invoice(conn, customer, number="TWO-1", send_state="PRET")
+    smtp_server.stop()  # the chunk task's delivery leaves the e-mail pending
+    assert run_dag("factures_envoyer", mark_success_pattern="confirmation").state == "success"
+    smtp_server.start()
+    smtp = SmtpConfig.from_url(smtp_server.url())
+    env = Environment(dsn=postier_env, home=database.home(), smtp=smtp)
+    run_id = last_run(postier_env)["id"]
+    # As if the report had been written while the run's chunk was still at work.
+    set_items(postier_env, run_id, run_store.PENDING)
+    with pytest.raises(reports.RunIncompleteError):
+        write_report(env, run_id, again=False)
+    set_items(postier_env, run_id, run_store.DONE)
+    barrier = threading.Barrier(2)
+    delivered: list[dict[str, Any]] = []
+
+    def end_task() -> None:
+        barrier.wait()
+        write_report(
+            env, run_id, again=False, before=lambda: delivered.append(deliver_send(env, run_id))
+        )
+
+    threads = [threading.Thread(target=end_task) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # One of the two delivered, under the run's lock, and the report it wrote says so.
+    assert len(delivered) == 1 and delivered[0]["courriels"]["envoyes"] == 1
+    assert [r.rcpt_tos for r in smtp_server.received] == [["a@client.fr"]]
+    run = last_run(postier_env)
+    assert run["status"] == "terminee" and run["report"]["courriels"]["en_attente"] == 0
+
+
+def test_a_send_run_again_delivers_nothing_twice(  # type: ignore[no-untyped-def]
+    run_dag,
+    postier_env,
+    smtp_server: SmtpServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
+    with psycopg.connect(postier_env) as conn:
+        customer = insert_customer(conn, emails=["a@client.fr"])
+        insert_invoice(conn, customer, number="AGAIN-1", send_state="PRET")
+    # The same Airflow run twice (same logical date and run_after: same run id), as a « Clear »
+    # of its tasks.
+    when = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    runs = [
+        run_dag(
+            "factures_envoyer",
+            mark_success_pattern="confirmation",
+            logical_date=when,
+            run_after=when,
+        )
+        for _ in range(2)
+    ]
+
+    assert [r.state for r in runs] == ["success", "success"]
+    assert task_states(runs[1])["traiter_paquet[0]"] == "success"
+    assert [r.rcpt_tos for r in smtp_server.received] == [["a@client.fr"]]
+    run = last_run(postier_env)
+    assert run["id"] == 1 and run["report"]["courriels"]["envoyes"] == 1
+    assert read_rows(postier_env, "SELECT count(*) FROM outbox") == [(1,)]
 
 
 def test_of_several_chunk_tasks_the_first_to_leave_nothing_writes_the_report(  # type: ignore[no-untyped-def]

@@ -2,12 +2,13 @@
 
 Each DAG has only the tasks its treatment needs (a task process costs its start-up): the
 confirmation for a definitive send, `finaliser` for a treatment that ends with a file made of
-the whole run (`FINALIZED`), `livrer` for a send. The task that ends the run's work writes its
-report (`livrer`, else `finaliser`, else the chunk task that leaves nothing to process, or
-`selectionner` when nothing was selected); `rapport` runs only when a task failed, and is
-skipped by the scheduler, without a task process, otherwise. Tasks are one-liners over
-`postier.pipeline`, imported inside the tasks so that parsing a DAG file loads no database
-driver and touches nothing outside Python.
+the whole run (`FINALIZED`). The task that ends the run's work writes its report (`finaliser`,
+else the chunk task that leaves nothing to process, or `selectionner` when nothing was
+selected; the confirmation on « Ne pas envoyer »), and for a send first delivers (customer
+e-mails, then Plateforme Agréée deposits): no task process of its own for either. `rapport`
+runs only when a task failed, and is skipped by the scheduler, without a task process,
+otherwise. Tasks are one-liners over `postier.pipeline`, imported inside the tasks so that
+parsing a DAG file loads no database driver and touches nothing outside Python.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+)
 
 from postier.airflow.params import trigger_params
 from postier.airflow.run_note import NOTE_KEY
@@ -107,6 +112,17 @@ class SendConfirmation(ApprovalOperator):
             raise AirflowSkipException(NOTHING_TO_SEND)
         return super().execute(context)
 
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        try:
+            return super().execute_complete(context, event)
+        except DownstreamTasksSkipped:
+            # « Ne pas envoyer » (or no answer in time): the chunks are skipped, and with them
+            # `rapport`; the run's work ends here, its report says nothing was sent.
+            from postier.airflow.runtime import environment
+
+            _report(context, environment(), refused=True)
+            raise
+
 
 @task(task_display_name="Valider les critères et sélectionner")
 @logs_peak_memory
@@ -128,9 +144,10 @@ def selectionner(treatment_id: str, **context: Any) -> list[dict[str, int]]:
         from postier.pipeline.reports import send_confirmation
 
         context["ti"].xcom_push(key=SUMMARY_KEY, value=send_confirmation(env, ref))
-    elif not started["parts"] and _ending_task(context) == CHUNK_TASK:
-        # Nothing selected: no chunk task runs, the run's work ends here.
-        _report(context, env, again=False)
+    if not started["parts"] and _ending_task(context) == CHUNK_TASK:
+        # Nothing selected: no chunk task runs, the run's work ends here (a send's: what
+        # earlier sends left pending is delivered).
+        _end_run(context, env)
     return started["parts"]
 
 
@@ -173,43 +190,8 @@ def finaliser(**context: Any) -> list[str]:
     return files
 
 
-@task(
-    trigger_rule=TriggerRule.ALL_DONE,
-    task_display_name="Envoyer les courriels et déposer sur la plateforme agréée",
-    multiple_outputs=False,
-)
-@logs_peak_memory
-def livrer(**context: Any) -> dict[str, dict[str, int]]:
-    from postier.airflow.runtime import environment, external_id
-    from postier.errors import ConfigurationError
-    from postier.pipeline.mailing import deliver_pending
-    from postier.pipeline.plateforme import deposit_for_run
-
-    # ALL_DONE: invoices sent by the chunks that succeeded are definitive, are announced and go
-    # to the PA even when another chunk failed. An SMTP failure leaves the messages pending, a PA
-    # that is down leaves the invoices pending for the next send: neither fails this task. Both
-    # only do what is still pending, so a retry repeats nothing.
-    env, ref = environment(), external_id(context)
-    mails = deliver_pending(env, ref)
-    try:
-        deposits = deposit_for_run(env, ref)
-    except ConfigurationError as error:
-        raise AirflowFailException(str(error)) from None
-    # The run's work ends here: its report, again on a retry or a « Clear » (what was delivered
-    # since is in it). A run refused at its start already has its report, and `rapport` fails it.
-    from postier.pipeline.reports import RefusedAtStartError
-
-    try:
-        _report(context, env, refused=_confirmation_refused(context))
-    except RefusedAtStartError:
-        pass
-    return {"courriels": mails, "plateforme": deposits}
-
-
 #: The mapped chunk task's id.
 CHUNK_TASK = "traiter_paquet"
-#: The states in which a task instance is over for good (no retry to come).
-FINISHED = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 #: How long `rapport` waits for the chunk tasks still running (Airflow's ALL_DONE, which its
 #: ONE_FAILED does not wait for), polling every `POLL_S`.
 CHUNKS_WAIT_S, POLL_S = 600.0, 1.0
@@ -225,10 +207,24 @@ CHUNKS_WAIT_S, POLL_S = 600.0, 1.0
 @logs_peak_memory
 def rapport(**context: Any) -> dict[str, Any]:
     from postier.airflow.runtime import environment, external_id
+    from postier.errors import ConfigurationError
     from postier.pipeline.reports import write_report, written_report
 
     _wait_for_chunk_tasks(context)
     env, ref = environment(), external_id(context)
+    undelivered: Exception | None = None
+    if _is_send(context):
+        # The promise of a send: invoices sent by the chunks that succeeded are definitive, are
+        # announced and go to the PA even when another chunk failed (only what is pending: a
+        # retry or a « Clear » repeats nothing). A delivery that fails (a PA to configure):
+        # the report first, then this task fails with why.
+        from postier.pipeline.mailing import deliver_send
+
+        try:
+            deliver_send(env, ref)
+        except Exception as error:
+            log.exception("Livraison de l'envoi en échec")
+            undelivered = error
     # `finaliser` always returns a list when it succeeded: None means it failed or never ran.
     # A DAG without it has no file to make.
     has_file = "finaliser" in context["dag"].task_dict
@@ -243,24 +239,51 @@ def rapport(**context: Any) -> dict[str, Any]:
     if summary is None:
         # Written by the task that failed after writing it (the run failed): its outcome again.
         summary = _failing(context, lambda: written_report(env, ref))
+    if isinstance(undelivered, ConfigurationError):
+        raise AirflowFailException(str(undelivered)) from None
+    if undelivered is not None:
+        raise undelivered
     return summary
 
 
 def _ending_task(context: Any) -> str:
     """The task that ends the run's work when all goes well, hence writes its report."""
-    tasks = context["dag"].task_dict
-    return next(t for t in ("livrer", "finaliser", CHUNK_TASK) if t in tasks)
+    return "finaliser" if "finaliser" in context["dag"].task_dict else CHUNK_TASK
+
+
+def _is_send(context: Any) -> bool:
+    return context["dag"].dag_id in SENDS
 
 
 def _reported_if_last(context: Any, env: Environment, counts: dict[str, int]) -> dict[str, int]:
     """A chunk task that ends with nothing of its run left to process, in a DAG where the
-    chunks end the run's work, writes the report (the first such task only); one that ends
-    with invoices still pending (a chunk failed elsewhere) writes nothing."""
+    chunks end the run's work, ends it (the first such task only); one that ends with invoices
+    still pending (a chunk failed elsewhere) does nothing more."""
     from postier.store.runs import PENDING
 
     if not counts[PENDING] and _ending_task(context) == CHUNK_TASK:
-        _report(context, env, again=False)
+        _end_run(context, env)
     return counts
+
+
+def _end_run(context: Any, env: Environment) -> None:
+    """The end of a run's work, in the task that ends it: a send delivers (`deliver_send`), then
+    the report is written. Both under the run's lock, once (`write_report`'s `again` false):
+    of two tasks ending together, or of a retry or « Clear » of the one that ended it, only
+    the first delivers and writes. A PA configuration to fix raises its `ConfigurationError`
+    (French message) and writes nothing: the task fails, and its retry, which has nothing
+    left to process, delivers again; failed for good, `rapport` delivers and reports."""
+    deliver = None
+    if _is_send(context):
+        from postier.airflow.runtime import external_id
+        from postier.pipeline.mailing import deliver_send
+
+        ref = external_id(context)
+
+        def deliver() -> None:
+            deliver_send(env, ref)
+
+    _report(context, env, again=False, before=deliver)
 
 
 def _report(
@@ -270,18 +293,21 @@ def _report(
     *,
     refused: bool = False,
     again: bool = True,
+    before: Callable[[], object] | None = None,
 ) -> None:
     """Write the run's report from this task and put its note on the Airflow run (XCom read
     by `run_note`); with `again` false, a report already written is not written again
     (`write_report`'s `again`) but its note is put again (a retry of the task that wrote it
     starts without its XComs). A report that says the run failed fails this task at once: a
-    retry would process nothing."""
+    retry would process nothing. `before`: `write_report`'s, what to do once the report is
+    to be written, before it is."""
     from postier.airflow.runtime import external_id
     from postier.pipeline.reports import RunFailedError, write_report, written_report
 
     ref = external_id(context)
     summary = _failing(
-        context, lambda: write_report(env, ref, files or [], refused=refused, again=again)
+        context,
+        lambda: write_report(env, ref, files or [], refused=refused, again=again, before=before),
     )
     if summary is None:
         try:
@@ -312,13 +338,16 @@ def _wait_for_chunk_tasks(context: Any) -> None:
     `CHUNKS_WAIT_S`: past it the report says what is done."""
     import time
 
+    from airflow.utils.state import State
+
     ti, run_id = context["ti"], context["run_id"]
     deadline = time.monotonic() + CHUNKS_WAIT_S
     while time.monotonic() < deadline:
         states = ti.get_task_states(
             dag_id=context["dag"].dag_id, task_ids=[CHUNK_TASK], run_ids=[run_id]
         ).get(run_id, {})
-        if all(state in FINISHED for state in states.values()):
+        # Over for good: no retry to come (Airflow's own set of finished states).
+        if all(state in State.finished for state in states.values()):
             return
         time.sleep(POLL_S)
     log.warning("Tâches de paquets encore en cours après %.0f s : rapport écrit", CHUNKS_WAIT_S)
@@ -367,12 +396,11 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
                 response_timeout=_confirmation_timeout(),
             )
             selection >> confirmation >> chunks
-        # After the chunks, only the steps this treatment has, in this order.
+        # After the chunks, only the step this treatment has.
         last: Any = chunks
         if t.id in FINALIZED:
             last = last >> finaliser()
-        if t.id in SENDS:
-            last = last >> livrer()
-        # After the selection too: `livrer` runs (ALL_DONE) even when the selection was refused.
+        # After the selection too: a refused selection is reported (a send's pending deliveries
+        # delivered) by `rapport`.
         [selection, last] >> rapport()
     return dag

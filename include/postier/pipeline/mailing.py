@@ -90,6 +90,20 @@ class _Row:
     invoice_date: date
 
 
+def deliver_send(env: Environment, run_ref: RunRef) -> dict[str, dict[str, int]]:
+    """A send's deliveries once its chunks are over: the customer e-mails (`deliver_pending`),
+    then the Plateforme Agréée deposits (`deposit_for_run`), of this run and of earlier ones.
+
+    Only what is still pending: run again, it repeats nothing. An SMTP failure leaves the
+    messages pending, a PA that is down leaves the invoices pending for the next send: neither
+    raises. A PA configuration to fix raises its `ConfigurationError` (French message), after
+    the e-mails were delivered."""
+    from postier.pipeline.plateforme import deposit_for_run
+
+    mails = deliver_pending(env, run_ref)
+    return {"courriels": mails, "plateforme": deposit_for_run(env, run_ref)}
+
+
 def deliver_pending(
     env: Environment, run_ref: RunRef | None = None, *, sleep: Callable[[float], None] = time.sleep
 ) -> dict[str, int]:

@@ -195,6 +195,7 @@ def write_report(
     refused: bool = False,
     finalized: bool = True,
     again: bool = True,
+    before: Callable[[], object] | None = None,
 ) -> dict[str, Any] | None:
     """Record the run's outcome; a small summary for XCom (never documents, never secrets),
     with the run's `note` (its counts in one line, for the Airflow run).
@@ -214,8 +215,10 @@ def write_report(
         run = load_run(conn, ref, env.storage)
         run_id = run.id
         # Held until the report is committed: a second task waits here, then reads what the
-        # first one wrote (a statement of its own: a fresh snapshot).
-        conn.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+        # first one wrote (a statement of its own: a fresh snapshot). NO KEY UPDATE: rows that
+        # reference the run (`before`'s e-mails and deposits, on connections of their own) can
+        # still be written meanwhile.
+        conn.execute("SELECT 1 FROM runs WHERE id = %s FOR NO KEY UPDATE", (run_id,))
         row = conn.execute(
             "SELECT started_at, report FROM runs WHERE id = %s", (run_id,)
         ).fetchone()
@@ -239,6 +242,10 @@ def write_report(
         # whose transaction began before the report was written may commit after it).
         if written and not again and written["compteurs"] == counters:
             return None
+        if before is not None:
+            # Committed on its own connections: read below (each statement a fresh snapshot),
+            # what it did is in the report.
+            before()
         problems = run_store.problems(conn, run_id)
         pending = counts[run_store.PENDING]
         # A refusal leaves the selection untouched; a confirmation that left no answer but whose
