@@ -11,7 +11,7 @@ from dag_files import DAGS, ROOT, load_dag
 from postier.airflow.chorus_returns_dag import DAG_ID as CHORUS_RETURNS
 from postier.airflow.dag_factory import IMPLEMENTED
 from postier.airflow.lifecycle_dag import DAG_ID as LIFECYCLE
-from postier.domain.treatments import CATALOGUE, FINALIZED, SEND
+from postier.domain.treatments import CATALOGUE, FINALIZED
 
 DAG_IDS = [t.value for t in IMPLEMENTED]
 #: Scheduled DAGs outside the treatment catalogue.
@@ -88,14 +88,11 @@ def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
         expected |= {"confirmation"}
         assert dag.get_task("confirmation").upstream_task_ids == {"selectionner"}
         assert "confirmation" in dag.get_task("traiter_paquet").upstream_task_ids
-    if CATALOGUE[dag_id].transition is SEND:  # type: ignore[index]
-        # Customer e-mails and PA deposits go after the chunks, never inside a definitive send's
-        # transaction; one task for both (one task process less per send).
-        expected |= {"livrer"}
-        assert dag.get_task("livrer").upstream_task_ids == {last}
-        last = "livrer"
-    # The report after a failure only: after the selection too (`livrer` runs whatever the
-    # selection did), skipped without a task process when the success path wrote the report.
+    # A send's customer e-mails and PA deposits go after the chunks, never inside a definitive
+    # send's transaction, but in no task of their own: the chunk task that ends the run's work
+    # delivers, `rapport` after a failure. The report after a failure only: after the selection
+    # too (a refused selection is reported), skipped without a task process when the success
+    # path wrote the report.
     assert dag.get_task("rapport").upstream_task_ids == {"selectionner", last}
     assert dag.get_task("rapport").trigger_rule == "one_failed"
     assert ids == expected
@@ -104,10 +101,10 @@ def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
     assert dag.get_task("selectionner").upstream_task_ids == set()  # one root: no cycle
 
 
-def test_a_prepare_then_send_pays_three_task_processes_around_its_chunks() -> None:
-    # select, then select + confirmation (no task process: it waits deferred) + e-mails and PA:
-    # no « Finaliser » where there is no print file, and the report written by the task that
-    # ends the run (`rapport` only runs after a failure).
+def test_a_prepare_then_send_pays_two_task_processes_around_its_chunks() -> None:
+    # select, then select + confirmation (no task process while it waits deferred): no
+    # « Finaliser » where there is no print file, the e-mails and PA deposits made and the
+    # report written by the chunk task that ends the run (`rapport` only runs after a failure).
     around = [
         sorted(
             t.task_id
@@ -116,7 +113,7 @@ def test_a_prepare_then_send_pays_three_task_processes_around_its_chunks() -> No
         )
         for dag_id in ("factures_preparer_envoi", "factures_envoyer")
     ]
-    assert around == [["selectionner"], ["confirmation", "livrer", "selectionner"]]
+    assert around == [["selectionner"], ["confirmation", "selectionner"]]
 
 
 def test_a_prepare_then_send_run_no_report_task(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
@@ -135,10 +132,10 @@ def test_a_prepare_then_send_run_no_report_task(run_dag, postier_env) -> None:  
         sorted(ti.task_id for ti in dag_run.get_task_instances() if ti.state != "skipped")
         for dag_run in (prepared, sent)
     ]
-    # One chunk task each (one chunk): 2 + 4 task instances, none of them `rapport`.
+    # One chunk task each (one chunk): 2 + 3 task instances, none of them `rapport`.
     assert ran == [
         ["selectionner", "traiter_paquet"],
-        ["confirmation", "livrer", "selectionner", "traiter_paquet"],
+        ["confirmation", "selectionner", "traiter_paquet"],
     ]
     assert read_rows(postier_env, "SELECT status FROM runs ORDER BY id") == [
         ("terminee",),

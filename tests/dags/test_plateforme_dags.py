@@ -3,12 +3,16 @@ AFNOR Flow Service over HTTP, every request and answer validated against the off
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import psycopg
 import pytest
 from builders import insert_customer, insert_invoice
+from integration.smtp_server import SmtpServer, smtp_server  # noqa: F401 (fixture)
 
+from postier.delivery.local_oauth import TOKEN_PATH
 from postier.delivery.local_pa import LocalPlatform
 
 
@@ -76,3 +80,100 @@ def test_send_with_plateforme_invoices_and_no_platform_is_refused_before_anythin
     with psycopg.connect(postier_env) as conn:
         sent = conn.execute("SELECT number, send_state FROM invoices ORDER BY number").fetchall()
     assert sent == [("FP-NOPA-1", "PRET"), ("FP-NOPA-2", "PRET")]
+
+
+def portal_and_plateforme_book(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        b2b = insert_customer(conn, channel="plateforme", siren="732829320")
+        insert_invoice(conn, b2b, number="FP-CONF-1", send_state="PRET")
+        portal = insert_customer(conn, emails=["compta@client.fr"])
+        insert_invoice(conn, portal, number="MAIL-CONF-1", send_state="PRET")
+
+
+def send_states(dsn: str) -> list[tuple[str, str]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT number, send_state FROM invoices ORDER BY number").fetchall()
+
+
+def test_the_pa_refusing_postiers_credentials_fails_the_run_once_the_send_is_announced(  # type: ignore[no-untyped-def]
+    run_dag,
+    postier_env,
+    platform: LocalPlatform,
+    smtp_server: SmtpServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
+    portal_and_plateforme_book(postier_env)
+    right = platform.state.client_secret
+    platform.state.client_secret = "changé-côté-plateforme"  # a configuration to fix
+
+    dag_run = run_dag("factures_envoyer", mark_success_pattern="confirmation")
+
+    assert dag_run.state == "failed"
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    # The chunk task that ended the run's work failed on the deposit, and again on its retry
+    # (which had nothing left to process); then rapport delivered what it could, wrote the
+    # report and failed with why.
+    assert (tis["traiter_paquet"].state, tis["traiter_paquet"].try_number) == ("failed", 2)
+    assert tis["rapport"].state == "failed"
+    # The send is definitive and announced, once, whatever the tries.
+    assert send_states(postier_env) == [("FP-CONF-1", "ENVOYE"), ("MAIL-CONF-1", "ENVOYE")]
+    assert [r.rcpt_tos for r in smtp_server.received] == [["compta@client.fr"]]
+    assert platform.state.flows == []
+    run = report(postier_env)
+    assert run["compteurs"]["traitees"] == 2 and run["courriels"]["envoyes"] == 1
+    assert run["plateforme"]["en_attente"] == ["FP-CONF-1"]
+
+    # Once the configuration is fixed, the next send deposits the invoice, and mails nobody.
+    platform.state.client_secret = right
+    assert run_dag("factures_envoyer", mark_success_pattern="confirmation").state == "success"
+    assert [flow.info["name"] for flow in platform.state.flows] == ["FP-CONF-1.pdf"]
+    assert len(smtp_server.received) == 1
+
+
+def test_a_retry_of_the_chunk_task_delivers_again_and_processes_nothing(  # type: ignore[no-untyped-def]
+    run_dag,
+    postier_env,
+    platform: LocalPlatform,
+    smtp_server: SmtpServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
+    portal_and_plateforme_book(postier_env)
+    right = platform.state.client_secret
+    platform.state.client_secret = "changé-côté-plateforme"
+    fixed = threading.Event()
+
+    def fix_once_refused() -> None:
+        # The PA's administrator puts the secret back as soon as Postier's was refused: the
+        # chunk task's retry (no delay in these tests) finds it fixed.
+        while not fixed.is_set():
+            with platform.state.lock:
+                if (TOKEN_PATH, 401) in platform.state.calls:
+                    platform.state.client_secret = right
+                    fixed.set()
+            time.sleep(0.001)
+
+    fixer = threading.Thread(target=fix_once_refused, daemon=True)
+    fixer.start()
+    try:
+        dag_run = run_dag("factures_envoyer", mark_success_pattern="confirmation")
+    finally:
+        fixed.set()
+        fixer.join()
+
+    assert dag_run.state == "success"
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    assert (tis["traiter_paquet"].state, tis["traiter_paquet"].try_number) == ("success", 2)
+    assert tis["rapport"].state == "skipped"
+    # Each invoice processed once, announced once, deposited once.
+    assert [r.rcpt_tos for r in smtp_server.received] == [["compta@client.fr"]]
+    assert [flow.info["name"] for flow in platform.state.flows] == ["FP-CONF-1.pdf"]
+    with psycopg.connect(postier_env) as conn:
+        (announced,) = conn.execute(
+            "SELECT count(*) FROM exchanges WHERE kind = 'mise_a_disposition'"
+        ).fetchone() or (0,)
+    assert announced == 1
+    run = report(postier_env)
+    assert run["statut"] == "terminée" and run["plateforme"]["deposees"] == 1
+    assert run["courriels"]["envoyes"] == 1

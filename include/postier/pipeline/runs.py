@@ -270,10 +270,10 @@ def process_part(env: Environment, ref: RunRef, part: int, parts: int) -> dict[s
     slot to run in before the others are done finds nothing to do. Then the task waits for the
     chunks still held elsewhere and takes up what their task left: it never ends while a chunk
     of its run is pending in another task's hands, so a retry cannot succeed while the attempt
-    it replaces, cut off but still holding a chunk, has not committed it (nor `finaliser`,
-    `livrer` or the report run before it). A chunk that raises keeps its claim (no other task
-    takes it up while this one runs) while the task goes on with the other chunks, then the task
-    fails with that error: its retry, or a task still running, finds the chunks still to do."""
+    it replaces, cut off but still holding a chunk, has not committed it (nor `finaliser`, a
+    send's delivery or the report run before it). A chunk that raises keeps its claim (no other
+    task takes it up while this one runs) while the task goes on with the other chunks, then the
+    task fails with that error: its retry, or a task still running, finds the chunks still to do."""
     started = time.perf_counter()
     done, failed = 0, 0
     # Only the first error is kept (its traceback holds its chunk's data), to fail the task with.
