@@ -273,17 +273,14 @@ def _end_run(context: Any, env: Environment) -> None:
     the first delivers and writes. A PA configuration to fix raises its `ConfigurationError`
     (French message) and writes nothing: the task fails, and its retry, which has nothing
     left to process, delivers again; failed for good, `rapport` delivers and reports."""
-    deliver = None
-    if _is_send(context):
-        from postier.airflow.runtime import external_id
-        from postier.pipeline.mailing import deliver_send
+    if not _is_send(context):
+        _report(context, env, again=False)
+        return
+    from postier.airflow.runtime import external_id
+    from postier.pipeline.mailing import deliver_send
 
-        ref = external_id(context)
-
-        def deliver() -> None:
-            deliver_send(env, ref)
-
-    _report(context, env, again=False, before=deliver)
+    ref = external_id(context)
+    _report(context, env, again=False, before=lambda: deliver_send(env, ref))
 
 
 def _report(
