@@ -53,6 +53,12 @@ def run_on_fresh_thread(work: Callable[[], _T], name: str) -> _T:
         done.wait()
     except BaseException as interruption:
         if not done.is_set():
+            # Known window, left as is: the error lands at the work's next bytecode, which
+            # may fall between a lock's `acquire()` and the `try` that releases it (e.g.
+            # `logging.Handler.handle`); that lock then stays held, and a log line of this
+            # thread through the same handler would hang. No clean fix here: interrupting
+            # only at safe points needs the work's cooperation (a cancel checked before its
+            # commit), not an asynchronous exception.
             _raise_in(thread, type(interruption))
             done.wait(INTERRUPT_GRACE_S)
         raise
