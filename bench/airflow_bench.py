@@ -87,6 +87,8 @@ CHUNK_WORK = re.compile(
     r"dont documents ([0-9.]+) s de CPU"
 )
 PEAK_MEMORY = re.compile(r"Mémoire max de la tâche : (\d+) Mio")
+#: The send's deliveries, done by the chunk task that ends its work (`dag_factory.DELIVERY_LOG`).
+DELIVERY = re.compile(r"Livraison de l'envoi \(courriels, plateforme agréée\) en ([0-9.]+) s")
 #: A request in the api-server's access log (one line per request answered).
 ACCESS = re.compile(rb"request finished.* method=([A-Z]+) path=(\S+)")
 REQUEST_KINDS = (
@@ -166,6 +168,8 @@ class RunTiming:
     chunk_work_s: dict[int, float] = field(default_factory=dict)
     #: CPU of the document step (render + sign) in the chunks, from their log lines.
     chunk_document_cpu_s: float = 0.0
+    #: The send's deliveries (e-mails, PA deposits) in the chunk task that ended its work.
+    delivery_s: float = 0.0
     #: Ready time of each task process with the task's log file (task_id=…/map_index=…).
     ready_by_task: list[tuple[float, str]] = field(default_factory=list)
     #: CPU seconds per component from trigger to success (`cpu_account`).
@@ -294,6 +298,7 @@ def run_dag(
             timing.ready_by_task.append((float(ready), str(log_file.relative_to(folder))))
         mapped = re.search(r"map_index=(\d+)", str(log_file))
         kind = re.search(r"task_id=([^/]+)", str(log_file))
+        timing.delivery_s += sum(float(seconds) for seconds in DELIVERY.findall(text))
         for peak in PEAK_MEMORY.findall(text):
             if kind:
                 task_id = kind.group(1)
@@ -329,7 +334,10 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
     A mapped task's overhead is what the `slots` executor slots spend not working during the
     chunks' phase (first chunk task queued → last ended), per chunk task: task process start-up,
     scheduling, slot release, and between its chunks their claims and connections. A serial
-    task's cost is its queue wait plus its duration, all of it outside document work."""
+    task's cost is its queue wait plus its duration, all of it outside document work. A send's
+    deliveries (e-mails, PA deposits), a serial step done by the chunk task that ends the run
+    (its own task before), count as serial: their time (one slot working, the other waiting)
+    is taken out of the chunks' phase and added to the serial cost."""
     mapped_idle, mapped_count, idle_slots = 0.0, 0, 0.0
     serial_waits, serial_cost = [], 0.0
     for run in runs:
@@ -338,7 +346,7 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
             first = min(_when(t["queued_when"]) or _when(t["start_date"]) for t in chunks)
             last = max(_when(t["end_date"]) for t in chunks)
             work = sum(run.chunk_work_s.values())
-            mapped_idle += slots * (last - first).total_seconds() - work
+            mapped_idle += slots * ((last - first).total_seconds() - run.delivery_s) - work
             mapped_count += len(chunks)
             # Slots idle while the chunks run (first chunk started → last ended, the API's
             # times): the tail when chunks end unevenly, and the gaps between two chunks.
@@ -351,6 +359,7 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
             wait = _seconds(ti.get("queued_when"), ti.get("start_date"))
             serial_waits.append(wait)
             serial_cost += wait + _seconds(ti.get("start_date"), ti.get("end_date"))
+        serial_cost += run.delivery_s
     ready = [r for run in runs for r in run.ready_s]
     env = [e for run in runs for e in run.env_s]
     firsts = [latencies(run)[0] for run in runs]
@@ -369,6 +378,7 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
         "queue_wait_s": statistics.mean(serial_waits) if serial_waits else 0.0,
         "serial_tasks": len(serial_waits),
         "serial_s": serial_cost,
+        "delivery_s": sum(run.delivery_s for run in runs),
         "ready_median_s": statistics.median(ready) if ready else 0.0,
         "ready_max_s": max(ready, default=0.0),
         "env_median_s": statistics.median(env) if env else 0.0,
@@ -556,7 +566,16 @@ ROWS = (
     ),
     ("attente en file d'une tâche hors paquets, moyenne (s)", "queue_wait_s", "{:.2f}"),
     ("tâches hors paquets (2 exécutions, sans la confirmation)", "serial_tasks", "{:.0f}"),
-    ("coût total des tâches hors paquets : attente + durée (s)", "serial_s", "{:.1f}"),
+    (
+        "coût total des tâches hors paquets : attente + durée, livraison de l'envoi comprise (s)",
+        "serial_s",
+        "{:.1f}",
+    ),
+    (
+        "dont livraison de l'envoi, dans la tâche de paquet qui finit l'exécution (s)",
+        "delivery_s",
+        "{:.1f}",
+    ),
     ("processus de tâche prêt à travailler, médiane (s, cible ≤ 0,5)", "ready_median_s", "{:.2f}"),
     ("processus de tâche prêt à travailler, max (s)", "ready_max_s", "{:.2f}"),
     ("puis environment() (connexions lues à l'usage), médiane (s)", "env_median_s", "{:.2f}"),

@@ -1,4 +1,5 @@
-"""The Airflow bench reads the document step's CPU from the chunk log line the code writes."""
+"""The Airflow bench reads the document step's CPU and a send's delivery time from the log lines
+the code writes."""
 
 from __future__ import annotations
 
@@ -15,3 +16,12 @@ from airflow_bench import CHUNK_WORK  # noqa: E402
 def test_the_bench_parses_the_chunk_lines_document_cpu() -> None:
     line = CHUNK_LOG % (3, 220, 2.5, 1.875, 440, 1000)
     assert CHUNK_WORK.findall(f"[2026-12-06] INFO - {line}\n") == [("220", "2.50", "1.88")]
+
+
+def test_the_bench_parses_the_sends_delivery_line() -> None:
+    from airflow_bench import DELIVERY
+
+    from postier.airflow.dag_factory import DELIVERY_LOG
+
+    line = DELIVERY_LOG % 1.234
+    assert DELIVERY.findall(f"[2026-12-06] INFO - {line}\n") == ["1.23"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -64,6 +65,9 @@ SUMMARY_KEY = "resume_envoi"
 
 #: What a task's end logs, read by `bench/airflow_bench.py` (peak memory per task kind).
 PEAK_MEMORY_LOG = "Mémoire max de la tâche : %d Mio (VmHWM)"
+#: What the task that ends a send logs of its deliveries, read by `bench/airflow_bench.py` (a
+#: serial step's work, done in a chunk task).
+DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _R = TypeVar("_R", bound="dict[str, Any] | None")
@@ -280,7 +284,13 @@ def _end_run(context: Any, env: Environment) -> None:
     from postier.pipeline.mailing import deliver_send
 
     ref = external_id(context)
-    _report(context, env, again=False, before=lambda: deliver_send(env, ref))
+
+    def deliver() -> None:
+        started = time.perf_counter()
+        deliver_send(env, ref)
+        log.info(DELIVERY_LOG, time.perf_counter() - started)
+
+    _report(context, env, again=False, before=deliver)
 
 
 def _report(
@@ -333,8 +343,6 @@ def _wait_for_chunk_tasks(context: Any) -> None:
     """Wait for the run's chunk tasks still running or to be retried (a chunk task that failed
     for good triggers `rapport` while the others may still be at work), for at most
     `CHUNKS_WAIT_S`: past it the report says what is done."""
-    import time
-
     from airflow.utils.state import State
 
     ti, run_id = context["ti"], context["run_id"]
