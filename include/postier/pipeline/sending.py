@@ -122,11 +122,7 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
     with conn.transaction():
         locked = lock_for_transition(conn, ids, SEND)
         outcomes = [ItemOutcome(s.invoice_id, SKIPPED, s.reason) for s in locked.skipped]
-        stored: dict[int, str | None] = dict(
-            conn.execute(
-                "SELECT id, fingerprint FROM invoices WHERE id = ANY(%s)", (list(locked.ids),)
-            ).fetchall()
-        )
+        stored = locked.fingerprints
         sent: list[int] = []
         writes = _ChunkWrites(run)
         addresses = recorded_addresses(conn, list(locked.ids))

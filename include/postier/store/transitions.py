@@ -9,7 +9,7 @@ retried chunk redoes only the invoices still in a start state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -32,6 +32,9 @@ class Locked:
     ids: tuple[int, ...]
     numbers: tuple[str, ...]
     skipped: tuple[Skip, ...]
+    #: Each locked invoice's stored fingerprint (None before its first preparation), by id:
+    #: read with the lock, for the send to compare (no statement of its own).
+    fingerprints: dict[int, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,18 +49,20 @@ def lock_for_transition(
     """Lock the invoices still eligible; must run inside the chunk's transaction."""
     wanted = sorted(set(invoice_ids))
     rows = conn.execute(
-        "SELECT id, number, send_state FROM invoices WHERE id = ANY(%s) "
+        "SELECT id, number, send_state, fingerprint FROM invoices WHERE id = ANY(%s) "
         "ORDER BY id FOR UPDATE SKIP LOCKED",
         (wanted,),
     ).fetchall()
     ids: list[int] = []
     numbers: list[str] = []
     skipped: list[Skip] = []
-    for invoice_id, number, state in rows:
+    fingerprints: dict[int, str | None] = {}
+    for invoice_id, number, state, fingerprint in rows:
         state = SendState(state)
         if state in transition.from_states:
             ids.append(invoice_id)
             numbers.append(number)
+            fingerprints[invoice_id] = fingerprint
         elif state is transition.to_state:
             skipped.append(Skip(invoice_id, number, f"déjà {transition.verb}"))
         else:
@@ -84,7 +89,7 @@ def lock_for_transition(
                 )
             else:
                 skipped.append(Skip(invoice_id, f"#{invoice_id}", "facture introuvable"))
-    return Locked(tuple(ids), tuple(numbers), tuple(skipped))
+    return Locked(tuple(ids), tuple(numbers), tuple(skipped), fingerprints)
 
 
 def stamp_transition(
