@@ -72,10 +72,12 @@ def test_params_match_the_catalogue(dag_id: str) -> None:
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS)
-def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
+def test_task_graph_is_chunks_finalize_report(dag_id: str) -> None:
     dag = load_dag(dag_id)
     ids = {t.task_id for t in dag.tasks}
-    expected = {"selectionner", "traiter_paquet", "rapport"}
+    # No task of its own for the selection: the chunk tasks (or the confirmation) start the run.
+    expected = {"traiter_paquet", "rapport"}
+    head: set[str] = set()
     t = CATALOGUE[dag_id]  # type: ignore[index]
     # Only a treatment that ends with a file of the whole run pays a task process to make it.
     last = "traiter_paquet"
@@ -84,27 +86,41 @@ def test_task_graph_is_select_chunks_finalize_report(dag_id: str) -> None:
         assert dag.get_task("finaliser").upstream_task_ids == {"traiter_paquet"}
         last = "finaliser"
     if CATALOGUE[dag_id].needs_confirmation:  # type: ignore[index]
-        # The selection writes the confirmation's text: no task process of its own for it.
+        # The confirmation selects and shows what will be sent: no task process before it.
         expected |= {"confirmation"}
-        assert dag.get_task("confirmation").upstream_task_ids == {"selectionner"}
-        assert "confirmation" in dag.get_task("traiter_paquet").upstream_task_ids
+        assert dag.get_task("confirmation").upstream_task_ids == set()
+        assert dag.get_task("traiter_paquet").upstream_task_ids == {"confirmation"}
+        head = {"confirmation"}
+    else:
+        assert dag.get_task("traiter_paquet").upstream_task_ids == set()
     # A send's customer e-mails and PA deposits go after the chunks, never inside a definitive
     # send's transaction, but in no task of their own: the chunk task that ends the run's work
-    # delivers, `rapport` after a failure. The report after a failure only: after the selection
-    # too (a refused selection is reported), skipped without a task process when the success
-    # path wrote the report.
-    assert dag.get_task("rapport").upstream_task_ids == {"selectionner", last}
+    # delivers, `rapport` after a failure. The report after a failure only: after the
+    # confirmation too (a refused selection is reported), skipped without a task process when
+    # the success path wrote the report.
+    assert dag.get_task("rapport").upstream_task_ids == head | {last}
     assert dag.get_task("rapport").trigger_rule == "one_failed"
     assert ids == expected
     assert type(dag.get_task("traiter_paquet")).__name__.endswith("MappedOperator")
     assert [t.task_id for t in dag.leaves] == ["rapport"]
-    assert dag.get_task("selectionner").upstream_task_ids == set()  # one root: no cycle
+    # One root: no cycle.
+    assert [t.task_id for t in dag.roots] == (sorted(head) or ["traiter_paquet"])
 
 
-def test_a_prepare_then_send_pays_two_task_processes_around_its_chunks() -> None:
-    # select, then select + confirmation (no task process while it waits deferred): no
-    # « Finaliser » where there is no print file, the e-mails and PA deposits made and the
-    # report written by the chunk task that ends the run (`rapport` only runs after a failure).
+def test_a_run_maps_one_chunk_task_per_worker_slot_fixed_at_parse_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POSTIER_WORKERS", "3")
+    chunks = load_dag("factures_preparer_envoi").get_task("traiter_paquet")
+    assert chunks._get_specified_expand_input().value == {"part": [0, 1, 2]}
+    assert chunks.partial_kwargs["op_kwargs"] == {"parts": 3}
+
+
+def test_a_prepare_then_send_pays_only_the_confirmation_around_its_chunks() -> None:
+    # Nothing around a prepare's chunks (they select); a send's confirmation selects and asks
+    # (no task process while it waits): no « Finaliser » where there is no print file, the
+    # e-mails and PA deposits made and the report written by the chunk task that ends the run
+    # (`rapport` only runs after a failure).
     around = [
         sorted(
             t.task_id
@@ -113,7 +129,7 @@ def test_a_prepare_then_send_pays_two_task_processes_around_its_chunks() -> None
         )
         for dag_id in ("factures_preparer_envoi", "factures_envoyer")
     ]
-    assert around == [["selectionner"], ["confirmation", "selectionner"]]
+    assert around == [[], ["confirmation"]]
 
 
 def test_a_prepare_then_send_run_no_report_task(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
@@ -132,11 +148,8 @@ def test_a_prepare_then_send_run_no_report_task(run_dag, postier_env) -> None:  
         sorted(ti.task_id for ti in dag_run.get_task_instances() if ti.state != "skipped")
         for dag_run in (prepared, sent)
     ]
-    # One chunk task each (one chunk): 2 + 3 task instances, none of them `rapport`.
-    assert ran == [
-        ["selectionner", "traiter_paquet"],
-        ["confirmation", "selectionner", "traiter_paquet"],
-    ]
+    # One chunk task per worker slot (4 here), none of them `rapport`.
+    assert ran == [["traiter_paquet"] * 4, ["confirmation"] + ["traiter_paquet"] * 4]
     assert read_rows(postier_env, "SELECT status FROM runs ORDER BY id") == [
         ("terminee",),
         ("terminee",),

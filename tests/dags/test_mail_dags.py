@@ -39,7 +39,6 @@ def test_send_dag_emails_each_portal_customer_once(  # type: ignore[no-untyped-d
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     # The chunk task delivered and wrote the report: no task process after it.
     assert states == {
-        "selectionner": "success",
         "confirmation": "success",
         "traiter_paquet": "success",
         "rapport": "skipped",

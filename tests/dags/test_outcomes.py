@@ -49,8 +49,9 @@ def test_reversed_range_fails_at_once_and_the_run_has_its_report(run_dag, postie
     dag_run = run_dag("factures_mettre_en_attente", {"lot_debut": 9, "lot_fin": 1})
 
     assert dag_run.state == "failed"
-    first = task(dag_run, "selectionner")
-    assert (first.state, first.try_number) == ("failed", 1)  # no retry: retries=1 here
+    # Every chunk task starts the run: each failed at once with the reason (retries=1 here).
+    chunks = [ti for ti in dag_run.get_task_instances() if ti.task_id == "traiter_paquet"]
+    assert [(ti.state, ti.try_number) for ti in chunks] == [("failed", 1)] * 4
     report = task(dag_run, "rapport")  # ran, wrote nothing more, and carries the failure
     assert (report.state, report.try_number) == ("failed", 1)
     assert states(postier_env) == {"BAD-1": "PRET"}
@@ -88,7 +89,7 @@ def test_collection_without_chorus_server_fails_with_its_reason(  # type: ignore
     dag_run = run_dag("factures_chorus_recuperer")
 
     assert dag_run.state == "failed"
-    assert task(dag_run, "selectionner").try_number == 1
+    assert task(dag_run, "traiter_paquet", 0).try_number == 1
     run = last_run(postier_env)
     assert run["status"] == "en_erreur"
     assert run["report"]["statut"] == "échec : configuration à corriger, rien n'a été traité"

@@ -40,7 +40,7 @@ def test_send_dag_deposits_plateforme_invoices_and_the_next_send_what_the_pa_cou
     assert first.state == "success"
     states = {ti.task_id: ti.state for ti in first.get_task_instances()}
     # The chunk task delivered and wrote the report: no task process after it.
-    assert set(states) == {"selectionner", "confirmation", "traiter_paquet", "rapport"}
+    assert set(states) == {"confirmation", "traiter_paquet", "rapport"}
     assert (states["traiter_paquet"], states["rapport"]) == ("success", "skipped")
     pending = report(postier_env)["plateforme"]
     assert pending["deposees"] == 0 and pending["en_attente"] == ["FP-DAG-1", "FP-DAG-2"]
@@ -71,8 +71,10 @@ def test_send_with_plateforme_invoices_and_no_platform_is_refused_before_anythin
     dag_run = run_dag("factures_envoyer", mark_success_pattern="confirmation")
 
     assert dag_run.state == "failed"
-    selected = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "selectionner")
-    assert (selected.state, selected.try_number) == ("failed", 1)
+    # The confirmation marked done without running: the chunk tasks started the run, and were
+    # refused.
+    chunks = [ti for ti in dag_run.get_task_instances() if ti.task_id == "traiter_paquet"]
+    assert [(ti.state, ti.try_number) for ti in chunks] == [("failed", 1)] * 4
     run = report(postier_env)
     assert run["statut"] == "échec : configuration à corriger, rien n'a été traité"
     assert "aucune plateforme agréée n'est configurée" in run["motif"]

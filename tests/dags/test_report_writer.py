@@ -37,6 +37,20 @@ def task_states(dag_run: Any) -> dict[str, str]:
     }
 
 
+#: The chunk tasks a run maps (one per worker slot: POSTIER_WORKERS, 4 unless told).
+CHUNK_TASKS = 4
+
+
+def chunk_tasks(state: str) -> dict[str, str]:
+    """Every chunk task of a run in `state`."""
+    return {f"traiter_paquet[{i}]": state for i in range(CHUNK_TASKS)}
+
+
+def chunks_in(states: dict[str, str]) -> set[str]:
+    """The states the chunk tasks of `states` (`task_states`) are in."""
+    return {state for task, state in states.items() if task.startswith("traiter_paquet")}
+
+
 def note_writers(dag_run: Any) -> list[str]:
     """The tasks that put the run's note in XCom (each one wrote, or re-read, the report)."""
     from airflow import settings
@@ -72,29 +86,27 @@ def test_a_prepare_writes_its_report_from_its_chunk_task(run_dag, postier_env) -
     dag_run = run_dag("factures_preparer_envoi")
 
     assert dag_run.state == "success"
-    assert task_states(dag_run) == {
-        "selectionner": "success",
-        "traiter_paquet[0]": "success",
-        "rapport": "skipped",
-    }
-    assert note_writers(dag_run) == ["traiter_paquet"]
+    assert task_states(dag_run) == chunk_tasks("success") | {"rapport": "skipped"}
+    # The first to leave nothing wrote it, the others put its note again.
+    assert note_writers(dag_run) == ["traiter_paquet"] * CHUNK_TASKS
     run = last_run(postier_env)
     assert run["status"] == "terminee" and run["report"]["compteurs"]["traitees"] == 2
     assert "| 2 | 2 | 0 | 0 | 0 |" in Path(run["report"]["rapport"]).read_text()
     assert note(dag_run) == expected_note(run, "2 sélectionnée(s) · 2 traitée(s)")
 
 
-def test_nothing_selected_is_reported_by_the_selection(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_selected_is_reported_once_by_the_chunk_tasks(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published = count_publishes(monkeypatch)
     dag_run = run_dag("factures_mettre_en_attente")
 
     assert dag_run.state == "success"
-    assert task_states(dag_run) == {
-        "selectionner": "success",
-        "traiter_paquet": "skipped",
-        "rapport": "skipped",
-    }
-    assert note_writers(dag_run) == ["selectionner"]
+    # Each found nothing to process: the first wrote the report, the others its note again.
+    assert task_states(dag_run) == chunk_tasks("success") | {"rapport": "skipped"}
+    assert note_writers(dag_run) == ["traiter_paquet"] * CHUNK_TASKS
     run = last_run(postier_env)
+    assert published == [run["id"]]
     assert run["status"] == "terminee" and run["report"]["compteurs"]["selectionnees"] == 0
     assert Path(run["report"]["rapport"]).is_file()
     assert note(dag_run) == expected_note(run, "0 sélectionnée(s)")
@@ -125,13 +137,10 @@ def test_a_send_delivers_and_writes_its_report_from_its_chunk_task(run_dag, post
 
     assert dag_run.state == "success"
     # No task process after the chunks: the chunk task delivered and reported.
-    assert task_states(dag_run) == {
-        "selectionner": "success",
-        "confirmation": "success",
-        "traiter_paquet[0]": "success",
-        "rapport": "skipped",
+    assert task_states(dag_run) == {"confirmation": "success"} | chunk_tasks("success") | {
+        "rapport": "skipped"
     }
-    assert note_writers(dag_run) == ["traiter_paquet"]
+    assert note_writers(dag_run) == ["traiter_paquet"] * CHUNK_TASKS
     run = last_run(postier_env)
     # The e-mails it sent are in the report it wrote.
     assert run["status"] == "terminee" and run["report"]["courriels"]["boite_locale"] == 1
@@ -146,7 +155,7 @@ def test_a_refused_confirmation_is_reported_by_the_confirmation(run_dag, postier
 
     assert dag_run.state == "success"
     states = task_states(dag_run)
-    assert (states["traiter_paquet"], states["rapport"]) == ("skipped", "skipped")
+    assert (chunks_in(states), states["rapport"]) == ({"skipped"}, "skipped")
     assert note_writers(dag_run) == ["confirmation"]
     run = last_run(postier_env)
     assert run["status"] == "refusee" and run["report"]["compteurs"]["non_traitees"] == 1
@@ -155,14 +164,16 @@ def test_a_refused_confirmation_is_reported_by_the_confirmation(run_dag, postier
     assert read_rows(postier_env, "SELECT send_state FROM invoices") == [("PRET",)]
 
 
-def test_nothing_to_send_is_reported_by_the_selection(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_to_send_is_reported_by_the_confirmation(run_dag, postier_env) -> None:  # type: ignore[no-untyped-def]
     with Clerk("factures_envoyer", "Envoyer") as clerk:
         dag_run = run_dag("factures_envoyer")
 
     assert dag_run.state == "success" and clerk.asked == []
     states = task_states(dag_run)
-    assert (states["traiter_paquet"], states["rapport"]) == ("skipped", "skipped")
-    assert note_writers(dag_run) == ["selectionner"]
+    # It selected, found nothing to send: it wrote the report, and nothing more runs.
+    assert (states["confirmation"], chunks_in(states)) == ("skipped", {"skipped"})
+    assert states["rapport"] == "skipped"
+    assert note_writers(dag_run) == ["confirmation"]
     run = last_run(postier_env)
     assert "rien à envoyer" in run["report"]["statut"]
     assert note(dag_run) == expected_note(run, "0 sélectionnée(s)")
@@ -190,12 +201,9 @@ def test_a_failed_chunk_fails_the_run_with_the_report_of_rapport(  # type: ignor
     dag_run = run_dag("factures_mettre_en_attente")
 
     assert dag_run.state == "failed"
-    assert task_states(dag_run) == {
-        "selectionner": "success",
-        "traiter_paquet[0]": "failed",
-        "rapport": "failed",
-    }
-    # The chunk task ended with its invoice pending: it wrote nothing, rapport did.
+    # Each chunk task took the chunk up in turn, and failed with it.
+    assert task_states(dag_run) == chunk_tasks("failed") | {"rapport": "failed"}
+    # The chunk tasks ended with its invoice pending: they wrote nothing, rapport did.
     assert note_writers(dag_run) == ["rapport"]
     run = last_run(postier_env)
     assert run["status"] == "en_erreur" and run["report"]["compteurs"]["non_traitees"] == 1
@@ -288,8 +296,11 @@ def test_a_run_refusing_every_invoice_is_reported_once(  # type: ignore[no-untyp
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
-    # The chunk task wrote the report and failed with it; rapport only said it again.
-    assert (states["traiter_paquet[0]"], states["rapport"]) == ("failed", "failed")
+    # The chunk task that processed the chunk wrote the report and failed with it (the others
+    # found nothing to do and its report written); rapport only said it again.
+    chunks = sorted(state for task, state in states.items() if task.startswith("traiter_paquet"))
+    assert chunks == ["failed"] + ["success"] * (CHUNK_TASKS - 1)
+    assert states["rapport"] == "failed"
     run = last_run(postier_env)
     assert published == [run["id"]]
     written = json.loads(Path(run["report"]["rapport"]).with_suffix(".json").read_text())

@@ -52,5 +52,5 @@ def test_every_task_of_a_run_logs_its_peak_memory(  # type: ignore[no-untyped-de
         dag_run = run_dag("factures_preparer_envoi")
 
     assert dag_run.state == "success"
-    # selectionner, the chunk (which writes the report): one line each.
-    assert len([r for r in caplog.records if LINE.match(r.getMessage())]) == 2
+    # Each chunk task (the first selects, one writes the report): one line each.
+    assert len([r for r in caplog.records if LINE.match(r.getMessage())]) == 4

@@ -67,5 +67,5 @@ def test_every_task_process_starts_with_the_task_code_preloaded(
     origins = task_code_origins(airflow.home / "logs" / f"dag_id={PREPARE}" / f"run_id={run_id}")
     tasks = {name.split("/")[0] for name in origins}
     # A prepare that goes well: its chunk task writes the report, `rapport` starts no process.
-    assert tasks == {"task_id=selectionner", "task_id=traiter_paquet"}, origins
+    assert tasks == {"task_id=traiter_paquet"}, origins
     assert origins == dict.fromkeys(origins, [PRELOADED_CODE]), origins

@@ -1,14 +1,17 @@
-"""One factory for every treatment DAG: select → chunks in parallel → finalize → report.
+"""One factory for every treatment DAG: chunks in parallel (the first selects) → finalize → report.
 
-Each DAG has only the tasks its treatment needs (a task process costs its start-up): the
-confirmation for a definitive send, `finaliser` for a treatment that ends with a file made of
-the whole run (`FINALIZED`). The task that ends the run's work writes its report (`finaliser`,
-else the chunk task that leaves nothing to process, or `selectionner` when nothing was
-selected; the confirmation on « Ne pas envoyer »), and for a send first delivers (customer
-e-mails, then Plateforme Agréée deposits): no task process of its own for either. `rapport`
-runs only when a task failed, and is skipped by the scheduler, without a task process,
-otherwise. Tasks are one-liners over `postier.pipeline`, imported inside the tasks so that
-parsing a DAG file loads no database driver and touches nothing outside Python.
+Each DAG has only the tasks its treatment needs (a task process costs its start-up and the
+scheduler's gap before the next task): no task of its own for the selection — the chunk tasks,
+mapped over the worker slots, start the run (the first to get there selects, the others wait
+for it), or the confirmation of a definitive send, which selects and shows what will be sent —
+and `finaliser` for a treatment that ends with a file made of the whole run (`FINALIZED`). The
+task that ends the run's work writes its report (`finaliser`, else the chunk task that leaves
+nothing to process, also when nothing was selected; the confirmation on « Ne pas envoyer » or
+when nothing is to send), and for a send first delivers (customer e-mails, then Plateforme
+Agréée deposits): no task process of its own for either. `rapport` runs only when a task
+failed, and is skipped by the scheduler, without a task process, otherwise. Tasks are
+one-liners over `postier.pipeline`, imported inside the tasks so that parsing a DAG file loads
+no database driver and touches nothing outside Python.
 """
 
 from __future__ import annotations
@@ -60,8 +63,11 @@ def _confirmation_timeout() -> timedelta:
     return timedelta(minutes=int(os.environ.get("POSTIER_CONFIRMATION_MINUTES", "120")))
 
 
-#: XCom key of the send's summary, written by `selectionner`, shown by the confirmation.
-SUMMARY_KEY = "resume_envoi"
+def chunk_task_count() -> int:
+    """Chunk tasks a run maps: one per worker slot (`POSTIER_WORKERS`, as the slots are), fixed
+    when the DAG is parsed: the environment only, nothing touched."""
+    return max(1, int(os.environ.get("POSTIER_WORKERS", "4")))
+
 
 #: What a task's end logs, read by `bench/airflow_bench.py` (peak memory per task kind).
 PEAK_MEMORY_LOG = "Mémoire max de la tâche : %d Mio (VmHWM)"
@@ -102,18 +108,27 @@ def logs_peak_memory(function: _F) -> _F:
 
 class SendConfirmation(ApprovalOperator):
     """The spec's confirmation before a definitive send, with the clerk's words for the two
-    answers (an approval whose downstream tasks are skipped on « Ne pas envoyer »)."""
+    answers (an approval whose downstream tasks are skipped on « Ne pas envoyer »). It starts
+    the run (selects) and shows what will be sent: no task process before it."""
 
     APPROVE = "Envoyer"
     REJECT = "Ne pas envoyer"
 
     def execute(self, context: Any) -> Any:
-        if not context["ti"].xcom_pull(task_ids="selectionner", key=SUMMARY_KEY):
-            from postier.pipeline.reports import NOTHING_TO_SEND
+        from postier.airflow.runtime import environment, external_id
+        from postier.pipeline.reports import NOTHING_TO_SEND, send_confirmation
 
-            # Nothing to confirm: the confirmation and the chunks are skipped, the report
-            # says so.
+        env = environment()
+        _start(context, env)
+        # What will be sent (a retry or a « Clear » shows it again, selecting nothing more).
+        summary = send_confirmation(env, external_id(context))
+        if not summary:
+            # Nothing to confirm: the run's work ends here (what earlier sends left pending is
+            # delivered, the report says nothing was to send), the confirmation and the chunks
+            # are skipped.
+            _end_run(context, env)
             raise AirflowSkipException(NOTHING_TO_SEND)
+        self.body = summary
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
@@ -128,36 +143,28 @@ class SendConfirmation(ApprovalOperator):
             raise
 
 
-@task(task_display_name="Valider les critères et sélectionner")
-@logs_peak_memory
-def selectionner(treatment_id: str, **context: Any) -> list[dict[str, int]]:
-    from postier.airflow.runtime import actor, environment, external_id
+def _start(context: Any, env: Environment) -> None:
+    """Make sure the run is started: selected once, by whichever of its tasks gets here first
+    (`ensure_started`). Refused (invalid criteria, configuration): the run is recorded as refused
+    with its report, once, and every task that starts it fails at once — no retry — with the
+    French reason."""
+    from postier.airflow.runtime import actor, external_id
     from postier.errors import ConfigurationError, SelectionError, SigningError
-    from postier.pipeline.runs import start_run
+    from postier.pipeline.reports import RefusedAtStartError
+    from postier.pipeline.runs import ensure_started
 
-    env, params, ref = environment(), dict(context["params"]), external_id(context)
+    dag_id, params = context["dag"].dag_id, dict(context["params"])
     try:
-        started = start_run(env, treatment_id, params, actor(context), ref)
-    except (SelectionError, ConfigurationError, SigningError) as error:
-        # Definitive (the run is recorded as refused, with its report): no retry, the French
-        # message as the failure reason.
+        ensure_started(env, dag_id, params, actor(context), external_id(context))
+    except (SelectionError, ConfigurationError, SigningError, RefusedAtStartError) as error:
         raise AirflowFailException(str(error)) from None
-    if "confirmation" in context["dag"].task_dict:
-        # The confirmation's text, in the same task (one task process less per send); None
-        # when nothing is to send.
-        from postier.pipeline.reports import send_confirmation
-
-        context["ti"].xcom_push(key=SUMMARY_KEY, value=send_confirmation(env, ref))
-    if not started["parts"] and _ending_task(context) == CHUNK_TASK:
-        # Nothing selected: no chunk task runs, the run's work ends here (a send's: what
-        # earlier sends left pending is delivered).
-        _end_run(context, env)
-    return started["parts"]
 
 
 # « paquet », never « lot »: in the ERP a « numéro de lot » is a selection criterion. One task per
 # worker slot, each taking chunks until none is left (`process_part`): a task process per chunk
-# cost its start-up, scheduling and slot release, and static chunks never end together.
+# cost its start-up, scheduling and slot release, and static chunks never end together. Each
+# first makes sure the run is started (`_start`): a run with fewer chunks than tasks leaves the
+# extra ones nothing to do, and they end.
 # multiple_outputs=False: a task returning a dict would push each key as an XCom of its own
 # besides the whole dict (one api-server request each: 4 more per task), which nothing reads.
 @task(
@@ -172,6 +179,7 @@ def traiter_paquet(part: int, parts: int, **context: Any) -> dict[str, int]:
     from postier.pipeline.runs import process_part
 
     env, ref = environment(), external_id(context)
+    _start(context, env)
     # On a thread of its own: the chunks run at the same Python stack depth whatever started
     # the task process (CPython 3.11's data stack: see postier.airflow.fresh_thread).
     counts = run_on_fresh_thread(
@@ -389,23 +397,26 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
         max_active_runs=1 if t.transition else 4,
         tags=["postier", "factures"] + (["planifié"] if t.scheduled else ["manuel"]),
     ) as dag:
-        selection = selectionner(t.id.value)
-        chunks = traiter_paquet.expand_kwargs(selection)
+        # One chunk task per worker slot, none upstream: the first to start selects.
+        parts = chunk_task_count()
+        chunks = traiter_paquet.partial(parts=parts).expand(part=list(range(parts)))
+        # The task that selects when it is not a chunk task: `rapport` follows it too.
+        head: list[Any] = []
         if t.needs_confirmation:
             confirmation = SendConfirmation(
                 task_id="confirmation",
                 task_display_name="Confirmer l'envoi définitif",
                 subject="Envoi définitif des factures",
-                body="{{ ti.xcom_pull(task_ids='selectionner', key='" + SUMMARY_KEY + "') }}",
                 defaults=SendConfirmation.REJECT,
                 response_timeout=_confirmation_timeout(),
             )
-            selection >> confirmation >> chunks
+            confirmation >> chunks
+            head = [confirmation]
         # After the chunks, only the step this treatment has.
         last: Any = chunks
         if t.id in FINALIZED:
             last = last >> finaliser()
-        # After the selection too: a refused selection is reported (a send's pending deliveries
-        # delivered) by `rapport`.
-        [selection, last] >> rapport()
+        # After the confirmation too: a refused selection is reported (a send's pending
+        # deliveries delivered) by `rapport`.
+        [*head, last] >> rapport()
     return dag

@@ -187,6 +187,14 @@ class RefusedAtStartError(RunFailedError):
     written, with the reason."""
 
 
+def refusal(report: dict[str, Any] | None) -> RefusedAtStartError | None:
+    """The error of a run refused at its start (its report's reason), from its report; None for
+    any other run."""
+    if report and report.get("motif"):
+        return RefusedAtStartError(report["motif"], _summary(report))
+    return None
+
+
 def write_report(
     env: Environment,
     ref: RunRef,

@@ -101,6 +101,46 @@ def start_run(
     }
 
 
+#: The second half of the two-int4 advisory key of a run's start (`ensure_started`); the chunk
+#: claims use the chunk's number there, never negative.
+START_LOCK = -1
+
+
+def ensure_started(
+    env: Environment,
+    treatment_id: str,
+    params: Mapping[str, Any],
+    actor: str,
+    external_id: str,
+) -> None:
+    """Start the run of `external_id` once, whichever of its tasks gets here first (`start_run`),
+    under a lock on its identity: the others wait for it, then find the run started. Every task
+    of the run calls it first, and its retries and a « Clear » too: a run already started is not
+    selected again. A run refused at its start raises its reason again
+    (`RefusedAtStartError`), without recording anything more; any other error of `start_run`
+    as it raised it."""
+    from postier.pipeline.reports import refusal
+
+    with env.connect() as conn:
+        conn.autocommit = True
+        # A session lock: released when `start_run` has committed, or at once when this task
+        # dies (its connection with it).
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s), %s)", (external_id, START_LOCK))
+        try:
+            row = conn.execute(
+                "SELECT report FROM runs WHERE external_id = %s", (external_id,)
+            ).fetchone()
+            if row is None:
+                start_run(env, treatment_id, params, actor, external_id)
+            elif (refused := refusal(row[0])) is not None:
+                raise refused
+        finally:
+            if not conn.broken:
+                conn.execute(
+                    "SELECT pg_advisory_unlock(hashtext(%s), %s)", (external_id, START_LOCK)
+                )
+
+
 def open_run(
     env: Environment,
     conn: psycopg.Connection,
