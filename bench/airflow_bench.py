@@ -89,6 +89,11 @@ CHUNK_WORK = re.compile(
 PEAK_MEMORY = re.compile(r"Mémoire max de la tâche : (\d+) Mio")
 #: The send's deliveries, done by the chunk task that ends its work (`dag_factory.DELIVERY_LOG`).
 DELIVERY = re.compile(r"Livraison de l'envoi \(courriels, plateforme agréée\) en ([0-9.]+) s")
+#: The run's selection, done by the first chunk task or the send's confirmation
+#: (`dag_factory.SELECTION_LOG`).
+SELECTION = re.compile(
+    r"Sélection de l'exécution \(critères, configuration, factures\) en ([0-9.]+) s"
+)
 #: A request in the api-server's access log (one line per request answered).
 ACCESS = re.compile(rb"request finished.* method=([A-Z]+) path=(\S+)")
 REQUEST_KINDS = (
@@ -170,6 +175,9 @@ class RunTiming:
     chunk_document_cpu_s: float = 0.0
     #: The send's deliveries (e-mails, PA deposits) in the chunk task that ended its work.
     delivery_s: float = 0.0
+    #: The run's selection, in the chunk task that made it (`in_chunks`) or the confirmation.
+    selection_s: float = 0.0
+    selection_in_chunks_s: float = 0.0
     #: Ready time of each task process with the task's log file (task_id=…/map_index=…).
     ready_by_task: list[tuple[float, str]] = field(default_factory=list)
     #: CPU seconds per component from trigger to success (`cpu_account`).
@@ -299,6 +307,10 @@ def run_dag(
         mapped = re.search(r"map_index=(\d+)", str(log_file))
         kind = re.search(r"task_id=([^/]+)", str(log_file))
         timing.delivery_s += sum(float(seconds) for seconds in DELIVERY.findall(text))
+        selection = sum(float(seconds) for seconds in SELECTION.findall(text))
+        timing.selection_s += selection
+        if kind and kind.group(1) == CHUNK_TASK:
+            timing.selection_in_chunks_s += selection
         for peak in PEAK_MEMORY.findall(text):
             if kind:
                 task_id = kind.group(1)
@@ -337,7 +349,9 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
     task's cost is its queue wait plus its duration, all of it outside document work. A send's
     deliveries (e-mails, PA deposits), a serial step done by the chunk task that ends the run
     (its own task before), count as serial: their time (one slot working, the other waiting)
-    is taken out of the chunks' phase and added to the serial cost."""
+    is taken out of the chunks' phase and added to the serial cost; so does the run's selection
+    (its own task before) when the first chunk task makes it (the others wait for it), and
+    the send's, made by the confirmation before it asks, is added to the serial cost."""
     mapped_idle, mapped_count, idle_slots = 0.0, 0, 0.0
     serial_waits, serial_cost = [], 0.0
     for run in runs:
@@ -346,7 +360,8 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
             first = min(_when(t["queued_when"]) or _when(t["start_date"]) for t in chunks)
             last = max(_when(t["end_date"]) for t in chunks)
             work = sum(run.chunk_work_s.values())
-            mapped_idle += slots * ((last - first).total_seconds() - run.delivery_s) - work
+            serial_in_chunks = run.delivery_s + run.selection_in_chunks_s
+            mapped_idle += slots * ((last - first).total_seconds() - serial_in_chunks) - work
             mapped_count += len(chunks)
             # Slots idle while the chunks run (first chunk started → last ended, the API's
             # times): the tail when chunks end unevenly, and the gaps between two chunks.
@@ -359,7 +374,7 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
             wait = _seconds(ti.get("queued_when"), ti.get("start_date"))
             serial_waits.append(wait)
             serial_cost += wait + _seconds(ti.get("start_date"), ti.get("end_date"))
-        serial_cost += run.delivery_s
+        serial_cost += run.delivery_s + run.selection_s
     ready = [r for run in runs for r in run.ready_s]
     env = [e for run in runs for e in run.env_s]
     firsts = [latencies(run)[0] for run in runs]
@@ -379,6 +394,7 @@ def task_figures(runs: list[RunTiming], slots: int) -> dict[str, float]:
         "serial_tasks": len(serial_waits),
         "serial_s": serial_cost,
         "delivery_s": sum(run.delivery_s for run in runs),
+        "selection_s": sum(run.selection_s for run in runs),
         "ready_median_s": statistics.median(ready) if ready else 0.0,
         "ready_max_s": max(ready, default=0.0),
         "env_median_s": statistics.median(env) if env else 0.0,
@@ -567,13 +583,18 @@ ROWS = (
     ("attente en file d'une tâche hors paquets, moyenne (s)", "queue_wait_s", "{:.2f}"),
     ("tâches hors paquets (2 exécutions, sans la confirmation)", "serial_tasks", "{:.0f}"),
     (
-        "coût total des tâches hors paquets : attente + durée, livraison de l'envoi comprise (s)",
+        "coût des tâches hors paquets : attente + durée, sélection et livraison comprises (s)",
         "serial_s",
         "{:.1f}",
     ),
     (
         "dont livraison de l'envoi, dans la tâche de paquet qui finit l'exécution (s)",
         "delivery_s",
+        "{:.1f}",
+    ),
+    (
+        "dont sélection, dans la première tâche de paquet ou la confirmation de l'envoi (s)",
+        "selection_s",
         "{:.1f}",
     ),
     ("processus de tâche prêt à travailler, médiane (s, cible ≤ 0,5)", "ready_median_s", "{:.2f}"),

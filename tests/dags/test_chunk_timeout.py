@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from builders import insert_customer, insert_invoice, read_rows
 from dag_files import load_dag
 
@@ -23,8 +24,9 @@ def states(dsn: str) -> dict[str, str]:
 
 
 def test_a_chunk_task_timed_out_mid_chunk_commits_nothing_and_leaves_no_thread(  # type: ignore[no-untyped-def]
-    airflow_db, postier_env: str, owner_dsn: str
+    airflow_db, postier_env: str, owner_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("POSTIER_WORKERS", "1")  # one chunk task (the DAG maps one per slot)
     with psycopg.connect(postier_env) as conn:
         customer = insert_customer(conn)
         insert_invoice(conn, customer, number="SLOW-0")

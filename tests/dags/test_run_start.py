@@ -5,6 +5,7 @@ the tasks that start together, retry or are cleared. On real PostgreSQL and real
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import pytest
 from builders import insert_invoice, read_rows
 from hitl import Clerk
 
+from postier.airflow.dag_factory import SELECTION_LOG
 from postier.errors import SelectionError
 from postier.pipeline import reports, runs
 from postier.pipeline.context import Environment
@@ -122,13 +124,14 @@ def task_states(dag_run: Any) -> dict[str, str]:
 
 
 def test_a_prepare_runs_no_selection_task_and_its_chunk_tasks_select_once(  # type: ignore[no-untyped-def]
-    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("POSTIER_WORKERS", "2")
     with psycopg.connect(postier_env) as conn:
         insert_invoice(conn, number="ONE-1")
     starts = count_starts(monkeypatch)
-    dag_run = run_dag("factures_preparer_envoi")
+    with caplog.at_level(logging.INFO, logger="postier.airflow.dag_factory"):
+        dag_run = run_dag("factures_preparer_envoi")
 
     assert dag_run.state == "success"
     # One chunk for two chunk tasks: the one that did not select it found nothing, and ended.
@@ -138,6 +141,9 @@ def test_a_prepare_runs_no_selection_task_and_its_chunk_tasks_select_once(  # ty
         "rapport": "skipped",
     }
     assert len(starts) == 1
+    # The selection's time, logged once (`bench/airflow_bench.py` counts it as serial work).
+    selections = [r for r in caplog.records if r.msg == SELECTION_LOG]
+    assert len(selections) == 1
     assert read_rows(postier_env, "SELECT status FROM runs") == [("terminee",)]
     assert read_rows(postier_env, "SELECT send_state FROM invoices") == [("PRET",)]
 

@@ -75,6 +75,10 @@ PEAK_MEMORY_LOG = "Mémoire max de la tâche : %d Mio (VmHWM)"
 #: serial step's work, done in a chunk task).
 DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
 
+#: What the task that selects a run logs (a serial step's work, done in a chunk task or the
+#: confirmation), read by `bench/airflow_bench.py`.
+SELECTION_LOG = "Sélection de l'exécution (critères, configuration, factures) en %.2f s"
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 _R = TypeVar("_R", bound="dict[str, Any] | None")
 
@@ -154,10 +158,13 @@ def _start(context: Any, env: Environment) -> None:
     from postier.pipeline.runs import ensure_started
 
     dag_id, params = context["dag"].dag_id, dict(context["params"])
+    started = time.perf_counter()
     try:
-        ensure_started(env, dag_id, params, actor(context), external_id(context))
+        selected = ensure_started(env, dag_id, params, actor(context), external_id(context))
     except (SelectionError, ConfigurationError, SigningError, RefusedAtStartError) as error:
         raise AirflowFailException(str(error)) from None
+    if selected:
+        log.info(SELECTION_LOG, time.perf_counter() - started)
 
 
 # « paquet », never « lot »: in the ERP a « numéro de lot » is a selection criterion. One task per

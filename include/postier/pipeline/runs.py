@@ -112,13 +112,13 @@ def ensure_started(
     params: Mapping[str, Any],
     actor: str,
     external_id: str,
-) -> None:
+) -> bool:
     """Start the run of `external_id` once, whichever of its tasks gets here first (`start_run`),
     under a lock on its identity: the others wait for it, then find the run started. Every task
     of the run calls it first, and its retries and a « Clear » too: a run already started is not
     selected again. A run refused at its start raises its reason again
     (`RefusedAtStartError`), without recording anything more; any other error of `start_run`
-    as it raised it."""
+    as it raised it. True when this call selected."""
     from postier.pipeline.reports import refusal
 
     with env.connect() as conn:
@@ -132,8 +132,10 @@ def ensure_started(
             ).fetchone()
             if row is None:
                 start_run(env, treatment_id, params, actor, external_id)
-            elif (refused := refusal(row[0])) is not None:
+                return True
+            if (refused := refusal(row[0])) is not None:
                 raise refused
+            return False
         finally:
             if not conn.broken:
                 conn.execute(
