@@ -189,3 +189,29 @@ def test_a_send_selects_in_its_confirmation_once(  # type: ignore[no-untyped-def
     assert "CONF-1" in asked["body"]
     assert len(starts) == 1
     assert read_rows(postier_env, "SELECT send_state FROM invoices") == [("ENVOYE",)]
+
+
+def test_a_send_run_again_shows_the_same_confirmation_and_selects_nothing_again(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="CONF-AGAIN-1", send_state="PRET")
+    starts = count_starts(monkeypatch)
+    # The same Airflow run twice (same run id), as a retry or a « Clear » of its confirmation.
+    when = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    with Clerk("factures_envoyer", "Envoyer") as clerk:
+        first = run_dag("factures_envoyer", logical_date=when, run_after=when)
+        assert first.state == "success"
+        with psycopg.connect(postier_env) as conn:  # an invoice that now matches the criteria
+            insert_invoice(conn, number="CONF-AGAIN-2", send_state="PRET")
+        again = run_dag("factures_envoyer", logical_date=when, run_after=when)
+
+    assert again.state == "success"
+    # The clerk was shown the run's selection again, not a new one.
+    assert [asked["body"] for asked in clerk.asked] == [clerk.asked[0]["body"]] * 2
+    assert "CONF-AGAIN-2" not in clerk.asked[1]["body"]
+    assert len(starts) == 1
+    assert read_rows(postier_env, "SELECT number, send_state FROM invoices ORDER BY number") == [
+        ("CONF-AGAIN-1", "ENVOYE"),
+        ("CONF-AGAIN-2", "PRET"),
+    ]
