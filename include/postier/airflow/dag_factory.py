@@ -106,8 +106,8 @@ def logs_peak_memory(function: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-# Every task finds its run from the Airflow run's identity (`external_id`): only the chunk tasks'
-# parts travel through XCom, as the mapped task's input.
+# Every task finds its run from the Airflow run's identity (`external_id`); the chunk tasks' parts
+# are fixed when the DAG is parsed (`chunk_task_count`): nothing travels from task to task.
 
 
 class SendConfirmation(ApprovalOperator):
