@@ -1,5 +1,5 @@
-"""The Airflow bench reads the document step's CPU and a send's delivery time from the log lines
-the code writes."""
+"""The Airflow bench reads the document step's CPU, a send's delivery time and a run's selection
+time from the log lines the code writes."""
 
 from __future__ import annotations
 
@@ -25,3 +25,12 @@ def test_the_bench_parses_the_sends_delivery_line() -> None:
 
     line = DELIVERY_LOG % 1.234
     assert DELIVERY.findall(f"[2026-12-06] INFO - {line}\n") == ["1.23"]
+
+
+def test_the_bench_parses_the_runs_selection_line() -> None:
+    from airflow_bench import SELECTION
+
+    from postier.airflow.dag_factory import SELECTION_LOG
+
+    line = SELECTION_LOG % 0.456
+    assert SELECTION.findall(f"[2026-12-06] INFO - {line}\n") == ["0.46"]
