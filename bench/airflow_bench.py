@@ -30,8 +30,10 @@ In the same run, on a throwaway PostgreSQL cluster seeded with demo data:
   time over that measured CPU (above 1: the bench process renders slower than the tasks, and
   the baseline's share flatters Airflow); per mapped
   task overhead = the executor slots' time not spent working
-  during the chunks (workers × first chunk task queued → last ended − the chunks' own work), per
-  chunk task (one per worker slot, each processing several chunks);
+  during the chunks (workers × (first chunk task queued → last ended − the serial steps a chunk
+  task makes: the run's selection, a send's deliveries) − the chunks' own work), per chunk task
+  (one per worker slot, each processing several chunks); the serial steps, logged by the task
+  that makes them, count with the tasks around the chunks (`task_figures`);
 - where the machine's CPU went during the two runs, per component (`cpu_account`): seconds and
   share of wall time × cores; the requests the api-server answered meanwhile, by kind (its
   access log); the latency from trigger to the first task and the gaps between tasks that
