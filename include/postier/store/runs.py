@@ -28,19 +28,40 @@ INVOICE_S = 0.009
 #: ≈ 0.2 ms of render + signature, an invoice ≈ 9 ms whatever its lines (document step ≈ 6.3 ms,
 #: plus its database and storage work), measured on the demo invoices (1 to 58 lines).
 LINE_COST = 0.02
-#: Fewest invoices in a chunk, unless the run has fewer.
+#: Fewest invoices in a chunk, unless the run has fewer or the chunk is one of its small last
+#: ones (`chunk_weights`).
 MIN_CHUNK = 100
 
 
 def chunk_count_for(count: int, workers: int) -> int:
-    """Chunks of about CHUNK_S seconds of work each, in any number: a chunk is the unit of a
+    """Chunks a run of `count` invoices is cut in: see `chunk_weights`."""
+    return len(chunk_weights(count, workers))
+
+
+def chunk_weights(count: int, workers: int) -> list[float]:
+    """The share of a run's expected work each of its chunks gets, chunk 0 first.
+
+    Chunks of about CHUNK_S seconds of work each, in any number: a chunk is the unit of a
     transaction and of progress, not an Airflow task (a run maps one task per worker, and each
     takes chunks until none is left). A run too small to give every worker such a chunk is cut
-    in one chunk per started MIN_CHUNK invoices, at most one per worker."""
+    in one chunk per started MIN_CHUNK invoices, at most one per worker, alike.
+
+    A run with more chunks than workers (two or more) ends on one chunk of half the size per
+    worker, then one of a quarter (guided self-scheduling; `share_order` gives each task one of
+    each, last): the tasks then end within a quarter chunk of each other rather than a whole
+    one, for one chunk more per worker."""
     if count <= 0:
-        return 0
+        return []
     size = max(MIN_CHUNK, round(CHUNK_S / INVOICE_S))
-    return max(math.ceil(count / size), min(max(1, workers), math.ceil(count / MIN_CHUNK)))
+    slots = max(1, workers)
+    even = max(math.ceil(count / size), min(slots, math.ceil(count / MIN_CHUNK)))
+    if even <= slots or slots == 1:  # every task a chunk of its own, or a single task
+        return [1.0] * even
+    # Whole chunks of at most `size` invoices before the tail's 0.75 chunk per worker.
+    whole = math.ceil(count / size - 0.75 * slots)
+    if count / (whole + 0.75 * slots) < max(MIN_CHUNK, 8):
+        return [1.0] * even  # a quarter chunk of under 2 invoices could be left empty
+    return [1.0] * whole + [0.5] * slots + [0.25] * slots
 
 
 def parts_for(chunks: int, workers: int) -> int:
@@ -81,9 +102,10 @@ def plan_items(
 ) -> tuple[int, int]:
     """Snapshot the selection into `run_items`, chunked; (invoices, chunks). Idempotent.
 
-    Chunks follow the selection order (chunk 0 first) and share its expected cost evenly: an
-    invoice costs 1 + LINE_COST per line, and goes to the chunk its cost's midpoint falls in,
-    so chunks end together rather than one slot finishing a long chunk alone."""
+    Chunks follow the selection order (chunk 0 first) and share its expected cost as
+    `chunk_weights` says (evenly, but for the small last chunks): an invoice costs 1 + LINE_COST
+    per line, and goes to the chunk its cost's midpoint falls in, so chunks end together rather
+    than one slot finishing a long chunk alone."""
     with conn.transaction():
         conn.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,))
         done = conn.execute(
@@ -100,12 +122,16 @@ def plan_items(
             params,
         ).fetchone()
         count = int(count_row[0]) if count_row else 0
-        chunks = chunk_count_for(count, workers)
+        weights = chunk_weights(count, workers)
+        chunks = len(weights)
+        # Each chunk's lower bound, as a share of the run's expected cost.
+        starts = [sum(weights[:c]) / sum(weights) for c in range(chunks)]
         conn.execute(
             sql.SQL(
                 "INSERT INTO run_items (run_id, invoice_id, position, chunk) "
-                "SELECT %(run_id)s, id, rn, least(%(chunks)s - 1,"
-                " floor((before + cost / 2) * %(chunks)s / total))::int FROM ("
+                "SELECT %(run_id)s, id, rn, least(%(chunks)s,"
+                " width_bucket(((before + cost / 2) / total)::float8, %(starts)s::float8[])) - 1"
+                " FROM ("
                 " SELECT id, rn, cost, sum(cost) OVER (ORDER BY rn) - cost AS before,"
                 "  sum(cost) OVER () AS total FROM ("
                 "  SELECT i.id, row_number() OVER (ORDER BY i.number) AS rn,"
@@ -113,7 +139,7 @@ def plan_items(
                 "    WHERE l.invoice_id = i.id) AS cost"
                 "  FROM invoices i JOIN customers c ON c.id = i.customer_id WHERE {}) s) t"
             ).format(where),
-            params | {"run_id": run_id, "chunks": chunks, "line_cost": LINE_COST},
+            params | {"run_id": run_id, "chunks": chunks, "starts": starts, "line_cost": LINE_COST},
         )
     return count, chunks
 
