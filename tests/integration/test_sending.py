@@ -18,6 +18,7 @@ from treatment_runs import run_treatment as run
 from postier.errors import ConfigurationError
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import start_run
+from postier.store.invoices import fingerprint, load_invoices
 
 VALID_IBAN = "FR7630006000011234567890189"
 
@@ -84,6 +85,32 @@ def test_send_rechecks_a_prepared_invoice_whose_customer_changed_since(
     assert states(conn) == {"PREP-1": "PRET"}
     (anomaly,) = report["anomalies"]
     assert "SIRET du client" in anomaly["motif"]
+
+
+def test_a_chunk_with_a_refused_invoice_stores_each_prepared_ones_own_fingerprint(
+    env: Environment, conn: psycopg.Connection
+) -> None:
+    # The chunk's checks and fingerprints are computed before its documents: the refused
+    # invoice (first in the chunk) gets none, each prepared one its own.
+    insert_invoice(conn, insert_customer(conn, emails=[]), number="KO-MAIL")
+    insert_invoice(conn, number="OK-1")
+    insert_invoice(conn, number="OK-2", lines=2)
+    conn.commit()
+
+    report = run(env, "factures_preparer_envoi")
+
+    chunks = conn.execute("SELECT count(DISTINCT chunk) FROM run_items").fetchone()
+    assert chunks == (1,)
+    assert states(conn) == {"KO-MAIL": "EN_ATTENTE", "OK-1": "PRET", "OK-2": "PRET"}
+    assert [a["facture"] for a in report["anomalies"]] == ["KO-MAIL"]
+    stored = dict(conn.execute("SELECT id, fingerprint FROM invoices").fetchall())
+    invoices = load_invoices(conn, list(stored))
+    prints = {i.number: fingerprint(i) for i in invoices}
+    assert {i.number: stored[i.id] for i in invoices} == {
+        "KO-MAIL": None,
+        "OK-1": prints["OK-1"],
+        "OK-2": prints["OK-2"],
+    }
 
 
 # ------------------------------------------------------------------------------- 0 € invoices
