@@ -101,7 +101,7 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
         outcomes = _skips(locked)
         # The chunk's checks and fingerprints first, in one pass, then its documents: run
         # between two documents (whose render evicts the CPU's caches) they cost 3 times more.
-        checked: list[tuple[Invoice, BuyerAddress | None, list[str], str]] = []
+        checked: list[tuple[Invoice, BuyerAddress | None, str]] = []
         for invoice in load_invoices(conn, locked.ids):
             # A `plateforme` buyer's address: its data, else the directory (or refused).
             found = resolver.resolve(invoice)
@@ -111,16 +111,16 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             if found is not None:
                 invoice = with_address(invoice, found)
             problems = sending_problems(invoice)
-            checked.append((invoice, found, problems, "" if problems else fingerprint(invoice)))
-        for invoice, found, problems, print_ in checked:
-            if not problems:
-                try:
-                    with document_step():
-                        pdf = render_final_invoice(invoice, seller)
-                except PostierError as error:  # a document error names the invoice and the field
-                    problems = [str(error)]
             if problems:
                 outcomes.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
+                continue
+            checked.append((invoice, found, fingerprint(invoice)))
+        for invoice, found, print_ in checked:
+            try:
+                with document_step():
+                    pdf = render_final_invoice(invoice, seller)
+            except PostierError as error:  # a document error names the invoice and the field
+                outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
                 continue
             path = run.folder.write(f"preparees/{invoice.number}.pdf", pdf)
             prints.append(print_)
