@@ -37,8 +37,8 @@ class TracedEnvironment(Environment):
         return conn
 
 
-def statements_of_one_chunk(db_dsn: str, home: Path, treatment: str) -> tuple[int, int]:
-    """(invoices processed, statements executed) by the run's only chunk."""
+def trace_of_one_chunk(db_dsn: str, home: Path, treatment: str) -> tuple[int, list[list[str]]]:
+    """(the run's id, the fields of each line of libpq's trace) of a run's only chunk."""
     env = Environment(dsn=db_dsn, home=home, workers=1)
     summary = start_run(env, treatment, {}, "jmartin", f"{treatment}/{uuid.uuid4().hex[:8]}")
     assert summary["chunks"] == [0]
@@ -46,12 +46,17 @@ def statements_of_one_chunk(db_dsn: str, home: Path, treatment: str) -> tuple[in
     traced = TracedEnvironment(dsn=db_dsn, home=home, workers=1, trace=str(trace))
     process_chunk(traced, summary["run_id"], 0)
     ctypes.CDLL(None).fflush(None)  # libpq writes its trace through a stdio stream
-    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    return summary["run_id"], [line.split("\t") for line in trace.read_text().splitlines()]
+
+
+def statements_of_one_chunk(db_dsn: str, home: Path, treatment: str) -> tuple[int, int]:
+    """(invoices processed, statements executed) by the run's only chunk."""
+    run_id, sent = trace_of_one_chunk(db_dsn, home, treatment)
     executed = sum(1 for f in sent if f[0] == "F" and len(f) > 2 and f[2] in ("Bind", "Query"))
     with psycopg.connect(db_dsn) as conn:
         done = conn.execute(
             "SELECT count(*) FROM run_items WHERE run_id = %s AND status = 'traitee'",
-            (summary["run_id"],),
+            (run_id,),
         ).fetchone()
     assert done is not None
     return int(done[0]), executed
@@ -81,13 +86,7 @@ def test_prepare_and_send_chunks_execute_as_many_statements_for_12_invoices_as_f
 
 def transaction_commands_of_one_chunk(db_dsn: str, home: Path, treatment: str) -> list[str]:
     """The transaction commands (BEGIN, COMMIT, SAVEPOINT…) the run's only chunk sent."""
-    env = Environment(dsn=db_dsn, home=home, workers=1)
-    summary = start_run(env, treatment, {}, "jmartin", f"{treatment}/{uuid.uuid4().hex[:8]}")
-    trace = home.parent / f"trace-{uuid.uuid4().hex[:8]}.txt"
-    traced = TracedEnvironment(dsn=db_dsn, home=home, workers=1, trace=str(trace))
-    process_chunk(traced, summary["run_id"], 0)
-    ctypes.CDLL(None).fflush(None)
-    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    _, sent = trace_of_one_chunk(db_dsn, home, treatment)
     queries = [f[3].strip(' "').split()[0] for f in sent if f[0] == "F" and f[2] == "Query"]
     return [q for q in queries if q in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")]
 
