@@ -9,7 +9,7 @@ retried chunk redoes only the invoices still in a start state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 
@@ -34,7 +34,7 @@ class Locked:
     skipped: tuple[Skip, ...]
     #: Each locked invoice's stored fingerprint (None before its first preparation), by id:
     #: read with the lock, for the send to compare (no statement of its own).
-    fingerprints: dict[int, str | None] = field(default_factory=dict)
+    fingerprints: dict[int, str | None]
 
 
 @dataclass(frozen=True)
