@@ -233,9 +233,9 @@ def write_report(
         assert row is not None
         started: datetime = row[0]
         written: dict[str, Any] | None = row[1]
-        if written and written.get("motif"):
+        if (refused_at_start := refusal(written)) is not None:
             # Refused at its start: the report is written; the run fails with its reason.
-            raise RefusedAtStartError(written["motif"], _summary(written))
+            raise refused_at_start
         counts = run_store.item_counts(conn, run_id)
         selected = sum(counts.values())
         counters = {
@@ -302,8 +302,8 @@ def written_report(env: Environment, ref: RunRef) -> dict[str, Any]:
         run = load_run(conn, ref, env.storage)
         row = conn.execute("SELECT status, report FROM runs WHERE id = %s", (run.id,)).fetchone()
     assert row is not None and row[1], f"exécution {run.id} sans rapport"
-    if row[1].get("motif"):
-        raise RefusedAtStartError(row[1]["motif"], _summary(row[1]))
+    if (refused_at_start := refusal(row[1])) is not None:
+        raise refused_at_start
     return _outcome(run, row[1], row[0])
 
 
