@@ -122,25 +122,20 @@ def ensure_started(
     from postier.pipeline.reports import refusal
 
     with env.connect() as conn:
-        conn.autocommit = True
-        # A session lock: released when `start_run` has committed, or at once when this task
-        # dies (its connection with it).
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s), %s)", (external_id, START_LOCK))
-        try:
-            row = conn.execute(
-                "SELECT report FROM runs WHERE external_id = %s", (external_id,)
-            ).fetchone()
-            if row is None:
-                start_run(env, treatment_id, params, actor, external_id)
-                return True
-            if (refused := refusal(row[0])) is not None:
-                raise refused
-            return False
-        finally:
-            if not conn.broken:
-                conn.execute(
-                    "SELECT pg_advisory_unlock(hashtext(%s), %s)", (external_id, START_LOCK)
-                )
+        # A transaction's lock, held while `start_run` selects and commits on connections of its
+        # own: released when this transaction ends with the `with` (commit or rollback, whatever
+        # was raised), or at once when this task dies. The run is read by a statement of its
+        # own after it: a fresh snapshot, which sees the run another task started meanwhile.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (external_id, START_LOCK))
+        row = conn.execute(
+            "SELECT report FROM runs WHERE external_id = %s", (external_id,)
+        ).fetchone()
+        if row is None:
+            start_run(env, treatment_id, params, actor, external_id)
+            return True
+        if (refused := refusal(row[0])) is not None:
+            raise refused
+        return False
 
 
 def open_run(
