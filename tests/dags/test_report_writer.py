@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from airflow_state import note
+from airflow_state import note, task_states
 from builders import insert_customer, insert_invoice, read_rows
 from hitl import Clerk
 from integration.smtp_server import SmtpServer, smtp_server  # noqa: F401 (fixture)
@@ -27,15 +27,6 @@ from postier.pipeline.mailing import deliver_send
 from postier.pipeline.reports import write_report
 from postier.store import database
 from postier.store import runs as run_store
-
-
-def task_states(dag_run: Any) -> dict[str, str]:
-    """Each task's state; a mapped task's instances as `task_id[i]`."""
-    return {
-        ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): ti.state
-        for ti in dag_run.get_task_instances()
-    }
-
 
 #: The chunk tasks a run maps (one per worker slot: POSTIER_WORKERS, 4 unless told).
 CHUNK_TASKS = 4

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from airflow_state import task_states
 from builders import insert_invoice, read_rows
 from hitl import Clerk
 
@@ -114,13 +115,6 @@ def test_two_chunk_tasks_of_a_refused_run_both_fail_with_its_reason_recorded_onc
     assert "plage de numéros de lot inversée" in str(outcomes[0])
     assert len(starts) == 1 and len(published) == 1
     assert read_rows(postier_env, "SELECT status FROM runs") == [("criteres_invalides",)]
-
-
-def task_states(dag_run: Any) -> dict[str, str]:
-    return {
-        ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): ti.state
-        for ti in dag_run.get_task_instances()
-    }
 
 
 def test_a_prepare_runs_no_selection_task_and_its_chunk_tasks_select_once(  # type: ignore[no-untyped-def]
