@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -165,8 +166,18 @@ class RunTiming:
 
     dag_id: str
     run_id: str
+    #: Trigger (POST, this bench's clock) → end recorded by Airflow, minus `clerk_s`.
     wall_s: float
+    #: The confirmation's question → answer, as Airflow recorded them (HITL detail).
     clerk_s: float = 0.0
+    #: The same two as this bench's polls saw them (run success, `awaiting_input`).
+    polled_wall_s: float = 0.0
+    polled_clerk_s: float = 0.0
+    #: The trigger's POST: its duration, and Airflow's queued_at after its start (clock check).
+    post_s: float = 0.0
+    queued_after_post_s: float = 0.0
+    #: Total CPU over the polled span (`cpu_s` is over the recorded one).
+    polled_cpu_s: float = 0.0
     #: When the API queued the run (the trigger), Airflow's clock.
     queued_at: str | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)
@@ -244,6 +255,43 @@ def api_requests(access_log: Path, spans: list[tuple[int, int]]) -> Counter[str]
     return kinds
 
 
+CpuSample = tuple[float, dict[str, float]]
+
+
+def cpu_at(samples: list[CpuSample], when: float) -> dict[str, float]:
+    """CPU seconds per component at the instant `when` (epoch seconds), interpolated linearly
+    between the two `cpu_account` samples (epoch seconds, account) around it; before the first
+    or after the last sample, that sample's account."""
+    ordered = sorted(samples, key=lambda sample: sample[0])
+    before = [sample for sample in ordered if sample[0] <= when]
+    after = [sample for sample in ordered if sample[0] >= when]
+    if not before or not after:
+        return dict((before or after)[-1 if before else 0][1])
+    (t0, a), (t1, b) = before[-1], after[0]
+    weight = (when - t0) / (t1 - t0) if t1 > t0 else 0.0
+    return {
+        name: a.get(name, 0.0) + weight * (b.get(name, 0.0) - a.get(name, 0.0))
+        for name in a.keys() | b.keys()
+    }
+
+
+def _airflow_times(
+    db: psycopg.Connection[Any], dag_id: str, run_id: str
+) -> tuple[datetime, datetime | None, datetime | None]:
+    """What Airflow recorded of a run (its metadata database): its end, and the moments its
+    confirmation asked (the HITL detail written, just before the task parks in
+    awaiting_input) and was answered (None without a confirmation)."""
+    row = db.execute(
+        "SELECT r.end_date, h.created_at, h.responded_at FROM dag_run r "
+        "LEFT JOIN task_instance ti ON ti.dag_id = r.dag_id AND ti.run_id = r.run_id "
+        "AND ti.task_id = 'confirmation' AND ti.map_index = -1 "
+        "LEFT JOIN hitl_detail h ON h.ti_id = ti.id WHERE r.dag_id = %s AND r.run_id = %s",
+        (dag_id, run_id),
+    ).fetchone()
+    assert row is not None and row[0] is not None, f"no end recorded for {dag_id}/{run_id}"
+    return row[0], row[1], row[2]
+
+
 def run_dag(
     af: Airflow,
     api: httpx.Client,
@@ -253,19 +301,39 @@ def run_dag(
     roots: dict[str, int],
 ) -> RunTiming:
     """Trigger `dag_id` with its default criteria, approve its confirmation if it has one, wait
-    for success (its state polled in the metadata database `db`); wall time from trigger to
-    success minus the answer's delay; the CPU the processes of `roots` used over the same span
-    (the answer's delay left out of both)."""
+    for success (its state polled in the metadata database `db`). Wall time from the trigger
+    (this bench's clock at the POST) to the run's end as Airflow recorded it (`dag_run.end_date`,
+    same host clock), minus the clerk's time as Airflow recorded it (the confirmation's HITL
+    detail: asked → answered), not the moments a poll saw them (up to `POLL` late each); the
+    CPU the processes of `roots` used over the same span, interpolated at those instants
+    between the `cpu_account` samples taken at each poll. The polled figures are kept beside."""
     af.wait_for_dag(api, dag_id)
     api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
     access_log = af.log_file("api-server")
     spans = [(_log_size(access_log), 0)]
-    cpu_before = cpu_account(roots)
+    samples: list[CpuSample] = []
+
+    def sample() -> dict[str, float]:
+        samples.append((time.time(), cpu_account(roots)))
+        return samples[-1][1]
+
+    def sampled(probe: Callable[[], bool | str | None]) -> Callable[[], bool | str | None]:
+        def probe_then_sample() -> bool | str | None:
+            result = probe()
+            sample()  # after the state's read: a state seen is no later than this sample
+            return result
+
+        return probe_then_sample
+
+    cpu_before = sample()
     started = time.monotonic()
+    posted = samples[-1][0]
     response = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {}})
+    post_s = time.time() - posted
     response.raise_for_status()
     run_id = str(response.json()["dag_run_id"])
     clerk_s = 0.0
+    cpu_polled = dict(cpu_before)
     if dag_id == SEND:
 
         def awaiting() -> bool | None:
@@ -273,32 +341,56 @@ def run_dag(
                 raise RuntimeError("the send finished without asking for its confirmation")
             return True if _states(db, dag_id, run_id)[1] == "awaiting_input" else None
 
-        af.wait_for("the send's confirmation", awaiting, timeout)
-        asked, cpu_asked = time.monotonic(), cpu_account(roots)
+        af.wait_for("the send's confirmation", sampled(awaiting), timeout)
+        asked, cpu_asked = time.monotonic(), samples[-1][1]
         spans[0] = (spans[0][0], _log_size(access_log))
         af.wait_for_parked_worker_exit(dag_id, run_id, "confirmation")
         hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/confirmation/-1/hitlDetails"
+        sample()
         api.patch(hitl, json={"chosen_options": [APPROVE]}).raise_for_status()
         clerk_s = time.monotonic() - asked
-        cpu_answered = cpu_account(roots)
+        cpu_answered = sample()
         spans.append((_log_size(access_log), 0))
-        # The CPU used while the clerk's answer was awaited counts no more than its seconds do.
-        cpu_before = {
+        # The polled account: the CPU from the poll that saw the question to the answer out.
+        cpu_polled = {
             name: cpu_before.get(name, 0.0) + cpu_answered[name] - cpu_asked.get(name, 0.0)
             for name in cpu_answered
         }
     af.wait_for(
-        f"{dag_id}/{run_id} to succeed", lambda: _run_state(af, api, db, dag_id, run_id), timeout
+        f"{dag_id}/{run_id} to succeed",
+        sampled(lambda: _run_state(af, api, db, dag_id, run_id)),
+        timeout,
     )
-    timing = RunTiming(dag_id, run_id, time.monotonic() - started - clerk_s, clerk_s)
-    cpu_after = cpu_account(roots)
-    timing.cpu_s = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    polled_wall_s = time.monotonic() - started - clerk_s
+    cpu_after = samples[-1][1]
     spans[-1] = (spans[-1][0], _log_size(access_log))
+    ended, asked_at, answered_at = _airflow_times(db, dag_id, run_id)
+    end = ended.timestamp()
+    cpu_end = cpu_at(samples, end)
+    cpu_start = dict(cpu_before)
+    recorded_clerk_s = 0.0
+    if dag_id == SEND:
+        assert asked_at and answered_at, f"no question or answer recorded for {dag_id}/{run_id}"
+        recorded_clerk_s = (answered_at - asked_at).total_seconds()
+        # The CPU used while the clerk's answer was awaited counts no more than its seconds do.
+        cpu_asked_at = cpu_at(samples, asked_at.timestamp())
+        cpu_answered_at = cpu_at(samples, answered_at.timestamp())
+        cpu_start = {
+            name: cpu_before.get(name, 0.0) + cpu_answered_at[name] - cpu_asked_at.get(name, 0.0)
+            for name in cpu_answered_at
+        }
+    timing = RunTiming(dag_id, run_id, end - posted - recorded_clerk_s, recorded_clerk_s)
+    timing.polled_wall_s, timing.polled_clerk_s, timing.post_s = polled_wall_s, clerk_s, post_s
+    timing.cpu_s = {name: cpu_end[name] - cpu_start.get(name, 0.0) for name in cpu_end}
+    timing.polled_cpu_s = sum(cpu_after.values()) - sum(cpu_polled.values())
     timing.requests = api_requests(access_log, spans)
     response = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
     response.raise_for_status()
     timing.tasks = response.json()["task_instances"]
     timing.queued_at = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json().get("queued_at")
+    queued = _when(timing.queued_at)
+    # Same host clock: the run is queued while its POST is answered.
+    timing.queued_after_post_s = queued.timestamp() - posted if queued else float("nan")
     folder = af.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
     for log_file in sorted(folder.rglob("*.log")):
         text = log_file.read_text(errors="replace")
@@ -324,6 +416,21 @@ def run_dag(
                 index = int(mapped.group(1))
                 timing.chunk_work_s[index] = timing.chunk_work_s.get(index, 0.0) + float(work)
     return timing
+
+
+def print_clocks(run: RunTiming) -> None:
+    """A run's wall time as the polls saw it beside the one Airflow's recorded times give, the
+    clerk's time likewise, the two clocks' agreement (the run's queued_at against the POST) and
+    the total CPU over the polled span against the recorded one."""
+    print(
+        f"horloges de {run.dag_id} : durée sondée {run.polled_wall_s:.2f} s, d'après les dates "
+        f"d'Airflow {run.wall_s:.2f} s (écart {run.wall_s - run.polled_wall_s:+.2f} s) ; "
+        f"réponse du commis sondée {run.polled_clerk_s:.2f} s, enregistrée {run.clerk_s:.2f} s ; "
+        f"queued_at − début du POST {run.queued_after_post_s * 1000:+.0f} ms (POST en "
+        f"{run.post_s * 1000:.0f} ms) ; CPU de l'intervalle sondé {run.polled_cpu_s:.1f} s, "
+        f"de l'intervalle enregistré {sum(run.cpu_s.values()):.1f} s",
+        flush=True,
+    )
 
 
 def latencies(run: RunTiming) -> tuple[float, list[float]]:
@@ -490,6 +597,8 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
         with af.client(CLERK) as api, psycopg.connect(metadata_dsn, autocommit=True) as db:
             prep = run_dag(af, api, db, PREPARE, timeout, roots)
             send = run_dag(af, api, db, SEND, timeout, roots)
+        print_clocks(prep)
+        print_clocks(send)
         prepared, prep_chunks = counts(dsn, f"{PREPARE}/{prep.run_id}")
         sent, send_chunks = counts(dsn, f"{SEND}/{send.run_id}")
         celery_times = celery_path(af, [prep, send]) if celery else {}
