@@ -176,6 +176,8 @@ class RunTiming:
     #: The trigger's POST: its duration, and Airflow's queued_at after its start (clock check).
     post_s: float = 0.0
     queued_after_post_s: float = 0.0
+    #: The confirmation's HITL detail written → its task instance last updated (awaiting_input).
+    asked_to_parked_s: float = 0.0
     #: Total CPU over the polled span (`cpu_s` is over the recorded one).
     polled_cpu_s: float = 0.0
     #: When the API queued the run (the trigger), Airflow's clock.
@@ -343,6 +345,13 @@ def run_dag(
 
         af.wait_for("the send's confirmation", sampled(awaiting), timeout)
         asked, cpu_asked = time.monotonic(), samples[-1][1]
+        # When the task instance was last updated, seen now: its entry into awaiting_input
+        # (a check of the HITL detail's creation time the clerk's time starts at).
+        parked = db.execute(
+            "SELECT updated_at FROM task_instance WHERE dag_id = %s AND run_id = %s "
+            "AND task_id = 'confirmation' AND map_index = -1",
+            (dag_id, run_id),
+        ).fetchone()
         spans[0] = (spans[0][0], _log_size(access_log))
         af.wait_for_parked_worker_exit(dag_id, run_id, "confirmation")
         hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/confirmation/-1/hitlDetails"
@@ -368,10 +377,12 @@ def run_dag(
     end = ended.timestamp()
     cpu_end = cpu_at(samples, end)
     cpu_start = dict(cpu_before)
-    recorded_clerk_s = 0.0
+    recorded_clerk_s, timing_parked_s = 0.0, 0.0
     if dag_id == SEND:
         assert asked_at and answered_at, f"no question or answer recorded for {dag_id}/{run_id}"
         recorded_clerk_s = (answered_at - asked_at).total_seconds()
+        if parked and parked[0]:
+            timing_parked_s = (parked[0] - asked_at).total_seconds()
         # The CPU used while the clerk's answer was awaited counts no more than its seconds do.
         cpu_asked_at = cpu_at(samples, asked_at.timestamp())
         cpu_answered_at = cpu_at(samples, answered_at.timestamp())
@@ -381,6 +392,7 @@ def run_dag(
         }
     timing = RunTiming(dag_id, run_id, end - posted - recorded_clerk_s, recorded_clerk_s)
     timing.polled_wall_s, timing.polled_clerk_s, timing.post_s = polled_wall_s, clerk_s, post_s
+    timing.asked_to_parked_s = timing_parked_s
     timing.cpu_s = {name: cpu_end[name] - cpu_start.get(name, 0.0) for name in cpu_end}
     timing.polled_cpu_s = sum(cpu_after.values()) - sum(cpu_polled.values())
     timing.requests = api_requests(access_log, spans)
@@ -425,7 +437,8 @@ def print_clocks(run: RunTiming) -> None:
     print(
         f"horloges de {run.dag_id} : durée sondée {run.polled_wall_s:.2f} s, d'après les dates "
         f"d'Airflow {run.wall_s:.2f} s (écart {run.wall_s - run.polled_wall_s:+.2f} s) ; "
-        f"réponse du commis sondée {run.polled_clerk_s:.2f} s, enregistrée {run.clerk_s:.2f} s ; "
+        f"réponse du commis sondée {run.polled_clerk_s:.2f} s, enregistrée {run.clerk_s:.2f} s "
+        f"(question écrite → tâche en attente {run.asked_to_parked_s * 1000:.0f} ms) ; "
         f"queued_at − début du POST {run.queued_after_post_s * 1000:+.0f} ms (POST en "
         f"{run.post_s * 1000:.0f} ms) ; CPU de l'intervalle sondé {run.polled_cpu_s:.1f} s, "
         f"de l'intervalle enregistré {sum(run.cpu_s.values()):.1f} s",
