@@ -168,7 +168,7 @@ class RunTiming:
     run_id: str
     #: Trigger (POST, this bench's clock) → end recorded by Airflow, minus `clerk_s`.
     wall_s: float
-    #: The confirmation's question → answer, as Airflow recorded them (HITL detail).
+    #: The confirmation's task in awaiting_input → answered, as Airflow recorded them.
     clerk_s: float = 0.0
     #: The same two as this bench's polls saw them (run success, `awaiting_input`).
     polled_wall_s: float = 0.0
@@ -176,7 +176,7 @@ class RunTiming:
     #: The trigger's POST: its duration, and Airflow's queued_at after its start (clock check).
     post_s: float = 0.0
     queued_after_post_s: float = 0.0
-    #: The confirmation's HITL detail written → its task instance last updated (awaiting_input).
+    #: The confirmation's HITL detail written → its task in awaiting_input (machine time).
     asked_to_parked_s: float = 0.0
     #: Total CPU over the polled span (`cpu_s` is over the recorded one).
     polled_cpu_s: float = 0.0
@@ -305,10 +305,11 @@ def run_dag(
     """Trigger `dag_id` with its default criteria, approve its confirmation if it has one, wait
     for success (its state polled in the metadata database `db`). Wall time from the trigger
     (this bench's clock at the POST) to the run's end as Airflow recorded it (`dag_run.end_date`,
-    same host clock), minus the clerk's time as Airflow recorded it (the confirmation's HITL
-    detail: asked → answered), not the moments a poll saw them (up to `POLL` late each); the
-    CPU the processes of `roots` used over the same span, interpolated at those instants
-    between the `cpu_account` samples taken at each poll. The polled figures are kept beside."""
+    same host clock), minus the clerk's time as Airflow recorded it (the confirmation's task
+    instance entering awaiting_input → the HITL detail's answer), not the moments a poll saw
+    them (up to `POLL` late each); the CPU the processes of `roots` used over the same span,
+    interpolated at those instants between the `cpu_account` samples taken at each poll.
+    The polled figures are kept beside."""
     af.wait_for_dag(api, dag_id)
     api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
     access_log = af.log_file("api-server")
@@ -345,8 +346,8 @@ def run_dag(
 
         af.wait_for("the send's confirmation", sampled(awaiting), timeout)
         asked, cpu_asked = time.monotonic(), samples[-1][1]
-        # When the task instance was last updated, seen now: its entry into awaiting_input
-        # (a check of the HITL detail's creation time the clerk's time starts at).
+        # When the task instance was last updated, seen now: its entry into awaiting_input,
+        # where the clerk's time starts.
         parked = db.execute(
             "SELECT updated_at FROM task_instance WHERE dag_id = %s AND run_id = %s "
             "AND task_id = 'confirmation' AND map_index = -1",
@@ -380,9 +381,13 @@ def run_dag(
     recorded_clerk_s, timing_parked_s = 0.0, 0.0
     if dag_id == SEND:
         assert asked_at and answered_at, f"no question or answer recorded for {dag_id}/{run_id}"
-        recorded_clerk_s = (answered_at - asked_at).total_seconds()
-        if parked and parked[0]:
+        if parked and parked[0] and parked[0] >= asked_at:
+            # The clerk's time starts when the task entered awaiting_input: its last update
+            # seen by the poll that saw the state (no earlier than the entry, no later than that
+            # poll); not the HITL detail's creation, before the task's parking.
             timing_parked_s = (parked[0] - asked_at).total_seconds()
+            asked_at = parked[0]
+        recorded_clerk_s = (answered_at - asked_at).total_seconds()
         # The CPU used while the clerk's answer was awaited counts no more than its seconds do.
         cpu_asked_at = cpu_at(samples, asked_at.timestamp())
         cpu_answered_at = cpu_at(samples, answered_at.timestamp())
