@@ -7,6 +7,7 @@ the local outbox folder. Neither transport ever logs or reports the password.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -21,11 +22,14 @@ from email.policy import SMTP
 from email.utils import formataddr, formatdate
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from postier import TEMPLATES_DIR
 from postier.errors import ConfigurationError, DeliveryError
 from postier.service_url import parse_service_url, redacted
+
+if TYPE_CHECKING:
+    import jinja2
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,20 @@ class NoticeContent:
     html: str
 
 
+@functools.cache
+def _notice_templates() -> jinja2.Environment:
+    """The e-mail templates, compiled once per process: an environment per message compiled
+    them again for each message, and the delivery step's memory grew with their number."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR / "email"),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
 def render_notice(
     *,
     seller_name: str,
@@ -153,14 +171,7 @@ def render_notice(
     sender_address: str,
 ) -> NoticeContent:
     """Subject, plain text and HTML of the spec's « Courriel type suite à Envoyer »."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-    templates = Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR / "email"),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
+    templates = _notice_templates()
     values: dict[str, Any] = {
         "seller_name": seller_name,
         "customer_code": customer_code,

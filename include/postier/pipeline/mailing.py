@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from itertools import groupby
 from typing import Any
 
 import psycopg
@@ -141,30 +142,32 @@ def compose_messages(
     conn: psycopg.Connection, env: Environment, settings: Settings, run_id: int | None
 ) -> int:
     """Group the notices not yet in a message into one message per (run, customer)."""
-    with conn.transaction():
-        rows = [
-            _Row(*r)
-            for r in conn.execute(
-                "SELECT e.id, e.run_id, c.id, c.code, c.name, c.contact_name, c.emails, i.id, "
-                "i.number, i.kind, "
-                "i.invoice_date FROM exchanges e "
-                "JOIN runs r ON r.id = e.run_id "
-                "JOIN invoices i ON i.id = e.invoice_id "
-                "JOIN customers c ON c.id = i.customer_id "
-                "WHERE e.kind = 'mise_a_disposition' AND e.status = %s "
-                "AND NOT EXISTS (SELECT 1 FROM outbox_items o WHERE o.exchange_id = e.id) "
-                "AND (e.run_id = %s OR r.status <> 'en_cours' "
-                "     OR r.started_at < now() - %s::interval) "
-                "ORDER BY e.run_id, c.id, i.number",
-                (PENDING, run_id, _ABANDONED_AFTER),
-            ).fetchall()
-        ]
-        groups: dict[tuple[int, int], list[_Row]] = {}
-        for row in rows:
-            groups.setdefault((row.run_id, row.customer_id), []).append(row)
-        for (group_run, customer_id), items in groups.items():
-            _compose_one(conn, env, settings, group_run, customer_id, items)
-    return len(groups)
+    composed = 0
+    # A server-side cursor, read one customer's notices at a time: a send's notices are as many
+    # as its invoices, loaded whole they stacked on the chunk task's memory (it delivers after
+    # its chunks). Its snapshot is its opening's: the messages composed meanwhile do not change it.
+    with conn.transaction(), conn.cursor(name="notices_to_compose") as cur:
+        cur.execute(
+            "SELECT e.id, e.run_id, c.id, c.code, c.name, c.contact_name, c.emails, i.id, "
+            "i.number, i.kind, "
+            "i.invoice_date FROM exchanges e "
+            "JOIN runs r ON r.id = e.run_id "
+            "JOIN invoices i ON i.id = e.invoice_id "
+            "JOIN customers c ON c.id = i.customer_id "
+            "WHERE e.kind = 'mise_a_disposition' AND e.status = %s "
+            "AND NOT EXISTS (SELECT 1 FROM outbox_items o WHERE o.exchange_id = e.id) "
+            "AND (e.run_id = %s OR r.status <> 'en_cours' "
+            "     OR r.started_at < now() - %s::interval) "
+            "ORDER BY e.run_id, c.id, i.number",
+            (PENDING, run_id, _ABANDONED_AFTER),
+        )
+        rows = (_Row(*r) for r in cur)
+        for (group_run, customer_id), items in groupby(
+            rows, key=lambda row: (row.run_id, row.customer_id)
+        ):
+            _compose_one(conn, env, settings, group_run, customer_id, list(items))
+            composed += 1
+    return composed
 
 
 def _compose_one(
