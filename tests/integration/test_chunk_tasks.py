@@ -276,3 +276,17 @@ def test_a_task_of_many_chunks_keeps_nothing_from_one_chunk_to_the_next(
         tracemalloc.stop()
     # 12 chunks peak where 2 do: what a chunk allocates is freed before the next one.
     assert twelve < two * 1.5, (two, twelve)
+
+
+def test_a_run_says_the_chunk_tasks_the_dag_maps_even_with_fewer_chunks(
+    postier_env: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ready_invoices(postier_env, 1)
+    env = Environment(dsn=postier_env, home=tmp_path / "home", workers=4)
+    with caplog.at_level(logging.INFO, logger="postier"):
+        started = start_run(env, HOLD, {}, "jmartin", "test/few")
+
+    # One chunk, but the DAG maps one chunk task per worker slot: 4 tasks, as the log says.
+    assert started["chunks"] == [0]
+    assert started["parts"] == [{"part": part, "parts": 4} for part in range(4)]
+    assert "1 paquet(s), 4 tâche(s) de paquets" in caplog.text

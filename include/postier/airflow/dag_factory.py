@@ -74,6 +74,10 @@ PEAK_MEMORY_LOG = "Mémoire max de la tâche : %d Mio (VmHWM)"
 #: What the task that ends a send logs of its deliveries, read by `bench/airflow_bench.py` (a
 #: serial step's work, done in a chunk task).
 DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
+#: Logged by a chunk task that ends the run's work but leaves its delivery to another.
+DELIVERED_ELSEWHERE = "Livraison de l'envoi assurée par une autre tâche : rien de plus ici"
+#: XCom key by which the chunk task that delivers a send marks itself (its map index).
+DELIVERER_KEY = "livreur"
 
 #: What the task that selects a run logs (a serial step's work, done in a chunk task or the
 #: confirmation), read by `bench/airflow_bench.py`.
@@ -287,25 +291,45 @@ def _reported_if_last(context: Any, env: Environment, counts: dict[str, int]) ->
 
 def _end_run(context: Any, env: Environment) -> None:
     """The end of a run's work, in the task that ends it: a send delivers (`deliver_send`), then
-    the report is written. Both under the run's lock, once (`write_report`'s `again` false):
-    of two tasks ending together, or of a retry or « Clear » of the one that ended it, only
-    the first delivers and writes. A PA configuration to fix raises its `ConfigurationError`
-    (French message) and writes nothing: the task fails, and its retry, which has nothing
-    left to process, delivers again; failed for good, `rapport` delivers and reports."""
+    the report is written (`write_report`'s `again` false: once).
+
+    A send is delivered by ONE task: the one that holds the run's delivery lock
+    (`delivery_claim`, a session lock outside any transaction; the run's row is locked only
+    while the report is written) and whose report is not yet written and current. Every chunk
+    task ends with nothing pending, hence comes here: the others end at once, without holding
+    a worker slot, a connection or a transaction for the delivery's minutes (the run's note:
+    `run_note` reads it from whichever task pushed it). The delivering task marks itself
+    (XCom): a PA refusing Postier's credentials (`ConfigurationError`, French message) fails
+    it, and only its retries (nothing left to process) deliver again, as the other chunk tasks
+    find the mark and end; failed for good, `rapport` delivers and reports."""
     if not _is_send(context):
         _report(context, env, again=False)
         return
     from postier.airflow.runtime import external_id
-    from postier.pipeline.mailing import deliver_send
+    from postier.pipeline.mailing import deliver_send, delivery_claim
+    from postier.pipeline.reports import report_is_current
 
-    ref = external_id(context)
+    ref, ti = external_id(context), context["ti"]
+    with delivery_claim(env, ref) as claimed:
+        if not claimed or _delivered_by_another(context):
+            log.info(DELIVERED_ELSEWHERE)
+            return
+        if not report_is_current(env, ref):
+            ti.xcom_push(key=DELIVERER_KEY, value=ti.map_index)
+            started = time.perf_counter()
+            deliver_send(env, ref)
+            log.info(DELIVERY_LOG, time.perf_counter() - started)
+        _report(context, env, again=False)
 
-    def deliver() -> None:
-        started = time.perf_counter()
-        deliver_send(env, ref)
-        log.info(DELIVERY_LOG, time.perf_counter() - started)
 
-    _report(context, env, again=False, before=deliver)
+def _delivered_by_another(context: Any) -> bool:
+    """Whether another chunk task of the run marked itself as the one that delivers."""
+    ti = context["ti"]
+    if CHUNK_TASK not in context["dag"].task_dict:
+        return False
+    marks = ti.xcom_pull(task_ids=CHUNK_TASK, key=DELIVERER_KEY)
+    marks = marks if isinstance(marks, list) else [marks]
+    return any(mark is not None and mark != ti.map_index for mark in marks)
 
 
 def _report(
@@ -315,21 +339,19 @@ def _report(
     *,
     refused: bool = False,
     again: bool = True,
-    before: Callable[[], object] | None = None,
 ) -> None:
     """Write the run's report from this task and put its note on the Airflow run (XCom read
     by `run_note`); with `again` false, a report already written is not written again
     (`write_report`'s `again`) but its note is put again (a retry of the task that wrote it
     starts without its XComs). A report that says the run failed fails this task at once: a
-    retry would process nothing. `before`: `write_report`'s, what to do once the report is
-    to be written, before it is."""
+    retry would process nothing."""
     from postier.airflow.runtime import external_id
     from postier.pipeline.reports import RunFailedError, write_report, written_report
 
     ref = external_id(context)
     summary = _failing(
         context,
-        lambda: write_report(env, ref, files or [], refused=refused, again=again, before=before),
+        lambda: write_report(env, ref, files or [], refused=refused, again=again),
     )
     if summary is None:
         try:
@@ -358,16 +380,18 @@ def _wait_for_chunk_tasks(context: Any) -> None:
     """Wait for the run's chunk tasks still running or to be retried (a chunk task that failed
     for good triggers `rapport` while the others may still be at work), for at most
     `CHUNKS_WAIT_S`: past it the report says what is done."""
-    from airflow.utils.state import State
+    from airflow.sdk import TaskInstanceState as S
 
+    # Over for good, no retry to come: Airflow core's `State.finished`, spelled with what the
+    # Task SDK exposes (a worker with only the SDK has no `airflow.utils`).
+    finished = {S.SUCCESS, S.FAILED, S.SKIPPED, S.UPSTREAM_FAILED, S.REMOVED}
     ti, run_id = context["ti"], context["run_id"]
     deadline = time.monotonic() + CHUNKS_WAIT_S
     while time.monotonic() < deadline:
         states = ti.get_task_states(
             dag_id=context["dag"].dag_id, task_ids=[CHUNK_TASK], run_ids=[run_id]
         ).get(run_id, {})
-        # Over for good: no retry to come (Airflow's own set of finished states).
-        if all(state in State.finished for state in states.values()):
+        if all(state in finished for state in states.values()):
             return
         time.sleep(POLL_S)
     log.warning("Tâches de paquets encore en cours après %.0f s : rapport écrit", CHUNKS_WAIT_S)

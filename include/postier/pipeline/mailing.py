@@ -28,7 +28,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from itertools import groupby
@@ -103,6 +104,34 @@ def deliver_send(env: Environment, run_ref: RunRef) -> dict[str, dict[str, int]]
 
     mails = deliver_pending(env, run_ref)
     return {"courriels": mails, "plateforme": deposit_for_run(env, run_ref)}
+
+
+#: The second half of the two-int4 advisory key of a run's delivery (`delivery_claim`), next to
+#: its start's (`postier.pipeline.runs.START_LOCK`).
+DELIVERY_LOCK = -2
+
+
+@contextmanager
+def delivery_claim(env: Environment, run_ref: RunRef) -> Iterator[bool]:
+    """Whether this task delivers the run `run_ref` (an Airflow external id): True for the one
+    task that holds the run's delivery lock, held while the `with` lasts, False at once for any
+    other (it ends without delivering).
+
+    A session advisory lock on a connection of its own, autocommit: no transaction stays open
+    while delivering (minutes at the e-mail rate limit), and a task that dies loses it with its
+    connection."""
+    with connect(env.dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s), %s)", (str(run_ref), DELIVERY_LOCK)
+        ).fetchone()
+        claimed = bool(row and row[0])
+        try:
+            yield claimed
+        finally:
+            if claimed:
+                conn.execute(
+                    "SELECT pg_advisory_unlock(hashtext(%s), %s)", (str(run_ref), DELIVERY_LOCK)
+                )
 
 
 def deliver_pending(

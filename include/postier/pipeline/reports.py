@@ -203,7 +203,6 @@ def write_report(
     refused: bool = False,
     finalized: bool = True,
     again: bool = True,
-    before: Callable[[], object] | None = None,
 ) -> dict[str, Any] | None:
     """Record the run's outcome; a small summary for XCom (never documents, never secrets),
     with the run's `note` (its counts in one line, for the Airflow run).
@@ -224,8 +223,7 @@ def write_report(
         run_id = run.id
         # Held until the report is committed: a second task waits here, then reads what the
         # first one wrote (a statement of its own: a fresh snapshot). NO KEY UPDATE: rows that
-        # reference the run (`before`'s e-mails and deposits, on connections of their own) can
-        # still be written meanwhile.
+        # reference the run (e-mails and deposits of other sends) can still be written meanwhile.
         conn.execute("SELECT 1 FROM runs WHERE id = %s FOR NO KEY UPDATE", (run_id,))
         row = conn.execute(
             "SELECT started_at, report FROM runs WHERE id = %s", (run_id,)
@@ -238,22 +236,12 @@ def write_report(
             raise refused_at_start
         counts = run_store.item_counts(conn, run_id)
         selected = sum(counts.values())
-        counters = {
-            "selectionnees": selected,
-            "traitees": counts[run_store.DONE],
-            "ignorees": counts[run_store.SKIPPED],
-            "refusees": counts[run_store.FAILED],
-            "non_traitees": counts[run_store.PENDING],
-        }
+        counters = _counters(counts)
         # An invoice only ever leaves « à traiter »: the written report's counts are the run's
         # exactly when no invoice changed since it was written (times would not say it: a chunk
         # whose transaction began before the report was written may commit after it).
         if written and not again and written["compteurs"] == counters:
             return None
-        if before is not None:
-            # Committed on its own connections: read below (each statement a fresh snapshot),
-            # what it did is in the report.
-            before()
         problems = run_store.problems(conn, run_id)
         pending = counts[run_store.PENDING]
         # A refusal leaves the selection untouched; a confirmation that left no answer but whose
@@ -293,6 +281,29 @@ def write_report(
                 report["plateforme"] = deposits
         publish(conn, run_id, run.folder, report, status, to_markdown)
     return _outcome(run, report, status)
+
+
+def _counters(counts: dict[str, int]) -> dict[str, int]:
+    """The report's counts of a run, from its invoices' `item_counts`."""
+    return {
+        "selectionnees": sum(counts.values()),
+        "traitees": counts[run_store.DONE],
+        "ignorees": counts[run_store.SKIPPED],
+        "refusees": counts[run_store.FAILED],
+        "non_traitees": counts[run_store.PENDING],
+    }
+
+
+def report_is_current(env: Environment, ref: RunRef) -> bool:
+    """Whether the run's report is written and no invoice of the run changed since (what
+    `write_report`'s `again` false checks), reading only, without the run's lock."""
+    with env.connect() as conn:
+        run_id = resolve_run_id(conn, ref)
+        row = conn.execute("SELECT report FROM runs WHERE id = %s", (run_id,)).fetchone()
+        written: dict[str, Any] | None = row[0] if row else None
+        if not written:
+            return False
+        return bool(written["compteurs"] == _counters(run_store.item_counts(conn, run_id)))
 
 
 def written_report(env: Environment, ref: RunRef) -> dict[str, Any]:

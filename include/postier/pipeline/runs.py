@@ -84,9 +84,11 @@ def start_run(
         run_id, _ = open_run(env, conn, t.id.value, external_id, recorded, actor)
         count, chunks = run_store.plan_items(conn, run_id, selection, env.workers)
         conn.commit()
-    parts = run_store.parts_for(chunks, env.workers)
+    # The chunk tasks the DAG maps: one per worker slot (`chunk_task_count`, the same
+    # POSTIER_WORKERS), whatever the chunks; those without a chunk of their own end at once.
+    parts = max(1, env.workers)
     log.info(
-        "Traitement %s : %d facture(s) sélectionnée(s) en %d paquet(s), %d tâche(s)",
+        "Traitement %s : %d facture(s) sélectionnée(s) en %d paquet(s), %d tâche(s) de paquets",
         t.label,
         count,
         chunks,
@@ -114,11 +116,11 @@ def ensure_started(
     external_id: str,
 ) -> bool:
     """Start the run of `external_id` once, whichever of its tasks gets here first (`start_run`),
-    under a lock on its identity: the others wait for it, then find the run started. Every task
-    of the run calls it first, and its retries and a « Clear » too: a run already started is not
-    selected again. A run refused at its start raises its reason again
-    (`RefusedAtStartError`), without recording anything more; any other error of `start_run`
-    as it raised it. True when this call selected."""
+    under a lock on its identity: the others wait for it, then find the run started. The chunk
+    tasks and the send's confirmation call it first (the other tasks of a run never start it),
+    and their retries and a « Clear » too: a run already started is not selected again. A run
+    refused at its start raises its reason again (`RefusedAtStartError`), without recording
+    anything more; any other error of `start_run` as it raised it. True when this call selected."""
     from postier.pipeline.reports import refusal
 
     with env.connect() as conn:
