@@ -413,7 +413,7 @@ def test_two_chunk_tasks_ending_together_deliver_once(  # type: ignore[no-untype
     for thread in threads:
         thread.join()
 
-    # One of the two delivered, under the run's lock, and the report it wrote says so.
+    # One of the two delivered, under the run's delivery lock, and the report it wrote says so.
     assert len(delivered) == 1 and delivered[0]["courriels"]["envoyes"] == 1
     assert [r.rcpt_tos for r in smtp_server.received] == [["a@client.fr"]]
     run = last_run(postier_env)
