@@ -1,9 +1,13 @@
 """What Airflow's metadata database says of a `dag.test()` run: its note, as the grid shows it,
-and its tasks' states."""
+and its tasks' states; and the reports its tasks wrote."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
+
+from postier.pipeline import reports
 
 
 def note(dag_run: Any) -> str | None:
@@ -23,3 +27,16 @@ def task_states(dag_run: Any) -> dict[str, str]:
         ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): ti.state
         for ti in dag_run.get_task_instances()
     }
+
+
+def count_publishes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The run of each report written from now on (`dag.test()` runs the tasks in-process)."""
+    published: list[int] = []
+    real_publish = reports.publish
+
+    def publish(conn, run_id, *args):  # type: ignore[no-untyped-def]
+        published.append(run_id)
+        return real_publish(conn, run_id, *args)
+
+    monkeypatch.setattr(reports, "publish", publish)
+    return published

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from airflow_state import note, task_states
+from airflow_state import count_publishes, note, task_states
 from builders import insert_customer, insert_invoice, read_rows
 from hitl import Clerk
 from integration.smtp_server import SmtpServer, smtp_server  # noqa: F401 (fixture)
@@ -264,19 +264,6 @@ def test_a_delivery_failing_leaves_the_report_to_rapport_and_fails_the_run(  # t
     run = last_run(postier_env)
     assert run["status"] == "terminee" and run["report"]["compteurs"]["traitees"] == 1
     assert note(dag_run) == expected_note(run, "1 sélectionnée(s) · 1 traitée(s)")
-
-
-def count_publishes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The run of each report written from now on (`dag.test()` runs the tasks in-process)."""
-    published: list[int] = []
-    real_publish = reports.publish
-
-    def publish(conn, run_id, *args):  # type: ignore[no-untyped-def]
-        published.append(run_id)
-        return real_publish(conn, run_id, *args)
-
-    monkeypatch.setattr(reports, "publish", publish)
-    return published
 
 
 def test_a_run_refusing_every_invoice_is_reported_once(  # type: ignore[no-untyped-def]

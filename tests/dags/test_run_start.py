@@ -13,13 +13,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from airflow_state import task_states
+from airflow_state import count_publishes, task_states
 from builders import insert_invoice, read_rows
 from hitl import Clerk
 
 from postier.airflow.dag_factory import SELECTION_LOG
 from postier.errors import SelectionError
-from postier.pipeline import reports, runs
+from postier.pipeline import runs
 from postier.pipeline.context import Environment
 from postier.pipeline.reports import RefusedAtStartError
 from postier.store import database
@@ -40,19 +40,6 @@ def count_starts(monkeypatch: pytest.MonkeyPatch, *, slow_s: float = 0.0) -> lis
 
     monkeypatch.setattr(runs, "start_run", start_run)
     return started
-
-
-def count_publishes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The run of each report written from now on."""
-    published: list[int] = []
-    real_publish = reports.publish
-
-    def publish(conn, run_id, *args):  # type: ignore[no-untyped-def]
-        published.append(run_id)
-        return real_publish(conn, run_id, *args)
-
-    monkeypatch.setattr(reports, "publish", publish)
-    return published
 
 
 def start_together(env: Environment, params: dict[str, Any], ref: str) -> list[Any]:
