@@ -199,9 +199,14 @@ def test_tasks_running_together_process_each_chunk_once(
     assert not errors
     # Each chunk processed by one task only, once; none left.
     assert sorted(chunk_lines(caplog)) == list(range(20))
-    # Each task's progress counts the other's chunks too: the last chunk committed shows all.
+    # Each task's progress counts the other's chunks too. It is read inside the chunk's own
+    # transaction (one BEGIN and one COMMIT a chunk): two chunks committing at the same moment
+    # do not see each other, so the last line may lack the other task's chunk in flight (2
+    # invoices here), never more.
     progress = [m.group(1) for r in caplog.records if (m := PROGRESS.search(r.getMessage()))]
-    assert len(progress) == 20 and "40/40" in progress
+    done = [int(line.split("/")[0]) for line in progress]
+    assert len(progress) == 20 and {line.split("/")[1] for line in progress} == {"40"}
+    assert max(done) >= 40 - 2
     states, logs = held_once(postier_env)
     assert states == dict.fromkeys(numbers, "EN_ATTENTE")
     assert logs == (40, 40)
