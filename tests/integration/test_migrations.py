@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
+from postier.store import migrations
 from postier.store.migrations import migrate, migration_files
 
 
@@ -99,3 +102,31 @@ def test_a_database_of_the_previous_release_loses_only_the_exchanges_index_on_in
     for plan in plans:
         assert "exchanges_invoice_at" in plan and "Seq Scan" not in plan, plan
     assert exchanges == (10_000,)
+
+
+def test_a_migration_that_fails_leaves_none_of_the_migrations_of_its_call_applied(
+    owner_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 020 and 021 pending, as on a database of two releases ago, then a migration that fails:
+    # all run in one transaction, so neither 020 nor 021 stays applied nor recorded.
+    broken = tmp_path / "999_broken.sql"
+    broken.write_text("ALTER TABLE runs ADD COLUMN nonsense no_such_type;\n")
+    files = [*migration_files(), broken]
+    monkeypatch.setattr(migrations, "migration_files", lambda: files)
+    with psycopg.connect(owner_dsn) as conn:
+        conn.execute(
+            "DELETE FROM schema_migrations WHERE name LIKE '020\\_%' OR name LIKE '021\\_%'"
+        )
+        conn.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS chunk_size integer")
+        conn.execute("CREATE INDEX IF NOT EXISTS exchanges_invoice ON exchanges (invoice_id)")
+        conn.commit()
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            migrate(conn)
+        recorded = [r[0] for r in conn.execute("SELECT name FROM schema_migrations")]
+        index = conn.execute("SELECT to_regclass('exchanges_invoice')").fetchone()
+        column = conn.execute(
+            "SELECT 1 FROM information_schema.columns "
+            "WHERE table_name = 'runs' AND column_name = 'chunk_size'"
+        ).fetchone()
+    assert not [name for name in recorded if name[:4] in ("020_", "021_", "999_")]
+    assert index == ("exchanges_invoice",) and column == (1,)

@@ -27,7 +27,13 @@ def migration_files(folder: Path = SQL_DIR) -> list[Path]:
 
 
 def migrate(conn: psycopg.Connection) -> list[str]:
-    """Apply pending migrations, one transaction each; the names applied now."""
+    """Apply the pending migrations, all in ONE transaction; the names applied now.
+
+    Concurrent migrators queue on the transaction's advisory lock. Each migration runs in a
+    savepoint of that transaction and the task role's grants come last in it, so a migration
+    that fails rolls back every migration of the call (none is recorded: the next call applies
+    them again), and the locks a migration takes are held until the whole call commits (021's
+    DROP INDEX: an ACCESS EXCLUSIVE lock on `exchanges`, which the tasks then wait on)."""
     applied_now: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
