@@ -10,10 +10,12 @@ import pytest
 
 from postier.airflow.runtime import TECHNICAL_LOGIN, actor
 from postier.pipeline.runs import share_order
+from postier.store import runs as run_store
 from postier.store.runs import (
     CHUNK_S,
     INVOICE_S,
     MIN_CHUNK,
+    MIN_QUARTER_CHUNK,
     chunk_count_for,
     chunk_weights,
     parts_for,
@@ -89,6 +91,23 @@ def test_a_run_of_a_chunk_per_task_or_of_one_task_has_no_small_chunks(
     count: int, workers: int
 ) -> None:
     assert set(chunk_weights(count, workers)) == {1.0}
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_quarter_chunk_is_never_cut_under_its_floor_even_with_tiny_chunks(
+    monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    # Chunks of 8 invoices and no MIN_CHUNK, as tests lower them to cut tiny runs: a run gets
+    # its half and quarter chunks only where a quarter chunk holds MIN_QUARTER_CHUNK invoices.
+    monkeypatch.setattr(run_store, "MIN_CHUNK", 1)
+    monkeypatch.setattr(run_store, "CHUNK_S", 8 * INVOICE_S)
+    tails = 0
+    for count in range(1, 80):
+        weights = chunk_weights(count, workers)
+        if 0.25 in weights:
+            tails += 1
+            assert count * 0.25 / sum(weights) >= MIN_QUARTER_CHUNK, count
+    assert tails > 0  # and some do
 
 
 def test_a_clerk_run_is_stamped_with_the_triggering_user() -> None:

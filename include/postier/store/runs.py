@@ -31,6 +31,10 @@ LINE_COST = 0.02
 #: Fewest invoices in a chunk, unless the run has fewer or the chunk is one of its small last
 #: ones (`chunk_weights`).
 MIN_CHUNK = 100
+#: Fewest invoices in one of a run's quarter chunks (`chunk_weights`): fewer, and cutting the
+#: run by cost could leave one empty. With MIN_CHUNK's 100 a quarter chunk holds 25 or more;
+#: this floor matters only where tests lower MIN_CHUNK to cut tiny runs in several chunks.
+MIN_QUARTER_CHUNK = 2
 
 
 def chunk_count_for(count: int, workers: int) -> int:
@@ -59,8 +63,9 @@ def chunk_weights(count: int, workers: int) -> list[float]:
         return [1.0] * even
     # Whole chunks of at most `size` invoices before the tail's 0.75 chunk per worker.
     whole = math.ceil(count / size - 0.75 * slots)
-    if count / (whole + 0.75 * slots) < max(MIN_CHUNK, 8):
-        return [1.0] * even  # a quarter chunk of under 2 invoices could be left empty
+    chunk = count / (whole + 0.75 * slots)  # invoices in a whole chunk, once the tail is cut
+    if chunk < MIN_CHUNK or chunk / 4 < MIN_QUARTER_CHUNK:
+        return [1.0] * even  # no room for a half and a quarter chunk: chunks alike
     return [1.0] * whole + [0.5] * slots + [0.25] * slots
 
 
