@@ -39,7 +39,7 @@ import psycopg
 from e2e import live_airflow
 from process_cpu import ProcessTable
 
-from postier.store.cluster import SUPERUSER, LocalCluster
+from postier.store.cluster import LocalCluster
 
 OUT = Path(sys.argv.pop(1)) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -117,19 +117,14 @@ def measure_name(af: live_airflow.Airflow) -> str:
     return "local" if af.executor == live_airflow.LOCAL else f"celery-{af.celery_workers}"
 
 
-def superuser_dsn(cluster: LocalCluster) -> str:
-    """The cluster's bootstrap superuser (extensions, server settings, shared statistics)."""
-    return cluster.dsn("postgres", SUPERUSER)
-
-
 def seed_and_enable(cluster: LocalCluster, invoices: int) -> str:
     dsn = seed(cluster, invoices)
-    with psycopg.connect(superuser_dsn(cluster), autocommit=True) as conn:
+    with psycopg.connect(cluster.admin_dsn(), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
         conn.execute("ALTER SYSTEM SET track_io_timing = on")
     cluster.stop()
     cluster.start()
-    with psycopg.connect(superuser_dsn(cluster), autocommit=True) as conn:
+    with psycopg.connect(cluster.admin_dsn(), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         conn.execute("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
         conn.execute("SELECT pg_reload_conf()")
@@ -145,7 +140,7 @@ def profiled_run(
     out = OUT / measure_name(af)
     if dag_id == bench.PREPARE:
         out.mkdir(exist_ok=True)
-        with psycopg.connect(superuser_dsn(cluster), autocommit=True) as conn:
+        with psycopg.connect(cluster.admin_dsn(), autocommit=True) as conn:
             conn.execute("SELECT pg_stat_statements_reset()")
             conn.execute("SELECT pg_stat_reset_shared('bgwriter')")
             conn.execute("SELECT pg_stat_reset_shared('wal')")
@@ -166,7 +161,7 @@ def profiled_run(
         if "spy" in state:
             state["spy"].send_signal(2)
             state["spy"].wait(60)
-        with psycopg.connect(superuser_dsn(cluster), autocommit=True) as conn:
+        with psycopg.connect(cluster.admin_dsn(), autocommit=True) as conn:
             rows = [dict(zip(COLUMNS, row, strict=True)) for row in conn.execute(STATEMENTS)]
             shared = {
                 view: conn.execute(f"SELECT row_to_json(v) FROM {view} v").fetchone()

@@ -130,7 +130,8 @@ class LocalCluster:
         """As the owner role: for migrations (DDL), never for tasks."""
         return self.dsn(database, OWNER_ROLE)
 
-    def _admin_dsn(self, database: str = "postgres") -> str:
+    def admin_dsn(self, database: str = "postgres") -> str:
+        """As the bootstrap superuser: roles, databases, extensions, server settings."""
         return self.dsn(database, SUPERUSER)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -227,7 +228,7 @@ class LocalCluster:
 
     def create_roles(self) -> None:
         """The owner and task roles: log in (trust on loopback), no superuser, no CREATEROLE."""
-        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
             # The owner inherits `pg_database_owner`, which owns the schema `public` (PG 15+).
             for role in (OWNER_ROLE, APP_ROLE):
                 if not conn.execute(
@@ -241,7 +242,7 @@ class LocalCluster:
 
     def create_database(self, name: str, template: str | None = None) -> str:
         """A database owned by the owner role (so it owns `public`); the task role's DSN."""
-        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
             ).fetchone()
@@ -256,7 +257,7 @@ class LocalCluster:
 
     def _adopt(self, name: str) -> None:
         """Hand a cluster made before the role split (all owned by the superuser) to the owner."""
-        with psycopg.connect(self._admin_dsn(name), autocommit=True) as conn:
+        with psycopg.connect(self.admin_dsn(name), autocommit=True) as conn:
             conn.execute(
                 sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
                     sql.Identifier(name), sql.Identifier(OWNER_ROLE)
@@ -278,7 +279,7 @@ class LocalCluster:
             grant_task_role(conn)
 
     def drop_database(self, name: str) -> None:
-        with psycopg.connect(self._admin_dsn(), autocommit=True) as conn:
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
