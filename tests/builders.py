@@ -139,8 +139,8 @@ def insert_paper_invoices(
     with psycopg.connect(dsn) as conn:
         customer = insert_customer(conn, channel="papier")
         numbers = [f"{prefix}-{batch}-{n}" for n in range(count)]
-        for number in numbers:
-            insert_invoice(conn, customer, number=number, batch_number=batch, send_state=send_state)
+        header = {"batch_number": batch}
+        insert_invoices(conn, [(customer, 1, header | {"number": n}) for n in numbers], send_state)
     return numbers
 
 
