@@ -90,7 +90,8 @@ CHUNK_WORK = re.compile(
     r"dont documents ([0-9.]+) s de CPU"
 )
 PEAK_MEMORY = re.compile(r"Mémoire max de la tâche : (\d+) Mio")
-#: The send's deliveries, done by the chunk task that ends its work (`dag_factory.DELIVERY_LOG`).
+#: The send's deliveries, done by the chunk task that ends its work
+#: (`postier.pipeline.mailing.DELIVERY_LOG`).
 DELIVERY = re.compile(r"Livraison de l'envoi \(courriels, plateforme agréée\) en ([0-9.]+) s")
 #: The run's selection, done by the first chunk task or the send's confirmation
 #: (`dag_factory.SELECTION_LOG`).

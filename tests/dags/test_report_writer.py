@@ -23,8 +23,8 @@ from postier.airflow.run_note import NOTE_KEY
 from postier.delivery.mail import SmtpConfig
 from postier.pipeline import reports
 from postier.pipeline.context import Environment
-from postier.pipeline.mailing import deliver_send, delivery_claim
-from postier.pipeline.reports import report_is_current, write_report
+from postier.pipeline.mailing import delivery_claim, end_send
+from postier.pipeline.reports import write_report
 from postier.store import database
 from postier.store import runs as run_store
 
@@ -363,63 +363,97 @@ def test_two_tasks_ending_together_write_one_report(run_dag, postier_env) -> Non
     assert last_run(postier_env)["finished_at"] == again
 
 
-def test_two_chunk_tasks_ending_together_deliver_once(  # type: ignore[no-untyped-def]
-    run_dag,
+@pytest.fixture
+def mailed(  # type: ignore[no-untyped-def]
     postier_env,
     smtp_server: SmtpServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> SmtpServer:
+    """The sends' SMTP relay, and one invoice to send to a customer mailed at a@client.fr."""
     monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
     with psycopg.connect(postier_env) as conn:
         customer = insert_customer(conn, emails=["a@client.fr"])
-        insert_invoice(conn, customer, number="TWO-1", send_state="PRET")
-    smtp_server.stop()  # the chunk task's delivery leaves the e-mail pending
+        insert_invoice(conn, customer, number="MAIL-1", send_state="PRET")
+    return smtp_server
+
+
+def send_left_to_deliver(run_dag, dsn: str, relay: SmtpServer) -> tuple[Environment, str]:  # type: ignore[no-untyped-def]
+    """A send whose e-mail is pending (its relay was down) and whose report is not current (as
+    if written while its chunk was still at work): its chunk tasks are yet to end it. Its
+    environment, with the relay up again, and its reference."""
+    relay.stop()
     assert run_dag("factures_envoyer", mark_success_pattern="confirmation").state == "success"
-    smtp_server.start()
-    smtp = SmtpConfig.from_url(smtp_server.url())
-    env = Environment(dsn=postier_env, home=database.home(), smtp=smtp)
-    run_id = last_run(postier_env)["id"]
-    # As if the report had been written while the run's chunk was still at work.
-    set_items(postier_env, run_id, run_store.PENDING)
+    relay.start()
+    env = Environment(dsn=dsn, home=database.home(), smtp=SmtpConfig.from_url(relay.url()))
+    run_id = last_run(dsn)["id"]
+    set_items(dsn, run_id, run_store.PENDING)
     with pytest.raises(reports.RunIncompleteError):
         write_report(env, run_id, again=False)
-    set_items(postier_env, run_id, run_store.DONE)
+    set_items(dsn, run_id, run_store.DONE)
+    ((ref,),) = read_rows(dsn, "SELECT external_id FROM runs WHERE id = %s", (run_id,))
+    return env, ref
+
+
+def deliverer(dsn: str) -> int | None:
+    """The task marked in the run's row as the one that delivers it."""
+    ((marked,),) = read_rows(dsn, "SELECT deliverer FROM runs ORDER BY id DESC LIMIT 1")
+    return marked  # type: ignore[no-any-return]
+
+
+def test_two_chunk_tasks_ending_together_deliver_once(run_dag, postier_env, mailed) -> None:  # type: ignore[no-untyped-def]
+    env, ref = send_left_to_deliver(run_dag, postier_env, mailed)
+    # As if no chunk task had ended the run yet.
+    with psycopg.connect(postier_env) as conn:
+        conn.execute("UPDATE runs SET deliverer = NULL")
     barrier = threading.Barrier(2)
-    delivered: list[dict[str, Any]] = []
-    ((ref,),) = read_rows(postier_env, "SELECT external_id FROM runs WHERE id = %s", (run_id,))
+    ended: list[int] = []
 
-    def end_task() -> None:
+    def end_task(index: int) -> None:
         barrier.wait()
-        # As `_end_run`: the task that holds the run's delivery lock delivers and reports, the
-        # other ends at once.
-        with delivery_claim(env, ref) as claimed:
-            if claimed and not report_is_current(env, ref):
-                delivered.append(deliver_send(env, ref))
-                write_report(env, run_id, again=False)
+        if end_send(env, ref, index):  # as `_end_run`: the task that ends it writes the report
+            ended.append(index)
+            write_report(env, ref, again=False)
 
-    threads = [threading.Thread(target=end_task) for _ in range(2)]
+    threads = [threading.Thread(target=end_task, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
-    # One of the two delivered, under the run's delivery lock, and the report it wrote says so.
-    assert len(delivered) == 1 and delivered[0]["courriels"]["envoyes"] == 1
-    assert [r.rcpt_tos for r in smtp_server.received] == [["a@client.fr"]]
+    # One of the two delivered and reported, marked as the run's deliverer; the other ended.
+    assert len(ended) == 1 and deliverer(postier_env) == ended[0]
+    assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
     run = last_run(postier_env)
-    assert run["status"] == "terminee" and run["report"]["courriels"]["en_attente"] == 0
+    assert run["status"] == "terminee" and run["report"]["courriels"]["envoyes"] == 1
+    assert run["report"]["courriels"]["en_attente"] == 0
 
 
-def test_a_send_run_again_delivers_nothing_twice(  # type: ignore[no-untyped-def]
-    run_dag,
-    postier_env,
-    smtp_server: SmtpServer,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+def test_only_the_marked_deliverer_delivers_again_whatever_its_xcoms(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, mailed
 ) -> None:
-    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
-    with psycopg.connect(postier_env) as conn:
-        customer = insert_customer(conn, emails=["a@client.fr"])
-        insert_invoice(conn, customer, number="AGAIN-1", send_state="PRET")
+    env, ref = send_left_to_deliver(run_dag, postier_env, mailed)
+    # The chunk task that ended the send is marked in the run's row, not only in its XComs
+    # (which Airflow clears when its retry starts).
+    marked = deliverer(postier_env)
+    assert marked in range(CHUNK_TASKS)
+    other = (marked + 1) % CHUNK_TASKS
+
+    # Another chunk task ending later leaves the delivery to it, and so does its own retry
+    # while the attempt it replaces, cut off, still holds the run's delivery lock.
+    with delivery_claim(env, ref, marked) as claimed:
+        assert claimed
+        assert end_send(env, ref, marked) is False
+        assert end_send(env, ref, other) is False
+    assert end_send(env, ref, other) is False
+    assert mailed.received == []
+
+    # Its retry delivers what is pending.
+    assert end_send(env, ref, marked) is True
+    assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
+    assert deliverer(postier_env) == marked
+
+
+def test_a_send_run_again_delivers_nothing_twice(run_dag, postier_env, mailed) -> None:  # type: ignore[no-untyped-def]
     # The same Airflow run twice (same logical date and run_after: same run id), as a « Clear »
     # of its tasks.
     when = datetime(2026, 12, 1, 12, tzinfo=UTC)
@@ -435,7 +469,7 @@ def test_a_send_run_again_delivers_nothing_twice(  # type: ignore[no-untyped-def
 
     assert [r.state for r in runs] == ["success", "success"]
     assert task_states(runs[1])["traiter_paquet[0]"] == "success"
-    assert [r.rcpt_tos for r in smtp_server.received] == [["a@client.fr"]]
+    assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
     run = last_run(postier_env)
     assert run["id"] == 1 and run["report"]["courriels"]["envoyes"] == 1
     assert read_rows(postier_env, "SELECT count(*) FROM outbox") == [(1,)]

@@ -21,7 +21,7 @@ def test_the_bench_parses_the_chunk_lines_document_cpu() -> None:
 def test_the_bench_parses_the_sends_delivery_line() -> None:
     from airflow_bench import DELIVERY
 
-    from postier.airflow.dag_factory import DELIVERY_LOG
+    from postier.pipeline.mailing import DELIVERY_LOG
 
     line = DELIVERY_LOG % 1.234
     assert DELIVERY.findall(f"[2026-12-06] INFO - {line}\n") == ["1.23"]

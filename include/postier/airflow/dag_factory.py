@@ -71,13 +71,8 @@ def chunk_task_count() -> int:
 
 #: What a task's end logs, read by `bench/airflow_bench.py` (peak memory per task kind).
 PEAK_MEMORY_LOG = "Mémoire max de la tâche : %d Mio (VmHWM)"
-#: What the task that ends a send logs of its deliveries, read by `bench/airflow_bench.py` (a
-#: serial step's work, done in a chunk task).
-DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
 #: Logged by a chunk task that ends the run's work but leaves its delivery to another.
 DELIVERED_ELSEWHERE = "Livraison de l'envoi assurée par une autre tâche : rien de plus ici"
-#: XCom key by which the chunk task that delivers a send marks itself (its map index).
-DELIVERER_KEY = "livreur"
 
 #: What the task that selects a run logs (a serial step's work, done in a chunk task or the
 #: confirmation), read by `bench/airflow_bench.py`.
@@ -290,46 +285,24 @@ def _reported_if_last(context: Any, env: Environment, counts: dict[str, int]) ->
 
 
 def _end_run(context: Any, env: Environment) -> None:
-    """The end of a run's work, in the task that ends it: a send delivers (`deliver_send`), then
-    the report is written (`write_report`'s `again` false: once).
+    """The end of a run's work, in the task that ends it: a send delivers, then the report is
+    written (`write_report`'s `again` false: once).
 
-    A send is delivered by ONE task: the one that holds the run's delivery lock
-    (`delivery_claim`, a session lock outside any transaction; the run's row is locked only
-    while the report is written) and whose report is not yet written and current. Every chunk
-    task ends with nothing pending, hence comes here: the others end at once, without holding
-    a worker slot, a connection or a transaction for the delivery's minutes (the run's note:
-    `run_note` reads it from whichever task pushed it). The delivering task marks itself
-    (XCom): a PA refusing Postier's credentials (`ConfigurationError`, French message) fails
-    it, and only its retries (nothing left to process) deliver again, as the other chunk tasks
-    find the mark and end; failed for good, `rapport` delivers and reports."""
-    if not _is_send(context):
-        _report(context, env, again=False)
-        return
-    from postier.airflow.runtime import external_id
-    from postier.pipeline.mailing import deliver_send, delivery_claim
-    from postier.pipeline.reports import report_is_current
+    A send is ended by ONE task, its deliverer (`end_send`: marked in the run's row under the
+    run's delivery lock, by its map index): the other chunk tasks, which also end with nothing
+    pending, end at once, without holding a worker slot, a connection or a transaction for the
+    delivery's minutes (the run's note: `run_note` reads it from whichever task pushed it). A PA
+    refusing Postier's credentials (`ConfigurationError`, French message) fails the deliverer;
+    only its retries deliver again (the mark outlives its XComs); failed for good, `rapport`
+    delivers and reports."""
+    if _is_send(context):
+        from postier.airflow.runtime import external_id
+        from postier.pipeline.mailing import end_send
 
-    ref, ti = external_id(context), context["ti"]
-    with delivery_claim(env, ref) as claimed:
-        if not claimed or _delivered_by_another(context):
+        if not end_send(env, external_id(context), context["ti"].map_index):
             log.info(DELIVERED_ELSEWHERE)
             return
-        if not report_is_current(env, ref):
-            ti.xcom_push(key=DELIVERER_KEY, value=ti.map_index)
-            started = time.perf_counter()
-            deliver_send(env, ref)
-            log.info(DELIVERY_LOG, time.perf_counter() - started)
-        _report(context, env, again=False)
-
-
-def _delivered_by_another(context: Any) -> bool:
-    """Whether another chunk task of the run marked itself as the one that delivers."""
-    ti = context["ti"]
-    if CHUNK_TASK not in context["dag"].task_dict:
-        return False
-    marks = ti.xcom_pull(task_ids=CHUNK_TASK, key=DELIVERER_KEY)
-    marks = marks if isinstance(marks, list) else [marks]
-    return any(mark is not None and mark != ti.map_index for mark in marks)
+    _report(context, env, again=False)
 
 
 def _report(

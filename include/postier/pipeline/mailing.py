@@ -110,28 +110,60 @@ def deliver_send(env: Environment, run_ref: RunRef) -> dict[str, dict[str, int]]
 #: its start's (`postier.pipeline.runs.START_LOCK`).
 DELIVERY_LOCK = -2
 
+#: What the task that ends a send logs of its deliveries, read by `bench/airflow_bench.py` (a
+#: serial step's work, done in a chunk task).
+DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
+
+
+def end_send(env: Environment, run_ref: RunRef, deliverer: int) -> bool:
+    """The end of a send's work in a task that leaves nothing of it to process: whether this
+    task ends it (it then writes the run's report), having delivered what the run left pending
+    (`deliver_send`) unless the run's report is written and current.
+
+    ONE task ends it: the run's deliverer (`delivery_claim`: the first task to hold the run's
+    delivery lock marks itself in the run's row, by its `deliverer` number, the chunk task's map
+    index). Any other ends at once — without holding a worker slot, a connection or a
+    transaction for the delivery's minutes — and so does the deliverer's own retry while its
+    earlier attempt still holds the lock. The mark outlives the deliverer's attempts: a delivery
+    that fails (a PA refusing Postier's credentials: `ConfigurationError`, French message) is
+    done again only by the deliverer's retries; failed for good, `rapport` delivers."""
+    from postier.pipeline.reports import report_is_current
+
+    with delivery_claim(env, run_ref, deliverer) as claimed:
+        if not claimed:
+            return False
+        if not report_is_current(env, run_ref):
+            started = time.perf_counter()
+            deliver_send(env, run_ref)
+            log.info(DELIVERY_LOG, time.perf_counter() - started)
+    return True
+
 
 @contextmanager
-def delivery_claim(env: Environment, run_ref: RunRef) -> Iterator[bool]:
-    """Whether this task delivers the run `run_ref` (an Airflow external id): True for the one
-    task that holds the run's delivery lock, held while the `with` lasts, False at once for any
-    other (it ends without delivering).
+def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int) -> Iterator[bool]:
+    """Whether `deliverer` delivers the run `run_ref`: True, holding the run's delivery lock
+    while the `with` lasts, when it is the run's deliverer (marked in the run's row, by the first
+    to hold the lock); False at once when another holds the lock or is the run's deliverer.
 
     A session advisory lock on a connection of its own, autocommit: no transaction stays open
     while delivering (minutes at the e-mail rate limit), and a task that dies loses it with its
-    connection."""
+    connection; its mark stays, for its retry."""
+    key = (str(run_ref), DELIVERY_LOCK)
     with connect(env.dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT pg_try_advisory_lock(hashtext(%s), %s)", (str(run_ref), DELIVERY_LOCK)
-        ).fetchone()
-        claimed = bool(row and row[0])
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", key).fetchone()
+        if not (row and row[0]):
+            yield False
+            return
         try:
-            yield claimed
+            run_id = resolve_run_id(conn, run_ref)
+            marked = conn.execute(
+                "UPDATE runs SET deliverer = coalesce(deliverer, %s) WHERE id = %s "
+                "RETURNING deliverer",
+                (deliverer, run_id),
+            ).fetchone()
+            yield marked is not None and marked[0] == deliverer
         finally:
-            if claimed:
-                conn.execute(
-                    "SELECT pg_advisory_unlock(hashtext(%s), %s)", (str(run_ref), DELIVERY_LOCK)
-                )
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
 
 
 def deliver_pending(
