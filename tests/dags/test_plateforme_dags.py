@@ -89,12 +89,25 @@ def test_send_with_plateforme_invoices_and_no_platform_is_refused_before_anythin
     assert sent == [("FP-NOPA-1", "PRET"), ("FP-NOPA-2", "PRET")]
 
 
-def portal_and_plateforme_book(dsn: str) -> None:
-    with psycopg.connect(dsn) as conn:
+@pytest.fixture
+def refusing_pa(  # type: ignore[no-untyped-def]
+    postier_env,
+    platform: LocalPlatform,
+    smtp_server: SmtpServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
+    """An invoice for the PA and one for a portal customer mailed through the test's relay, and a
+    PA that refuses Postier's credentials (its secret changed on its side: a configuration to
+    fix); the secret that it accepts."""
+    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
+    with psycopg.connect(postier_env) as conn:
         b2b = insert_customer(conn, channel="plateforme", siren="732829320")
         insert_invoice(conn, b2b, number="FP-CONF-1", send_state="PRET")
         portal = insert_customer(conn, emails=["compta@client.fr"])
         insert_invoice(conn, portal, number="MAIL-CONF-1", send_state="PRET")
+    right = platform.state.client_secret
+    platform.state.client_secret = "changé-côté-plateforme"
+    return right
 
 
 def send_states(dsn: str) -> list[tuple[str, str]]:
@@ -107,13 +120,8 @@ def test_the_pa_refusing_postiers_credentials_fails_the_run_once_the_send_is_ann
     postier_env,
     platform: LocalPlatform,
     smtp_server: SmtpServer,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    refusing_pa: str,
 ) -> None:
-    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
-    portal_and_plateforme_book(postier_env)
-    right = platform.state.client_secret
-    platform.state.client_secret = "changé-côté-plateforme"  # a configuration to fix
-
     dag_run = run_dag("factures_envoyer", mark_success_pattern="confirmation")
 
     assert dag_run.state == "failed"
@@ -138,7 +146,7 @@ def test_the_pa_refusing_postiers_credentials_fails_the_run_once_the_send_is_ann
     assert run["plateforme"]["en_attente"] == ["FP-CONF-1"]
 
     # Once the configuration is fixed, the next send deposits the invoice, and mails nobody.
-    platform.state.client_secret = right
+    platform.state.client_secret = refusing_pa
     assert run_dag("factures_envoyer", mark_success_pattern="confirmation").state == "success"
     assert [flow.info["name"] for flow in platform.state.flows] == ["FP-CONF-1.pdf"]
     assert len(smtp_server.received) == 1
@@ -149,12 +157,8 @@ def test_a_retry_of_the_chunk_task_delivers_again_and_processes_nothing(  # type
     postier_env,
     platform: LocalPlatform,
     smtp_server: SmtpServer,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    refusing_pa: str,
 ) -> None:
-    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
-    portal_and_plateforme_book(postier_env)
-    right = platform.state.client_secret
-    platform.state.client_secret = "changé-côté-plateforme"
     fixed = threading.Event()
 
     def fix_once_refused() -> None:
@@ -163,7 +167,7 @@ def test_a_retry_of_the_chunk_task_delivers_again_and_processes_nothing(  # type
         while not fixed.is_set():
             with platform.state.lock:
                 if (TOKEN_PATH, 401) in platform.state.calls:
-                    platform.state.client_secret = right
+                    platform.state.client_secret = refusing_pa
                     fixed.set()
             time.sleep(0.001)
 
@@ -181,6 +185,10 @@ def test_a_retry_of_the_chunk_task_delivers_again_and_processes_nothing(  # type
     assert sorted((ti.state, ti.try_number) for ti in chunks) == [("success", 1)] * (
         CHUNK_TASKS - 1
     ) + [("success", 2)]
+    # It is the one marked in the run's row as its deliverer.
+    (retried,) = [ti.map_index for ti in chunks if ti.try_number == 2]
+    with psycopg.connect(postier_env) as conn:
+        assert conn.execute("SELECT deliverer FROM runs").fetchall() == [(retried,)]
     assert task_states(dag_run)["rapport"] == "skipped"
     # Each invoice processed once, announced once, deposited once.
     assert [r.rcpt_tos for r in smtp_server.received] == [["compta@client.fr"]]

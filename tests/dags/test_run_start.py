@@ -129,20 +129,25 @@ def test_a_prepare_runs_no_selection_task_and_its_chunk_tasks_select_once(  # ty
     assert read_rows(postier_env, "SELECT send_state FROM invoices") == [("PRET",)]
 
 
+def run_again(run_dag, dsn: str, dag_id: str, prefix: str) -> Any:  # type: ignore[no-untyped-def]
+    """The same Airflow run twice (same logical date and run_after: same run id), as a retry or
+    a « Clear » of its tasks: invoice `prefix`-1 ready before the first, `prefix`-2 (an invoice
+    that now matches the criteria) before the second; the second."""
+    with psycopg.connect(dsn) as conn:
+        insert_invoice(conn, number=f"{prefix}-1", send_state="PRET")
+    when = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    assert run_dag(dag_id, logical_date=when, run_after=when).state == "success"
+    with psycopg.connect(dsn) as conn:
+        insert_invoice(conn, number=f"{prefix}-2", send_state="PRET")
+    return run_dag(dag_id, logical_date=when, run_after=when)
+
+
 def test_a_run_run_again_selects_nothing_again(  # type: ignore[no-untyped-def]
     run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with psycopg.connect(postier_env) as conn:
-        insert_invoice(conn, number="AGAIN-1", send_state="PRET")
     starts = count_starts(monkeypatch)
-    # The same Airflow run twice (same run id), as a retry or a « Clear » of its chunk tasks.
-    when = datetime(2026, 12, 1, 12, tzinfo=UTC)
-    first = run_dag(HOLD, logical_date=when, run_after=when)
-    assert first.state == "success" and len(starts) == 1
-    with psycopg.connect(postier_env) as conn:  # an invoice that now matches the criteria
-        insert_invoice(conn, number="AGAIN-2", send_state="PRET")
 
-    again = run_dag(HOLD, logical_date=when, run_after=when)
+    again = run_again(run_dag, postier_env, HOLD, "AGAIN")
 
     assert again.state == "success"
     # Not selected again: the run still holds its first selection only.
@@ -175,17 +180,10 @@ def test_a_send_selects_in_its_confirmation_once(  # type: ignore[no-untyped-def
 def test_a_send_run_again_shows_the_same_confirmation_and_selects_nothing_again(  # type: ignore[no-untyped-def]
     run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with psycopg.connect(postier_env) as conn:
-        insert_invoice(conn, number="CONF-AGAIN-1", send_state="PRET")
     starts = count_starts(monkeypatch)
-    # The same Airflow run twice (same run id), as a retry or a « Clear » of its confirmation.
-    when = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    # The confirmation run again (a retry or a « Clear »).
     with Clerk("factures_envoyer", "Envoyer") as clerk:
-        first = run_dag("factures_envoyer", logical_date=when, run_after=when)
-        assert first.state == "success"
-        with psycopg.connect(postier_env) as conn:  # an invoice that now matches the criteria
-            insert_invoice(conn, number="CONF-AGAIN-2", send_state="PRET")
-        again = run_dag("factures_envoyer", logical_date=when, run_after=when)
+        again = run_again(run_dag, postier_env, "factures_envoyer", "CONF-AGAIN")
 
     assert again.state == "success"
     # The clerk was shown the run's selection again, not a new one.
