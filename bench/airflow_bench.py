@@ -98,6 +98,8 @@ DELIVERY = re.compile(r"Livraison de l'envoi \(courriels, plateforme agréée\) 
 SELECTION = re.compile(
     r"Sélection de l'exécution \(critères, configuration, factures\) en ([0-9.]+) s"
 )
+#: A task process ready to work, with its log line's time (the task logs are JSON lines).
+READY_AT = re.compile(r'"timestamp":"([^"]+)"[^\n]*"event":"Tâche prête en ')
 #: A request in the api-server's access log (one line per request answered).
 ACCESS = re.compile(rb"request finished.* method=([A-Z]+) path=(\S+)")
 REQUEST_KINDS = (
@@ -194,6 +196,10 @@ class RunTiming:
     #: The run's selection, in the chunk task that made it (`in_chunks`) or the confirmation.
     selection_s: float = 0.0
     selection_in_chunks_s: float = 0.0
+    #: When the clerk's answer was recorded (the HITL detail's responded_at, ISO), a send only.
+    answered_at: str | None = None
+    #: When each chunk task's process was ready to work (its log line, ISO).
+    chunk_ready_at: list[str] = field(default_factory=list)
     #: Ready time of each task process with the task's log file (task_id=…/map_index=…).
     ready_by_task: list[tuple[float, str]] = field(default_factory=list)
     #: CPU seconds per component from trigger to success (`cpu_account`).
@@ -397,6 +403,7 @@ def run_dag(
             for name in cpu_answered_at
         }
     timing = RunTiming(dag_id, run_id, end - posted - recorded_clerk_s, recorded_clerk_s)
+    timing.answered_at = answered_at.isoformat() if answered_at else None
     timing.polled_wall_s, timing.polled_clerk_s, timing.post_s = polled_wall_s, clerk_s, post_s
     timing.asked_to_parked_s = timing_parked_s
     timing.cpu_s = {name: cpu_end[name] - cpu_start.get(name, 0.0) for name in cpu_end}
@@ -418,6 +425,8 @@ def run_dag(
             timing.ready_by_task.append((float(ready), str(log_file.relative_to(folder))))
         mapped = re.search(r"map_index=(\d+)", str(log_file))
         kind = re.search(r"task_id=([^/]+)", str(log_file))
+        if kind and kind.group(1) == CHUNK_TASK:
+            timing.chunk_ready_at += READY_AT.findall(text)
         timing.delivery_s += sum(float(seconds) for seconds in DELIVERY.findall(text))
         selection = sum(float(seconds) for seconds in SELECTION.findall(text))
         timing.selection_s += selection
@@ -450,6 +459,55 @@ def print_clocks(run: RunTiming) -> None:
         f"de l'intervalle enregistré {sum(run.cpu_s.values()):.1f} s",
         flush=True,
     )
+
+
+def answer_path(run: RunTiming) -> dict[str, float]:
+    """The send's steps from the clerk's answer to the first chunk task ready to work, in wall
+    time, as Airflow and the task logs recorded them (empty without an answer): the scheduler
+    queueing the resumed confirmation (`answer_to_queued_s`), that task process running its
+    `execute_complete` until the confirmation's end (`resumed_s`), the scheduler queueing the
+    chunk tasks (`end_to_chunks_queued_s`), the first of them started (`queued_to_started_s`)
+    and ready (`started_to_ready_s`); their sum `answer_to_ready_s`, and the last chunk task's
+    start after the first's (`chunk_starts_spread_s`: a slot still held by the confirmation's
+    supervisor delays the second)."""
+    confirmation = next((t for t in run.tasks if t["task_id"] == "confirmation"), None)
+    chunks = [t for t in run.tasks if t["task_id"] == CHUNK_TASK and t.get("start_date")]
+    answered = _when(run.answered_at)
+    if not (answered and confirmation and chunks and run.chunk_ready_at):
+        return {}
+    resumed_queued = _when(confirmation["queued_when"])
+    ended = _when(confirmation["end_date"])
+    chunks_queued = min(_when(t["queued_when"]) or _when(t["start_date"]) for t in chunks)
+    starts = sorted(_when(t["start_date"]) for t in chunks)
+    ready = min(_when(at) for at in run.chunk_ready_at)
+    assert resumed_queued and ended and chunks_queued and ready
+    steps = {
+        "answer_to_queued_s": (resumed_queued - answered).total_seconds(),
+        "resumed_s": (ended - resumed_queued).total_seconds(),
+        "end_to_chunks_queued_s": (chunks_queued - ended).total_seconds(),
+        "queued_to_started_s": (starts[0] - chunks_queued).total_seconds(),
+        "started_to_ready_s": (ready - starts[0]).total_seconds(),
+    }
+    steps["answer_to_ready_s"] = (ready - answered).total_seconds()
+    steps["chunk_starts_spread_s"] = (starts[-1] - starts[0]).total_seconds()
+    return steps
+
+
+def print_answer_path(run: RunTiming) -> None:
+    """`answer_path` of a send, in one line."""
+    steps = answer_path(run)
+    if steps:
+        print(
+            f"réponse du commis → première tâche de paquet prête ({run.dag_id}) : "
+            f"{steps['answer_to_ready_s']:.2f} s = confirmation reprise mise en file "
+            f"{steps['answer_to_queued_s']:.2f} s (scheduler) + reprise jusqu'à sa fin "
+            f"{steps['resumed_s']:.2f} s (processus de tâche, execute_complete) + tâches de "
+            f"paquets en file {steps['end_to_chunks_queued_s']:.2f} s (scheduler) + première "
+            f"démarrée {steps['queued_to_started_s']:.2f} s + prête "
+            f"{steps['started_to_ready_s']:.2f} s ; dernière tâche de paquet démarrée "
+            f"{steps['chunk_starts_spread_s']:.2f} s après la première",
+            flush=True,
+        )
 
 
 def latencies(run: RunTiming) -> tuple[float, list[float]]:
@@ -618,6 +676,7 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
             send = run_dag(af, api, db, SEND, timeout, roots)
         print_clocks(prep)
         print_clocks(send)
+        print_answer_path(send)
         prepared, prep_chunks = counts(dsn, f"{PREPARE}/{prep.run_id}")
         sent, send_chunks = counts(dsn, f"{SEND}/{send.run_id}")
         celery_times = celery_path(af, [prep, send]) if celery else {}
@@ -658,6 +717,7 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
             "tasks_cpu_s": tasks_cpu_s,
             "throughput": (prepared + sent) / wall_s,
             **task_figures([prep, send], workers),
+            "answer_to_ready_s": answer_path(send).get("answer_to_ready_s", float("nan")),
             **{
                 f"cpu:{name}": prep.cpu_s.get(name, 0.0) + send.cpu_s.get(name, 0.0)
                 for name in {*prep.cpu_s, *send.cpu_s}
@@ -738,6 +798,11 @@ ROWS = (
     ("écart entre deux tâches successives, moyenne (s)", "gap_mean_s", "{:.2f}"),
     ("écart max entre deux tâches successives (s)", "gap_max_s", "{:.2f}"),
     ("somme des écarts entre tâches successives, 2 exécutions (s)", "gaps_s", "{:.1f}"),
+    (
+        "réponse du commis → première tâche de paquet de l'envoi prête (s)",
+        "answer_to_ready_s",
+        "{:.2f}",
+    ),
 )
 
 
