@@ -23,6 +23,7 @@ from postier.documents import render_final_invoice, verify_pdf
 from postier.documents.units import units
 from postier.domain import reform
 from postier.domain.states import InvoiceKind
+from postier.domain.validation import sending_problems
 from postier.pipeline.context import Environment
 from postier.store.invoices import load_invoices
 from postier.store.settings import load_settings
@@ -119,6 +120,79 @@ def test_prepare_refuses_unknown_units_and_credit_notes_citing_no_invoice(
     reasons = {a["facture"]: a["motif"] for a in report["anomalies"]}
     assert "facture d'origine absente" in reasons["AV-ORPHELIN"]
     assert "unité « SAC » de la ligne 2 absente de la table des unités" in reasons["FA-UNITE"]
+
+
+def test_an_invoice_that_passes_the_checks_but_cannot_render_is_refused_alone_in_its_chunk(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    # The ERP's unit « SAC » on PR-2's second line: nothing the preparation's checks look at
+    # (sending_problems), but the Factur-X render refuses it. PR-1, PR-3 and PR-4, in the same
+    # chunk before and after it, render.
+    with psycopg.connect(db_dsn) as conn:
+        customer = insert_customer(conn, channel="papier")
+        ids = {
+            f"PR-{n}": insert_invoice(conn, customer, number=f"PR-{n}", lines=2)
+            for n in (1, 2, 3, 4)
+        }
+        conn.execute(
+            "UPDATE invoice_lines SET unit = 'SAC' WHERE invoice_id = %s AND position = 2",
+            (ids["PR-2"],),
+        )
+        invoice = load_invoices(conn, [ids["PR-2"]])[0]
+    assert sending_problems(invoice) == []
+    env = Environment(dsn=db_dsn, home=tmp_path / "home")
+    report = run(env, "factures_preparer_envoi")
+    run_id = report["execution"]
+    with psycopg.connect(db_dsn) as conn:
+        invoices = {
+            number: (state, fingerprint is not None, changed_by)
+            for number, state, fingerprint, changed_by in conn.execute(
+                "SELECT number, send_state, fingerprint, state_changed_by FROM invoices"
+            )
+        }
+        items = dict(
+            conn.execute(
+                "SELECT i.number, r.status FROM run_items r JOIN invoices i ON i.id = r.invoice_id "
+                "WHERE r.run_id = %s",
+                (run_id,),
+            ).fetchall()
+        )
+        chunks = conn.execute(
+            "SELECT count(DISTINCT chunk) FROM run_items WHERE run_id = %s", (run_id,)
+        ).fetchone()
+        logged = [
+            r[0]
+            for r in conn.execute(
+                "SELECT i.number FROM exchanges e JOIN invoices i ON i.id = e.invoice_id "
+                "WHERE e.run_id = %s ORDER BY i.number",
+                (run_id,),
+            )
+        ]
+        output_dir = conn.execute("SELECT output_dir FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert chunks == (1,)  # PR-2 failed among the others of its chunk
+    # The others prepared: Prêt, their fingerprint and stamp, their state change logged, their
+    # Factur-X document in the run's folder.
+    for number in ("PR-1", "PR-3", "PR-4"):
+        assert invoices[number] == ("PRET", True, "jmartin") and items[number] == "traitee"
+    prepared = Path(output_dir[0]) / "preparees"  # type: ignore[index]
+    assert sorted(p.name for p in prepared.iterdir()) == ["PR-1.pdf", "PR-3.pdf", "PR-4.pdf"]
+    for number in ("PR-1", "PR-3", "PR-4"):
+        _, xml = facturx.get_xml_from_pdf((prepared / f"{number}.pdf").read_bytes())
+        assert f"<ram:ID>{number}</ram:ID>".encode() in xml
+    assert logged == ["PR-1", "PR-3", "PR-4"]
+    # PR-2 refused with the clerk's reason, and nothing of it written: no state, fingerprint,
+    # stamp or exchange, no document in the run's folder (above).
+    assert invoices["PR-2"] == ("EN_ATTENTE", False, None) and items["PR-2"] == "en_erreur"
+    (anomaly,) = report["anomalies"]
+    assert anomaly["facture"] == "PR-2"
+    assert "unité « SAC » de la ligne 2 absente de la table des unités" in anomaly["motif"]
+    assert report["compteurs"] == {
+        "selectionnees": 4,
+        "traitees": 3,
+        "ignorees": 0,
+        "refusees": 1,
+        "non_traitees": 0,
+    }
 
 
 def test_demo_signing_certificate_names_the_seller_of_the_settings(
