@@ -88,9 +88,11 @@ def test_a_failed_preload_is_logged_in_french_and_changes_nothing(
     assert "chaque tâche importera elle-même ce dont elle a besoin" in record.getMessage()
 
 
-#: The executor with a preload that fails: its workers still start and run a workload.
+#: The executor with a preload that fails: its workers still start and run a workload, and
+#: free their slot when a task process ends (`task_exit`, inherited by the forked workers).
 EXECUTOR_PROBE = """
 import json, multiprocessing
+from airflow.sdk.execution_time.supervisor import WatchedSubprocess
 from postier.airflow import executors, preload
 preload.PRELOADED = ("postier.module_absent",)
 executor = executors.PreloadingLocalExecutor(parallelism=2)
@@ -98,7 +100,9 @@ executor.start()
 workers = len(executor.workers)
 alive = all(p.is_alive() for p in executor.workers.values())
 executor.end()
-print(json.dumps({"workers": workers, "alive": alive, "preloaded": preload.preloaded()}))
+waits = getattr(WatchedSubprocess._service_subprocess, "_postier_waits_for_task_exit", False)
+print(json.dumps({"workers": workers, "alive": alive, "preloaded": preload.preloaded(),
+                  "waits_for_task_exit": waits}))
 """
 
 
@@ -108,5 +112,6 @@ def test_the_executor_starts_its_workers_when_the_preload_fails() -> None:
         "workers": 2,
         "alive": True,
         "preloaded": False,
+        "waits_for_task_exit": True,
     }
     assert "Préchargement du code des tâches impossible" in out.stdout + out.stderr

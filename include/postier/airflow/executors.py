@@ -4,7 +4,8 @@
 
 The LocalExecutor forks its workers from the scheduler when it starts; each task process is
 forked from a worker (see `preload`). This one imports the task code in the scheduler just before,
-once, so that no task process imports it again. Anything else is Airflow's LocalExecutor.
+once, so that no task process imports it again; and its workers free a slot as soon as the
+task process ends (`task_exit`). Anything else is Airflow's LocalExecutor.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from airflow.executors.local_executor import LocalExecutor
 
 from postier.airflow.preload import preload
+from postier.airflow.task_exit import wait_for_task_exit
 
 
 class PreloadingLocalExecutor(LocalExecutor):
@@ -22,4 +24,5 @@ class PreloadingLocalExecutor(LocalExecutor):
         # would inherit nothing, so the scheduler would import for nobody.
         if self.is_mp_using_fork:
             preload()
+            wait_for_task_exit()
         super().start()

@@ -1,0 +1,99 @@
+"""A task's executor slot is freed as soon as its task process ends: Airflow's supervisor, its
+task process's sockets all closed, waits on the process itself instead of sleeping its whole
+wait (`postier.airflow.task_exit`)."""
+
+from __future__ import annotations
+
+import selectors
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from airflow.sdk.execution_time.supervisor import WatchedSubprocess
+
+from postier.airflow.task_exit import wait_for_exit, wait_for_task_exit
+
+
+class EndingTask:
+    """What Airflow's supervisor holds of a task process whose sockets are all closed (at EOF):
+    its pid, no open socket, no exit code yet; reaped by `_check_subprocess_exit`."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.pid = process.pid
+        self.process = process
+        self._exit_code: int | None = None
+        self._open_sockets: dict[Any, str] = {}
+        self.selector = selectors.DefaultSelector()
+
+    def _check_subprocess_exit(
+        self, raise_on_timeout: bool = False, expect_signal: int | None = None
+    ) -> int | None:
+        self._exit_code = self.process.poll()
+        return self._exit_code
+
+
+def child(seconds: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+
+@pytest.fixture
+def supervisor_waits_for_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Airflow's method put back after the test, whatever the wrapper did to it.
+    monkeypatch.setattr(
+        WatchedSubprocess, "_service_subprocess", WatchedSubprocess._service_subprocess
+    )
+    assert wait_for_task_exit()
+
+
+@pytest.mark.usefixtures("supervisor_waits_for_exit")
+def test_the_supervisor_sees_its_task_end_when_it_ends_not_after_its_wait() -> None:
+    process = child(0.3)
+    task = EndingTask(process)
+    started = time.monotonic()
+    try:
+        # Airflow's supervisor waits up to `min_heartbeat_interval` (1 s at least) here: 5 s
+        # to tell the two apart on a loaded machine.
+        exit_code = WatchedSubprocess._service_subprocess(task, max_wait_time=5.0)
+    finally:
+        process.kill()
+        process.wait()
+    elapsed = time.monotonic() - started
+
+    assert exit_code == 0
+    assert elapsed < 2.5, f"the supervisor slept {elapsed:.2f} s after its task ended"
+
+
+@pytest.mark.usefixtures("supervisor_waits_for_exit")
+def test_a_task_still_running_is_waited_for_no_longer_than_before() -> None:
+    process = child(30)
+    task = EndingTask(process)
+    started = time.monotonic()
+    try:
+        exit_code = WatchedSubprocess._service_subprocess(task, max_wait_time=0.5)
+    finally:
+        process.kill()
+        process.wait()
+    elapsed = time.monotonic() - started
+
+    # Still running: the supervisor's loop gets back in time for its heartbeat.
+    assert exit_code is None
+    assert 0.4 <= elapsed < 3.0
+
+
+def test_wrapping_twice_wraps_once(supervisor_waits_for_exit: None) -> None:
+    wrapped = WatchedSubprocess._service_subprocess
+
+    assert wait_for_task_exit()
+    assert WatchedSubprocess._service_subprocess is wrapped
+
+
+def test_a_process_that_cannot_be_watched_is_not_waited_for() -> None:
+    process = child(0)
+    process.wait()  # reaped: no pidfd can be opened on it any more
+    started = time.monotonic()
+
+    wait_for_exit(process.pid, 5.0)
+
+    assert time.monotonic() - started < 2.0
