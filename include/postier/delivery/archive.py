@@ -14,7 +14,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from postier.errors import DeliveryError
-from postier.storage import GED, Durability, StorageConfig, open_place
+from postier.storage import GED, Durability, StorageConfig, WriteBatch, open_place
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -44,6 +44,8 @@ class DocumentArchive:
         self.url = self._place.public
         self._durability: Durability | None = None
         self._unsynced = 0
+        #: Documents `add`ed, not yet written.
+        self._batch = WriteBatch(self._write, batched=self._place.local)
 
     @property
     def fs(self) -> AbstractFileSystem:
@@ -74,20 +76,33 @@ class DocumentArchive:
             if existing == digest:
                 return Archived(location, digest, len(data))
             raise DeliveryError(f"la GED contient déjà {key} avec un autre contenu : refusé")
+        self._write(key, data)
+        return Archived(location, digest, len(data))
+
+    def add(self, key: str, data: bytes) -> Archived:
+        """`put(key, data, replace_unindexed=True)`, the file written with the next few
+        (`WriteBatch`), at the latest by `sync()`: the caller records it only after."""
+        self._place.path(key)  # a refused name fails here, as in `put`
+        archived = Archived(self._place.location(key), hashlib.sha256(data).hexdigest(), len(data))
+        self._batch.add(key, data)
+        return archived
+
+    def _write(self, key: str, data: bytes) -> None:
         if self._durability is None:
             self._durability = self._place.durability()
         # Named only once complete (`Storage.put`), its folder made when missing; a French error
         # otherwise.
-        self._place.put(path, data, location)
+        self._place.put(self._place.path(key), data, self._place.location(key))
         self._unsynced += 1
         if self._unsynced % BACKGROUND_SYNC_EVERY == 0:
             self._durability.start()
-        return Archived(location, digest, len(data))
 
     def sync(self) -> None:
         """Make the documents put since the last sync durable (one syncfs, not one fsync per
         file): the caller records them as archived only after, so a power loss cannot leave
-        an invoice recorded as archived whose file is missing."""
+        an invoice recorded as archived whose file is missing. The documents `add`ed are
+        written first."""
+        self._batch.flush()
         if self._durability is not None:
             durability, self._durability, self._unsynced = self._durability, None, 0
             durability.wait()

@@ -17,6 +17,7 @@ from postier.pipeline.chorus import collect_chunk
 from postier.pipeline.context import Environment
 from postier.pipeline.export import export_chunk
 from postier.pipeline.runs import ChunkHandler, Run, document_step
+from postier.storage import WriteBatch
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
 from postier.store.settings import load_settings
@@ -115,6 +116,8 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                 outcomes.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
                 continue
             checked.append((invoice, found, fingerprint(invoice)))
+        # The prepared PDFs written a few at a time, not each after its render (`WriteBatch`).
+        files = WriteBatch(run.folder.write, batched=run.folder.storage.local)
         for invoice, found, print_ in checked:
             try:
                 with document_step():
@@ -122,7 +125,9 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             except PostierError as error:  # a document error names the invoice and the field
                 outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
                 continue
-            path = run.folder.write(f"preparees/{invoice.number}.pdf", pdf)
+            name = f"preparees/{invoice.number}.pdf"
+            files.add(name, pdf)
+            path = run.folder.file_location(name)
             prints.append(print_)
             ready.append(invoice.id)
             notes = [zero_amount_note(invoice, "préparée"), found and found.note]
@@ -130,6 +135,8 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             if found is not None:
                 addresses[invoice.id] = found
             outcomes.append(ItemOutcome(invoice.id, DONE, note, output=path))
+        # Every file complete before the rows naming it commit.
+        files.flush()
         record_addresses(conn, addresses)
         stamp_transition(conn, ready, PREPARE, run.triggered_by, run.id, fingerprints=prints)
         record_outcomes(conn, run.id, outcomes)

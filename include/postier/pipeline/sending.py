@@ -166,8 +166,9 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                 key = DocumentArchive.key_for(
                     invoice.invoice_date, invoice.customer.code, invoice.number
                 )
-                # Not yet sent, so any file already there was left by a rolled-back attempt.
-                archived = archive.put(key, pdf, replace_unindexed=True)
+                # Not yet sent, so any file already there was left by a rolled-back attempt;
+                # written with the next few, at the latest by the sync below (`WriteBatch`).
+                archived = archive.add(key, pdf)
                 location = archived.location
                 writes.documents.append((invoice.id, archived.sha256, archived.size, location))
                 writes.exchange(
