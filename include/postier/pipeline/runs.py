@@ -130,7 +130,9 @@ def ensure_started(
         # own after it: a fresh snapshot, which sees the run another task started meanwhile.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (external_id, START_LOCK))
         row = conn.execute(
-            "SELECT report FROM runs WHERE external_id = %s", (external_id,)
+            # Without its lists of invoices: only a refusal's reason and counts are read.
+            "SELECT report - 'anomalies' - 'remarques' FROM runs WHERE external_id = %s",
+            (external_id,),
         ).fetchone()
         if row is None:
             start_run(env, treatment_id, params, actor, external_id)
