@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -211,8 +211,9 @@ def finaliser(**context: Any) -> list[str]:
 #: The mapped chunk task's id.
 CHUNK_TASK = "traiter_paquet"
 #: How long `rapport` waits for the chunk tasks still running (Airflow's ALL_DONE, which its
-#: ONE_FAILED does not wait for), polling every `POLL_S`.
-CHUNKS_WAIT_S, POLL_S = 600.0, 1.0
+#: ONE_FAILED does not wait for), looking at them again every `CHUNKS_RECHECK_S` without
+#: holding a worker slot in between (`_wait_for_chunk_tasks`).
+CHUNKS_WAIT_S, CHUNKS_RECHECK_S = 600.0, 5.0
 
 
 @task(
@@ -350,24 +351,31 @@ def _failing(context: Any, report: Callable[[], _R]) -> _R:
 
 
 def _wait_for_chunk_tasks(context: Any) -> None:
-    """Wait for the run's chunk tasks still running or to be retried (a chunk task that failed
-    for good triggers `rapport` while the others may still be at work), for at most
-    `CHUNKS_WAIT_S`: past it the report says what is done."""
+    """Return once the run's chunk tasks are over for good (a chunk task that failed for good
+    triggers `rapport` while the others may still be at work or to be retried), or once
+    `rapport` has waited `CHUNKS_WAIT_S` for them: past it the report says what is done.
+
+    Not waiting in a worker slot: while they are at work, `rapport` asks Airflow to run it again
+    in `CHUNKS_RECHECK_S` (up for reschedule, as a sensor in reschedule mode), and the slot goes
+    to the chunk tasks' work and retries meanwhile."""
     from airflow.sdk import TaskInstanceState as S
+    from airflow.sdk.exceptions import AirflowRescheduleException
 
     # Over for good, no retry to come: Airflow core's `State.finished`, spelled with what the
     # Task SDK exposes (a worker with only the SDK has no `airflow.utils`).
     finished = {S.SUCCESS, S.FAILED, S.SKIPPED, S.UPSTREAM_FAILED, S.REMOVED}
     ti, run_id = context["ti"], context["run_id"]
-    deadline = time.monotonic() + CHUNKS_WAIT_S
-    while time.monotonic() < deadline:
-        states = ti.get_task_states(
-            dag_id=context["dag"].dag_id, task_ids=[CHUNK_TASK], run_ids=[run_id]
-        ).get(run_id, {})
-        if all(state in finished for state in states.values()):
-            return
-        time.sleep(POLL_S)
-    log.warning("Tâches de paquets encore en cours après %.0f s : rapport écrit", CHUNKS_WAIT_S)
+    states = ti.get_task_states(
+        dag_id=context["dag"].dag_id, task_ids=[CHUNK_TASK], run_ids=[run_id]
+    ).get(run_id, {})
+    if all(state in finished for state in states.values()):
+        return
+    now = datetime.now(UTC)
+    waiting_since = ti.get_first_reschedule_date(context) or now
+    if (now - waiting_since).total_seconds() >= CHUNKS_WAIT_S:
+        log.warning("Tâches de paquets encore en cours après %.0f s : rapport écrit", CHUNKS_WAIT_S)
+        return
+    raise AirflowRescheduleException(now + timedelta(seconds=CHUNKS_RECHECK_S))
 
 
 def _confirmation_refused(context: Any) -> bool:
