@@ -1,7 +1,9 @@
 """What a chunk task's memory does over its chunks, in one process, outside Airflow.
 
     .venv/bin/python bench/chunk_memory.py 3000            # N demo invoices, prepare then send
-    TRACE=1 .venv/bin/python bench/chunk_memory.py 3000    # and tracemalloc (slower)
+    TRACE=1 .venv/bin/python bench/chunk_memory.py 3000    # and tracemalloc (much slower)
+    TRACE=end .venv/bin/python bench/chunk_memory.py 3000  # tracemalloc from the chunks' end
+    TRIM=1 .venv/bin/python bench/chunk_memory.py 3000     # and malloc_trim after every chunk
 
 As a chunk task does it (`traiter_paquet`): the prepare's selection, then every chunk of the run
 in ONE process (`process_part`, one part: twice a task's chunks), on a thread of its own
