@@ -21,9 +21,12 @@ from postier.pipeline.runs import open_run
 from postier.storage import RunFolder
 
 
-def _reported_run(dsn: str, home: Path, invoices: int) -> tuple[Environment, str, RunFolder]:
-    """A prepare run whose `invoices` invoices are half refused with a reason, half processed
-    with a remark, its report written; (environment, external id, folder)."""
+def _reported_run(
+    dsn: str, home: Path, invoices: int, peak: list[int] | None = None, refused_every: int = 2
+) -> tuple[Environment, str, RunFolder]:
+    """A prepare run of `invoices` invoices, one in `refused_every` refused with a reason, the
+    others processed with a remark, its report written; (environment, external id, folder).
+    `peak`: the tracemalloc peak of writing the report appended to it."""
     env = Environment(dsn=dsn, home=home, workers=1)
     external = f"report-memory/{home.name}"
     with psycopg.connect(dsn) as conn:
@@ -32,14 +35,21 @@ def _reported_run(dsn: str, home: Path, invoices: int) -> tuple[Environment, str
         run_id, folder = open_run(env, conn, "factures_preparer_envoi", external, {}, "mdupont")
         conn.execute(
             "INSERT INTO run_items (run_id, invoice_id, position, chunk, status, reason) "
-            "SELECT %s, i, n, 0, CASE WHEN n %% 2 = 0 THEN 'en_erreur' ELSE 'traitee' END, "
-            "CASE WHEN n %% 2 = 0 THEN 'client sans adresse e-mail : facture non préparée' "
+            "SELECT %s, i, n, 0, CASE WHEN n %% %s = 0 THEN 'en_erreur' ELSE 'traitee' END, "
+            "CASE WHEN n %% %s = 0 THEN 'client sans adresse e-mail : facture non préparée' "
             "ELSE 'facture à 0 € : préparée, à vérifier avant l''envoi' END "
             "FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(i, n)",
-            (run_id, ids),
+            (run_id, refused_every, refused_every, ids),
         )
         conn.commit()
-    assert write_report(env, external, [], again=False) is not None
+    if peak is not None:
+        tracemalloc.start()
+    try:
+        assert write_report(env, external, [], again=False) is not None
+        if peak is not None:
+            peak.append(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
     return env, external, folder
 
 
@@ -86,3 +96,34 @@ def test_rapport_json_keeps_its_layout(db_dsn: str, tmp_path: Path) -> None:
         report["remarques"][0]["remarque"] == "facture à 0 € : préparée, à vérifier avant l'envoi"
     )
     assert len(written) > 2 * JSON_WRITE_CHARS  # written in several pieces
+
+
+def test_the_report_is_written_without_holding_its_lists(db_dsn: str, tmp_path: Path) -> None:
+    """The report's lists of invoices are built in its `runs` row and read back from it into
+    the files: the writer's peak does not grow with the remarks (the Markdown shows the first
+    50, the anomalies all: a few here), and the row and rapport.json list the same invoices in
+    the same order."""
+    small_n, large_n, every = 1_000, 4_000, 100
+    peaks: list[int] = []
+    _reported_run(db_dsn, tmp_path / "warm", 10, [], every)
+    _reported_run(db_dsn, tmp_path / "a", small_n, peaks, every)
+    env, external, folder = _reported_run(db_dsn, tmp_path / "b", large_n, peaks, every)
+    written = json.loads(folder.read("rapport.json"))
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute("SELECT report FROM runs WHERE external_id = %s", (external,))
+        stored = row.fetchone()[0]
+    assert stored == written
+    assert written["anomalies"][0] == {
+        "facture": written["anomalies"][0]["facture"],
+        "statut": "refusée",
+        "motif": "client sans adresse e-mail : facture non préparée",
+    }
+    assert list(written["remarques"][0]) == ["facture", "remarque"]
+    assert len(written["remarques"]) == large_n - large_n // every
+    markdown = folder.read("rapport.md").decode()
+    assert markdown.count("client sans adresse e-mail") == large_n // every
+    assert f"… et {large_n - large_n // every - 50} autres (rapport.json)" in markdown
+    # Lists loaded whole, dumped for the row and the file: 1.1 then 3.9 MB (1,000 and 4,000
+    # invoices listed); built in the row and read back a few at a time, 0.8 MB at both.
+    small_peak, large_peak = peaks
+    assert large_peak < 1.5 * small_peak, (small_peak, large_peak)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -168,17 +169,48 @@ def publish(
     report: dict[str, Any],
     status: str,
     markdown: Callable[[dict[str, Any]], str],
+    lists: Callable[[], None] | None = None,
 ) -> str:
     """Write `rapport.json` and `rapport.md`, close the `runs` row, log the Markdown; the
-    report's location."""
+    report's location. With `lists`: the row first, then `lists()` (which puts the report's
+    lists of invoices in the row and in `report`, read back from it), then the files."""
     report["rapport"] = folder.file_location("rapport.md")
+    if lists is not None:
+        run_store.finish_run(conn, run_id, status, report["compteurs"], report)
+        lists()
     with folder.writer("rapport.json") as handle:
         write_json(handle, report)
     text = markdown(report)
     md_path = folder.write("rapport.md", text.encode())
-    run_store.finish_run(conn, run_id, status, report["compteurs"], report)
+    if lists is None:
+        run_store.finish_run(conn, run_id, status, report["compteurs"], report)
     log.info("\n%s", text)
     return md_path
+
+
+class _Listed(list[dict[str, Any]]):
+    """One of a written report's lists of invoices (as long as the run's problems), read from
+    its `runs` row each time it is gone through (`run_store.report_list`), never held whole:
+    `write_json` and `to_markdown` go through it once each. Its length, its elements in order
+    and its slices only: `json.dumps`'s C encoder or psycopg would see an empty list."""
+
+    def __init__(
+        self, conn: psycopg.Connection, run_id: int, key: str, fields: Sequence[str], n: int
+    ) -> None:
+        super().__init__()
+        self._read = lambda: run_store.report_list(conn, run_id, key, fields)
+        self._length = n
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._read()
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, slice):
+            raise TypeError("une liste du rapport se lit dans l'ordre, ou par tranche")
+        return list(itertools.islice(self._read(), index.start, index.stop, index.step))
 
 
 #: Characters of JSON text `write_json` gathers before each write.
@@ -286,11 +318,9 @@ def write_report(
             **timing(started),
             "criteres": run.criteria,
             "compteurs": counters,
-            # The rows read are dropped as soon as labelled: one list of them held, not two.
-            "anomalies": [
-                p | {"statut": STATUS_LABELS[p["statut"]]} for p in run_store.problems(conn, run_id)
-            ],
-            "remarques": run_store.remarks(conn, run_id),
+            # Built by PostgreSQL in the run's row, then read back from it (`_lists`).
+            "anomalies": [],
+            "remarques": [],
             "fichiers": (files or []) + [run.folder.location],
         }
         # Why the run failed, for the run lists and for its outcome read again from the report
@@ -308,8 +338,21 @@ def write_report(
             deposits = run_platform_summary(conn, run_id)
             if deposits is not None:
                 report["plateforme"] = deposits
-        publish(conn, run_id, run.folder, report, status, to_markdown)
+
+        def lists() -> None:
+            # The lists of invoices, as long as the run's problems, never whole in this task
+            # (its peak memory stayed flat in the run's size): built in the row, then read
+            # from it one at a time into the files, which say what the row says.
+            anomalies, remarks = run_store.add_report_lists(conn, run_id, STATUS_LABELS)
+            report["anomalies"] = _Listed(conn, run_id, "anomalies", ANOMALY_FIELDS, anomalies)
+            report["remarques"] = _Listed(conn, run_id, "remarques", REMARK_FIELDS, remarks)
+
+        publish(conn, run_id, run.folder, report, status, to_markdown, lists)
     return _outcome(run, report, status)
+
+
+#: The fields of an anomaly and of a remark, in the report's order.
+ANOMALY_FIELDS, REMARK_FIELDS = ("facture", "statut", "motif"), ("facture", "remarque")
 
 
 def _counters(counts: dict[str, int]) -> dict[str, int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -292,6 +292,52 @@ def remarks(conn: psycopg.Connection, run_id: int) -> list[dict[str, str]]:
         (run_id, DONE),
     ).fetchall()
     return [{"facture": n, "remarque": reason} for n, reason in rows]
+
+
+def add_report_lists(
+    conn: psycopg.Connection, run_id: int, labels: dict[str, str]
+) -> tuple[int, int]:
+    """Put into the run's written report (`runs.report`) its two lists of invoices, built by
+    PostgreSQL from the run's items as `problems` (each status shown by its label in
+    `labels`) and `remarks` read them; their lengths. Nothing of them goes through Python."""
+    row = conn.execute(
+        "UPDATE runs SET report = report || jsonb_build_object("
+        " 'anomalies', (SELECT coalesce(jsonb_agg(jsonb_build_object('facture', i.number,"
+        "  'statut', %(labels)s::jsonb ->> r.status, 'motif', coalesce(r.reason, ''))"
+        "  ORDER BY r.position), '[]'::jsonb) FROM run_items r"
+        "  JOIN invoices i ON i.id = r.invoice_id"
+        "  WHERE r.run_id = %(run)s AND r.status IN (%(skipped)s, %(failed)s)),"
+        " 'remarques', (SELECT coalesce(jsonb_agg(jsonb_build_object('facture', i.number,"
+        "  'remarque', r.reason) ORDER BY r.position), '[]'::jsonb) FROM run_items r"
+        "  JOIN invoices i ON i.id = r.invoice_id"
+        "  WHERE r.run_id = %(run)s AND r.status = %(done)s AND r.reason IS NOT NULL))"
+        " WHERE id = %(run)s RETURNING jsonb_array_length(report -> 'anomalies'),"
+        " jsonb_array_length(report -> 'remarques')",
+        {
+            "run": run_id,
+            "labels": Jsonb(labels),
+            "skipped": SKIPPED,
+            "failed": FAILED,
+            "done": DONE,
+        },
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def report_list(
+    conn: psycopg.Connection, run_id: int, key: str, fields: Sequence[str]
+) -> Iterator[dict[str, Any]]:
+    """The elements of the list `key` of the run's written report, in order, read from a
+    server-side cursor (a few at a time), each with its `fields` in that order."""
+    with conn.cursor(name=f"report_{key}") as cur:
+        cur.execute(
+            "SELECT e FROM runs, jsonb_array_elements(report -> %s) WITH ORDINALITY AS t(e, n) "
+            "WHERE id = %s ORDER BY n",
+            (key, run_id),
+        )
+        for (element,) in cur:
+            yield {field: element[field] for field in fields}
 
 
 def run_ids_in_order(conn: psycopg.Connection, run_id: int, status: str = DONE) -> Sequence[int]:
