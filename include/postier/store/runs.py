@@ -273,33 +273,14 @@ def item_counts(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
     return counts
 
 
-def problems(conn: psycopg.Connection, run_id: int) -> list[dict[str, str]]:
-    """Skipped and failed invoices with their French reason, in selection order."""
-    rows = conn.execute(
-        "SELECT i.number, r.status, r.reason FROM run_items r "
-        "JOIN invoices i ON i.id = r.invoice_id "
-        "WHERE r.run_id = %s AND r.status IN (%s, %s) ORDER BY r.position",
-        (run_id, SKIPPED, FAILED),
-    ).fetchall()
-    return [{"facture": n, "statut": s, "motif": reason or ""} for n, s, reason in rows]
-
-
-def remarks(conn: psycopg.Connection, run_id: int) -> list[dict[str, str]]:
-    """Processed invoices that carry a note for the clerk (e.g. a 0 € invoice), in order."""
-    rows = conn.execute(
-        "SELECT i.number, r.reason FROM run_items r JOIN invoices i ON i.id = r.invoice_id "
-        "WHERE r.run_id = %s AND r.status = %s AND r.reason IS NOT NULL ORDER BY r.position",
-        (run_id, DONE),
-    ).fetchall()
-    return [{"facture": n, "remarque": reason} for n, reason in rows]
-
-
 def add_report_lists(
     conn: psycopg.Connection, run_id: int, labels: dict[str, str]
 ) -> tuple[int, int]:
     """Put into the run's written report (`runs.report`) its two lists of invoices, built by
-    PostgreSQL from the run's items as `problems` (each status shown by its label in
-    `labels`) and `remarks` read them; their lengths. Nothing of them goes through Python."""
+    PostgreSQL from the run's items, in selection order; their lengths. `anomalies`: the
+    skipped and failed invoices with their French reason (each status shown by its label in
+    `labels`); `remarques`: the processed ones that carry a note for the clerk (e.g. a 0 €
+    invoice). Nothing of them goes through Python."""
     row = conn.execute(
         "UPDATE runs SET report = report || jsonb_build_object("
         " 'anomalies', (SELECT coalesce(jsonb_agg(jsonb_build_object('facture', i.number,"
