@@ -318,7 +318,7 @@ def write_report(
             **timing(started),
             "criteres": run.criteria,
             "compteurs": counters,
-            # Built by PostgreSQL in the run's row, then read back from it (`_lists`).
+            # Built by PostgreSQL in the run's row, then read back from it (`lists` below).
             "anomalies": [],
             "remarques": [],
             "fichiers": (files or []) + [run.folder.location],
@@ -341,8 +341,8 @@ def write_report(
 
         def lists() -> None:
             # The lists of invoices, as long as the run's problems, never whole in this task
-            # (its peak memory stayed flat in the run's size): built in the row, then read
-            # from it one at a time into the files, which say what the row says.
+            # (so its peak memory does not grow with the run): built in the row, then read
+            # from it a few at a time into the files, which say what the row says.
             anomalies, remarks = run_store.add_report_lists(conn, run_id, STATUS_LABELS)
             report["anomalies"] = _Listed(conn, run_id, "anomalies", ANOMALY_FIELDS, anomalies)
             report["remarques"] = _Listed(conn, run_id, "remarques", REMARK_FIELDS, remarks)
