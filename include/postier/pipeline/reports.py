@@ -248,12 +248,6 @@ def refusal(report: dict[str, Any] | None) -> RefusedAtStartError | None:
     return None
 
 
-#: A written report without its lists of invoices (as long as the run's problems): what the
-#: checks of a report already written read (its counts, status, reason, location), not the
-#: whole report loaded again in every task that ends a large run.
-REPORT_HEAD = "report - 'anomalies' - 'remarques'"
-
-
 def write_report(
     env: Environment,
     ref: RunRef,
@@ -285,7 +279,7 @@ def write_report(
         # reference the run (e-mails and deposits of other sends) can still be written meanwhile.
         conn.execute("SELECT 1 FROM runs WHERE id = %s FOR NO KEY UPDATE", (run_id,))
         row = conn.execute(
-            f"SELECT started_at, {REPORT_HEAD} FROM runs WHERE id = %s", (run_id,)
+            f"SELECT started_at, {run_store.REPORT_HEAD} FROM runs WHERE id = %s", (run_id,)
         ).fetchone()
         assert row is not None
         started: datetime = row[0]
@@ -371,7 +365,9 @@ def report_is_current(env: Environment, ref: RunRef) -> bool:
     `write_report`'s `again` false checks), reading only, without the run's lock."""
     with env.connect() as conn:
         run_id = resolve_run_id(conn, ref)
-        row = conn.execute(f"SELECT {REPORT_HEAD} FROM runs WHERE id = %s", (run_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT {run_store.REPORT_HEAD} FROM runs WHERE id = %s", (run_id,)
+        ).fetchone()
         written: dict[str, Any] | None = row[0] if row else None
         if not written:
             return False
@@ -384,7 +380,7 @@ def written_report(env: Environment, ref: RunRef) -> dict[str, Any]:
     with env.connect() as conn:
         run = load_run(conn, ref, env.storage)
         row = conn.execute(
-            f"SELECT status, {REPORT_HEAD} FROM runs WHERE id = %s", (run.id,)
+            f"SELECT status, {run_store.REPORT_HEAD} FROM runs WHERE id = %s", (run.id,)
         ).fetchone()
     assert row is not None and row[1], f"exécution {run.id} sans rapport"
     if (refused_at_start := refusal(row[1])) is not None:

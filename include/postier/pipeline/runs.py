@@ -131,7 +131,7 @@ def ensure_started(
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (external_id, START_LOCK))
         row = conn.execute(
             # Without its lists of invoices: only a refusal's reason and counts are read.
-            "SELECT report - 'anomalies' - 'remarques' FROM runs WHERE external_id = %s",
+            f"SELECT {run_store.REPORT_HEAD} FROM runs WHERE external_id = %s",
             (external_id,),
         ).fetchone()
         if row is None:

@@ -273,6 +273,12 @@ def item_counts(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
     return counts
 
 
+#: A run's written report without its lists of invoices (`add_report_lists`: as long as the
+#: run's problems): what the checks of a report already written read (its counts, status,
+#: reason, location), not the whole report loaded again in every task that ends a large run.
+REPORT_HEAD = "report - 'anomalies' - 'remarques'"
+
+
 def add_report_lists(
     conn: psycopg.Connection, run_id: int, labels: dict[str, str]
 ) -> tuple[int, int]:
