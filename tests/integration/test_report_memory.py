@@ -127,3 +127,34 @@ def test_the_report_is_written_without_holding_its_lists(db_dsn: str, tmp_path: 
     # invoices listed); built in the row and read back a few at a time, 0.8 MB at both.
     small_peak, large_peak = peaks
     assert large_peak < 1.5 * small_peak, (small_peak, large_peak)
+
+
+def test_the_report_lists_its_invoices_in_selection_order(db_dsn: str, tmp_path: Path) -> None:
+    """In the order of the run's items (`position`), here the reverse of the order they were
+    written in: rapport.json, rapport.md and the row alike."""
+    env = Environment(dsn=db_dsn, home=tmp_path, workers=1)
+    external = "report-memory/order"
+    with psycopg.connect(db_dsn) as conn:
+        customer = insert_customer(conn)
+        ids = insert_invoices(conn, [(customer, 1, {}) for _ in range(6)])
+        number = dict(conn.execute("SELECT id, number FROM invoices WHERE id = ANY(%s)", (ids,)))
+        run_id, folder = open_run(env, conn, "factures_preparer_envoi", external, {}, "mdupont")
+        conn.execute(
+            "INSERT INTO run_items (run_id, invoice_id, position, chunk, status, reason) "
+            "SELECT %s, i, 7 - n, 0, CASE WHEN n %% 2 = 0 THEN 'en_erreur' ELSE 'traitee' END, "
+            "'motif ' || n FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(i, n)",
+            (run_id, ids),
+        )
+        conn.commit()
+    assert write_report(env, external, [], again=False) is not None
+    refused = [number[ids[n - 1]] for n in (6, 4, 2)]
+    noted = [number[ids[n - 1]] for n in (5, 3, 1)]
+    written = json.loads(folder.read("rapport.json"))
+    assert [a["facture"] for a in written["anomalies"]] == refused
+    assert [a["motif"] for a in written["anomalies"]] == ["motif 6", "motif 4", "motif 2"]
+    assert [r["facture"] for r in written["remarques"]] == noted
+    markdown = folder.read("rapport.md").decode()
+    assert sorted(refused + noted, key=markdown.index) == [*refused, *noted]
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute("SELECT report FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert row is not None and row[0] == written
