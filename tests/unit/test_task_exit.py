@@ -4,6 +4,8 @@ wait (`postier.airflow.task_exit`)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import selectors
 import subprocess
 import sys
@@ -82,6 +84,29 @@ def test_a_task_still_running_is_waited_for_no_longer_than_before() -> None:
     assert 0.4 <= elapsed < 3.0
 
 
+@pytest.mark.usefixtures("supervisor_waits_for_exit")
+def test_without_a_pidfd_the_supervisor_waits_as_airflow_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "pidfd_open")  # a kernel before 5.3, a sandbox
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    process = child(30)
+    task = EndingTask(process)
+    started = time.monotonic()
+    try:
+        exit_code = WatchedSubprocess._service_subprocess(task, max_wait_time=0.5)
+    finally:
+        process.kill()
+        process.wait()
+    elapsed = time.monotonic() - started
+
+    # Airflow's whole wait, not its loop spun every 10 ms while the process lingers.
+    assert exit_code is None
+    assert 0.4 <= elapsed < 3.0
+
+
 def test_wrapping_twice_wraps_once(supervisor_waits_for_exit: None) -> None:
     wrapped = WatchedSubprocess._service_subprocess
 
@@ -94,6 +119,5 @@ def test_a_process_that_cannot_be_watched_is_not_waited_for() -> None:
     process.wait()  # reaped: no pidfd can be opened on it any more
     started = time.monotonic()
 
-    wait_for_exit(process.pid, 5.0)
-
+    assert wait_for_exit(process.pid, 5.0) is False
     assert time.monotonic() - started < 2.0

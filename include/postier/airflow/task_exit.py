@@ -27,17 +27,18 @@ from typing import Any
 _WRAPPED = "_postier_waits_for_task_exit"
 
 
-def wait_for_exit(pid: int, timeout: float) -> None:
-    """Return when process `pid` has ended (not reaped: its parent does that) or after
-    `timeout` seconds; at once when it cannot be watched (gone, or no pidfd)."""
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Return True when process `pid` has ended (not reaped: its parent does that) or after
+    `timeout` seconds; False at once when it cannot be watched (gone, or no pidfd)."""
     try:
         fd = os.pidfd_open(pid)
     except (AttributeError, OSError):
-        return
+        return False
     try:
         select.select([fd], [], [], timeout)
     finally:
         os.close(fd)
+    return True
 
 
 def wait_for_task_exit() -> bool:
@@ -63,9 +64,10 @@ def wait_for_task_exit() -> bool:
             and isinstance(pid, int)
             and pid != os.getpid()
         ):
-            # Every socket closed, the process not yet reaped: it is ending.
-            wait_for_exit(pid, max(0.01, max_wait_time))
-            max_wait_time = 0.0
+            # Every socket closed, the process not yet reaped: it is ending. Not watched (no
+            # pidfd: an old kernel, a sandbox), Airflow's wait as it was, not a 10 ms spin.
+            if wait_for_exit(pid, max(0.01, max_wait_time)):
+                max_wait_time = 0.0
         return service(self, max_wait_time, *args, **kwargs)
 
     setattr(service_subprocess, _WRAPPED, True)
