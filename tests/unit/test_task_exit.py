@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import selectors
 import subprocess
 import sys
@@ -121,3 +122,33 @@ def test_a_process_that_cannot_be_watched_is_not_waited_for() -> None:
 
     assert wait_for_exit(process.pid, 5.0) is False
     assert time.monotonic() - started < 2.0
+
+
+def test_a_pidfd_numbered_past_1023_is_watched(monkeypatch: pytest.MonkeyPatch) -> None:
+    # select() refuses a descriptor past FD_SETSIZE (1024): a supervisor holding many files
+    # would fail its task instead of waiting.
+    high = 1500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= high:
+        pytest.skip(f"at most {hard} descriptors")
+    real = os.pidfd_open
+
+    def numbered_high(pid: int, flags: int = 0) -> int:
+        fd = real(pid, flags)
+        try:
+            return os.dup2(fd, high, inheritable=False)
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(os, "pidfd_open", numbered_high)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, high + 1), hard))
+    process = child(0.3)
+    started = time.monotonic()
+    try:
+        assert wait_for_exit(process.pid, 5.0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        process.kill()
+        process.wait()
+
+    assert time.monotonic() - started < 2.5

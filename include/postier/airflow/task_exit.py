@@ -35,7 +35,10 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
     except (AttributeError, OSError):
         return False
     try:
-        select.select([fd], [], [], timeout)
+        # poll, not select: a supervisor's descriptor numbered past 1023 is not refused.
+        watch = select.poll()
+        watch.register(fd, select.POLLIN)
+        watch.poll(timeout * 1000)
     finally:
         os.close(fd)
     return True
