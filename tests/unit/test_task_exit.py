@@ -11,30 +11,36 @@ import selectors
 import subprocess
 import sys
 import time
-from typing import Any
+import weakref
 
+import psutil
 import pytest
-from airflow.sdk.execution_time.supervisor import WatchedSubprocess
+from airflow.sdk.execution_time import supervisor
+from airflow.sdk.execution_time.supervisor import (
+    ActivitySubprocess,
+    PsutilTracker,
+    WatchedSubprocess,
+)
 
 from postier.airflow.task_exit import wait_for_exit, wait_for_task_exit
 
 
-class EndingTask:
+def ending_task(process: subprocess.Popen[bytes]) -> ActivitySubprocess:
     """What Airflow's supervisor holds of a task process whose sockets are all closed (at EOF):
-    its pid, no open socket, no exit code yet; reaped by `_check_subprocess_exit`."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.pid = process.pid
-        self.process = process
-        self._exit_code: int | None = None
-        self._open_sockets: dict[Any, str] = {}
-        self.selector = selectors.DefaultSelector()
-
-    def _check_subprocess_exit(
-        self, raise_on_timeout: bool = False, expect_signal: int | None = None
-    ) -> int | None:
-        self._exit_code = self.process.poll()
-        return self._exit_code
+    its pid, no open socket, no exit code yet; reaped by Airflow's own `_check_subprocess_exit`.
+    Airflow's own class, slotted, with only what its wait reads set: a field an upgrade renames
+    fails here rather than silently turning the wrapper off."""
+    task: ActivitySubprocess = object.__new__(ActivitySubprocess)
+    task.pid = process.pid
+    task._process = PsutilTracker(psutil.Process(process.pid))
+    task._exit_code = None
+    task._process_exit_monotonic = None
+    task._open_sockets = weakref.WeakKeyDictionary()
+    task.selector = selectors.DefaultSelector()
+    # No heartbeat due (none sent: no API server), the task not yet reported done.
+    task._last_successful_heartbeat = task._last_heartbeat_attempt = time.monotonic()
+    task._terminal_state = None
+    return task
 
 
 def child(seconds: float) -> subprocess.Popen[bytes]:
@@ -53,28 +59,30 @@ def supervisor_waits_for_exit(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("supervisor_waits_for_exit")
 def test_the_supervisor_sees_its_task_end_when_it_ends_not_after_its_wait() -> None:
     process = child(0.3)
-    task = EndingTask(process)
+    task = ending_task(process)
     started = time.monotonic()
     try:
-        # Airflow's supervisor waits up to `min_heartbeat_interval` (1 s at least) here: 5 s
-        # to tell the two apart on a loaded machine.
-        exit_code = WatchedSubprocess._service_subprocess(task, max_wait_time=5.0)
+        # Airflow's own loop, which waits up to `min_heartbeat_interval` (1 s at least) here:
+        # 5 s to tell the two apart on a loaded machine.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(supervisor, "MIN_HEARTBEAT_INTERVAL", 5)
+            task._monitor_subprocess()
     finally:
         process.kill()
         process.wait()
     elapsed = time.monotonic() - started
 
-    assert exit_code == 0
+    assert task._exit_code == 0
     assert elapsed < 2.5, f"the supervisor slept {elapsed:.2f} s after its task ended"
 
 
 @pytest.mark.usefixtures("supervisor_waits_for_exit")
 def test_a_task_still_running_is_waited_for_no_longer_than_before() -> None:
     process = child(30)
-    task = EndingTask(process)
+    task = ending_task(process)
     started = time.monotonic()
     try:
-        exit_code = WatchedSubprocess._service_subprocess(task, max_wait_time=0.5)
+        exit_code = task._service_subprocess(max_wait_time=0.5)
     finally:
         process.kill()
         process.wait()
@@ -90,14 +98,16 @@ def test_without_a_pidfd_the_supervisor_waits_as_airflow_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def no_pidfd(pid: int, flags: int = 0) -> int:
-        raise OSError(errno.ENOSYS, "pidfd_open")  # a kernel before 5.3, a sandbox
+        # Out of descriptors (psutil, reaping for Airflow, then waits without one too); a
+        # kernel before 5.3 or a sandbox refuse every pidfd.
+        raise OSError(errno.EMFILE, "pidfd_open")
 
     monkeypatch.setattr(os, "pidfd_open", no_pidfd)
     process = child(30)
-    task = EndingTask(process)
+    task = ending_task(process)
     started = time.monotonic()
     try:
-        exit_code = WatchedSubprocess._service_subprocess(task, max_wait_time=0.5)
+        exit_code = task._service_subprocess(max_wait_time=0.5)
     finally:
         process.kill()
         process.wait()
