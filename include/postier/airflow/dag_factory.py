@@ -248,12 +248,13 @@ def rapport(**context: Any) -> dict[str, Any]:
     # A DAG without it has no file to make.
     has_file = "finaliser" in context["dag"].task_dict
     files = context["ti"].xcom_pull(task_ids="finaliser") if has_file else []
-    refused = _confirmation_refused(context)
+    # Never a refusal here: « Ne pas envoyer » skips this task with the chunks (the
+    # confirmation's direct downstream tasks), and the confirmation reports it. A confirmation
+    # without an answer that let the chunks run (marked « success » by hand) is not one either:
+    # invoices left unprocessed fail the run.
     summary = _failing(
         context,
-        lambda: write_report(
-            env, ref, files or [], refused=refused, finalized=files is not None, again=False
-        ),
+        lambda: write_report(env, ref, files or [], finalized=files is not None, again=False),
     )
     if summary is None:
         # Written by the task that failed after writing it (the run failed): its outcome again.
@@ -376,21 +377,6 @@ def _wait_for_chunk_tasks(context: Any) -> None:
         log.warning("Tâches de paquets encore en cours après %.0f s : rapport écrit", CHUNKS_WAIT_S)
         return
     raise AirflowRescheduleException(now + timedelta(seconds=CHUNKS_RECHECK_S))
-
-
-def _confirmation_refused(context: Any) -> bool:
-    if "confirmation" not in context["dag"].task_dict:
-        return False
-    answer = context["ti"].xcom_pull(task_ids="confirmation")
-    if answer:
-        return answer.get("chosen_options") != [SendConfirmation.APPROVE]
-    # On « Ne pas envoyer » the operator skips its downstream tasks and pushes no answer
-    # (Airflow 3.3): a confirmation task that succeeded without an answer was refused.
-    run_id = context["run_id"]
-    states = context["ti"].get_task_states(
-        dag_id=context["dag"].dag_id, task_ids=["confirmation"], run_ids=[run_id], map_index=-1
-    )
-    return states.get(run_id, {}).get("confirmation") == "success"
 
 
 def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG:
