@@ -22,6 +22,7 @@ from postier.pipeline.archive_check import verify_archive
 from postier.pipeline.context import Environment
 from postier.pipeline.runs import process_chunk, start_run
 from postier.storage import GED, StorageConfig
+from postier.store.invoices import load_invoices
 
 #: A real ed25519 public key, not the harness sshd's.
 OTHER_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -211,3 +212,30 @@ def test_a_send_chunk_commits_only_once_its_ged_files_are_on_the_disk(
     with psycopg.connect(postier_env) as conn:
         archived = conn.execute("SELECT count(*) FROM documents").fetchone()
     assert archived == (3,)
+
+
+def test_a_ged_copy_failing_in_a_batch_fails_the_send_chunk_in_french_and_commits_nothing(
+    postier_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage_module, "WRITE_BATCH", 2)
+    with psycopg.connect(postier_env) as conn:
+        ids = [insert_invoice(conn, number=f"GF-{n}", send_state="PRET") for n in range(3)]
+        last = load_invoices(conn, ids[-1:])[0]
+    env = Environment(dsn=postier_env, home=tmp_path / "home")
+    summary = start_run(env, "factures_envoyer", {}, "jmartin", "test/ged-batch-failure")
+    # The last invoice's copy, written by the sync before the commit, cannot be: a folder has
+    # its name (the first two were written as a batch of 2).
+    key = DocumentArchive.key_for(last.invoice_date, last.customer.code, last.number)
+    ged = Path(env.archive_url)
+    (ged / key).mkdir(parents=True)
+
+    with pytest.raises(DeliveryError, match=r"^écriture impossible de .*/GF-2-facture\.pdf : "):
+        process_chunk(env, summary["run_id"], summary["chunks"][0])
+
+    with psycopg.connect(postier_env) as conn:
+        states = [r[0] for r in conn.execute("SELECT send_state FROM invoices ORDER BY number")]
+        documents = conn.execute("SELECT count(*) FROM documents").fetchone()
+    assert states == ["PRET"] * 3 and documents == (0,)
+    written = sorted(p.name for p in ged.rglob("GF-*"))
+    assert written == ["GF-0-facture.pdf", "GF-1-facture.pdf", "GF-2-facture.pdf"]  # no `.part`
+    assert (ged / key).is_dir()
