@@ -62,7 +62,8 @@ def test_a_prepare_chunk_commits_only_once_every_prepared_pdf_is_complete(
     process_chunk(env, summary["run_id"], 0)
 
     folder = f"{summary['run_id']:06d}-factures_preparer_envoi/preparees"
-    at_commit = env.seen[-1]
+    # The chunk's commit (the last one is the connection's, on leaving `process_chunk`).
+    at_commit = env.seen[0]
     assert sorted(at_commit) == [f"{folder}/WB-{n}.pdf" for n in range(5)]  # no `.part`
     assert all(
         data.startswith(b"%PDF") and data.rstrip().endswith(b"%%EOF") for data in at_commit.values()
