@@ -4,11 +4,10 @@ to work into its steps, from what Airflow and the task logs recorded."""
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from bench_timings import at, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -19,25 +18,6 @@ from airflow_bench import (  # noqa: E402
     RunTiming,
     answer_path,
 )
-
-ANSWER = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> str:
-    return (ANSWER + timedelta(seconds=seconds)).isoformat()
-
-
-def task(
-    task_id: str, queued: float, start: float, end: float, map_index: int = -1
-) -> dict[str, Any]:
-    return {
-        "task_id": task_id,
-        "map_index": map_index,
-        "state": "success",
-        "queued_when": at(queued),
-        "start_date": at(start),
-        "end_date": at(end),
-    }
 
 
 def test_the_answer_path_is_split_into_the_schedulers_and_the_tasks_steps() -> None:

@@ -5,34 +5,14 @@ overhead."""
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from bench_timings import at, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from airflow_bench import CHUNK_TASK, PREPARE, SEND, RunTiming, task_figures  # noqa: E402
-
-TRIGGER = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> str:
-    return (TRIGGER + timedelta(seconds=seconds)).isoformat()
-
-
-def task(
-    task_id: str, queued: float, start: float, end: float, map_index: int = -1
-) -> dict[str, Any]:
-    return {
-        "task_id": task_id,
-        "map_index": map_index,
-        "state": "success",
-        "queued_when": at(queued),
-        "start_date": at(start),
-        "end_date": at(end),
-    }
 
 
 def test_a_serial_step_made_in_a_task_counts_once_as_serial_work() -> None:
