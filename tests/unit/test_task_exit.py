@@ -77,32 +77,18 @@ def test_the_supervisor_sees_its_task_end_when_it_ends_not_after_its_wait() -> N
 
 
 @pytest.mark.usefixtures("supervisor_waits_for_exit")
-def test_a_task_still_running_is_waited_for_no_longer_than_before() -> None:
-    process = child(30)
-    task = ending_task(process)
-    started = time.monotonic()
-    try:
-        exit_code = task._service_subprocess(max_wait_time=0.5)
-    finally:
-        process.kill()
-        process.wait()
-    elapsed = time.monotonic() - started
-
-    # Still running: the supervisor's loop gets back in time for its heartbeat.
-    assert exit_code is None
-    assert 0.4 <= elapsed < 3.0
-
-
-@pytest.mark.usefixtures("supervisor_waits_for_exit")
-def test_without_a_pidfd_the_supervisor_waits_as_airflow_does(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no pidfd"])
+def test_a_task_still_running_is_waited_for_no_longer_than_before(
+    pidfd: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_pidfd(pid: int, flags: int = 0) -> int:
-        # Out of descriptors (psutil, reaping for Airflow, then waits without one too); a
-        # kernel before 5.3 or a sandbox refuse every pidfd.
-        raise OSError(errno.EMFILE, "pidfd_open")
+    if not pidfd:
 
-    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+        def no_pidfd(pid: int, flags: int = 0) -> int:
+            # Out of descriptors (psutil, reaping for Airflow, then waits without one too); a
+            # kernel before 5.3 or a sandbox refuse every pidfd.
+            raise OSError(errno.EMFILE, "pidfd_open")
+
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
     process = child(30)
     task = ending_task(process)
     started = time.monotonic()
@@ -113,7 +99,8 @@ def test_without_a_pidfd_the_supervisor_waits_as_airflow_does(
         process.wait()
     elapsed = time.monotonic() - started
 
-    # Airflow's whole wait, not its loop spun every 10 ms while the process lingers.
+    # Still running: the supervisor's loop gets back in time for its heartbeat, after Airflow's
+    # whole wait (without a pidfd, not its loop spun every 10 ms while the process lingers).
     assert exit_code is None
     assert 0.4 <= elapsed < 3.0
 
