@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -200,4 +201,39 @@ def test_a_retry_of_the_chunk_task_delivers_again_and_processes_nothing(  # type
     assert announced == 1
     run = report(postier_env)
     assert run["statut"] == "terminée" and run["plateforme"]["deposees"] == 1
+    assert run["courriels"]["envoyes"] == 1
+
+
+def test_a_clear_once_the_pa_is_fixed_deposits_and_reports_it(  # type: ignore[no-untyped-def]
+    run_dag,
+    postier_env,
+    platform: LocalPlatform,
+    smtp_server: SmtpServer,  # noqa: F811
+    refusing_pa: str,
+) -> None:
+    # The same Airflow run twice (same logical date and run_after: same run id): the second is a
+    # « Clear » of the run once the PA's configuration is fixed.
+    when = datetime(2026, 12, 1, 12, tzinfo=UTC)
+
+    def send() -> Any:
+        return run_dag(
+            "factures_envoyer",
+            mark_success_pattern="confirmation",
+            logical_date=when,
+            run_after=when,
+        )
+
+    assert send().state == "failed"
+    assert report(postier_env)["plateforme"]["en_attente"] == ["FP-CONF-1"]
+    platform.state.client_secret = refusing_pa
+
+    cleared = send()
+
+    assert cleared.state == "success"
+    # Deposited by the Clear, the e-mail not sent again, and the report says so.
+    assert [flow.info["name"] for flow in platform.state.flows] == ["FP-CONF-1.pdf"]
+    assert [r.rcpt_tos for r in smtp_server.received] == [["compta@client.fr"]]
+    run = report(postier_env)
+    assert run["execution"] == 1 and run["statut"] == "terminée"
+    assert run["plateforme"]["deposees"] == 1 and run["plateforme"]["en_attente"] == []
     assert run["courriels"]["envoyes"] == 1

@@ -23,7 +23,7 @@ from postier.airflow.run_note import NOTE_KEY
 from postier.delivery.mail import SmtpConfig
 from postier.pipeline import reports
 from postier.pipeline.context import Environment
-from postier.pipeline.mailing import delivery_claim, end_send
+from postier.pipeline.mailing import deliver_send, delivery_claim, end_send
 from postier.pipeline.reports import write_report
 from postier.store import database
 from postier.store import runs as run_store
@@ -465,6 +465,29 @@ def test_only_the_marked_deliverer_delivers_again_whatever_its_xcoms(  # type: i
     assert end_send(env, ref, marked) is True
     assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
     assert deliverer(postier_env) == marked
+
+
+def test_a_report_written_again_after_a_delivery_says_what_was_delivered(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, mailed
+) -> None:
+    # The relay down: the send succeeds, its report says its e-mail is pending.
+    mailed.stop()
+    assert run_dag("factures_envoyer", mark_success_pattern="confirmation").state == "success"
+    mailed.start()
+    run = last_run(postier_env)
+    assert run["report"]["courriels"]["en_attente"] == 1
+
+    # rapport cleared (or the deliverer retried, or the run cleared): the e-mail goes, and the
+    # report is written again though no invoice changed.
+    env = Environment(dsn=postier_env, home=database.home(), smtp=SmtpConfig.from_url(mailed.url()))
+    deliver_send(env, run["id"])
+    assert write_report(env, run["id"], again=False) is not None
+
+    assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
+    mails = last_run(postier_env)["report"]["courriels"]
+    assert (mails["envoyes"], mails["en_attente"]) == (1, 0)
+    # Nothing more delivered: not written again.
+    assert write_report(env, run["id"], again=False) is None
 
 
 def test_a_send_run_again_delivers_nothing_twice(run_dag, postier_env, mailed) -> None:  # type: ignore[no-untyped-def]

@@ -118,7 +118,7 @@ DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
 def end_send(env: Environment, run_ref: RunRef, deliverer: int) -> bool:
     """The end of a send's work in a task that leaves nothing of it to process: whether this
     task ends it (it then writes the run's report), having delivered what the run left pending
-    (`deliver_send`) unless the run's report is written and current.
+    (`deliver_send`: only what is pending, and a PA with nothing pending is not called).
 
     ONE task ends it: the run's deliverer (`delivery_claim`: the first task to hold the run's
     delivery lock marks itself in the run's row, by its `deliverer` number, the chunk task's map
@@ -126,16 +126,14 @@ def end_send(env: Environment, run_ref: RunRef, deliverer: int) -> bool:
     transaction for the delivery's minutes — and so does the deliverer's own retry while its
     earlier attempt still holds the lock. The mark outlives the deliverer's attempts: a delivery
     that fails (a PA refusing Postier's credentials: `ConfigurationError`, French message) is
-    done again only by the deliverer's retries; failed for good, `rapport` delivers."""
-    from postier.pipeline.reports import report_is_current
-
+    done again by the deliverer's retries, and by a « Clear » of the run once fixed; failed for
+    good, `rapport` delivers."""
     with delivery_claim(env, run_ref, deliverer) as claimed:
         if not claimed:
             return False
-        if not report_is_current(env, run_ref):
-            started = time.perf_counter()
-            deliver_send(env, run_ref)
-            log.info(DELIVERY_LOG, time.perf_counter() - started)
+        started = time.perf_counter()
+        deliver_send(env, run_ref)
+        log.info(DELIVERY_LOG, time.perf_counter() - started)
     return True
 
 

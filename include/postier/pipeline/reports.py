@@ -290,10 +290,13 @@ def write_report(
         counts = run_store.item_counts(conn, run_id)
         selected = sum(counts.values())
         counters = _counters(counts)
+        deliveries = _deliveries(conn, run)
         # An invoice only ever leaves « à traiter »: the written report's counts are the run's
         # exactly when no invoice changed since it was written (times would not say it: a chunk
-        # whose transaction began before the report was written may commit after it).
-        if written and not again and written["compteurs"] == counters:
+        # whose transaction began before the report was written may commit after it). A send's
+        # deliveries too: e-mails and deposits made since (a retry or a « Clear » once the PA is
+        # fixed) are reported.
+        if written and not again and _is_current(written, counters, deliveries):
             return None
         pending = counts[run_store.PENDING]
         # A refusal leaves the selection untouched; a confirmation that left no answer but whose
@@ -323,15 +326,7 @@ def write_report(
             report["echec"] = PRINT_FILE_MISSING
         elif all_refused:
             report["echec"] = EVERY_INVOICE_REFUSED
-        if run.treatment.transition is SEND:
-            from postier.pipeline.mailing import run_mail_summary
-
-            report["courriels"] = run_mail_summary(conn, run_id)
-            from postier.pipeline.plateforme import run_platform_summary
-
-            deposits = run_platform_summary(conn, run_id)
-            if deposits is not None:
-                report["plateforme"] = deposits
+        report.update(deliveries)
 
         def lists() -> None:
             # The lists of invoices, as long as the run's problems, never whole in this task
@@ -360,18 +355,31 @@ def _counters(counts: dict[str, int]) -> dict[str, int]:
     }
 
 
-def report_is_current(env: Environment, ref: RunRef) -> bool:
-    """Whether the run's report is written and no invoice of the run changed since (what
-    `write_report`'s `again` false checks), reading only, without the run's lock."""
-    with env.connect() as conn:
-        run_id = resolve_run_id(conn, ref)
-        row = conn.execute(
-            f"SELECT {run_store.REPORT_HEAD} FROM runs WHERE id = %s", (run_id,)
-        ).fetchone()
-        written: dict[str, Any] | None = row[0] if row else None
-        if not written:
-            return False
-        return bool(written["compteurs"] == _counters(run_store.item_counts(conn, run_id)))
+def _deliveries(conn: psycopg.Connection, run: Run) -> dict[str, Any]:
+    """A send's sections of its report: its e-mails, and its PA deposits when it has any; none
+    for another treatment."""
+    if run.treatment.transition is not SEND:
+        return {}
+    from postier.pipeline.mailing import run_mail_summary
+    from postier.pipeline.plateforme import run_platform_summary
+
+    sections: dict[str, Any] = {"courriels": run_mail_summary(conn, run.id)}
+    deposits = run_platform_summary(conn, run.id)
+    if deposits is not None:
+        sections["plateforme"] = deposits
+    return sections
+
+
+def _is_current(
+    written: dict[str, Any], counters: dict[str, int], deliveries: dict[str, Any]
+) -> bool:
+    """Whether a written report (without its lists) says what the run's invoices and a send's
+    deliveries are now."""
+    return bool(
+        written["compteurs"] == counters
+        and {key: written[key] for key in ("courriels", "plateforme") if key in written}
+        == deliveries
+    )
 
 
 def written_report(env: Environment, ref: RunRef) -> dict[str, Any]:
