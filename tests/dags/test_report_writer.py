@@ -424,7 +424,8 @@ def test_two_chunk_tasks_ending_together_deliver_once(run_dag, postier_env, mail
 
     def end_task(index: int) -> None:
         barrier.wait()
-        if end_send(env, ref, index):  # as `_end_run`: the task that ends it writes the report
+        # As `_end_run`: the task that ends it writes the report.
+        if end_send(env, ref, index, CHUNK_TASKS):
             ended.append(index)
             write_report(env, ref, again=False)
 
@@ -454,17 +455,32 @@ def test_only_the_marked_deliverer_delivers_again_whatever_its_xcoms(  # type: i
 
     # Another chunk task ending later leaves the delivery to it, and so does its own retry
     # while the attempt it replaces, cut off, still holds the run's delivery lock.
-    with delivery_claim(env, ref, marked) as claimed:
+    with delivery_claim(env, ref, marked, CHUNK_TASKS) as claimed:
         assert claimed
-        assert end_send(env, ref, marked) is False
-        assert end_send(env, ref, other) is False
-    assert end_send(env, ref, other) is False
+        assert end_send(env, ref, marked, CHUNK_TASKS) is False
+        assert end_send(env, ref, other, CHUNK_TASKS) is False
+    assert end_send(env, ref, other, CHUNK_TASKS) is False
     assert mailed.received == []
 
     # Its retry delivers what is pending.
-    assert end_send(env, ref, marked) is True
+    assert end_send(env, ref, marked, CHUNK_TASKS) is True
     assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
     assert deliverer(postier_env) == marked
+
+
+def test_a_mark_naming_a_chunk_task_the_run_no_longer_has_is_taken_over(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, mailed
+) -> None:
+    env, ref = send_left_to_deliver(run_dag, postier_env, mailed)
+    # Marked by part 3, then POSTIER_WORKERS lowered to 2 and the run cleared: no part 3.
+    with psycopg.connect(postier_env) as conn:
+        conn.execute("UPDATE runs SET deliverer = 3")
+
+    # The first remaining task to get the lock delivers, and is the run's deliverer now.
+    assert end_send(env, ref, 1, 2) is True
+    assert deliverer(postier_env) == 1
+    assert end_send(env, ref, 0, 2) is False
+    assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
 
 
 def test_a_report_written_again_after_a_delivery_says_what_was_delivered(  # type: ignore[no-untyped-def]

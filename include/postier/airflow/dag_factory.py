@@ -129,7 +129,7 @@ class SendConfirmation(ApprovalOperator):
             # Nothing to confirm: the run's work ends here (what earlier sends left pending is
             # delivered, the report says nothing was to send), the confirmation and the chunks
             # are skipped.
-            _end_run(context, env)
+            _end_run(context, env, chunk_task_count())
             raise AirflowSkipException(NOTHING_TO_SEND)
         self.body = summary
         return super().execute(context)
@@ -191,7 +191,7 @@ def traiter_paquet(part: int, parts: int, **context: Any) -> dict[str, int]:
     counts = run_on_fresh_thread(
         lambda: process_part(env, ref, part, parts), f"traiter_paquet-{part}"
     )
-    return _reported_if_last(context, env, counts)
+    return _reported_if_last(context, env, counts, parts)
 
 
 @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Finaliser (fichier d'impression)")
@@ -275,33 +275,36 @@ def _is_send(context: Any) -> bool:
     return context["dag"].dag_id in SENDS
 
 
-def _reported_if_last(context: Any, env: Environment, counts: dict[str, int]) -> dict[str, int]:
+def _reported_if_last(
+    context: Any, env: Environment, counts: dict[str, int], parts: int
+) -> dict[str, int]:
     """A chunk task that ends with nothing of its run left to process, in a DAG where the
     chunks end the run's work, ends it (the first such task only); one that ends with invoices
     still pending (a chunk failed elsewhere) does nothing more."""
     from postier.store.runs import PENDING
 
     if not counts[PENDING] and _ending_task(context) == CHUNK_TASK:
-        _end_run(context, env)
+        _end_run(context, env, parts)
     return counts
 
 
-def _end_run(context: Any, env: Environment) -> None:
+def _end_run(context: Any, env: Environment, parts: int) -> None:
     """The end of a run's work, in the task that ends it: a send delivers, then the report is
     written (`write_report`'s `again` false: once).
 
     A send is ended by ONE task, its deliverer (`end_send`: marked in the run's row under the
-    run's delivery lock, by its map index): the other chunk tasks, which also end with nothing
-    pending, end at once, without holding a worker slot, a connection or a transaction for the
-    delivery's minutes (the run's note: `run_note` reads it from whichever task pushed it). A PA
-    refusing Postier's credentials (`ConfigurationError`, French message) fails the deliverer;
-    only its retries deliver again (the mark outlives its XComs); failed for good, `rapport`
-    delivers and reports."""
+    run's delivery lock, by its map index, one of the run's `parts` chunk tasks): the other chunk
+    tasks, which also end with nothing pending, end at once, without holding a worker slot, a
+    connection or a transaction for the delivery's minutes (the run's note: `run_note` reads it
+    from whichever task pushed it). A PA refusing Postier's credentials (`ConfigurationError`,
+    French message) fails the deliverer; its retries, or a « Clear » once the PA is fixed,
+    deliver again (the mark outlives its XComs), and the report says what was delivered since;
+    failed for good, `rapport` delivers and reports."""
     if _is_send(context):
         from postier.airflow.runtime import external_id
         from postier.pipeline.mailing import end_send
 
-        if not end_send(env, external_id(context), context["ti"].map_index):
+        if not end_send(env, external_id(context), context["ti"].map_index, parts):
             log.info(DELIVERED_ELSEWHERE)
             return
     _report(context, env, again=False)

@@ -115,20 +115,20 @@ DELIVERY_LOCK = -2
 DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
 
 
-def end_send(env: Environment, run_ref: RunRef, deliverer: int) -> bool:
+def end_send(env: Environment, run_ref: RunRef, deliverer: int, parts: int) -> bool:
     """The end of a send's work in a task that leaves nothing of it to process: whether this
     task ends it (it then writes the run's report), having delivered what the run left pending
     (`deliver_send`: only what is pending, and a PA with nothing pending is not called).
 
     ONE task ends it: the run's deliverer (`delivery_claim`: the first task to hold the run's
     delivery lock marks itself in the run's row, by its `deliverer` number, the chunk task's map
-    index). Any other ends at once — without holding a worker slot, a connection or a
-    transaction for the delivery's minutes — and so does the deliverer's own retry while its
-    earlier attempt still holds the lock. The mark outlives the deliverer's attempts: a delivery
-    that fails (a PA refusing Postier's credentials: `ConfigurationError`, French message) is
-    done again by the deliverer's retries, and by a « Clear » of the run once fixed; failed for
-    good, `rapport` delivers."""
-    with delivery_claim(env, run_ref, deliverer) as claimed:
+    index, one of `parts`). Any other ends at once — without holding a worker slot, a connection
+    or a transaction for the delivery's minutes — and so does the deliverer's own retry while
+    its earlier attempt still holds the lock. The mark outlives the deliverer's attempts: a
+    delivery that fails (a PA refusing Postier's credentials: `ConfigurationError`, French
+    message) is done again by the deliverer's retries, and by a « Clear » of the run once fixed;
+    failed for good, `rapport` delivers."""
+    with delivery_claim(env, run_ref, deliverer, parts) as claimed:
         if not claimed:
             return False
         started = time.perf_counter()
@@ -138,10 +138,12 @@ def end_send(env: Environment, run_ref: RunRef, deliverer: int) -> bool:
 
 
 @contextmanager
-def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int) -> Iterator[bool]:
-    """Whether `deliverer` delivers the run `run_ref`: True, holding the run's delivery lock
-    while the `with` lasts, when it is the run's deliverer (marked in the run's row, by the first
-    to hold the lock); False at once when another holds the lock or is the run's deliverer.
+def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int, parts: int) -> Iterator[bool]:
+    """Whether `deliverer` (of `parts` chunk tasks; -1: the confirmation) delivers the run
+    `run_ref`: True, holding the run's delivery lock while the `with` lasts, when it is the
+    run's deliverer (marked in the run's row by the first to hold the lock; a mark naming a task
+    the run no longer has, its index ≥ `parts`, is taken over by the next to hold it); False at
+    once when another holds the lock or is the run's deliverer.
 
     A session advisory lock on a connection of its own, autocommit: no transaction stays open
     while delivering (minutes at the e-mail rate limit), and a task that dies loses it with its
@@ -155,9 +157,9 @@ def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int) -> Iterato
         try:
             run_id = resolve_run_id(conn, run_ref)
             marked = conn.execute(
-                "UPDATE runs SET deliverer = coalesce(deliverer, %s) WHERE id = %s "
-                "RETURNING deliverer",
-                (deliverer, run_id),
+                "UPDATE runs SET deliverer = CASE WHEN deliverer IS NULL OR deliverer >= %s "
+                "THEN %s ELSE deliverer END WHERE id = %s RETURNING deliverer",
+                (parts, deliverer, run_id),
             ).fetchone()
             yield marked is not None and marked[0] == deliverer
         finally:
