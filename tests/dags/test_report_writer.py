@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from integration.smtp_server import SmtpServer, smtp_server  # noqa: F401 (fixtu
 
 from postier.airflow.run_note import NOTE_KEY
 from postier.delivery.mail import SmtpConfig
-from postier.pipeline import reports
+from postier.pipeline import mailing, reports
 from postier.pipeline.context import Environment
 from postier.pipeline.mailing import deliver_send, delivery_claim, end_send
 from postier.pipeline.reports import write_report
@@ -453,11 +454,10 @@ def test_only_the_marked_deliverer_delivers_again_whatever_its_xcoms(  # type: i
     assert marked in range(CHUNK_TASKS)
     other = (marked + 1) % CHUNK_TASKS
 
-    # Another chunk task ending later leaves the delivery to it, and so does its own retry
-    # while the attempt it replaces, cut off, still holds the run's delivery lock.
+    # Another chunk task ending later leaves the delivery to it, whether the deliverer's
+    # attempt holds the run's delivery lock or not.
     with delivery_claim(env, ref, marked, CHUNK_TASKS) as claimed:
         assert claimed
-        assert end_send(env, ref, marked, CHUNK_TASKS) is False
         assert end_send(env, ref, other, CHUNK_TASKS) is False
     assert end_send(env, ref, other, CHUNK_TASKS) is False
     assert mailed.received == []
@@ -466,6 +466,42 @@ def test_only_the_marked_deliverer_delivers_again_whatever_its_xcoms(  # type: i
     assert end_send(env, ref, marked, CHUNK_TASKS) is True
     assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
     assert deliverer(postier_env) == marked
+
+
+def test_the_deliverers_retry_waits_for_its_cut_off_attempt_then_delivers(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, mailed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, ref = send_left_to_deliver(run_dag, postier_env, mailed)
+    marked = deliverer(postier_env)
+    assert marked is not None
+    held, release = threading.Event(), threading.Event()
+
+    def cut_off_attempt() -> None:
+        # The deliverer's attempt on a host that died: its PostgreSQL backend, which holds the
+        # run's delivery lock, lingers until TCP keepalive (here: one second).
+        with delivery_claim(env, ref, marked, CHUNK_TASKS):
+            held.set()
+            release.wait()
+
+    attempt = threading.Thread(target=cut_off_attempt)
+    attempt.start()
+    held.wait()
+    threading.Timer(1.0, release.set).start()
+    started = time.monotonic()
+    try:
+        # Its retry waits for the lock, then delivers: not a green run with nothing delivered.
+        assert end_send(env, ref, marked, CHUNK_TASKS) is True
+    finally:
+        release.set()
+        attempt.join()
+    assert time.monotonic() - started >= 0.9
+    assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
+
+    # Held past the wait: the retry fails in French, and Airflow retries it.
+    monkeypatch.setattr(mailing, "DELIVERY_LOCK_WAIT_S", 0.3)
+    with delivery_claim(env, ref, marked, CHUNK_TASKS):
+        with pytest.raises(mailing.DeliveryLockTimeout, match="la tâche sera relancée"):
+            end_send(env, ref, marked, CHUNK_TASKS)
 
 
 def test_a_mark_naming_a_chunk_task_the_run_no_longer_has_is_taken_over(  # type: ignore[no-untyped-def]

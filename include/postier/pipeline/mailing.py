@@ -115,6 +115,16 @@ DELIVERY_LOCK = -2
 DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
 
 
+#: How long the run's deliverer waits for the run's delivery lock held by its earlier attempt
+#: (`delivery_claim`).
+DELIVERY_LOCK_WAIT_S = 300.0
+
+
+class DeliveryLockTimeout(DeliveryError):
+    """The run's delivery lock still held after `DELIVERY_LOCK_WAIT_S`: the task fails, and is
+    retried."""
+
+
 def end_send(env: Environment, run_ref: RunRef, deliverer: int, parts: int) -> bool:
     """The end of a send's work in a task that leaves nothing of it to process: whether this
     task ends it (it then writes the run's report), having delivered what the run left pending
@@ -123,8 +133,7 @@ def end_send(env: Environment, run_ref: RunRef, deliverer: int, parts: int) -> b
     ONE task ends it: the run's deliverer (`delivery_claim`: the first task to hold the run's
     delivery lock marks itself in the run's row, by its `deliverer` number, the chunk task's map
     index, one of `parts`). Any other ends at once — without holding a worker slot, a connection
-    or a transaction for the delivery's minutes — and so does the deliverer's own retry while
-    its earlier attempt still holds the lock. The mark outlives the deliverer's attempts: a
+    or a transaction for the delivery's minutes. The mark outlives the deliverer's attempts: a
     delivery that fails (a PA refusing Postier's credentials: `ConfigurationError`, French
     message) is done again by the deliverer's retries, and by a « Clear » of the run once fixed;
     failed for good, `rapport` delivers."""
@@ -143,19 +152,26 @@ def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int, parts: int
     `run_ref`: True, holding the run's delivery lock while the `with` lasts, when it is the
     run's deliverer (marked in the run's row by the first to hold the lock; a mark naming a task
     the run no longer has, its index ≥ `parts`, is taken over by the next to hold it); False at
-    once when another holds the lock or is the run's deliverer.
+    once when another is the run's deliverer, or holds the lock.
+
+    The deliverer's retry while its earlier attempt still holds the lock (cut off, on a host that
+    died: its PostgreSQL backend lingers until TCP keepalive) waits for it, at most
+    `DELIVERY_LOCK_WAIT_S` (`DeliveryLockTimeout` then, French message: Airflow retries it).
 
     A session advisory lock on a connection of its own, autocommit: no transaction stays open
     while delivering (minutes at the e-mail rate limit), and a task that dies loses it with its
     connection; its mark stays, for its retry."""
     key = (str(run_ref), DELIVERY_LOCK)
     with connect(env.dsn, autocommit=True) as conn:
+        run_id = resolve_run_id(conn, run_ref)
         row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", key).fetchone()
         if not (row and row[0]):
-            yield False
-            return
+            mark = conn.execute("SELECT deliverer FROM runs WHERE id = %s", (run_id,)).fetchone()
+            if not (mark and mark[0] == deliverer):
+                yield False
+                return
+            _wait_for_delivery_lock(conn, key)
         try:
-            run_id = resolve_run_id(conn, run_ref)
             marked = conn.execute(
                 "UPDATE runs SET deliverer = CASE WHEN deliverer IS NULL OR deliverer >= %s "
                 "THEN %s ELSE deliverer END WHERE id = %s RETURNING deliverer",
@@ -164,6 +180,23 @@ def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int, parts: int
             yield marked is not None and marked[0] == deliverer
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
+
+
+def _wait_for_delivery_lock(conn: psycopg.Connection, key: tuple[str, int]) -> None:
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, false)",
+        (f"{max(1, int(DELIVERY_LOCK_WAIT_S * 1000))}ms",),
+    )
+    try:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s), %s)", key)
+    except psycopg.errors.LockNotAvailable:
+        raise DeliveryLockTimeout(
+            f"livraison de l'envoi toujours tenue par une autre tâche après "
+            f"{DELIVERY_LOCK_WAIT_S:.0f} s (tâche bloquée ou hôte injoignable) : rien n'est "
+            "perdu, la tâche sera relancée"
+        ) from None
+    finally:
+        conn.execute("RESET lock_timeout")
 
 
 def deliver_pending(
