@@ -225,6 +225,20 @@ def one_invoice_per_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_store, "CHUNK_S", run_store.INVOICE_S)
 
 
+def send_with_a_failing_chunk(
+    dsn: str, owner_dsn: str, relay: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two invoices to send, one a chunk, to customers mailed through `relay`: KO-1 fails its
+    chunk, OK-1 is sent."""
+    monkeypatch.setenv("POSTIER_SMTP_URL", relay.url())
+    one_invoice_per_chunk(monkeypatch)
+    with psycopg.connect(dsn) as conn:
+        for number in ("KO-1", "OK-1"):
+            customer = insert_customer(conn, emails=[f"{number.lower()}@client.fr"])
+            insert_invoice(conn, customer, number=number, send_state="PRET")
+    fail_updates_of_ko_1(owner_dsn)
+
+
 # The clerk's « Envoyer », or the confirmation marked « success » by hand (Airflow's grid, the
 # demo's runs): no answer then, yet the chunks ran, so not a refusal.
 @pytest.mark.parametrize("approved", ["answered", "marked"])
@@ -236,13 +250,7 @@ def test_a_failed_chunk_of_a_send_has_rapport_deliver_the_others_and_fail_the_ru
     monkeypatch: pytest.MonkeyPatch,
     approved: str,
 ) -> None:
-    monkeypatch.setenv("POSTIER_SMTP_URL", smtp_server.url())
-    one_invoice_per_chunk(monkeypatch)
-    with psycopg.connect(postier_env) as conn:
-        for number in ("KO-1", "OK-1"):
-            customer = insert_customer(conn, emails=[f"{number.lower()}@client.fr"])
-            insert_invoice(conn, customer, number=number, send_state="PRET")
-    fail_updates_of_ko_1(owner_dsn)
+    send_with_a_failing_chunk(postier_env, owner_dsn, smtp_server, monkeypatch)
     if approved == "answered":
         with Clerk("factures_envoyer", "Envoyer"):
             dag_run = run_dag("factures_envoyer")
@@ -260,6 +268,55 @@ def test_a_failed_chunk_of_a_send_has_rapport_deliver_the_others_and_fail_the_ru
     assert run["status"] == "en_erreur" and run["report"]["compteurs"]["non_traitees"] == 1
     assert run["report"]["courriels"]["envoyes"] == 1
     assert note(dag_run).startswith("incomplète")
+
+
+def test_rapport_delivers_under_the_runs_delivery_lock(  # type: ignore[no-untyped-def]
+    run_dag,
+    postier_env,
+    owner_dsn,
+    smtp_server: SmtpServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    send_with_a_failing_chunk(postier_env, owner_dsn, smtp_server, monkeypatch)
+    released: list[datetime] = []
+
+    def chunk_task_still_delivering() -> None:
+        # Holds the run's delivery lock from the run's start (as a chunk task still at work
+        # past rapport's wait would), until rapport waits for it.
+        deadline = time.monotonic() + 60
+        with psycopg.connect(postier_env, autocommit=True) as conn:
+            while (row := conn.execute("SELECT external_id FROM runs").fetchone()) is None:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+            ref = row[0]
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s), %s)", (ref, mailing.DELIVERY_LOCK))
+            while time.monotonic() < deadline:
+                (waiting,) = conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND classid = hashtext(%s)::oid AND objid = %s::int4::oid AND objsubid = 2",
+                    (ref, mailing.DELIVERY_LOCK),
+                ).fetchone() or (0,)
+                if waiting:
+                    time.sleep(0.3)
+                    ((now,),) = conn.execute("SELECT clock_timestamp()").fetchall()
+                    released.append(now)
+                    break
+                time.sleep(0.05)
+
+    holder = threading.Thread(target=chunk_task_still_delivering)
+    holder.start()
+    try:
+        dag_run = run_dag("factures_envoyer", mark_success_pattern="confirmation")
+    finally:
+        holder.join()
+
+    assert dag_run.state == "failed" and task_states(dag_run)["rapport"] == "failed"
+    # rapport waited for the lock, then delivered.
+    assert released
+    assert [r.rcpt_tos for r in smtp_server.received] == [["ok-1@client.fr"]]
+    ((sent_at,),) = read_rows(postier_env, "SELECT sent_at FROM outbox")
+    assert sent_at > released[0]
 
 
 def test_a_delivery_failing_leaves_the_report_to_rapport_and_fails_the_run(  # type: ignore[no-untyped-def]

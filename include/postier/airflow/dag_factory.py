@@ -236,11 +236,13 @@ def rapport(**context: Any) -> dict[str, Any]:
         # The promise of a send: invoices sent by the chunks that succeeded are definitive, are
         # announced and go to the PA even when another chunk failed (only what is pending: a
         # retry or a « Clear » repeats nothing). A delivery that fails (a PA to configure):
-        # the report first, then this task fails with why.
-        from postier.pipeline.mailing import deliver_send
+        # the report first, then this task fails with why. Under the run's delivery lock: past
+        # its wait for them, a chunk task may still be delivering.
+        from postier.pipeline.mailing import deliver_send, delivery_lock
 
         try:
-            deliver_send(env, ref)
+            with delivery_lock(env, ref):
+                deliver_send(env, ref)
         except Exception as error:
             log.exception("Livraison de l'envoi en échec")
             undelivered = error

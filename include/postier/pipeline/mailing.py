@@ -116,7 +116,7 @@ DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
 
 
 #: How long the run's deliverer waits for the run's delivery lock held by its earlier attempt
-#: (`delivery_claim`).
+#: (`delivery_claim`), and `rapport` for the chunk tasks that may still deliver (`delivery_lock`).
 DELIVERY_LOCK_WAIT_S = 300.0
 
 
@@ -178,6 +178,20 @@ def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int, parts: int
                 (parts, deliverer, run_id),
             ).fetchone()
             yield marked is not None and marked[0] == deliverer
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
+
+
+@contextmanager
+def delivery_lock(env: Environment, run_ref: RunRef) -> Iterator[None]:
+    """The run's delivery lock, held while the `with` lasts, waited for at most
+    `DELIVERY_LOCK_WAIT_S` (`DeliveryLockTimeout`): for `rapport`, which delivers after its wait
+    for the chunk tasks, next to one that may still be delivering."""
+    key = (str(run_ref), DELIVERY_LOCK)
+    with connect(env.dsn, autocommit=True) as conn:
+        _wait_for_delivery_lock(conn, key)
+        try:
+            yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
 
