@@ -19,13 +19,16 @@ from .test_send_through_airflow import HOLD, api, diagnosis, task_states, trigge
 
 #: How long the second processing of the invoice takes: the other chunk task's work in flight.
 SLOW_S = 15
+#: This test's batch, in the session's shared Postier database: no other test's (the clerk's
+#: browser test lists batch 601 with its held invoices).
+BATCH = 7401
 
 
 @pytest.fixture
 def fails_then_slow(airflow: Airflow) -> Iterator[str]:
     """An invoice whose first processing fails, and whose second takes `SLOW_S` then succeeds
     (a trigger of the owner's, dropped afterwards: the session's Postier database is shared)."""
-    (number,) = insert_paper_invoices(airflow.postier_dsn, "SLOT", 601, 1)
+    (number,) = insert_paper_invoices(airflow.postier_dsn, "SLOT", BATCH, 1)
     owner = airflow.postier_dsn.replace(f"{APP_ROLE}@", f"{OWNER_ROLE}@", 1)
     with psycopg.connect(owner, autocommit=True) as conn:
         conn.execute("CREATE SEQUENCE slot_tries")
@@ -55,7 +58,7 @@ def test_rapport_waits_for_the_chunk_task_at_work_without_holding_a_slot(
     api: httpx.Client,  # noqa: F811
     fails_then_slow: str,
 ) -> None:
-    run_id = trigger(airflow, api, HOLD, {"lot_debut": 601, "lot_fin": 601})
+    run_id = trigger(airflow, api, HOLD, {"lot_debut": BATCH, "lot_fin": BATCH})
     # One chunk for the two chunk tasks: the first fails on it (no retry here), the other, which
     # waited for it, takes it up and is at work for SLOW_S more; rapport starts meanwhile.
     seen: set[str | None] = set()
