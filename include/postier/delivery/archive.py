@@ -67,25 +67,27 @@ class DocumentArchive:
     def put(self, key: str, data: bytes, *, replace_unindexed: bool = False) -> Archived:
         """Store `data` under `key`. The same bytes again is a no-op; other bytes are refused,
         unless the caller knows the existing file was never indexed (a rolled-back send)."""
-        digest = hashlib.sha256(data).hexdigest()
+        archived = self._archived(key, data)
         path = self._place.path(key)
-        location = self._place.location(key)
         # A send replaces what a rolled-back attempt left: no look before writing.
         if not replace_unindexed and self.fs.exists(path):
-            existing = hashlib.sha256(self.fs.cat_file(path)).hexdigest()
-            if existing == digest:
-                return Archived(location, digest, len(data))
+            if hashlib.sha256(self.fs.cat_file(path)).hexdigest() == archived.sha256:
+                return archived
             raise DeliveryError(f"la GED contient déjà {key} avec un autre contenu : refusé")
         self._write(key, data)
-        return Archived(location, digest, len(data))
+        return archived
 
     def add(self, key: str, data: bytes) -> Archived:
         """`put(key, data, replace_unindexed=True)`, the file written with the next few
         (`WriteBatch`), at the latest by `sync()`: the caller records it only after."""
-        self._place.path(key)  # a refused name fails here, as in `put`
-        archived = Archived(self._place.location(key), hashlib.sha256(data).hexdigest(), len(data))
+        archived = self._archived(key, data)
         self._batch.add(key, data)
         return archived
+
+    def _archived(self, key: str, data: bytes) -> Archived:
+        """What `data` stored under `key` will be; a refused name fails here."""
+        self._place.path(key)
+        return Archived(self._place.location(key), hashlib.sha256(data).hexdigest(), len(data))
 
     def _write(self, key: str, data: bytes) -> None:
         if self._durability is None:
