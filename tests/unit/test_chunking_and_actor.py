@@ -18,7 +18,6 @@ from postier.store.runs import (
     MIN_QUARTER_CHUNK,
     chunk_count_for,
     chunk_weights,
-    parts_for,
 )
 
 
@@ -38,19 +37,17 @@ def test_chunks_are_a_couple_of_seconds_of_work_and_every_worker_has_one(
     assert size >= MIN_CHUNK or chunks <= workers
     if count >= MIN_CHUNK * workers:
         assert chunks >= workers  # every worker busy
-    # Chunk tasks: no more than the worker slots, every slot busy or every chunk a task's own
-    # (however many chunks), each task starting on a chunk of its own.
-    parts = parts_for(chunks, workers)
-    assert 1 <= parts <= workers and parts in (workers, chunks)
-    assert len({share_order(range(chunks), part, parts)[0] for part in range(parts)}) == parts
+    # A run maps one chunk task per worker slot (`chunk_task_count`): each task that has a share
+    # starts on a chunk of its own.
+    sharing = min(workers, chunks)
+    assert len({share_order(range(chunks), part, workers)[0] for part in range(sharing)}) == sharing
 
 
 def test_ten_thousand_invoices_make_many_short_chunks_for_two_tasks() -> None:
     # The tasks take the chunks in turn: 44 chunks of ≈ 2 s, then 2 of ≈ 1 s and 2 of ≈ 0.5 s,
-    # for 2 mapped tasks (was 10 tasks of one chunk each, ≈ 1 s of task cost per chunk).
+    # for the 2 mapped tasks (was 10 tasks of one chunk each, ≈ 1 s of task cost per chunk).
     assert chunk_count_for(10_000, 2) == 48
-    assert parts_for(chunk_count_for(10_000, 2), 2) == 2
-    assert chunk_count_for(0, 2) == 0 and parts_for(0, 2) == 0
+    assert chunk_count_for(0, 2) == 0
 
 
 def test_a_task_takes_its_own_share_first_then_the_others_from_the_last() -> None:
@@ -77,7 +74,7 @@ def test_a_run_ends_on_small_chunks_each_task_taking_a_half_then_a_quarter_last(
     assert set(weights[:-tail]) == {1.0}
     # One chunk more per worker than chunks all alike would be (no more than that).
     assert len(weights) == math.ceil(count / round(CHUNK_S / INVOICE_S)) + workers
-    parts = parts_for(len(weights), workers)
+    parts = workers  # one chunk task per worker slot, each with a share (more chunks than tasks)
     chunks = list(range(len(weights)))
     for part in range(parts):
         own = [c for c in share_order(chunks, part, parts) if c % parts == part]

@@ -69,11 +69,6 @@ def chunk_weights(count: int, workers: int) -> list[float]:
     return [1.0] * whole + [0.5] * slots + [0.25] * slots
 
 
-def parts_for(chunks: int, workers: int) -> int:
-    """Chunk tasks a run maps: one per worker slot, never more than chunks."""
-    return min(max(1, workers), chunks)
-
-
 @dataclass(frozen=True)
 class ItemOutcome:
     invoice_id: int
