@@ -60,6 +60,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -208,6 +209,9 @@ class RunTiming:
     peak_mib: dict[str, int] = field(default_factory=dict)
     #: Requests the api-server answered over the same span as `cpu_s`, by kind.
     requests: Counter[str] = field(default_factory=Counter)
+    #: The `cpu_account` samples taken at each poll (epoch seconds, account): the CPU over a
+    #: part of the run (`cpu_at`), e.g. a send's deliveries.
+    cpu_samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
 
 def _when(value: str | None) -> datetime | None:
@@ -409,6 +413,7 @@ def run_dag(
     timing.cpu_s = {name: cpu_end[name] - cpu_start.get(name, 0.0) for name in cpu_end}
     timing.polled_cpu_s = sum(cpu_after.values()) - sum(cpu_polled.values())
     timing.requests = api_requests(access_log, spans)
+    timing.cpu_samples = samples
     response = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
     response.raise_for_status()
     timing.tasks = response.json()["task_instances"]
@@ -885,6 +890,321 @@ CELERY_ROWS = (
 )
 
 
+# -- E-mail phase (`--mail-invoices`) ----------------------------------------------------------
+
+#: Each e-mail the server accepted, as the deliverer logs it (`postier.pipeline.mailing`), with
+#: its log line's time.
+MAIL_SENT_AT = re.compile(r'"timestamp":"([^"]+)"[^\n]*"event":"Courriel (<[^>"]+>) envoyé à ')
+#: The deliveries' log line (`DELIVERY_LOG`), with its time: the end of the deliveries.
+DELIVERY_AT = re.compile(
+    r'"timestamp":"([^"]+)"[^\n]*"event":"Livraison de l\'envoi \(courriels, plateforme '
+    r"agréée\) en ([0-9.]+) s"
+)
+#: Postier's e-mail rate setting; its default is the migrations'.
+RATE = "COURRIELS_PAR_MINUTE"
+#: Not an address anyone receives: the server the bench starts takes every message.
+MAIL_DOMAIN = "clients.example"
+
+
+class MailLost(RuntimeError):
+    """An e-mail the send should have delivered that the SMTP server did not receive exactly
+    once, or that the send's records or report state otherwise."""
+
+
+def seed_mail_database(
+    cluster: LocalCluster, invoices: int, rounds: int
+) -> tuple[str, list[list[int]]]:
+    """Demo invoices for `rounds` prepare + send of `invoices` each, every one to a customer of
+    its own who takes e-mail (the portal channel, an address): one e-mail per invoice sent, as
+    at month end, where each customer gets the message of its invoice. Artis dematerialisation
+    on (the demo bench's seeding turns it off). The application DSN and the ids of each round's
+    invoices, all of them « Conservé en interne » until their round."""
+    # Seeded invoices are ≈ 77 % waiting (the rest: the demo's sent history, the ones it
+    # leaves for the clerk): enough for every round.
+    dsn = seed_demo_database(cluster, invoices * rounds * 3 // 2)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE settings SET value = 'true' WHERE key = 'DEMAT_ARTIS'")
+        waiting = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM invoices WHERE send_state = 'EN_ATTENTE' ORDER BY id"
+            ).fetchall()
+        ]
+        if len(waiting) < invoices * rounds:
+            raise RuntimeError(f"{len(waiting)} invoices seeded, {invoices * rounds} needed")
+        chosen = waiting[: invoices * rounds]
+        columns = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = 'customers' AND is_generated = 'NEVER' "
+                "AND is_identity = 'NO' AND column_name NOT IN ('code', 'channel', 'emails') "
+                "ORDER BY ordinal_position"
+            ).fetchall()
+        ]
+        copied = sql.SQL(", ").join(map(sql.Identifier, columns))
+        from_customer = sql.SQL(", ").join(sql.Identifier("c", column) for column in columns)
+        # A copy of each invoice's customer, named after the invoice, on the portal.
+        conn.execute(
+            sql.SQL(
+                "WITH copies AS (INSERT INTO customers (code, channel, emails, {copied}) "
+                "SELECT 'COURRIEL' || lpad(i.id::text, 10, '0'), 'portail', "
+                "ARRAY['facture-' || i.id || '@' || %s], {from_customer} "
+                "FROM invoices i JOIN customers c ON c.id = i.customer_id WHERE i.id = ANY(%s) "
+                "RETURNING id, code) "
+                "UPDATE invoices i SET customer_id = copies.id FROM copies "
+                "WHERE copies.code = 'COURRIEL' || lpad(i.id::text, 10, '0')"
+            ).format(copied=copied, from_customer=from_customer),
+            (MAIL_DOMAIN, chosen),
+        )
+        conn.execute(
+            "UPDATE invoices SET send_state = 'CONSERVE_INTERNE' WHERE send_state <> 'ENVOYE'"
+        )
+        conn.execute("ANALYZE customers, invoices")
+    return dsn, [chosen[k * invoices : (k + 1) * invoices] for k in range(rounds)]
+
+
+def _mail_log(af: Airflow, run: RunTiming) -> tuple[list[tuple[datetime, str]], datetime | None]:
+    """From a send's task logs: each e-mail accepted by the server (when, Message-ID), in time
+    order, and when the deliveries ended (None: not logged)."""
+    sent: list[tuple[datetime, str]] = []
+    ended: datetime | None = None
+    folder = af.home / "logs" / f"dag_id={run.dag_id}" / f"run_id={run.run_id}"
+    for log_file in sorted(folder.rglob("*.log")):
+        text = log_file.read_text(errors="replace")
+        sent += [(datetime.fromisoformat(at), mid) for at, mid in MAIL_SENT_AT.findall(text)]
+        for at, _seconds in DELIVERY_AT.findall(text):
+            ended = datetime.fromisoformat(at)
+    return sorted(sent), ended
+
+
+def check_mail(
+    dsn: str, run: RunTiming, received: list[Any], logged: list[tuple[datetime, str]]
+) -> int:
+    """The e-mails of the send `run`, checked against what the SMTP server received
+    (`received`, its messages of the run) and what the deliverer logged: the number expected
+    (one per invoice the send processed, each to a customer of its own on the portal), each
+    received exactly once with the Message-ID the outbox gave it, every outbox row sent, the
+    report saying so. `MailLost` otherwise; the number of e-mails."""
+    from email.parser import BytesHeaderParser
+
+    external_id = f"{run.dag_id}/{run.run_id}"
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM runs r JOIN run_items ri ON ri.run_id = r.id "
+            "JOIN invoices i ON i.id = ri.invoice_id JOIN customers c ON c.id = i.customer_id "
+            "WHERE r.external_id = %s AND ri.status = 'traitee' AND c.channel = 'portail'",
+            (external_id,),
+        ).fetchone()
+        expected = int(row[0]) if row else 0
+        outbox = dict(
+            conn.execute(
+                "SELECT o.message_id, o.status FROM outbox o JOIN runs r ON r.id = o.run_id "
+                "WHERE r.external_id = %s",
+                (external_id,),
+            ).fetchall()
+        )
+        report = conn.execute(
+            "SELECT report -> 'courriels' FROM runs WHERE external_id = %s", (external_id,)
+        ).fetchone()
+    headers = BytesHeaderParser()
+    arrived = Counter(str(headers.parsebytes(r.data)["Message-ID"]).strip() for r in received)
+    problems = []
+    if not expected:
+        problems.append("no e-mail expected: the send processed no portal customer's invoice")
+    if len(outbox) != expected:
+        problems.append(f"{len(outbox)} outbox rows for {expected} customers")
+    if unsent := {mid: status for mid, status in outbox.items() if status != "envoye"}:
+        problems.append(f"{len(unsent)} outbox rows not sent: {dict(Counter(unsent.values()))}")
+    if doubled := {mid: n for mid, n in arrived.items() if n > 1}:
+        problems.append(
+            f"{len(doubled)} e-mails received more than once, e.g. {next(iter(doubled))}"
+        )
+    if lost := outbox.keys() - arrived.keys():
+        problems.append(f"{len(lost)} e-mails never received, e.g. {next(iter(lost))}")
+    if foreign := arrived.keys() - outbox.keys():
+        problems.append(f"{len(foreign)} e-mails received that the run's outbox does not have")
+    if sum(arrived.values()) != expected:
+        problems.append(f"{sum(arrived.values())} e-mails received for {expected} expected")
+    if len(logged) != expected or {mid for _at, mid in logged} != outbox.keys():
+        problems.append(f"{len(logged)} e-mails logged as sent by the deliverer for {expected}")
+    said = report[0] if report else None
+    if (
+        not said
+        or (said["envoyes"], said["remis_smtp"]) != (expected, expected)
+        or any(said[key] for key in ("en_attente", "incertains", "en_erreur"))
+    ):
+        problems.append(f"the run's report says {said} for {expected} e-mails sent")
+    if problems:
+        raise MailLost(f"e-mails of {external_id}: " + "; ".join(problems))
+    return expected
+
+
+def mail_figures(
+    af: Airflow, dsn: str, prep: RunTiming, send: RunTiming, received: list[Any], workers: int
+) -> dict[str, float]:
+    """A prepare + send's e-mail figures, once `check_mail` found every e-mail received once:
+    the deliveries' wall time in all and per e-mail, split into the composition (their start →
+    the first e-mail accepted) and the spacing of the e-mails accepted; the CPU per e-mail
+    meanwhile (the deliverer's task process, PostgreSQL, the SMTP server in this bench's
+    process), interpolated between the polls' `cpu_account` samples; against the document
+    step measured in the same send's chunks (their render + sign CPU per invoice, and over the
+    slots)."""
+    logged, ended = _mail_log(af, send)
+    emails = check_mail(dsn, send, received, logged)
+    assert ended is not None, "the send's deliveries were not logged"
+    sent, _chunks = counts(dsn, f"{send.dag_id}/{send.run_id}")
+    start = ended.timestamp() - send.delivery_s
+    before = cpu_at(send.cpu_samples, start)
+    after = cpu_at(send.cpu_samples, ended.timestamp())
+
+    def cpu_ms(name: str) -> float:
+        return (after.get(name, 0.0) - before.get(name, 0.0)) / emails * 1000
+
+    first, last = logged[0][0], logged[-1][0]
+    document_ms = send.chunk_document_cpu_s / sent * 1000
+    return {
+        "emails": emails,
+        "mail_prepared": counts(dsn, f"{prep.dag_id}/{prep.run_id}")[0],
+        "mail_sent": sent,
+        "mail_prep_s": prep.wall_s,
+        "mail_send_s": send.wall_s,
+        "delivery_s": send.delivery_s,
+        "delivery_ms": send.delivery_s / emails * 1000,
+        "compose_s": first.timestamp() - start,
+        "spacing_ms": (last - first).total_seconds() / max(1, emails - 1) * 1000,
+        "tasks_ms": cpu_ms(TASKS),
+        "postgres_ms": cpu_ms("PostgreSQL"),
+        "smtp_ms": cpu_ms(BENCH),
+        "document_ms": document_ms,
+        "delivery_over_document": send.delivery_s / emails * 1000 / document_ms,
+        "delivery_over_send_documents": send.delivery_s / (send.chunk_document_cpu_s / workers),
+    }
+
+
+def measure_mail(invoices: int, workers: int, timeout: float) -> list[dict[str, float]]:
+    """Prepare then send `invoices` demo invoices whose customers take e-mail, each to a
+    customer of its own, through a real Airflow (LocalExecutor, `workers` slots) and a real
+    SMTP server (aiosmtpd, the tests' `SmtpServer`, in this process): first without a rate
+    limit (`COURRIELS_PAR_MINUTE` = 0), then at the setting's default, on other invoices of
+    the same database. Every e-mail checked received exactly once (`MailLost` otherwise)."""
+    from integration.smtp_server import SmtpServer
+
+    base = Path(tempfile.mkdtemp(prefix="postier-airflow-mail-"))
+    base.chmod(0o755)
+    cluster = bench_cluster(base)
+    smtp = SmtpServer()
+    af: Airflow | None = None
+    try:
+        dsn, rounds = seed_mail_database(cluster, invoices, 2)
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SELECT value FROM settings WHERE key = %s", (RATE,)).fetchone()
+        assert row is not None, f"no {RATE} setting"
+        default_rate = int(row[0])
+        smtp.start()
+        metadata = metadata_database(cluster, "airflow_mail_bench")
+        af = Airflow(home=base / "airflow", postier_dsn=dsn, postier_home=base / "postier-home")
+        af.settings = {
+            "POSTIER_WORKERS": str(workers),
+            "AIRFLOW__CORE__PARALLELISM": str(workers),
+            "POSTIER_SMTP_URL": smtp.url(),
+        }
+        af.home.mkdir()
+        start_airflow(af, metadata)
+        roots = account_roots(af, cluster)
+        metadata_dsn = metadata.replace("postgresql+psycopg://", "postgresql://", 1)
+        results = []
+        with af.client(CLERK) as api, psycopg.connect(metadata_dsn, autocommit=True) as db:
+            for rate, ids in zip((0, default_rate), rounds, strict=True):
+                with psycopg.connect(dsn) as conn:
+                    conn.execute("UPDATE settings SET value = %s WHERE key = %s", (str(rate), RATE))
+                    # The invoices of the round before left waiting (refused) or ready: out.
+                    conn.execute(
+                        "UPDATE invoices SET send_state = 'CONSERVE_INTERNE' "
+                        "WHERE send_state IN ('EN_ATTENTE', 'PRET')"
+                    )
+                    conn.execute(
+                        "UPDATE invoices SET send_state = 'EN_ATTENTE' WHERE id = ANY(%s)", (ids,)
+                    )
+                already = len(smtp.received)
+                prep = run_dag(af, api, db, PREPARE, timeout, roots)
+                send = run_dag(af, api, db, SEND, timeout, roots)
+                received = smtp.received[already:]
+                results.append(
+                    {"rate": rate, **mail_figures(af, dsn, prep, send, received, workers)}
+                )
+        return results
+    finally:
+        if af is not None:
+            stop_airflow(af)
+        smtp.stop()
+        cluster.stop()
+        if os.environ.get("POSTIER_BENCH_KEEP") != "1":
+            shutil.rmtree(base, ignore_errors=True)
+
+
+MAIL_ROWS = (
+    ("factures préparées / envoyées", None, ""),
+    ("courriels envoyés = reçus une fois chacun par le serveur SMTP", "emails", "{:.0f}"),
+    ("durée préparation, déclenchement → succès (s)", "mail_prep_s", "{:.1f}"),
+    ("durée envoi, déclenchement → succès, sans la réponse (s)", "mail_send_s", "{:.1f}"),
+    ("livraison de l'envoi, dans la tâche de paquet qui le finit (s)", "delivery_s", "{:.1f}"),
+    ("**livraison par courriel (ms)**", "delivery_ms", "{:.1f}"),
+    (
+        "dont composition : début de la livraison → premier courriel remis (s)",
+        "compose_s",
+        "{:.1f}",
+    ),
+    ("écart moyen entre deux courriels remis (ms)", "spacing_ms", "{:.1f}"),
+    ("CPU par courriel : processus de tâches (ms)", "tasks_ms", "{:.2f}"),
+    ("CPU par courriel : PostgreSQL (ms)", "postgres_ms", "{:.2f}"),
+    ("CPU par courriel : serveur SMTP (aiosmtpd, dans ce banc) (ms)", "smtp_ms", "{:.2f}"),
+    (
+        "étape documentaire de l'envoi, CPU par facture dans les paquets (ms)",
+        "document_ms",
+        "{:.2f}",
+    ),
+    ("livraison par courriel / étape documentaire par facture", "delivery_over_document", "{:.2f}"),
+    (
+        "livraison / travail documentaire de l'envoi par slot",
+        "delivery_over_send_documents",
+        "{:.2f}",
+    ),
+)
+
+
+def print_mail(invoices: int, workers: int, results: list[dict[str, float]]) -> None:
+    """The e-mail phase's table, one column per rate, and what the default rate costs."""
+    unlimited, limited = results
+    print(
+        f"\nCourriels avec Airflow réel (LocalExecutor, parallelism = POSTIER_WORKERS = "
+        f"{workers}), préparation + envoi de N = {invoices} factures, chacune à un client à "
+        "courriel (portail), serveur SMTP local (aiosmtpd)"
+    )
+    print(
+        f"| mesure | {RATE} = 0 (sans limite) | {RATE} = {limited['rate']:.0f} (défaut) |"
+        "\n|---|---:|---:|"
+    )
+    for label, key, fmt in MAIL_ROWS:
+        if key is None:
+            cells = [f"{r['mail_prepared']:.0f} / {r['mail_sent']:.0f}" for r in results]
+        else:
+            cells = [fmt.format(r[key]) for r in results]
+        print(f"| {label} | {' | '.join(cells)} |")
+    imposed = (
+        limited["delivery_s"] - unlimited["delivery_s"] * limited["emails"] / unlimited["emails"]
+    )
+    print(
+        f"temps imposé par la limite par défaut ({limited['rate']:.0f}/min, "
+        f"{60_000 / limited['rate']:.0f} ms entre deux courriels) : {imposed:.1f} s pour "
+        f"{limited['emails']:.0f} courriels ({imposed / limited['emails'] * 1000:.1f} ms par "
+        f"courriel, livraison à sa durée sans limite retirée) ; sans limite, un livreur remet "
+        f"au plus {60_000 / unlimited['delivery_ms']:.0f} courriels par minute "
+        f"(60 000 ms / {unlimited['delivery_ms']:.1f} ms)",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -896,6 +1216,13 @@ def main() -> int:
         type=int,
         default=None,
         help="invoices of the Celery 1 vs 2 workers runs (default --invoices; 0: not run)",
+    )
+    parser.add_argument(
+        "--mail-invoices",
+        type=int,
+        default=0,
+        help="invoices of the e-mail runs, each to a customer taking e-mail, to a local SMTP "
+        "server, without then with the default rate limit (default 0: not run)",
     )
     parser.add_argument("--timeout", type=float, default=1800, help="per run, seconds")
     args = parser.parse_args()
@@ -940,6 +1267,9 @@ def main() -> int:
         print_baseline(two, ", Celery 2 workers")
         print_cpu_account(one, ", Celery 1 worker")
         print_cpu_account(two, ", Celery 2 workers")
+    if args.mail_invoices > 0:
+        mail = measure_mail(args.mail_invoices, args.workers, args.timeout)
+        print_mail(args.mail_invoices, args.workers, mail)
     print(f"\n(banc Airflow : {time.monotonic() - started:.0f} s en tout, démarrages compris)")
     return 0
 
