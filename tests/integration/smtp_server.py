@@ -2,13 +2,15 @@
 
 It can be stopped and started again on the same port (server down, then up), refuse chosen
 recipients for good (550), require a login, and answer late (`answer_delay`: the message is
-stored, then the 250 comes after that many seconds). Messages are parsed back with `email`.
+stored, then the 250 comes after that many seconds). Messages are parsed back with `email`, and
+keep when they arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -25,6 +27,8 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    #: When the server had the whole message (`time.monotonic`).
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def message(self) -> EmailMessage:
