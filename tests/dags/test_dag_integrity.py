@@ -116,6 +116,19 @@ def test_a_run_maps_one_chunk_task_per_worker_slot_fixed_at_parse_time(
     assert chunks.partial_kwargs["op_kwargs"] == {"parts": 3}
 
 
+def test_a_bad_worker_slot_count_is_the_dag_files_import_error_in_french(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("POSTIER_WORKERS", "0")
+    bag = DagBag(dag_folder=str(DAGS / "factures_preparer_envoi.py"))
+    # What Airflow's UI lists as the file's import error (not a silent single chunk task).
+    assert bag.dag_ids == []
+    [error] = bag.import_errors.values()
+    assert "POSTIER_WORKERS « 0 » invalide : un nombre entier au moins égal à 1" in error
+
+
 def test_a_prepare_then_send_pays_only_the_confirmation_around_its_chunks() -> None:
     # Nothing around a prepare's chunks (they select); a send's confirmation selects and asks
     # (no task process while it waits): no « Finaliser » where there is no print file, the

@@ -554,11 +554,14 @@ def test_the_deliverers_retry_waits_for_its_cut_off_attempt_then_delivers(  # ty
     assert time.monotonic() - started >= 0.9
     assert [r.rcpt_tos for r in mailed.received] == [["a@client.fr"]]
 
-    # Held past the wait: the retry fails in French, and Airflow retries it.
-    monkeypatch.setattr(mailing, "DELIVERY_LOCK_WAIT_S", 0.3)
+    # Held past the wait (POSTIER_DELIVERY_LOCK_WAIT_SECONDS, 300 unless told): the retry fails
+    # in French, and Airflow retries it.
+    monkeypatch.setenv("POSTIER_DELIVERY_LOCK_WAIT_SECONDS", "0.3")
     with delivery_claim(env, ref, marked, CHUNK_TASKS):
-        with pytest.raises(mailing.DeliveryLockTimeout, match="la tâche sera relancée"):
+        started = time.monotonic()
+        with pytest.raises(mailing.DeliveryLockTimeout, match="après 0.3 s .* relancée"):
             end_send(env, ref, marked, CHUNK_TASKS)
+        assert time.monotonic() - started < 5
 
 
 def test_a_mark_naming_a_chunk_task_the_run_no_longer_has_is_taken_over(  # type: ignore[no-untyped-def]

@@ -105,6 +105,9 @@ PRODUCTION_SETTINGS = {
     # The scheduler sleeps this long when a loop had nothing to do (default 1 s): the wait between
     # a task's end and the next task's start, paid by every task around the chunks.
     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+    # How long a send's deliverer retry (or `rapport`) waits for the run's delivery lock that an
+    # attempt cut off on a dead host still holds, before failing to be retried (Postier's own).
+    "POSTIER_DELIVERY_LOCK_WAIT_SECONDS": "300",
 }
 
 PROCESSES: dict[str, list[str]] = {

@@ -32,6 +32,7 @@ from airflow.sdk.exceptions import (
     DownstreamTasksSkipped,
 )
 
+from postier import env_settings
 from postier.airflow.params import trigger_params
 from postier.airflow.run_note import NOTE_KEY
 from postier.domain.selection import PARIS
@@ -65,8 +66,9 @@ def _confirmation_timeout() -> timedelta:
 
 def chunk_task_count() -> int:
     """Chunk tasks a run maps: one per worker slot (`POSTIER_WORKERS`, as the slots are), fixed
-    when the DAG is parsed: the environment only, nothing touched."""
-    return max(1, int(os.environ.get("POSTIER_WORKERS", "4")))
+    when the DAG is parsed: the environment only, nothing touched. A bad value is the DAG
+    file's import error, in French."""
+    return env_settings.workers()
 
 
 #: What a task's end logs, read by `bench/airflow_bench.py` (peak memory per task kind).

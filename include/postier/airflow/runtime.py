@@ -15,6 +15,7 @@ from urllib.parse import quote
 from airflow.sdk import Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from postier import env_settings
 from postier.airflow.preload import IMPORTED_CODE, PRELOADED_CODE, STARTUP_LOG, preloaded
 from postier.delivery.mail import SmtpConfig
 from postier.errors import ConfigurationError
@@ -241,7 +242,7 @@ class TaskEnvironment(Environment):
     def __init__(self) -> None:
         # Not the dataclass's __init__: it would set every field, connections included.
         object.__setattr__(self, "home", database.home())
-        object.__setattr__(self, "workers", int(os.environ.get("POSTIER_WORKERS", "4")))
+        object.__setattr__(self, "workers", env_settings.workers())
         object.__setattr__(self, "production", production_mode())
 
     dsn = _ReadOnce(_dsn)

@@ -38,6 +38,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from postier import env_settings
 from postier.delivery.archive import DocumentArchive
 from postier.delivery.mail import (
     SMTP_TRANSPORT,
@@ -115,14 +116,9 @@ DELIVERY_LOCK = -2
 DELIVERY_LOG = "Livraison de l'envoi (courriels, plateforme agréée) en %.2f s"
 
 
-#: How long the run's deliverer waits for the run's delivery lock held by its earlier attempt
-#: (`delivery_claim`), and `rapport` for the chunk tasks that may still deliver (`delivery_lock`).
-DELIVERY_LOCK_WAIT_S = 300.0
-
-
 class DeliveryLockTimeout(DeliveryError):
-    """The run's delivery lock still held after `DELIVERY_LOCK_WAIT_S`: the task fails, and is
-    retried."""
+    """The run's delivery lock still held after its wait (`POSTIER_DELIVERY_LOCK_WAIT_SECONDS`,
+    `env_settings.delivery_lock_wait`): the task fails, and is retried."""
 
 
 def end_send(env: Environment, run_ref: RunRef, deliverer: int, parts: int) -> bool:
@@ -156,12 +152,14 @@ def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int, parts: int
 
     The deliverer's retry while its earlier attempt still holds the lock (cut off, on a host that
     died: its PostgreSQL backend lingers until TCP keepalive) waits for it, at most
-    `DELIVERY_LOCK_WAIT_S` (`DeliveryLockTimeout` then, French message: Airflow retries it).
+    `POSTIER_DELIVERY_LOCK_WAIT_SECONDS` (`DeliveryLockTimeout` then, French message: Airflow
+    retries it; a bad value of the setting is a French `ConfigurationError` before anything).
 
     A session advisory lock on a connection of its own, autocommit: no transaction stays open
     while delivering (minutes at the e-mail rate limit), and a task that dies loses it with its
     connection; its mark stays, for its retry."""
     key = (str(run_ref), DELIVERY_LOCK)
+    wait = env_settings.delivery_lock_wait()
     with connect(env.dsn, autocommit=True) as conn:
         run_id = resolve_run_id(conn, run_ref)
         row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", key).fetchone()
@@ -170,7 +168,7 @@ def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int, parts: int
             if not (mark and mark[0] == deliverer):
                 yield False
                 return
-            _wait_for_delivery_lock(conn, key)
+            _wait_for_delivery_lock(conn, key, wait)
         try:
             marked = conn.execute(
                 "UPDATE runs SET deliverer = CASE WHEN deliverer IS NULL OR deliverer >= %s "
@@ -185,28 +183,30 @@ def delivery_claim(env: Environment, run_ref: RunRef, deliverer: int, parts: int
 @contextmanager
 def delivery_lock(env: Environment, run_ref: RunRef) -> Iterator[None]:
     """The run's delivery lock, held while the `with` lasts, waited for at most
-    `DELIVERY_LOCK_WAIT_S` (`DeliveryLockTimeout`): for `rapport`, which delivers after its wait
-    for the chunk tasks, next to one that may still be delivering."""
+    `POSTIER_DELIVERY_LOCK_WAIT_SECONDS` (`DeliveryLockTimeout`): for `rapport`, which delivers
+    after its wait for the chunk tasks, next to one that may still be delivering."""
     key = (str(run_ref), DELIVERY_LOCK)
+    wait = env_settings.delivery_lock_wait()
     with connect(env.dsn, autocommit=True) as conn:
-        _wait_for_delivery_lock(conn, key)
+        _wait_for_delivery_lock(conn, key, wait)
         try:
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", key)
 
 
-def _wait_for_delivery_lock(conn: psycopg.Connection, key: tuple[str, int]) -> None:
+def _wait_for_delivery_lock(conn: psycopg.Connection, key: tuple[str, int], wait: float) -> None:
+    # PostgreSQL's lock_timeout: whole milliseconds, at most 2^31 - 1 (0 would wait forever).
     conn.execute(
         "SELECT set_config('lock_timeout', %s, false)",
-        (f"{max(1, int(DELIVERY_LOCK_WAIT_S * 1000))}ms",),
+        (f"{min(max(1, int(wait * 1000)), 2**31 - 1)}ms",),
     )
     try:
         conn.execute("SELECT pg_advisory_lock(hashtext(%s), %s)", key)
     except psycopg.errors.LockNotAvailable:
         raise DeliveryLockTimeout(
             f"livraison de l'envoi toujours tenue par une autre tâche après "
-            f"{DELIVERY_LOCK_WAIT_S:.0f} s (tâche bloquée ou hôte injoignable) : rien n'est "
+            f"{wait:g} s (tâche bloquée ou hôte injoignable) : rien n'est "
             "perdu, la tâche sera relancée"
         ) from None
     finally:

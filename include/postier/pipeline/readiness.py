@@ -10,6 +10,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from postier import env_settings
 from postier.domain.selection import Selection
 from postier.domain.treatments import SEND, Treatment, TreatmentId
 from postier.errors import ConfigurationError
@@ -51,6 +52,7 @@ def check_configuration(
         # Connections are read when first used: read those the send uses after its chunks now,
         # so one that cannot be read stops the run here, before anything is signed.
         _ = (env.smtp if settings.demat_artis else None, env.ged_url if settings.archiving else "")
+        env_settings.delivery_lock_wait()
         if env.plateforme is None and _selects_channel(conn, selection, "plateforme"):
             raise ConfigurationError(NO_PLATFORM_SERVER)
     if t.id is TreatmentId.CHORUS_RECUPERER and settings.demat_chorus and env.chorus_sftp is None:

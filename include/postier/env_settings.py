@@ -1,0 +1,52 @@
+"""Settings of the deployment read from the environment (`POSTIER_*` variables; the business
+settings live in the ERP's `settings` table): each read in one place, a bad value refused with
+a French `ConfigurationError` naming the variable, not a Python `ValueError`. Nothing but the
+standard library: the DAG files read `POSTIER_WORKERS` when they are parsed."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+from postier.errors import ConfigurationError
+
+WORKERS = "POSTIER_WORKERS"
+DELIVERY_LOCK_WAIT = "POSTIER_DELIVERY_LOCK_WAIT_SECONDS"
+
+
+def workers(environ: Mapping[str, str] = os.environ) -> int:
+    """`POSTIER_WORKERS` (4 unless told): the chunk tasks a run maps, one per worker slot, and
+    the shares its chunks are planned for. An integer ≥ 1."""
+    raw = environ.get(WORKERS, "").strip()
+    if not raw:
+        return 4
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigurationError(
+            f"{WORKERS} « {raw} » invalide : un nombre entier au moins égal à 1 est attendu "
+            "(les emplacements de tâches des workers)"
+        )
+    return value
+
+
+def delivery_lock_wait(environ: Mapping[str, str] = os.environ) -> float:
+    """`POSTIER_DELIVERY_LOCK_WAIT_SECONDS` (300 unless told): how long a send's deliverer, or
+    `rapport`, waits for the run's delivery lock held by another attempt before failing (to be
+    retried). A number of seconds > 0 (decimals allowed)."""
+    raw = environ.get(DELIVERY_LOCK_WAIT, "").strip()
+    if not raw:
+        return 300.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigurationError(
+            f"{DELIVERY_LOCK_WAIT} « {raw} » invalide : un nombre de secondes supérieur à 0 est "
+            "attendu (attente du verrou de livraison d'un envoi)"
+        )
+    return value
