@@ -8,13 +8,16 @@ import errno
 import os
 import resource
 import selectors
+import socket
 import subprocess
 import sys
 import time
 import weakref
+from typing import Any
 
 import psutil
 import pytest
+import structlog
 from airflow.sdk.execution_time import supervisor
 from airflow.sdk.execution_time.supervisor import (
     ActivitySubprocess,
@@ -103,6 +106,54 @@ def test_a_task_still_running_is_waited_for_no_longer_than_before(
     # whole wait (without a pidfd, not its loop spun every 10 ms while the process lingers).
     assert exit_code is None
     assert 0.4 <= elapsed < 3.0
+
+
+#: A re-executed task process (`run_as_user`): its stdin is Airflow's request socket, on which it
+#: asks for a new log channel (`ResendLoggingFD`) and receives it (`_send_new_log_fd`); it logs
+#: a line on it a moment later, then goes on running.
+REEXECUTED_TASK = """
+import socket, sys, time
+requests = socket.socket(fileno=0)
+_, fds, _, _ = socket.recv_fds(requests, 65536, 1)
+logs = socket.socket(fileno=fds[0])
+time.sleep(float(sys.argv[1]))
+logs.sendall(b'{"event": "ligne du journal de la tache", "level": "info"}\\n')
+time.sleep(30)
+"""
+
+
+@pytest.mark.usefixtures("supervisor_waits_for_exit")
+def test_a_reexecuted_tasks_log_channel_is_read_as_its_logs_come() -> None:
+    requests, child_requests = socket.socketpair()
+    process = subprocess.Popen([sys.executable, "-c", REEXECUTED_TASK, "0.3"], stdin=child_requests)
+    child_requests.close()
+    task = ending_task(process)
+    logged: list[str] = []
+
+    def keep(_: object, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        logged.append(event["event"])
+        raise structlog.DropEvent
+
+    task.process_log = structlog.wrap_logger(None, processors=[keep])
+    task.subprocess_logs_to_stdout = False
+    task.stdin = requests
+    try:
+        # Airflow's own handling of the request: the new channel, outside `_open_sockets`.
+        task._send_new_log_fd(req_id=1)
+        assert not task._open_sockets and len(task.selector.get_map()) == 1
+        started = time.monotonic()
+        # Airflow's select wakes for the line; the wrapper's wait on the process (still
+        # running) must too, not read the line once the process has ended or the wait is over.
+        while not logged and time.monotonic() - started < 10:
+            assert task._service_subprocess(max_wait_time=5.0) is None
+        elapsed = time.monotonic() - started
+    finally:
+        process.kill()
+        process.wait()
+        requests.close()
+
+    assert logged == ["ligne du journal de la tache"]
+    assert elapsed < 2.5, f"the task's log line was read {elapsed:.2f} s after the wait began"
 
 
 def test_wrapping_twice_wraps_once(supervisor_waits_for_exit: None) -> None:
