@@ -40,8 +40,9 @@ print(json.dumps({"done": done, "before": before, "after": after,
 """
 
 
-def _run_as_airflow(code: str) -> subprocess.CompletedProcess[str]:
-    """`code` in a fresh interpreter with an Airflow home of its own and no Postier database."""
+def _run_as_airflow(code: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter with an Airflow home of its own and no Postier database;
+    `settings`, Airflow's, as environment variables."""
     with tempfile.TemporaryDirectory() as home:
         return subprocess.run(
             [sys.executable, "-c", code],
@@ -54,6 +55,7 @@ def _run_as_airflow(code: str) -> subprocess.CompletedProcess[str]:
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # A database that is not there: preloading must not need one.
                 "POSTIER_DB_DSN": "postgresql://postier@127.0.0.1:1/absente",
+                **settings,
             },
             capture_output=True,
             text=True,
@@ -115,3 +117,37 @@ def test_the_executor_starts_its_workers_when_the_preload_fails() -> None:
         "waits_for_task_exit": True,
     }
     assert "Préchargement du code des tâches impossible" in out.stdout + out.stderr
+
+
+#: A Celery worker built as `airflow celery worker` builds it in its main process, before its pool
+#: forks (Celery's `Worker`, which sends `worker_init`; it connects to no broker until started),
+#: from the app Airflow configures with `[celery] celery_config_options`.
+CELERY_WORKER_PROBE = """
+import json, sys
+from airflow.sdk.execution_time.supervisor import WatchedSubprocess
+from airflow.providers.celery.executors.celery_executor_utils import app
+from postier.airflow import preload
+
+def waits():
+    return getattr(WatchedSubprocess._service_subprocess, "_postier_waits_for_task_exit", False)
+
+configured, before = "postier.airflow.celery_config" in sys.modules, waits()
+app.Worker(pool_cls="solo", concurrency=1, hostname="postier-test@localhost")
+print(json.dumps({"configured": configured, "before": before, "waits_for_task_exit": waits(),
+                  "preloaded": preload.preloaded()}))
+"""
+
+
+def test_the_celery_worker_preloads_and_frees_its_slots_before_its_pool_starts() -> None:
+    out = _run_as_airflow(
+        CELERY_WORKER_PROBE,
+        AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS="postier.airflow.celery_config.CELERY_CONFIG",
+    )
+    # Airflow's Celery app loads the configuration (which connects the handler); the worker's
+    # `worker_init` preloads and wraps the supervisors' wait, for the pool processes it forks.
+    assert json.loads(out.stdout.splitlines()[-1]) == {
+        "configured": True,
+        "before": False,
+        "waits_for_task_exit": True,
+        "preloaded": True,
+    }, out.stderr[-3000:]
