@@ -11,14 +11,18 @@ from postier.airflow.runtime import environment
 from postier.errors import ConfigurationError
 
 
+def set_or_unset(monkeypatch: pytest.MonkeyPatch, name: str, value: str | None) -> None:
+    if value is None:
+        monkeypatch.delenv(name, raising=False)
+    else:
+        monkeypatch.setenv(name, value)
+
+
 @pytest.mark.parametrize(("value", "workers"), [(None, 4), ("", 4), ("3", 3), (" 1 ", 1)])
 def test_the_dags_and_their_tasks_read_the_same_worker_slots(
     monkeypatch: pytest.MonkeyPatch, value: str | None, workers: int
 ) -> None:
-    if value is None:
-        monkeypatch.delenv("POSTIER_WORKERS", raising=False)
-    else:
-        monkeypatch.setenv("POSTIER_WORKERS", value)
+    set_or_unset(monkeypatch, "POSTIER_WORKERS", value)
     # The chunk tasks a DAG maps, and the shares a task plans the run's chunks for.
     assert chunk_task_count() == environment().workers == workers
 
@@ -41,10 +45,7 @@ def test_a_bad_worker_slot_count_is_refused_in_french(
 def test_the_delivery_lock_wait_is_read_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, value: str | None, seconds: float
 ) -> None:
-    if value is None:
-        monkeypatch.delenv("POSTIER_DELIVERY_LOCK_WAIT_SECONDS", raising=False)
-    else:
-        monkeypatch.setenv("POSTIER_DELIVERY_LOCK_WAIT_SECONDS", value)
+    set_or_unset(monkeypatch, "POSTIER_DELIVERY_LOCK_WAIT_SECONDS", value)
     assert env_settings.delivery_lock_wait() == seconds
 
 
