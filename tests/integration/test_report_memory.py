@@ -8,15 +8,25 @@ anomalies and remarks, as long as the run's problems: a task's peak memory grew 
 
 from __future__ import annotations
 
+import ctypes
 import json
+import logging
 import tracemalloc
 from pathlib import Path
 
 import psycopg
+import pytest
 from builders import insert_customer, insert_invoices
+from test_chunk_statements import TracedEnvironment
 
 from postier.pipeline.context import Environment
-from postier.pipeline.reports import JSON_WRITE_CHARS, write_report, written_report
+from postier.pipeline.reports import (
+    JSON_WRITE_CHARS,
+    MAX_LOGGED_ANOMALIES,
+    NothingDoneError,
+    write_report,
+    written_report,
+)
 from postier.pipeline.runs import open_run
 from postier.storage import RunFolder
 
@@ -27,6 +37,22 @@ def _reported_run(
     """A prepare run of `invoices` invoices, one in `refused_every` refused with a reason, the
     others processed with a remark, its report written; (environment, external id, folder).
     `peak`: the tracemalloc peak of writing the report appended to it."""
+    env, external, folder = _processed_run(dsn, home, invoices, refused_every)
+    if peak is not None:
+        tracemalloc.start()
+    try:
+        assert write_report(env, external, [], again=False) is not None
+        if peak is not None:
+            peak.append(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+    return env, external, folder
+
+
+def _processed_run(
+    dsn: str, home: Path, invoices: int, refused_every: int
+) -> tuple[Environment, str, RunFolder]:
+    """`_reported_run`'s run, its report not written yet."""
     env = Environment(dsn=dsn, home=home, workers=1)
     external = f"report-memory/{home.name}"
     with psycopg.connect(dsn) as conn:
@@ -42,14 +68,6 @@ def _reported_run(
             (run_id, refused_every, refused_every, ids),
         )
         conn.commit()
-    if peak is not None:
-        tracemalloc.start()
-    try:
-        assert write_report(env, external, [], again=False) is not None
-        if peak is not None:
-            peak.append(tracemalloc.get_traced_memory()[1])
-    finally:
-        tracemalloc.stop()
     return env, external, folder
 
 
@@ -158,3 +176,92 @@ def test_the_report_lists_its_invoices_in_selection_order(db_dsn: str, tmp_path:
     with psycopg.connect(db_dsn) as conn:
         row = conn.execute("SELECT report FROM runs WHERE id = %s", (run_id,)).fetchone()
     assert row is not None and row[0] == written
+
+
+def _refused_run(
+    dsn: str, home: Path, invoices: int, caplog: pytest.LogCaptureFixture
+) -> tuple[RunFolder, int, str]:
+    """A prepare run of `invoices` invoices, every one refused with a reason, its report
+    written (the run fails: nothing done); (folder, tracemalloc peak of writing the report in
+    bytes, the task log's report line)."""
+    env = Environment(dsn=dsn, home=home, workers=1)
+    external = f"report-refused/{home.name}"
+    with psycopg.connect(dsn) as conn:
+        customer = insert_customer(conn)
+        ids = insert_invoices(conn, [(customer, 1, {}) for _ in range(invoices)])
+        run_id, folder = open_run(env, conn, "factures_preparer_envoi", external, {}, "mdupont")
+        conn.execute(
+            "INSERT INTO run_items (run_id, invoice_id, position, chunk, status, reason) "
+            "SELECT %s, i, n, 0, 'en_erreur', 'client sans adresse e-mail : facture non "
+            "préparée' FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(i, n)",
+            (run_id, ids),
+        )
+        conn.commit()
+    caplog.clear()
+    tracemalloc.start()
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger="postier.pipeline.reports"),
+            pytest.raises(NothingDoneError),
+        ):
+            write_report(env, external, [], again=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    logged = [r.getMessage() for r in caplog.records if "# Rapport" in r.getMessage()]
+    assert len(logged) == 1, logged
+    return folder, peak, logged[0]
+
+
+def test_a_run_refusing_every_invoice_writes_and_logs_its_report_without_holding_it(
+    db_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rapport.md lists every refused invoice, read from the run's row a few at a time; the
+    task's log shows the first MAX_LOGGED_ANOMALIES and how many more: neither the writer's
+    memory nor the log line grows with the refusals."""
+    small_n, large_n = 1_000, 4_000
+    _refused_run(db_dsn, tmp_path / "warm", 10, caplog)
+    _, small_peak, small_log = _refused_run(db_dsn, tmp_path / "a", small_n, caplog)
+    folder, large_peak, large_log = _refused_run(db_dsn, tmp_path / "b", large_n, caplog)
+    markdown = folder.read("rapport.md").decode()
+    assert markdown.count("| client sans adresse e-mail : facture non préparée |") == large_n
+    assert "autres (rapport.md)" not in markdown
+    assert large_log.count("client sans adresse e-mail") == MAX_LOGGED_ANOMALIES
+    assert f"| … et {large_n - MAX_LOGGED_ANOMALIES} autres (rapport.md) |  |  |" in large_log
+    # The log is rapport.md with its first anomalies only: the same up to the table's end.
+    shown = large_log.index("| … et ")
+    assert large_log.lstrip("\n")[: shown - 1] == markdown[: shown - 1]
+    assert len(large_log) < len(small_log) + 10, (len(small_log), len(large_log))
+    # Held as one text, then logged whole: 0.9 then 3.5 MB (1,000 and 4,000 refused), a log
+    # line of 79 then 313 kB; read from the row a few at a time, 0.6 MB and 4.5 kB at both.
+    assert large_peak < 1.5 * small_peak, (small_peak, large_peak)
+
+
+def test_a_report_closes_its_run_in_one_update(db_dsn: str, tmp_path: Path) -> None:
+    """The run's row gets its status, counts and report with both lists in one UPDATE (counted
+    on the wire: libpq's trace of the writer's connection), and says what rapport.json says."""
+    _, external, folder = _processed_run(db_dsn, tmp_path / "home", 3, 2)
+    trace = tmp_path / "trace.txt"
+    traced = TracedEnvironment(dsn=db_dsn, home=tmp_path / "home", workers=1, trace=str(trace))
+    assert write_report(traced, external, [], again=False) is not None
+    ctypes.CDLL(None).fflush(None)  # libpq writes its trace through a stdio stream
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    updates = [
+        f for f in sent if f[0] == "F" and f[2] in ("Parse", "Query") and "UPDATE runs" in f[3]
+    ]
+    assert len(updates) == 1, updates
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute(
+            "SELECT status, counts, report, finished_at IS NOT NULL FROM runs "
+            "WHERE external_id = %s",
+            (external,),
+        ).fetchone()
+    assert row is not None
+    status, counts, report, finished = row
+    assert (status, finished) == ("terminee", True)
+    assert report == json.loads(folder.read("rapport.json"))
+    assert counts == report["compteurs"] == {**counts, "traitees": 2, "refusees": 1}
+    assert [a["motif"] for a in report["anomalies"]] == [
+        "client sans adresse e-mail : facture non préparée"
+    ]
+    assert len(report["remarques"]) == 2

@@ -149,17 +149,19 @@ def markdown_cell(text: object) -> str:
 
 def markdown_table(title: str, header: list[str], rows: Iterable[list[str]]) -> list[str]:
     """A titled Markdown table, or nothing when there is no row."""
-    body = ["| " + " | ".join(markdown_cell(cell) for cell in row) + " |" for row in rows]
-    if not body:
-        return []
-    return [
-        f"## {title}",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *body,
-        "",
-    ]
+    return list(markdown_table_lines(title, header, rows))
+
+
+def markdown_table_lines(title: str, header: list[str], rows: Iterable[list[str]]) -> Iterator[str]:
+    """`markdown_table`'s lines one at a time, its rows gone through once, never held."""
+    remaining = iter(rows)
+    first = next(remaining, None)
+    if first is None:
+        return
+    yield from (f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header))
+    for row in itertools.chain([first], remaining):
+        yield "| " + " | ".join(markdown_cell(cell) for cell in row) + " |"
+    yield ""
 
 
 def publish(
@@ -169,70 +171,113 @@ def publish(
     report: dict[str, Any],
     status: str,
     markdown: Callable[[dict[str, Any]], str],
-    lists: Callable[[], None] | None = None,
+    listed: bool = False,
 ) -> str:
     """Write `rapport.json` and `rapport.md`, close the `runs` row, log the Markdown; the
-    report's location. With `lists`: the row first, then `lists()` (which puts the report's
-    lists of invoices in the row and in `report`, read back from it), then the files."""
+    report's location.
+
+    `listed`: the report of a run's invoices (`write_report`), whose two lists (`anomalies`,
+    `remarques`: as long as the run's problems) are never held in the task. PostgreSQL builds
+    them in the row as it closes it (one UPDATE, `run_store.finish_run_with_lists`), then both
+    files read them back from the row a few at a time (`rapport.md` as `to_markdown` writes
+    it), and the log shows the first MAX_LOGGED_ANOMALIES anomalies."""
     report["rapport"] = folder.file_location("rapport.md")
-    if lists is not None:
-        run_store.finish_run(conn, run_id, status, report["compteurs"], report)
-        lists()
+    if listed:
+        return _publish_listed(conn, run_id, folder, report, status)
     with folder.writer("rapport.json") as handle:
         write_json(handle, report)
     text = markdown(report)
     md_path = folder.write("rapport.md", text.encode())
-    if lists is None:
-        run_store.finish_run(conn, run_id, status, report["compteurs"], report)
+    run_store.finish_run(conn, run_id, status, report["compteurs"], report)
     log.info("\n%s", text)
     return md_path
 
 
-class _Listed(list[dict[str, Any]]):
-    """One of a written report's lists of invoices (as long as the run's problems), read from
-    its `runs` row each time it is gone through (`run_store.report_list`), never held whole:
-    `write_json` and `to_markdown` go through it once each. Its length, its elements in order
-    and its slices only: `json.dumps`'s C encoder or psycopg would see an empty list."""
-
-    def __init__(
-        self, conn: psycopg.Connection, run_id: int, key: str, fields: Sequence[str], n: int
-    ) -> None:
-        super().__init__()
-        self._read = lambda: run_store.report_list(conn, run_id, key, fields)
-        self._length = n
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._read()
-
-    def __getitem__(self, index: Any) -> Any:
-        if not isinstance(index, slice):
-            raise TypeError("une liste du rapport se lit dans l'ordre, ou par tranche")
-        return list(itertools.islice(self._read(), index.start, index.stop, index.step))
+#: The anomalies the task's log shows of a run's report (all of them are in rapport.md).
+MAX_LOGGED_ANOMALIES = 50
 
 
-#: Characters of JSON text `write_json` gathers before each write.
+def _publish_listed(
+    conn: psycopg.Connection, run_id: int, folder: RunFolder, report: dict[str, Any], status: str
+) -> str:
+    anomalies, remarks = run_store.finish_run_with_lists(
+        conn, run_id, status, report["compteurs"], report, STATUS_LABELS
+    )
+
+    def read(key: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        fields = ANOMALY_FIELDS if key == "anomalies" else REMARK_FIELDS
+        return run_store.report_list(conn, run_id, key, fields, limit)
+
+    with folder.writer("rapport.json") as handle:
+        write_json(handle, report, {key: read(key) for key in ("anomalies", "remarques")})
+
+    def markdown(shown: int | None) -> Iterator[str]:
+        hidden = anomalies - shown if shown is not None else 0
+        return markdown_lines(
+            report,
+            (read("anomalies", shown), max(0, hidden), "rapport.md"),
+            (read("remarques", MAX_REMARKS), max(0, remarks - MAX_REMARKS), "rapport.json"),
+        )
+
+    with folder.writer("rapport.md") as handle:
+        _write_text(handle, (line + "\n" for line in markdown(None)))
+    log.info("\n%s", "".join(line + "\n" for line in markdown(MAX_LOGGED_ANOMALIES)))
+    return folder.file_location("rapport.md")
+
+
+#: Characters of text `write_json` (and `rapport.md`'s writer) gather before each write.
 JSON_WRITE_CHARS = 64 * 1024
 
 
-def write_json(handle: IO[bytes], value: Any) -> None:
-    """`value` written to `handle` as `json.dumps(value, ensure_ascii=False, indent=2,
-    default=str)` encodes it, byte for byte, in pieces of about JSON_WRITE_CHARS: `json.dumps`
-    with an indent gathers every piece of the text in one list before joining them, about 7
-    times the text's size (12.7 MiB at the peak for 6,000 anomalies and 6,000 remarks, 0.7 MiB
-    in pieces), at the end of the chunk task that writes the report."""
-    encoder = json.JSONEncoder(ensure_ascii=False, indent=2, default=str)
-    pieces: list[str] = []
+def _write_text(handle: IO[bytes], pieces: Iterable[str]) -> None:
+    """`pieces` written to `handle` in UTF-8, gathered in writes of about JSON_WRITE_CHARS."""
+    gathered: list[str] = []
     size = 0
-    for piece in encoder.iterencode(value):
-        pieces.append(piece)
+    for piece in pieces:
+        gathered.append(piece)
         size += len(piece)
         if size >= JSON_WRITE_CHARS:
-            handle.write("".join(pieces).encode())
-            pieces, size = [], 0
-    handle.write("".join(pieces).encode())
+            handle.write("".join(gathered).encode())
+            gathered, size = [], 0
+    handle.write("".join(gathered).encode())
+
+
+def write_json(
+    handle: IO[bytes],
+    value: Mapping[str, Any],
+    streamed: Mapping[str, Iterable[Any]] | None = None,
+) -> None:
+    """`value` written to `handle` as `json.dumps(value, ensure_ascii=False, indent=2,
+    default=str)` encodes it, byte for byte, in pieces of about JSON_WRITE_CHARS, with each
+    key of `streamed` given the elements of `streamed[key]`, gone through once, in place of
+    `value`'s: `json.dumps` with an indent gathers every piece of the text in one list
+    before joining them, about 7 times the text's size (12.7 MiB at the peak for 6,000
+    anomalies and 6,000 remarks, 0.7 MiB in pieces), and a run's lists are never held whole."""
+    _write_text(handle, _json_pieces(value, streamed or {}))
+
+
+def _json_pieces(value: Mapping[str, Any], streamed: Mapping[str, Iterable[Any]]) -> Iterator[str]:
+    """The text of `write_json`, piece by piece. Each member is `json.dumps`'d on its own with
+    the same options; its lines (a JSON text's line breaks are all between tokens: one inside
+    a string is written `\\n`) indented by its depth."""
+    if not value:
+        yield "{}"
+        return
+    for n, (key, member) in enumerate(value.items()):
+        yield ("{" if n == 0 else ",") + "\n  " + _json(key) + ": "
+        if key not in streamed:
+            yield _json(member).replace("\n", "\n  ")
+            continue
+        empty = True
+        for element in streamed[key]:
+            yield ("[" if empty else ",") + "\n    " + _json(element).replace("\n", "\n    ")
+            empty = False
+        yield "[]" if empty else "\n  ]"
+    yield "\n}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
 class RefusedAtStartError(RunFailedError):
@@ -315,7 +360,7 @@ def write_report(
             **timing(started),
             "criteres": run.criteria,
             "compteurs": counters,
-            # Built by PostgreSQL in the run's row, then read back from it (`lists` below).
+            # Built by PostgreSQL in the run's row, then read back from it (`publish`).
             "anomalies": [],
             "remarques": [],
             "fichiers": (files or []) + [run.folder.location],
@@ -328,15 +373,7 @@ def write_report(
             report["echec"] = EVERY_INVOICE_REFUSED
         report.update(deliveries)
 
-        def lists() -> None:
-            # The lists of invoices, as long as the run's problems, never whole in this task
-            # (so its peak memory does not grow with the run): built in the row, then read
-            # from it a few at a time into the files, which say what the row says.
-            anomalies, remarks = run_store.add_report_lists(conn, run_id, STATUS_LABELS)
-            report["anomalies"] = _Listed(conn, run_id, "anomalies", ANOMALY_FIELDS, anomalies)
-            report["remarques"] = _Listed(conn, run_id, "remarques", REMARK_FIELDS, remarks)
-
-        publish(conn, run_id, run.folder, report, status, to_markdown, lists)
+        publish(conn, run_id, run.folder, report, status, to_markdown, listed=True)
     return _outcome(run, report, status)
 
 
@@ -535,12 +572,33 @@ def _criterion(key: str, value: Any) -> str:
 
 
 def to_markdown(report: dict[str, Any]) -> str:
+    """A run's report in Markdown, its lists of invoices taken from `report` (the remarks shown:
+    the first MAX_REMARKS)."""
+    remarks = report.get("remarques") or []
+    return "".join(
+        line + "\n"
+        for line in markdown_lines(
+            report,
+            (report["anomalies"], 0, ""),
+            (remarks[:MAX_REMARKS], max(0, len(remarks) - MAX_REMARKS), "rapport.json"),
+        )
+    )
+
+
+#: A list of invoices as a report's Markdown shows it: the rows shown, how many more are not
+#: shown, and where they are.
+Shown = tuple[Iterable[dict[str, Any]], int, str]
+
+
+def markdown_lines(report: dict[str, Any], anomalies: Shown, remarks: Shown) -> Iterator[str]:
+    """The lines of a run's report in Markdown, one at a time, each list of invoices gone
+    through once (never held): the rows shown, then « … et N autres (where) » when N are not."""
     c = report["compteurs"]
     preview = " — **aperçu**" if report["mode"] == "apercu" else ""
-    lines = report_header(report, preview)
+    yield from report_header(report, preview)
     if report.get("motif"):
-        lines.append(f"- Motif : **{report['motif']}**")
-    lines += [
+        yield f"- Motif : **{report['motif']}**"
+    yield from [
         "- Critères : "
         + "; ".join(
             f"{PARAM_LABELS.get(k, k)} = {_criterion(k, v)}"
@@ -554,19 +612,25 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"| {c['non_traitees']} |",
         "",
     ]
-    lines += markdown_table(
+    rows, hidden, where = anomalies
+    yield from markdown_table_lines(
         "Factures non traitées",
         ["Facture", "Statut", "Motif"],
-        ([a["facture"], a["statut"], a["motif"]] for a in report["anomalies"]),
+        itertools.chain(
+            ([a["facture"], a["statut"], a["motif"]] for a in rows),
+            [[f"… et {hidden} autres ({where})", "", ""]] if hidden > 0 else [],
+        ),
     )
-    remarks = report.get("remarques") or []
-    hidden = len(remarks) - MAX_REMARKS
-    lines += markdown_table(
+    rows, hidden, where = remarks
+    yield from markdown_table_lines(
         "Remarques",
         ["Facture", "Remarque"],
-        [[r["facture"], r["remarque"]] for r in remarks[:MAX_REMARKS]]
-        + ([[f"… et {hidden} autres (rapport.json)", ""]] if hidden > 0 else []),
+        itertools.chain(
+            ([r["facture"], r["remarque"]] for r in rows),
+            [[f"… et {hidden} autres ({where})", ""]] if hidden > 0 else [],
+        ),
     )
+    lines: list[str] = []
     if "courriels" in report:
         m = report["courriels"]
         lines += [
@@ -594,7 +658,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [f"- {n} en attente de dépôt" for n in p["en_attente"]]
         lines += [""] if p["refusees"] or p["en_attente"] else []
     lines += ["## Fichiers produits", ""] + [f"- `{f}`" for f in report["fichiers"]]
-    return "\n".join(lines) + "\n"
+    yield from lines
 
 
 #: The spec's confirmation message, word for word.

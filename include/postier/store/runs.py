@@ -268,55 +268,45 @@ def item_counts(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
     return counts
 
 
-#: A run's written report without its lists of invoices (`add_report_lists`: as long as the
+#: A run's written report without its lists of invoices (`REPORT_LISTS`: as long as the
 #: run's problems): what the checks of a report already written read (its counts, status,
 #: reason, location), not the whole report loaded again in every task that ends a large run.
 REPORT_HEAD = "report - 'anomalies' - 'remarques'"
 
 
-def add_report_lists(
-    conn: psycopg.Connection, run_id: int, labels: dict[str, str]
-) -> tuple[int, int]:
-    """Put into the run's written report (`runs.report`) its two lists of invoices, built by
-    PostgreSQL from the run's items, in selection order; their lengths. `anomalies`: the
-    skipped and failed invoices with their French reason (each status shown by its label in
-    `labels`); `remarques`: the processed ones that carry a note for the clerk (e.g. a 0 €
-    invoice). Nothing of them goes through Python."""
-    row = conn.execute(
-        "UPDATE runs SET report = report || jsonb_build_object("
-        " 'anomalies', (SELECT coalesce(jsonb_agg(jsonb_build_object('facture', i.number,"
-        "  'statut', %(labels)s::jsonb ->> r.status, 'motif', coalesce(r.reason, ''))"
-        "  ORDER BY r.position), '[]'::jsonb) FROM run_items r"
-        "  JOIN invoices i ON i.id = r.invoice_id"
-        "  WHERE r.run_id = %(run)s AND r.status IN (%(skipped)s, %(failed)s)),"
-        " 'remarques', (SELECT coalesce(jsonb_agg(jsonb_build_object('facture', i.number,"
-        "  'remarque', r.reason) ORDER BY r.position), '[]'::jsonb) FROM run_items r"
-        "  JOIN invoices i ON i.id = r.invoice_id"
-        "  WHERE r.run_id = %(run)s AND r.status = %(done)s AND r.reason IS NOT NULL))"
-        " WHERE id = %(run)s RETURNING jsonb_array_length(report -> 'anomalies'),"
-        " jsonb_array_length(report -> 'remarques')",
-        {
-            "run": run_id,
-            "labels": Jsonb(labels),
-            "skipped": SKIPPED,
-            "failed": FAILED,
-            "done": DONE,
-        },
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+#: The two lists of invoices of a run's written report, built by PostgreSQL from the run's
+#: items in selection order (`finish_run_with_lists`): `anomalies`, the skipped and failed
+#: invoices with their French reason (each status shown by its label in `%(labels)s`);
+#: `remarques`, the processed ones that carry a note for the clerk (e.g. a 0 € invoice).
+REPORT_LISTS = (
+    "jsonb_build_object("
+    " 'anomalies', (SELECT coalesce(jsonb_agg(jsonb_build_object('facture', i.number,"
+    "  'statut', %(labels)s::jsonb ->> r.status, 'motif', coalesce(r.reason, ''))"
+    "  ORDER BY r.position), '[]'::jsonb) FROM run_items r"
+    "  JOIN invoices i ON i.id = r.invoice_id"
+    "  WHERE r.run_id = %(run)s AND r.status IN (%(skipped)s, %(failed)s)),"
+    " 'remarques', (SELECT coalesce(jsonb_agg(jsonb_build_object('facture', i.number,"
+    "  'remarque', r.reason) ORDER BY r.position), '[]'::jsonb) FROM run_items r"
+    "  JOIN invoices i ON i.id = r.invoice_id"
+    "  WHERE r.run_id = %(run)s AND r.status = %(done)s AND r.reason IS NOT NULL))"
+)
 
 
 def report_list(
-    conn: psycopg.Connection, run_id: int, key: str, fields: Sequence[str]
+    conn: psycopg.Connection,
+    run_id: int,
+    key: str,
+    fields: Sequence[str],
+    limit: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The elements of the list `key` of the run's written report, in order, read from a
-    server-side cursor (a few at a time), each with its `fields` in that order."""
+    """The elements of the list `key` of the run's written report, in order (the first `limit`
+    of them, or all), read from a server-side cursor (a few at a time), each with its `fields`
+    in that order."""
     with conn.cursor(name=f"report_{key}") as cur:
         cur.execute(
             "SELECT e FROM runs, jsonb_array_elements(report -> %s) WITH ORDINALITY AS t(e, n) "
-            "WHERE id = %s ORDER BY n",
-            (key, run_id),
+            "WHERE id = %s ORDER BY n LIMIT %s",
+            (key, run_id, limit),
         )
         for (element,) in cur:
             yield {field: element[field] for field in fields}
@@ -330,12 +320,50 @@ def run_ids_in_order(conn: psycopg.Connection, run_id: int, status: str = DONE) 
     return [r[0] for r in rows]
 
 
+#: A run's row closed: its status, counts and written report (`{report}`: how it is written).
+FINISH_RUN = (
+    "UPDATE runs SET status = %(status)s, counts = %(counts)s, report = {report},"
+    " finished_at = now() WHERE id = %(run)s"
+)
+
+
 def finish_run(
     conn: psycopg.Connection, run_id: int, status: str, counts: dict[str, Any], report: dict
 ) -> None:
+    """Close the run's row: its status, counts and written report, in one UPDATE."""
     with conn.transaction():
         conn.execute(
-            "UPDATE runs SET status = %s, counts = %s, report = %s, finished_at = now() "
-            "WHERE id = %s",
-            (status, Jsonb(counts), Jsonb(report), run_id),
+            FINISH_RUN.format(report="%(report)s"), _finished(run_id, status, counts, report)
         )
+
+
+def finish_run_with_lists(
+    conn: psycopg.Connection,
+    run_id: int,
+    status: str,
+    counts: dict[str, Any],
+    report: dict,
+    labels: dict[str, str],
+) -> tuple[int, int]:
+    """`finish_run`, the report's two lists of invoices (`REPORT_LISTS`, each status shown by
+    its label in `labels`) built by PostgreSQL in the same UPDATE of the row, in place of
+    `report`'s: nothing of them goes through Python. Their lengths (anomalies, remarks)."""
+    with conn.transaction():
+        row = conn.execute(
+            FINISH_RUN.format(report=f"%(report)s || {REPORT_LISTS}")
+            + " RETURNING jsonb_array_length(report -> 'anomalies'),"
+            " jsonb_array_length(report -> 'remarques')",
+            {
+                **_finished(run_id, status, counts, report),
+                "labels": Jsonb(labels),
+                "skipped": SKIPPED,
+                "failed": FAILED,
+                "done": DONE,
+            },
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _finished(run_id: int, status: str, counts: dict[str, Any], report: dict) -> dict[str, Any]:
+    return {"run": run_id, "status": status, "counts": Jsonb(counts), "report": Jsonb(report)}
