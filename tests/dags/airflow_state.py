@@ -34,9 +34,9 @@ def count_publishes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     published: list[int] = []
     real_publish = reports.publish
 
-    def publish(conn, run_id, *args):  # type: ignore[no-untyped-def]
+    def publish(conn, run_id, *args, **kwargs):  # type: ignore[no-untyped-def]
         published.append(run_id)
-        return real_publish(conn, run_id, *args)
+        return real_publish(conn, run_id, *args, **kwargs)
 
     monkeypatch.setattr(reports, "publish", publish)
     return published
