@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from postier.pipeline.reports import JSON_WRITE_CHARS, write_json
+from postier.pipeline.reports import JSON_BATCH, JSON_WRITE_CHARS, write_json
 
 #: Text a report carries: accents, a line break, a tab, quotes, a backslash, U+2028, an emoji.
 AWKWARD = 'Dupont & Fils « SARL »\nligne 2\t"cité" \\ \u2028 fin 🧾'
@@ -61,5 +61,12 @@ def test_empty_streamed_lists_and_plain_reports_keep_their_bytes() -> None:
     whole = _report([], [])
     expected = json.dumps(whole, ensure_ascii=False, indent=2, default=str).encode()
     assert _written(_report([], []), {"anomalies": [], "remarques": []}) == expected
-    assert _written(whole, {}) == expected
+    # A list of exactly one batch, elements with an empty member.
+    batch = [{"facture": str(n), "motif": "", "vide": {}} for n in range(JSON_BATCH)]
+    whole = _report(batch, [])
+    assert (
+        _written(_report([], []), {"anomalies": batch})
+        == json.dumps(whole, ensure_ascii=False, indent=2, default=str).encode()
+    )
+    assert _written(_report([], []), {}) == expected
     assert _written({}, {}) == b"{}"

@@ -268,16 +268,24 @@ def _json_pieces(value: Mapping[str, Any], streamed: Mapping[str, Iterable[Any]]
         if key not in streamed:
             yield _json(member).replace("\n", "\n  ")
             continue
-        empty = True
-        for element in streamed[key]:
-            yield ("[" if empty else ",") + "\n    " + _json(element).replace("\n", "\n    ")
-            empty = False
-        yield "[]" if empty else "\n  ]"
+        elements, opened = iter(streamed[key]), False
+        while batch := list(itertools.islice(elements, JSON_BATCH)):
+            # "[\n  a,\n  b\n]": its elements, one level deeper.
+            yield ("," if opened else "[") + "\n  " + _json(batch)[2:-2].replace("\n", "\n  ")
+            opened = True
+        yield "\n  ]" if opened else "[]"
     yield "\n}"
 
 
+#: Elements of a streamed list `write_json` encodes together (one encoding's fixed cost).
+JSON_BATCH = 256
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2, default=str)
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+    return _ENCODER.encode(value)
 
 
 class RefusedAtStartError(RunFailedError):
