@@ -184,19 +184,7 @@ def _refused_run(
     """A prepare run of `invoices` invoices, every one refused with a reason, its report
     written (the run fails: nothing done); (folder, tracemalloc peak of writing the report in
     bytes, the task log's report line)."""
-    env = Environment(dsn=dsn, home=home, workers=1)
-    external = f"report-refused/{home.name}"
-    with psycopg.connect(dsn) as conn:
-        customer = insert_customer(conn)
-        ids = insert_invoices(conn, [(customer, 1, {}) for _ in range(invoices)])
-        run_id, folder = open_run(env, conn, "factures_preparer_envoi", external, {}, "mdupont")
-        conn.execute(
-            "INSERT INTO run_items (run_id, invoice_id, position, chunk, status, reason) "
-            "SELECT %s, i, n, 0, 'en_erreur', 'client sans adresse e-mail : facture non "
-            "préparée' FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(i, n)",
-            (run_id, ids),
-        )
-        conn.commit()
+    env, external, folder = _processed_run(dsn, home, invoices, refused_every=1)
     caplog.clear()
     tracemalloc.start()
     try:
