@@ -90,6 +90,15 @@ CHUNK_WORK = re.compile(
     r"Paquet \d+ : (\d+) facture\(s\) traitée\(s\) en ([0-9.]+) s, "
     r"dont documents ([0-9.]+) s de CPU"
 )
+#: The same line's tail: the chunk thread's CPU, its waits in all, then for a core, for its
+#: files' sync, for its commit and for the rest (its statements' answers, mostly).
+CHUNK_WAITS = re.compile(
+    r"CPU du paquet ([0-9.]+) s, attentes ([0-9.]+) s : d'un cœur ([0-9.]+) s, "
+    r"mise en sûreté des fichiers ([0-9.]+) s, validation ([0-9.]+) s, "
+    r"requêtes et autres ([0-9.]+) s"
+)
+#: The names of CHUNK_WAITS's figures, in its order.
+CHUNK_WAIT_KINDS = ("cpu", "attentes", "cœur", "mise en sûreté", "validation", "requêtes")
 PEAK_MEMORY = re.compile(r"Mémoire max de la tâche : (\d+) Mio")
 #: The send's deliveries, done by the chunk task that ends its work
 #: (`postier.pipeline.mailing.DELIVERY_LOG`).
@@ -192,6 +201,9 @@ class RunTiming:
     chunk_work_s: dict[int, float] = field(default_factory=dict)
     #: CPU of the document step (render + sign) in the chunks, from their log lines.
     chunk_document_cpu_s: float = 0.0
+    #: Sums over the chunks of their thread's CPU and waits (CHUNK_WAITS), by CHUNK_WAIT_KINDS.
+    chunk_waits_s: dict[str, float] = field(default_factory=dict)
+    chunk_lines: int = 0
     #: The send's deliveries (e-mails, PA deposits) in the chunk task that ended its work.
     delivery_s: float = 0.0
     #: The run's selection, in the chunk task that made it (`in_chunks`) or the confirmation.
@@ -443,11 +455,34 @@ def run_dag(
                 timing.peak_mib[task_id] = max(timing.peak_mib.get(task_id, 0), int(peak))
         for _count, work, documents in CHUNK_WORK.findall(text):
             timing.chunk_document_cpu_s += float(documents)
+            timing.chunk_lines += 1
             if mapped:
                 # A chunk task processes several chunks: one line each.
                 index = int(mapped.group(1))
                 timing.chunk_work_s[index] = timing.chunk_work_s.get(index, 0.0) + float(work)
+        for figures in CHUNK_WAITS.findall(text):
+            for kind, value in zip(CHUNK_WAIT_KINDS, figures, strict=True):
+                timing.chunk_waits_s[kind] = timing.chunk_waits_s.get(kind, 0.0) + float(value)
     return timing
+
+
+def print_chunk_waits(run: RunTiming) -> None:
+    """Where the chunks' slot time went besides their thread's CPU, summed over the run's
+    chunks (their log lines): waiting for a core, for their files' sync, for their commit, for
+    the rest (their statements' answers, mostly)."""
+    waits = run.chunk_waits_s
+    if not waits:
+        return
+    work = sum(run.chunk_work_s.values())
+    lines = max(1, run.chunk_lines)
+    print(
+        f"paquets de {run.dag_id} : {run.chunk_lines} paquet(s), {work:.1f} s de slot, dont CPU "
+        f"du fil {waits['cpu']:.1f} s et attentes {waits['attentes']:.1f} s "
+        f"({waits['attentes'] / lines * 1000:.0f} ms par paquet) : d'un cœur "
+        f"{waits['cœur']:.1f} s, mise en sûreté des fichiers {waits['mise en sûreté']:.1f} s, "
+        f"validation {waits['validation']:.1f} s, requêtes et autres {waits['requêtes']:.1f} s",
+        flush=True,
+    )
 
 
 def print_clocks(run: RunTiming) -> None:
@@ -682,6 +717,8 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
         print_clocks(prep)
         print_clocks(send)
         print_answer_path(send)
+        print_chunk_waits(prep)
+        print_chunk_waits(send)
         prepared, prep_chunks = counts(dsn, f"{PREPARE}/{prep.run_id}")
         sent, send_chunks = counts(dsn, f"{SEND}/{send.run_id}")
         celery_times = celery_path(af, [prep, send]) if celery else {}

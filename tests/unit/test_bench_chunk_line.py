@@ -14,8 +14,17 @@ from airflow_bench import CHUNK_WORK  # noqa: E402
 
 
 def test_the_bench_parses_the_chunk_lines_document_cpu() -> None:
-    line = CHUNK_LOG % (3, 220, 2.5, 1.875, 440, 1000)
+    line = CHUNK_LOG % (3, 220, 2.5, 1.875, 440, 1000, 2.2, 0.3, 0.1, 0.05, 0.04, 0.11)
     assert CHUNK_WORK.findall(f"[2026-12-06] INFO - {line}\n") == [("220", "2.50", "1.88")]
+
+
+def test_the_bench_parses_the_chunk_lines_waits() -> None:
+    from airflow_bench import CHUNK_WAITS
+
+    line = CHUNK_LOG % (3, 220, 2.5, 1.875, 440, 1000, 2.2, 0.3, 0.1, 0.05, 0.04, 0.11)
+    assert CHUNK_WAITS.findall(f"[2026-12-06] INFO - {line}\n") == [
+        ("2.200", "0.300", "0.100", "0.050", "0.040", "0.110")
+    ]
 
 
 def test_the_bench_parses_the_sends_delivery_line() -> None:

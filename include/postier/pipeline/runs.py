@@ -218,6 +218,38 @@ def _take_document_cpu() -> float:
     return seconds
 
 
+#: The wall seconds a chunk's thread spent making its files durable (`files_sync`).
+_sync_wait = threading.local()
+
+
+@contextlib.contextmanager
+def files_sync() -> Iterator[None]:
+    """Count the wall time of the block (a chunk's files made durable before its rows commit:
+    a `syncfs`) in the chunk's log line, apart from its statements and its commit."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        spent = time.perf_counter() - started
+        _sync_wait.seconds = getattr(_sync_wait, "seconds", 0.0) + spent
+
+
+def _take_sync_wait() -> float:
+    seconds: float = getattr(_sync_wait, "seconds", 0.0)
+    _sync_wait.seconds = 0.0
+    return seconds
+
+
+def _run_queue_s() -> float:
+    """Seconds this thread spent runnable but waiting for a core (the kernel's schedstat),
+    0 where the kernel does not say."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 #: A chunk handler processes the pending invoices of a chunk and records their outcomes.
 ChunkHandler = Callable[[Environment, psycopg.Connection, Run, list[int]], None]
 
@@ -247,10 +279,14 @@ class Progress:
 
 
 #: A chunk's log line: its invoices, its time, the CPU of its document step (`document_step`),
-#: the run's progress (`bench/airflow_bench.py` reads it).
+#: the run's progress, then where its time went: its thread's CPU, and the rest, its waits —
+#: for a core (runnable, the others' work running), for its files' sync (`files_sync`), for its
+#: commit (PostgreSQL's WAL flush) and for everything else (its statements' answers, mostly)
+#: (`bench/airflow_bench.py` reads it).
 CHUNK_LOG = (
     "Paquet %d : %d facture(s) traitée(s) en %.2f s, dont documents %.2f s de CPU "
-    "— avancement %d/%d"
+    "— avancement %d/%d ; CPU du paquet %.3f s, attentes %.3f s : d'un cœur %.3f s, "
+    "mise en sûreté des fichiers %.3f s, validation %.3f s, requêtes et autres %.3f s"
 )
 
 
@@ -269,23 +305,35 @@ def _process_chunk(
     """`process_chunk` on an open connection, which it leaves with no transaction open."""
     from postier.pipeline.handlers import CHUNK_HANDLERS
 
-    started = time.perf_counter()
+    started, cpu, queued = time.perf_counter(), time.thread_time(), _run_queue_s()
     _take_document_cpu()
+    _take_sync_wait()
     ids = run_store.pending_ids(conn, run.id, chunk)
     if ids:
         CHUNK_HANDLERS[run.treatment.id](env, conn, run, ids)
     # Read in the chunk's own transaction (its items already done there), committed with it:
     # no transaction of its own, two round trips fewer per chunk.
     done, total = progress.after_chunk(conn)
+    committing = time.perf_counter()
     conn.commit()
+    ended = time.perf_counter()
+    wall, cpu = ended - started, time.thread_time() - cpu
+    waits = max(0.0, wall - cpu)
+    queued, sync, commit = _run_queue_s() - queued, _take_sync_wait(), ended - committing
     log.info(
         CHUNK_LOG,
         chunk,
         len(ids),
-        time.perf_counter() - started,
+        wall,
         _take_document_cpu(),
         done,
         total,
+        cpu,
+        waits,
+        queued,
+        sync,
+        commit,
+        max(0.0, waits - queued - sync - commit),
     )
 
 

@@ -21,7 +21,7 @@ from postier.domain.validation import sending_problems, zero_amount_note
 from postier.errors import ConfigurationError, PostierError
 from postier.pipeline.annuaire import BuyerAddress, recorded_addresses, with_address
 from postier.pipeline.context import Environment
-from postier.pipeline.runs import Run, document_step
+from postier.pipeline.runs import Run, document_step, files_sync
 from postier.store.exchanges import Exchange, record_exchanges
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
@@ -184,7 +184,8 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             sent.append(invoice.id)
             outcomes.append(ItemOutcome(invoice.id, DONE, " ; ".join(notes) or None, location))
         # The GED files on disk before the rows saying they are there commit.
-        archive.sync()
+        with files_sync():
+            archive.sync()
         writes.flush(conn)
         channels = [writes.dematerialized.get(i) for i in sent]
         stamp_transition(conn, sent, SEND, run.triggered_by, run.id, channels=channels)
