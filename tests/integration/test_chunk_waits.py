@@ -1,0 +1,58 @@
+"""A chunk's log line says where its time went: its thread's CPU, and its waits (for a core, for
+its files' sync, for its commit, for the rest), which the Airflow bench sums per run."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from builders import insert_invoice
+
+from postier import storage as storage_module
+from postier.pipeline.context import Environment
+from postier.pipeline.runs import process_chunk, start_run
+
+LINE = re.compile(
+    r"Paquet 0 : 3 facture\(s\) traitée\(s\) en ([0-9.]+) s, .* CPU du paquet ([0-9.]+) s, "
+    r"attentes ([0-9.]+) s : d'un cœur ([0-9.]+) s, mise en sûreté des fichiers ([0-9.]+) s, "
+    r"validation ([0-9.]+) s, requêtes et autres ([0-9.]+) s"
+)
+#: How long each GED sync is made to take (a slow disk), so that the line must show it.
+SLOW_SYNC_S = 0.2
+
+
+def test_a_send_chunks_line_counts_its_ged_sync_as_a_wait_apart_from_its_cpu(
+    postier_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real_syncfs = storage_module._syncfs
+
+    def slow_syncfs(fd: int) -> None:
+        time.sleep(SLOW_SYNC_S)  # a disk slow to write back: waited for, no CPU spent
+        real_syncfs(fd)
+
+    monkeypatch.setattr(storage_module, "_syncfs", slow_syncfs)
+    with psycopg.connect(postier_env) as conn:
+        for n in range(3):
+            insert_invoice(conn, number=f"CW-{n}", send_state="PRET")
+    env = Environment(dsn=postier_env, home=tmp_path / "home")
+    summary = start_run(env, "factures_envoyer", {}, "jmartin", "test/chunk-waits")
+    with caplog.at_level(logging.INFO, logger="postier.pipeline.runs"):
+        process_chunk(env, summary["run_id"], summary["chunks"][0])
+
+    found = [m for r in caplog.records if (m := LINE.search(r.getMessage()))]
+    assert len(found) == 1, caplog.text
+    wall, cpu, waits, core, sync, commit, rest = (float(v) for v in found[0].groups())
+    assert sync >= SLOW_SYNC_S  # the chunk's own sync, before its commit
+    assert cpu < wall - SLOW_SYNC_S + 0.01  # the sleep is not CPU
+    assert waits == pytest.approx(wall - cpu, abs=0.011)
+    assert core + sync + commit + rest == pytest.approx(waits, abs=0.011)
+    with psycopg.connect(postier_env) as conn:
+        sent = conn.execute("SELECT count(*) FROM invoices WHERE send_state = 'ENVOYE'").fetchone()
+    assert sent == (3,)
