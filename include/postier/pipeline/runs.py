@@ -193,51 +193,46 @@ def load_run(conn: psycopg.Connection, ref: RunRef, storage: Storage) -> Run:
     return Run(run_id, treatment(row[0]), row[1], row[2], storage.folder(row[3]))
 
 
+class _Counted(threading.local):
+    """Seconds of one clock spent in blocks (`counting`) on each thread since the last `take`."""
+
+    seconds = 0.0
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        started = self._clock()
+        try:
+            yield
+        finally:
+            self.seconds += self._clock() - started
+
+    def take(self) -> float:
+        """The seconds counted on this thread since the last call, and start again from 0."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 #: The CPU seconds of the document step (render + sign) on each thread, since the chunk began.
-_document_cpu = threading.local()
+_document_cpu = _Counted(time.thread_time)
+#: The wall seconds a chunk's thread spent making its files durable (`files_sync`).
+_sync_wait = _Counted(time.perf_counter)
 
 
-@contextlib.contextmanager
-def document_step() -> Iterator[None]:
+def document_step() -> contextlib.AbstractContextManager[None]:
     """Count the CPU time of the block (a document's render + sign) in the chunk's log line:
     `time.thread_time`, the CPU of this thread only (a chunk's work runs on a thread of its own,
     `postier.airflow.fresh_thread`), so the bench compares its one-core baseline with the
     document step where it really runs."""
-    started = time.thread_time()
-    try:
-        yield
-    finally:
-        spent = time.thread_time() - started
-        _document_cpu.seconds = getattr(_document_cpu, "seconds", 0.0) + spent
+    return _document_cpu.counting()
 
 
-def _take_document_cpu() -> float:
-    """The document CPU counted on this thread since the last call, and start again from 0."""
-    seconds: float = getattr(_document_cpu, "seconds", 0.0)
-    _document_cpu.seconds = 0.0
-    return seconds
-
-
-#: The wall seconds a chunk's thread spent making its files durable (`files_sync`).
-_sync_wait = threading.local()
-
-
-@contextlib.contextmanager
-def files_sync() -> Iterator[None]:
+def files_sync() -> contextlib.AbstractContextManager[None]:
     """Count the wall time of the block (a chunk's files made durable before its rows commit:
     a `syncfs`) in the chunk's log line, apart from its statements and its commit."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        spent = time.perf_counter() - started
-        _sync_wait.seconds = getattr(_sync_wait, "seconds", 0.0) + spent
-
-
-def _take_sync_wait() -> float:
-    seconds: float = getattr(_sync_wait, "seconds", 0.0)
-    _sync_wait.seconds = 0.0
-    return seconds
+    return _sync_wait.counting()
 
 
 def _run_queue_s() -> float:
@@ -306,8 +301,8 @@ def _process_chunk(
     from postier.pipeline.handlers import CHUNK_HANDLERS
 
     started, cpu, queued = time.perf_counter(), time.thread_time(), _run_queue_s()
-    _take_document_cpu()
-    _take_sync_wait()
+    _document_cpu.take()
+    _sync_wait.take()
     ids = run_store.pending_ids(conn, run.id, chunk)
     if ids:
         CHUNK_HANDLERS[run.treatment.id](env, conn, run, ids)
@@ -319,13 +314,13 @@ def _process_chunk(
     ended = time.perf_counter()
     wall, cpu = ended - started, time.thread_time() - cpu
     waits = max(0.0, wall - cpu)
-    queued, sync, commit = _run_queue_s() - queued, _take_sync_wait(), ended - committing
+    queued, sync, commit = _run_queue_s() - queued, _sync_wait.take(), ended - committing
     log.info(
         CHUNK_LOG,
         chunk,
         len(ids),
         wall,
-        _take_document_cpu(),
+        _document_cpu.take(),
         done,
         total,
         cpu,
