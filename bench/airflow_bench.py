@@ -74,7 +74,7 @@ from e2e.live_airflow import (  # noqa: E402
 )
 from e2e.live_redis import RedisServer, start_redis, stop_redis  # noqa: E402
 from pipeline_bench import DocumentBaseline, bench_cluster, seed_demo_database  # noqa: E402
-from process_cpu import ProcessTable  # noqa: E402
+from process_cpu import CLOCK_TICKS, ProcessTable  # noqa: E402
 
 from postier.pipeline.context import Environment  # noqa: E402
 from postier.store.cluster import LocalCluster  # noqa: E402
@@ -144,6 +144,19 @@ CORES = os.cpu_count() or 1
 SUPERVISORS, TASKS, BENCH = "superviseurs de tâches", "processus de tâches", "ce banc (API)"
 
 
+#: The whole machine's CPU seconds (/proc/stat): busy (user, nice, system, irq, softirq, steal),
+#: and idle while a disk request was outstanding (iowait): kept apart from the components.
+MACHINE_BUSY, MACHINE_IOWAIT = "machine:busy", "machine:iowait"
+
+
+def machine_cpu() -> dict[str, float]:
+    """The machine's busy and iowait CPU seconds so far, over all its cores (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        fields = [int(f) / CLOCK_TICKS for f in stat.readline().split()[1:9]]
+    user, nice, system, _idle, iowait, irq, softirq, steal = fields
+    return {MACHINE_BUSY: user + nice + system + irq + softirq + steal, MACHINE_IOWAIT: iowait}
+
+
 def cpu_account(roots: dict[str, int]) -> dict[str, float]:
     """CPU seconds (utime + stime) used so far by the process tree of each of `roots` (name →
     pid): its live processes' own plus what their reaped children used (a process's CPU goes to
@@ -163,7 +176,7 @@ def cpu_account(roots: dict[str, int]) -> dict[str, float]:
         else:
             account[name] += table.tree(pid)
     account[BENCH] = table.own[os.getpid()]
-    return account
+    return account | machine_cpu()
 
 
 def account_roots(af: Airflow, cluster: LocalCluster) -> dict[str, int]:
@@ -219,6 +232,8 @@ class RunTiming:
     cpu_s: dict[str, float] = field(default_factory=dict)
     #: Largest peak memory (VmHWM, MiB) of a task process, per task id, from the task logs.
     peak_mib: dict[str, int] = field(default_factory=dict)
+    #: The whole machine's busy and iowait CPU seconds over the span of `cpu_s` (`machine_cpu`).
+    machine_s: dict[str, float] = field(default_factory=dict)
     #: Requests the api-server answered over the same span as `cpu_s`, by kind.
     requests: Counter[str] = field(default_factory=Counter)
     #: The `cpu_account` samples taken at each poll (epoch seconds, account): the CPU over a
@@ -423,7 +438,10 @@ def run_dag(
     timing.polled_wall_s, timing.polled_clerk_s, timing.post_s = polled_wall_s, clerk_s, post_s
     timing.asked_to_parked_s = timing_parked_s
     timing.cpu_s = {name: cpu_end[name] - cpu_start.get(name, 0.0) for name in cpu_end}
-    timing.polled_cpu_s = sum(cpu_after.values()) - sum(cpu_polled.values())
+    timing.machine_s = {k: timing.cpu_s.pop(k, 0.0) for k in (MACHINE_BUSY, MACHINE_IOWAIT)}
+    timing.polled_cpu_s = sum(
+        cpu_after[name] - cpu_polled.get(name, 0.0) for name in timing.cpu_s if name in cpu_after
+    )
     timing.requests = api_requests(access_log, spans)
     timing.cpu_samples = samples
     response = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
@@ -765,6 +783,11 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
                 for name in {*prep.cpu_s, *send.cpu_s}
             },
             **celery_times,
+            # Not components: the machine's busy and iowait CPU over the same spans.
+            **{
+                key: prep.machine_s.get(key, 0.0) + send.machine_s.get(key, 0.0)
+                for key in (MACHINE_BUSY, MACHINE_IOWAIT)
+            },
             "requests": prep.requests + send.requests,
             "peak_mib": {
                 task_id: max(run.peak_mib.get(task_id, 0) for run in (prep, send))
@@ -863,6 +886,18 @@ def print_cpu_account(figures: dict[str, Any], what: str = "") -> None:
         print(f"| {name} | {seconds:.1f} | {seconds / available:.1%} |")
     total = sum(cpu.values())
     print(f"| **total** | {total:.1f} | {total / available:.1%} |")
+    if MACHINE_BUSY in figures:
+        # The machine's busy CPU beyond the processes followed: the kernel's own threads
+        # (writeback of the run's files…), other processes; what is left of wall × cores idled,
+        # part of it while a disk request was outstanding.
+        others = figures[MACHINE_BUSY] - total
+        idle = available - figures[MACHINE_BUSY]
+        print(
+            f"| noyau et processus non suivis (machine occupée − total) | {others:.1f} | "
+            f"{others / available:.1%} |\n| cœurs inactifs | {idle:.1f} | {idle / available:.1%} |"
+            f"\n| dont en attente d'entrées-sorties (iowait) | {figures[MACHINE_IOWAIT]:.1f} | "
+            f"{figures[MACHINE_IOWAIT] / available:.1%} |"
+        )
     requests: Counter[str] = figures["requests"]
     print(f"\n| requêtes à l'api-server{what} | nombre | par seconde de mur |\n|---|---:|---:|")
     for kind, _match in REQUEST_KINDS:

@@ -43,3 +43,18 @@ def test_the_bench_parses_the_runs_selection_line() -> None:
 
     line = SELECTION_LOG % 0.456
     assert SELECTION.findall(f"[2026-12-06] INFO - {line}\n") == ["0.46"]
+
+
+def test_the_bench_counts_the_machines_busy_cpu_with_what_this_process_burns() -> None:
+    import os
+    import time
+
+    from airflow_bench import MACHINE_BUSY, MACHINE_IOWAIT, machine_cpu
+
+    before, started, cpu = machine_cpu(), time.monotonic(), time.process_time()
+    while time.process_time() - cpu < 0.3:
+        pass
+    after, elapsed = machine_cpu(), time.monotonic() - started
+    busy = after[MACHINE_BUSY] - before[MACHINE_BUSY]
+    assert 0.25 <= busy <= elapsed * (os.cpu_count() or 1) + 0.05
+    assert after[MACHINE_IOWAIT] >= before[MACHINE_IOWAIT]
