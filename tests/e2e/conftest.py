@@ -23,10 +23,36 @@ from integration.sshd import sshd
 
 from postier.store.cluster import LocalCluster
 
+from .batches import BatchOwners
 from .live_airflow import Airflow, running_airflow
 from .live_redis import RedisServer, start_redis, stop_redis
 
 __all__ = ["airflow", "redis_server", "sshd"]
+
+#: The fixtures whose Postier database several tests share (`batches`).
+SHARED_DATABASES = ("airflow", "celery_airflow")
+
+_BATCH_OWNERS = BatchOwners()
+
+
+@pytest.fixture(autouse=True)
+def batches_of_its_own(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test that adds invoices to a batch another test of the session added to, in a
+    database they share (`batches`): pick an unused batch number."""
+    shared = [name for name in SHARED_DATABASES if name in request.fixturenames]
+    dsns = [request.getfixturevalue(name).postier_dsn for name in shared]
+    marks = {dsn: _BATCH_OWNERS.mark(dsn) for dsn in dsns}
+    yield
+    taken = {
+        batch: owner
+        for dsn, mark in marks.items()
+        for batch, owner in _BATCH_OWNERS.claim(dsn, mark, request.node.nodeid).items()
+    }
+    if taken:
+        pytest.fail(
+            "batch numbers already used by another test on the shared Postier database: "
+            + ", ".join(f"{batch} ({owner})" for batch, owner in sorted(taken.items()))
+        )
 
 
 @pytest.fixture(scope="session")
