@@ -6,10 +6,8 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from postier.domain.models import (
     Address,
@@ -41,6 +39,10 @@ WHERE i.id = ANY(%s)
 
 
 _NATURES = {n.value: n for n in LineNature}
+_CHANNELS = {c.value: c for c in Channel}
+_KINDS = {k.value: k for k in InvoiceKind}
+_MODES = {m.value: m for m in PaymentMode}
+_STATES = {s.value: s for s in SendState}
 
 
 def load_invoices(conn: psycopg.Connection, invoice_ids: Sequence[int]) -> list[Invoice]:
@@ -76,80 +78,85 @@ def load_invoices(conn: psycopg.Connection, invoice_ids: Sequence[int]) -> list[
     ).fetchall():
         due[r[0]].append(DueDate(r[1], r[2]))
     by_id: dict[int, Invoice] = {}
-    with conn.cursor(row_factory=dict_row) as cur:
-        for h in cur.execute(_HEADER, (ids,)).fetchall():
-            customer = Customer(
-                code=h["code"],
-                name=h["name"],
-                contact_name=h["contact_name"],
-                address=Address(
-                    h["address_line1"],
-                    h["address_line2"],
-                    h["postal_code"],
-                    h["city"],
-                    h["country"],
-                ),
-                emails=tuple(h["emails"] or ()),
-                channel=Channel(h["channel"]),
-                siren=h["siren"],
-                siret=h["siret"],
-                vat_number=h["vat_number"],
-                chorus_service_code=h["customer_service_code"],
-                chorus_service_required=h["chorus_service_required"],
-                chorus_engagement_required=h["chorus_engagement_required"],
-                iban=h["iban"],
-                bic=h["bic"],
-                einvoicing_address=h["einvoicing_address"],
-                einvoicing_scheme=h["einvoicing_scheme"],
-            )
-            by_id[h["id"]] = Invoice(
-                id=h["id"],
-                number=h["number"],
-                kind=InvoiceKind(h["kind"]),
-                customer=customer,
-                invoice_date=h["invoice_date"],
-                due_date=h["due_date"],
-                batch_number=h["batch_number"],
-                created_by=h["created_by"],
-                created_at=h["created_at"],
-                payment_mode=PaymentMode(h["payment_mode"]),
-                total_net=h["total_net"],
-                total_vat=h["total_vat"],
-                total_gross=h["total_gross"],
-                currency=h["currency"],
-                send_state=SendState(h["send_state"]),
-                lines=tuple(lines.get(h["id"], ())),
-                due_dates=tuple(due.get(h["id"], ())),
-                edited_at=h["edited_at"],
-                edited_by=h["edited_by"],
-                sent_at=h["sent_at"],
-                sent_by=h["sent_by"],
-                dematerialized=h["dematerialized"],
-                chorus_service_code=h["chorus_service_code"],
-                chorus_engagement_number=h["chorus_engagement_number"],
-                credited_invoice=(
-                    CreditedInvoice(h["credited_number"], h["credited_date"])
-                    if h["credited_number"]
-                    else None
-                ),
-                delivery=_delivery(h),
-            )
-    return [by_id[i] for i in ids if i in by_id]
-
-
-def _delivery(h: dict[str, Any]) -> Delivery | None:
-    address = None
-    if h["delivery_address_line1"]:
-        address = Address(
-            h["delivery_address_line1"],
-            h["delivery_address_line2"],
-            h["delivery_postal_code"],
-            h["delivery_city"],
-            h["delivery_country"],
+    # Plain tuples unpacked in the order of `_HEADER` (not a dict built per row) and the
+    # enumerations found in dicts (not four Enum calls per invoice).
+    for (
+        invoice_id, number, kind, invoice_date, due_date, batch_number, created_by,
+        created_at, payment_mode, total_net, total_vat, total_gross, currency,
+        send_state, edited_at, edited_by, sent_at, sent_by, dematerialized,
+        chorus_service_code, chorus_engagement_number,
+        credited_number, credited_date,
+        delivery_date, delivery_name, delivery_line1, delivery_line2,
+        delivery_postal_code, delivery_city, delivery_country,
+        code, name, contact_name, line1, line2, postal_code, city,
+        country, emails, siren, siret, vat_number, channel,
+        customer_service_code, chorus_service_required,
+        chorus_engagement_required, iban, bic, einvoicing_address, einvoicing_scheme,
+    ) in conn.execute(_HEADER, (ids,)).fetchall():  # fmt: skip
+        customer = Customer(
+            code=code,
+            name=name,
+            contact_name=contact_name,
+            address=Address(line1, line2, postal_code, city, country),
+            emails=tuple(emails or ()),
+            channel=_CHANNELS.get(channel) or Channel(channel),
+            siren=siren,
+            siret=siret,
+            vat_number=vat_number,
+            chorus_service_code=customer_service_code,
+            chorus_service_required=chorus_service_required,
+            chorus_engagement_required=chorus_engagement_required,
+            iban=iban,
+            bic=bic,
+            einvoicing_address=einvoicing_address,
+            einvoicing_scheme=einvoicing_scheme,
         )
-    if h["delivery_date"] is None and address is None and not h["delivery_name"]:
-        return None
-    return Delivery(h["delivery_date"], h["delivery_name"], address)
+        delivery = None
+        if delivery_date is not None or delivery_line1 or delivery_name:
+            delivery = Delivery(
+                delivery_date,
+                delivery_name,
+                Address(
+                    delivery_line1,
+                    delivery_line2,
+                    delivery_postal_code,
+                    delivery_city,
+                    delivery_country,
+                )
+                if delivery_line1
+                else None,
+            )
+        by_id[invoice_id] = Invoice(
+            id=invoice_id,
+            number=number,
+            kind=_KINDS.get(kind) or InvoiceKind(kind),
+            customer=customer,
+            invoice_date=invoice_date,
+            due_date=due_date,
+            batch_number=batch_number,
+            created_by=created_by,
+            created_at=created_at,
+            payment_mode=_MODES.get(payment_mode) or PaymentMode(payment_mode),
+            total_net=total_net,
+            total_vat=total_vat,
+            total_gross=total_gross,
+            currency=currency,
+            send_state=_STATES.get(send_state) or SendState(send_state),
+            lines=tuple(lines.get(invoice_id, ())),
+            due_dates=tuple(due.get(invoice_id, ())),
+            edited_at=edited_at,
+            edited_by=edited_by,
+            sent_at=sent_at,
+            sent_by=sent_by,
+            dematerialized=dematerialized,
+            chorus_service_code=chorus_service_code,
+            chorus_engagement_number=chorus_engagement_number,
+            credited_invoice=(
+                CreditedInvoice(credited_number, credited_date) if credited_number else None
+            ),
+            delivery=delivery,
+        )
+    return [by_id[i] for i in ids if i in by_id]
 
 
 #: `json.dumps(…, sort_keys=True)` without building an encoder per call (the same text).
