@@ -22,7 +22,8 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
-from postier.airflow.chorus_returns_dag import DAG_ID, DEFAULT_ARGS, EVERY_15_MINUTES, START
+from postier.airflow.chorus_returns_dag import DAG_ID, EVERY_15_MINUTES, START
+from postier.env_settings import task_defaults
 
 
 @task(task_display_name="Rapprocher les retours Chorus Pro", multiple_outputs=False)
@@ -42,7 +43,7 @@ with DAG(
     catchup=False,
     is_paused_upon_creation=True,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=task_defaults(),
     tags=["postier", "chorus", "planifié"],
 ) as dag:
     rapprocher()

@@ -20,7 +20,8 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
-from postier.airflow.lifecycle_dag import DAG_ID, DEFAULT_ARGS, EVERY_15_MINUTES, START
+from postier.airflow.lifecycle_dag import DAG_ID, EVERY_15_MINUTES, START
+from postier.env_settings import task_defaults
 
 
 @task(task_display_name="Relever le cycle de vie des factures", multiple_outputs=False)
@@ -40,7 +41,7 @@ with DAG(
     catchup=False,
     is_paused_upon_creation=True,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=task_defaults(),
     tags=["postier", "plateforme", "planifié"],
 ) as dag:
     relever()

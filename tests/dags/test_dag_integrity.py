@@ -129,6 +129,41 @@ def test_a_bad_worker_slot_count_is_the_dag_files_import_error_in_french(
     assert "POSTIER_WORKERS « 0 » invalide : un nombre entier au moins égal à 1" in error
 
 
+def test_the_retries_and_the_confirmation_wait_are_read_when_the_dag_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POSTIER_TASK_RETRIES", "3")
+    monkeypatch.setenv("POSTIER_RETRY_DELAY_SECONDS", "7")
+    monkeypatch.setenv("POSTIER_CONFIRMATION_MINUTES", "15")
+    for dag_id in ("factures_envoyer", CHORUS_RETURNS, LIFECYCLE):
+        task = next(t for t in load_dag(dag_id).tasks if t.task_id != "confirmation")
+        assert (task.retries, task.retry_delay.total_seconds()) == (3, 7)
+    confirmation = load_dag("factures_envoyer").get_task("confirmation")
+    assert confirmation.response_timeout.total_seconds() == 15 * 60
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "dag_id"),
+    [
+        ("POSTIER_TASK_RETRIES", "deux", "factures_preparer_envoi"),
+        ("POSTIER_RETRY_DELAY_SECONDS", "-30", CHORUS_RETURNS),
+        ("POSTIER_TASK_RETRIES", "-1", LIFECYCLE),
+        ("POSTIER_CONFIRMATION_MINUTES", "0", "factures_envoyer"),
+    ],
+)
+def test_a_bad_retry_or_confirmation_setting_is_the_dag_files_import_error_in_french(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, dag_id: str
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv(name, value)
+    bag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py"))
+    # What Airflow's UI lists as the file's import error, not Python's English ValueError.
+    assert bag.dag_ids == []
+    [error] = bag.import_errors.values()
+    assert f"{name} « {value} » invalide : un nombre entier au moins égal à" in error
+
+
 def test_a_prepare_then_send_pays_only_the_confirmation_around_its_chunks() -> None:
     # Nothing around a prepare's chunks (they select); a send's confirmation selects and asks
     # (no task process while it waits): no « Finaliser » where there is no print file, the

@@ -56,3 +56,52 @@ def test_a_bad_delivery_lock_wait_is_refused_in_french(value: str) -> None:
         match=f"POSTIER_DELIVERY_LOCK_WAIT_SECONDS « {value} » invalide : un nombre de secondes",
     ):
         env_settings.delivery_lock_wait({"POSTIER_DELIVERY_LOCK_WAIT_SECONDS": value})
+
+
+@pytest.mark.parametrize(
+    ("retries", "delay", "expected"),
+    [(None, None, (2, 30)), ("", "", (2, 30)), ("0", "0", (0, 0)), (" 5 ", "90", (5, 90))],
+)
+def test_the_task_retries_and_their_delay_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, retries: str | None, delay: str | None, expected: tuple
+) -> None:
+    set_or_unset(monkeypatch, "POSTIER_TASK_RETRIES", retries)
+    set_or_unset(monkeypatch, "POSTIER_RETRY_DELAY_SECONDS", delay)
+    defaults = env_settings.task_defaults()
+    assert (defaults["retries"], defaults["retry_delay"].total_seconds()) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("POSTIER_TASK_RETRIES", "deux"),
+        ("POSTIER_TASK_RETRIES", "-1"),
+        ("POSTIER_TASK_RETRIES", "1.5"),
+        ("POSTIER_RETRY_DELAY_SECONDS", "30s"),
+        ("POSTIER_RETRY_DELAY_SECONDS", "-5"),
+    ],
+)
+def test_a_bad_task_retry_setting_is_refused_in_french(name: str, value: str) -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=f"{name} « {value} » invalide : un nombre entier au moins égal à 0 est attendu",
+    ):
+        env_settings.task_defaults({name: value})
+
+
+@pytest.mark.parametrize(("value", "minutes"), [(None, 120), ("", 120), ("1", 1), ("45", 45)])
+def test_the_confirmation_wait_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, minutes: int
+) -> None:
+    set_or_unset(monkeypatch, "POSTIER_CONFIRMATION_MINUTES", value)
+    assert env_settings.confirmation_timeout().total_seconds() == minutes * 60
+
+
+@pytest.mark.parametrize("value", ["deux heures", "0", "-10", "1.5"])
+def test_a_bad_confirmation_wait_is_refused_in_french(value: str) -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=f"POSTIER_CONFIRMATION_MINUTES « {value} » invalide : un nombre entier au moins "
+        "égal à 1 est attendu",
+    ):
+        env_settings.confirmation_timeout({"POSTIER_CONFIRMATION_MINUTES": value})

@@ -1,4 +1,5 @@
-"""Airflow glue of `chorus_retours`: schedule, default arguments and the return source.
+"""Airflow glue of `chorus_retours`: schedule and the return source (the default arguments:
+`postier.env_settings.task_defaults`, read when the DAG file is parsed).
 
 Nothing here touches a connection at import time; the source is resolved when the task runs.
 """
@@ -6,7 +7,7 @@ Nothing here touches a connection at import time; the source is resolved when th
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,13 +21,6 @@ DAG_ID = "chorus_retours"
 #: Every quarter of an hour, Paris time: Chorus publishes its returns through the day.
 EVERY_15_MINUTES = CronTriggerTimetable("*/15 * * * *", timezone="Europe/Paris")
 START = datetime(2026, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))
-
-# Environment variables only (no connection, no database): safe at parse time.
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "facturation",
-    "retries": int(os.environ.get("POSTIER_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(seconds=int(os.environ.get("POSTIER_RETRY_DELAY_SECONDS", "30"))),
-}
 
 #: A local folder laid out like the Chorus SFTP (`out/`, `processed/`, `quarantine/`).
 RETURNS_DIR_VARIABLE = "POSTIER_CHORUS_RETURNS_DIR"

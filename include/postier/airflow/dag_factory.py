@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -51,17 +50,6 @@ SENDS = (TreatmentId.ENVOYER, TreatmentId.ENVOI_NOCTURNE)
 
 #: Last day of each month, at night, Paris time (spec: « le dernier jour du mois »).
 NIGHTLY = CronTriggerTimetable("0 22 L * *", timezone="Europe/Paris")
-
-# Environment variables only (no connection, no database): safe at parse time.
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "facturation",
-    "retries": int(os.environ.get("POSTIER_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(seconds=int(os.environ.get("POSTIER_RETRY_DELAY_SECONDS", "30"))),
-}
-
-
-def _confirmation_timeout() -> timedelta:
-    return timedelta(minutes=int(os.environ.get("POSTIER_CONFIRMATION_MINUTES", "120")))
 
 
 def chunk_task_count() -> int:
@@ -398,7 +386,7 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
         catchup=False,
         is_paused_upon_creation=t.scheduled or None,
         params={} if t.scheduled else trigger_params(t),
-        default_args=DEFAULT_ARGS,
+        default_args=env_settings.task_defaults(),
         max_active_runs=1 if t.transition else 4,
         tags=["postier", "factures"] + (["planifié"] if t.scheduled else ["manuel"]),
     ) as dag:
@@ -413,7 +401,7 @@ def build_dag(treatment_id: str | TreatmentId, doc_md: str | None = None) -> DAG
                 task_display_name="Confirmer l'envoi définitif",
                 subject="Envoi définitif des factures",
                 defaults=SendConfirmation.REJECT,
-                response_timeout=_confirmation_timeout(),
+                response_timeout=env_settings.confirmation_timeout(),
             )
             confirmation >> chunks
             head = [confirmation]

@@ -1,4 +1,4 @@
-"""Airflow glue of `plateforme_cycle_de_vie`: schedule, default arguments and the task.
+"""Airflow glue of `plateforme_cycle_de_vie`: schedule and the task.
 
 Nothing here touches a connection at import time; the PA is resolved when the task runs.
 """
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from postier.airflow.chorus_returns_dag import DEFAULT_ARGS, EVERY_15_MINUTES, START
+from postier.airflow.chorus_returns_dag import EVERY_15_MINUTES, START
 
 DAG_ID = "plateforme_cycle_de_vie"
 
-__all__ = ["DAG_ID", "DEFAULT_ARGS", "EVERY_15_MINUTES", "START", "poll_lifecycle"]
+__all__ = ["DAG_ID", "EVERY_15_MINUTES", "START", "poll_lifecycle"]
 
 
 def poll_lifecycle(context: Any) -> dict[str, Any]:
