@@ -3,6 +3,11 @@
     .venv/bin/python bench/chunk_cpu.py 2000          # N demo invoices, chunks run in this process
     PARTS=1 .venv/bin/python bench/chunk_cpu.py 2000  # and the CPU of each step of the chunk
     STRACE=tag .venv/bin/python bench/chunk_cpu.py 500  # and `strace -c` of each chunk
+    FRESH=1 .venv/bin/python bench/chunk_cpu.py 2000  # a new connection for each chunk
+
+The chunks of a run go through one connection, as a chunk task's do (`process_part`): a
+backend's first statements (its caches cold, nothing prepared yet) are paid once per task, not
+once per chunk. `FRESH=1` opens one per chunk (`process_chunk`), as this bench did before.
 
 For each chunk of a prepare then a send run (`bench/pipeline_bench.py`'s demo database):
 - this process's CPU (user, system: `getrusage`, to the microsecond where `os.times` counts
@@ -27,7 +32,7 @@ from pipeline_bench import seed_demo_database
 from process_cpu import tree_cpu
 
 from postier.pipeline.context import Environment
-from postier.pipeline.runs import Progress, process_chunk, start_run
+from postier.pipeline.runs import Progress, _process_chunk, load_run, process_chunk, start_run
 from postier.store.cluster import LocalCluster
 
 
@@ -189,6 +194,10 @@ def main():
             run_id = summary["run_id"]
             # Carried from chunk to chunk, as a chunk task does.
             progress = Progress(run_id)
+            work = None if os.environ.get("FRESH") else env.connect()
+            run = None if work is None else load_run(work, run_id, env.storage)
+            if work is not None:
+                work.commit()  # read as `process_part` reads it: no transaction left open
             for chunk in summary["chunks"]:
                 with psycopg.connect(dsn) as c:
                     n = c.execute(
@@ -214,7 +223,10 @@ def main():
                 pg0 = pg_cpu(datadir)
                 t0 = resource.getrusage(resource.RUSAGE_SELF)
                 w0 = time.perf_counter()
-                process_chunk(env, run_id, chunk, progress)
+                if work is None:
+                    process_chunk(env, run_id, chunk, progress)
+                else:
+                    _process_chunk(env, work, run, chunk, progress)
                 if tracer is not None:
                     tracer.send_signal(signal.SIGINT)
                     tracer.wait()
@@ -235,6 +247,8 @@ def main():
                     print(f"      python {v * 1000 / n:.3f} ms/inv  {q}")
                 for q, v in sorted(BACKEND.items(), key=lambda x: -x[1]):
                     print(f"      backend {v / 1e6 / n:.3f} ms/inv  {q}")
+            if work is not None:
+                work.close()
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
