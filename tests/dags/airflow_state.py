@@ -32,11 +32,15 @@ def task_states(dag_run: Any) -> dict[str, str]:
 def count_publishes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The run of each report written from now on (`dag.test()` runs the tasks in-process)."""
     published: list[int] = []
-    real_publish = reports.publish
 
-    def publish(conn, run_id, *args, **kwargs):  # type: ignore[no-untyped-def]
-        published.append(run_id)
-        return real_publish(conn, run_id, *args, **kwargs)
+    def counted(real):  # type: ignore[no-untyped-def]
+        def publish(conn, run_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+            published.append(run_id)
+            return real(conn, run_id, *args, **kwargs)
 
-    monkeypatch.setattr(reports, "publish", publish)
+        return publish
+
+    # A run's invoices (`publish_listed`), or refused at its start (`publish`).
+    for name in ("publish", "publish_listed"):
+        monkeypatch.setattr(reports, name, counted(getattr(reports, name)))
     return published

@@ -9,6 +9,7 @@ anomalies and remarks, as long as the run's problems: a task's peak memory grew 
 from __future__ import annotations
 
 import ctypes
+import inspect
 import json
 import logging
 import tracemalloc
@@ -24,6 +25,9 @@ from postier.pipeline.reports import (
     JSON_WRITE_CHARS,
     MAX_LOGGED_ANOMALIES,
     NothingDoneError,
+    publish,
+    publish_listed,
+    to_markdown,
     write_report,
     written_report,
 )
@@ -253,3 +257,24 @@ def test_a_report_closes_its_run_in_one_update(db_dsn: str, tmp_path: Path) -> N
         "client sans adresse e-mail : facture non préparée"
     ]
     assert len(report["remarques"]) == 2
+
+
+def test_a_runs_invoices_report_takes_no_markdown_function_it_would_ignore(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    """`publish` writes the Markdown it is given, always; the report of a run's invoices has
+    its own writer (`publish_listed`), given no Markdown function, and its rapport.md is byte
+    for byte what `to_markdown` makes of its rapport.json (every anomaly, the first 50 remarks
+    then how many more)."""
+    assert "listed" not in inspect.signature(publish).parameters
+    assert list(inspect.signature(publish_listed).parameters) == [
+        "conn",
+        "run_id",
+        "folder",
+        "report",
+        "status",
+    ]
+    _, _, folder = _reported_run(db_dsn, tmp_path / "a", 90, refused_every=3)
+    written = json.loads(folder.read("rapport.json"))
+    assert (len(written["anomalies"]), len(written["remarques"])) == (30, 60)
+    assert folder.read("rapport.md") == to_markdown(written).encode()

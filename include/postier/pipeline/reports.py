@@ -171,19 +171,11 @@ def publish(
     report: dict[str, Any],
     status: str,
     markdown: Callable[[dict[str, Any]], str],
-    listed: bool = False,
 ) -> str:
-    """Write `rapport.json` and `rapport.md`, close the `runs` row, log the Markdown; the
-    report's location.
-
-    `listed`: the report of a run's invoices (`write_report`), whose two lists (`anomalies`,
-    `remarques`: as long as the run's problems) are never held in the task. PostgreSQL builds
-    them in the row as it closes it (one UPDATE, `run_store.finish_run_with_lists`), then both
-    files read them back from the row a few at a time (`rapport.md` as `to_markdown` writes
-    it), and the log shows the first MAX_LOGGED_ANOMALIES anomalies."""
+    """Write `rapport.json` and `rapport.md` (`markdown` of the report), close the `runs` row,
+    log the Markdown; the report's location. The report of a run's invoices, whose lists are
+    built in the row: `publish_listed`."""
     report["rapport"] = folder.file_location("rapport.md")
-    if listed:
-        return _publish_listed(conn, run_id, folder, report, status)
     with folder.writer("rapport.json") as handle:
         write_json(handle, report)
     text = markdown(report)
@@ -197,9 +189,16 @@ def publish(
 MAX_LOGGED_ANOMALIES = 50
 
 
-def _publish_listed(
+def publish_listed(
     conn: psycopg.Connection, run_id: int, folder: RunFolder, report: dict[str, Any], status: str
 ) -> str:
+    """`publish` for the report of a run's invoices (`write_report`), whose two lists
+    (`anomalies`, `remarques`: as long as the run's problems) are never held in the task.
+    PostgreSQL builds them in the row as it closes it (one UPDATE,
+    `run_store.finish_run_with_lists`), then both files read them back from the row a few at a
+    time (`rapport.md` byte for byte as `to_markdown` writes it), and the log shows the first
+    MAX_LOGGED_ANOMALIES anomalies."""
+    report["rapport"] = folder.file_location("rapport.md")
     anomalies, remarks = run_store.finish_run_with_lists(
         conn, run_id, status, report["compteurs"], report, STATUS_LABELS
     )
@@ -368,7 +367,7 @@ def write_report(
             **timing(started),
             "criteres": run.criteria,
             "compteurs": counters,
-            # Built by PostgreSQL in the run's row, then read back from it (`publish`).
+            # Built by PostgreSQL in the run's row, then read back from it (`publish_listed`).
             "anomalies": [],
             "remarques": [],
             "fichiers": (files or []) + [run.folder.location],
@@ -381,7 +380,7 @@ def write_report(
             report["echec"] = EVERY_INVOICE_REFUSED
         report.update(deliveries)
 
-        publish(conn, run_id, run.folder, report, status, to_markdown, listed=True)
+        publish_listed(conn, run_id, run.folder, report, status)
     return _outcome(run, report, status)
 
 
