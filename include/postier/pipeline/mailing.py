@@ -366,18 +366,9 @@ def _deliver(
     per_minute = settings.number("COURRIELS_PAR_MINUTE")  # 0: no limit
     interval = 60.0 / per_minute if mailer.throttled and per_minute > 0 else 0
     last_sent: float | None = None
-    # The shortest time yet from the end of a wait to the message's handoff (its row taken and
-    # marked, the message built, attachments read): the wait leaves that much out, so that the
-    # handoffs, not the handoffs plus that work, are `interval` apart.
-    lead: float | None = None
     sent = failed = 0
     try:
         for outbox_id in ids:
-            # Wait before the message is marked `en_cours`: a task killed while waiting leaves
-            # it plainly pending, not in doubt.
-            if last_sent is not None and interval:
-                sleep(max(0.0, last_sent + interval - (lead or 0.0) - time.monotonic()))
-            turn = time.monotonic()
             with conn.transaction():
                 row = conn.execute(
                     "SELECT message_id, sender, recipients, recipient_name, subject, body_text, "
@@ -402,6 +393,13 @@ def _deliver(
                     failed += 1
                     _record_failure(conn, outbox_id, message_id, error)
                     continue
+                # The wait comes after the message's work (its row taken, the message built, its
+                # attachments read), which so does not lengthen the interval, and before its row
+                # is marked `en_cours`: a task killed while waiting rolls back, leaving it plainly
+                # pending, not in doubt. Counted from the server's answer to the previous message,
+                # whatever each one's work: none reaches the server sooner than `interval` after.
+                if last_sent is not None and interval:
+                    sleep(max(0.0, last_sent + interval - time.monotonic()))
                 # Committed before the server sees it: a task killed from here on leaves it
                 # `en_cours`, which the next deliverer settles as `incertain`, never resends.
                 conn.execute(
@@ -409,12 +407,6 @@ def _deliver(
                     "WHERE id = %s",
                     (SENDING, mailer.description, outbox_id),
                 )
-            handoff = time.monotonic()
-            if last_sent is not None:
-                # Not the first handoff's: its work includes first-time costs (a connection to
-                # the GED, code warming up) that would bring the next message in early.
-                lead = handoff - turn if lead is None else min(lead, handoff - turn)
-            last_sent = handoff
             try:
                 mailer.send(message)
             except DeliveryError as error:
@@ -427,6 +419,8 @@ def _deliver(
                 if isinstance(error, MailDeliveryError) and error.transport_down:
                     break
                 continue
+            finally:
+                last_sent = time.monotonic()
             with conn.transaction():
                 _record_sent(conn, outbox_id, message_id, recipients, run_id, mailer)
             sent += 1
