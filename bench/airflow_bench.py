@@ -983,6 +983,18 @@ class MailLost(RuntimeError):
     once, or that the send's records or report state otherwise."""
 
 
+class MailTooClose(RuntimeError):
+    """Two e-mails received by the SMTP server closer than the rate limit's interval: what a
+    relay's quota may refuse."""
+
+
+def closest_arrivals_ms(received: list[Any]) -> float:
+    """The shortest time between two e-mails' arrivals at the SMTP server (`Received.at`), ms;
+    infinite for fewer than two."""
+    arrivals = sorted(message.at for message in received)
+    return min((b - a for a, b in pairwise(arrivals)), default=float("inf")) * 1000
+
+
 def seed_mail_database(
     cluster: LocalCluster, invoices: int, rounds: int
 ) -> tuple[str, list[list[int]]]:
@@ -1149,6 +1161,7 @@ def mail_figures(
         "compose_s": first.timestamp() - start,
         "spacing_ms": spacing_s * 1000,
         "per_minute": 60 / spacing_s if spacing_s else float("nan"),
+        "closest_ms": closest_arrivals_ms(received),
         "tasks_ms": cpu_ms(TASKS),
         "postgres_ms": cpu_ms("PostgreSQL"),
         "smtp_ms": cpu_ms(BENCH),
@@ -1206,9 +1219,13 @@ def measure_mail(invoices: int, workers: int, timeout: float) -> list[dict[str, 
                 prep = run_dag(af, api, db, PREPARE, timeout, roots)
                 send = run_dag(af, api, db, SEND, timeout, roots)
                 received = smtp.received[already:]
-                results.append(
-                    {"rate": rate, **mail_figures(af, dsn, prep, send, received, workers)}
-                )
+                figures = mail_figures(af, dsn, prep, send, received, workers)
+                if rate and figures["closest_ms"] < 60_000 / rate:
+                    raise MailTooClose(
+                        f"two e-mails received {figures['closest_ms']:.1f} ms apart at "
+                        f"{rate} a minute ({60_000 / rate:.1f} ms)"
+                    )
+                results.append({"rate": rate, **figures})
         return results
     finally:
         if af is not None:
@@ -1233,6 +1250,7 @@ MAIL_ROWS = (
     ),
     ("écart moyen entre deux courriels remis (ms)", "spacing_ms", "{:.1f}"),
     ("soit courriels remis par minute", "per_minute", "{:.0f}"),
+    ("écart le plus court entre deux courriels reçus par le serveur (ms)", "closest_ms", "{:.1f}"),
     ("CPU pendant la livraison / courriels : processus de tâches (ms)", "tasks_ms", "{:.2f}"),
     ("CPU pendant la livraison / courriels : PostgreSQL (ms)", "postgres_ms", "{:.2f}"),
     (
