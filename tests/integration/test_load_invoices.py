@@ -4,14 +4,15 @@ the ids asked (an unknown id left out)."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import psycopg
 from builders import insert_customer, insert_invoice
+from psycopg.rows import dict_row
 
 from postier.domain.models import Address, CreditedInvoice, Delivery
 from postier.domain.states import Channel, InvoiceKind, PaymentMode, SendState
-from postier.store.invoices import load_invoices
+from postier.store.invoices import _HEADER, load_invoices
 
 
 def test_a_chunk_s_invoices_load_with_their_typed_fields_and_delivery_blocks(
@@ -61,3 +62,74 @@ def test_a_chunk_s_invoices_load_with_their_typed_fields_and_delivery_blocks(
     assert by_id[named].customer.iban == "FR7630006000011234567890189"
     assert [ln.position for ln in by_id[plain].lines] == [1]
     assert by_id[plain].total_net == by_id[plain].lines[0].net_amount
+
+
+#: The fields of an invoice and of its customer that hold the header's column (`_HEADER`) of
+#: their name; the customer's Chorus service code is its `customer_service_code`.
+INVOICE_FIELDS = (
+    "number", "invoice_date", "due_date", "batch_number", "created_by", "created_at",
+    "total_net", "total_vat", "total_gross", "currency", "edited_at", "edited_by", "sent_at",
+    "sent_by", "dematerialized", "chorus_service_code", "chorus_engagement_number",
+)  # fmt: skip
+CUSTOMER_FIELDS = (
+    "code", "name", "contact_name", "siren", "siret", "vat_number", "iban", "bic",
+    "chorus_service_required", "chorus_engagement_required", "einvoicing_address",
+    "einvoicing_scheme",
+)  # fmt: skip
+ADDRESS_COLUMNS = ("address_line1", "address_line2", "postal_code", "city", "country")
+DELIVERY_COLUMNS = tuple(f"delivery_{c}" for c in ADDRESS_COLUMNS)
+
+
+def test_every_header_column_lands_in_the_field_of_its_name(conn: psycopg.Connection) -> None:
+    # Every column set, each to a value no other column of its type has: a column read into
+    # another's field (the header's tuple unpacked out of its order) shows.
+    customer = insert_customer(
+        conn,
+        contact_name="Mme Martin",
+        address_line2="Bâtiment B",
+        country="BE",
+        vat_number="FR40732829320",
+        chorus_service_code="SERV-CLIENT",
+        chorus_service_required=True,
+        iban="FR7630006000011234567890189",
+        bic="AGRIFRPP",
+        einvoicing_address="732829320_SIRET",
+        einvoicing_scheme="0009",
+    )
+    invoice = insert_invoice(
+        conn,
+        customer,
+        currency="CHF",
+        chorus_service_code="SERV-FACTURE",
+        chorus_engagement_number="ENG-7",
+        dematerialized=True,
+        delivery_date=date(2026, 11, 5),
+        delivery_name="Entrepôt",
+        delivery_address_line1="3 quai Ouest",
+        delivery_address_line2="Quai 4",
+        delivery_postal_code="69002",
+        delivery_city="Lyon",
+        delivery_country="DE",
+        edited_at=datetime(2026, 11, 3, 8, 0, tzinfo=UTC),
+        edited_by="jmartin",
+        sent_at=datetime(2026, 11, 4, 8, 0, tzinfo=UTC),
+        sent_by="pdurand",
+        send_state="PRET",
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        header = cur.execute(_HEADER, ([invoice],)).fetchone()
+    assert header is not None
+
+    (loaded,) = load_invoices(conn, [invoice])
+
+    assert {f: getattr(loaded, f) for f in INVOICE_FIELDS} == {f: header[f] for f in INVOICE_FIELDS}
+    customer_fields = {f: getattr(loaded.customer, f) for f in CUSTOMER_FIELDS}
+    assert customer_fields == {f: header[f] for f in CUSTOMER_FIELDS}
+    assert loaded.customer.chorus_service_code == header["customer_service_code"]
+    assert loaded.customer.address == Address(*(header[c] for c in ADDRESS_COLUMNS))
+    assert loaded.delivery == Delivery(
+        header["delivery_date"],
+        header["delivery_name"],
+        Address(*(header[c] for c in DELIVERY_COLUMNS)),
+    )
+    assert loaded.payment_mode is PaymentMode(header["payment_mode"])
