@@ -123,7 +123,9 @@ def seed_and_enable(cluster: LocalCluster, invoices: int) -> str:
         conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
         conn.execute("ALTER SYSTEM SET track_io_timing = on")
     cluster.stop()
-    cluster.start()
+    # The restart may move the server to another port (`LocalCluster.start` takes a free one
+    # when the old one cannot be bound again at once): the DSN from before it is stale.
+    dsn = cluster.start()
     with psycopg.connect(cluster.admin_dsn(), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         conn.execute("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
