@@ -231,7 +231,8 @@ def document_step() -> contextlib.AbstractContextManager[None]:
 
 def files_sync() -> contextlib.AbstractContextManager[None]:
     """Count the wall time of the block (a chunk's files made durable before its rows commit:
-    a `syncfs`) in the chunk's log line, apart from its statements and its commit."""
+    the GED's last batch of up to 15 files written, then its `syncfs`) in the chunk's log line,
+    apart from its statements and its commit."""
     return _sync_wait.counting()
 
 
