@@ -19,6 +19,10 @@ DELIVERY_LOCK_WAIT = "POSTIER_DELIVERY_LOCK_WAIT_SECONDS"
 TASK_RETRIES = "POSTIER_TASK_RETRIES"
 RETRY_DELAY = "POSTIER_RETRY_DELAY_SECONDS"
 CONFIRMATION_MINUTES = "POSTIER_CONFIRMATION_MINUTES"
+ENV = "POSTIER_ENV"
+
+#: `POSTIER_ENV`'s values: production mode or not. Unset or empty is `development`.
+_ENVIRONMENTS = {"production": True, "development": False}
 
 
 def workers(environ: Mapping[str, str] = os.environ) -> int:
@@ -70,6 +74,22 @@ def delivery_lock_wait(environ: Mapping[str, str] = os.environ) -> float:
         "envoi)",
         lambda value: math.isfinite(value) and value > 0,
     )
+
+
+def production_mode(environ: Mapping[str, str] = os.environ) -> bool:
+    """`POSTIER_ENV=production`: no demo stand-in (signing key, local GED, local outbox).
+    `development` when unset or empty; any other value is refused (case aside) rather than read
+    as « not production »: « prod » must not silently sign with the demo key."""
+    raw = environ.get(ENV, "").strip()
+    if not raw:
+        return False
+    try:
+        return _ENVIRONMENTS[raw.lower()]
+    except KeyError:
+        raise ConfigurationError(
+            f"{ENV} « {raw} » invalide : production ou development est attendu (ou rien : "
+            "development, où les stand-ins de démonstration sont permis)"
+        ) from None
 
 
 def _integer(

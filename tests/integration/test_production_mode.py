@@ -13,7 +13,7 @@ from integration.smtp_server import SmtpServer, smtp_server  # noqa: F401 (fixtu
 from postier.delivery.mail import SmtpConfig
 from postier.documents.samples import SampleIdentity, sample_identity
 from postier.errors import ConfigurationError
-from postier.pipeline.context import Environment, production_mode
+from postier.pipeline.context import Environment
 from postier.pipeline.mailing import deliver_pending
 from postier.pipeline.runs import process_chunk, start_run
 
@@ -131,15 +131,6 @@ def test_pending_mail_is_not_written_to_the_local_outbox(
     with psycopg.connect(db_dsn) as conn:
         assert conn.execute("SELECT status FROM outbox").fetchall() == [("a_envoyer",)]
     assert not (home / "outbox").exists()
-
-
-def test_postier_env_is_read_and_a_typo_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POSTIER_ENV", "production")
-    assert Environment(dsn="", home=Path("/nonexistent")).production
-    monkeypatch.delenv("POSTIER_ENV")
-    assert not Environment(dsn="", home=Path("/nonexistent")).production
-    with pytest.raises(ConfigurationError, match="POSTIER_ENV « prod » inconnu"):
-        production_mode({"POSTIER_ENV": "prod"})
 
 
 def test_send_without_archiving_needs_no_ged(

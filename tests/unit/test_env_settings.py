@@ -3,12 +3,15 @@ read in one place, a bad value refused in French naming the variable."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from postier import env_settings
 from postier.airflow.dag_factory import chunk_task_count
 from postier.airflow.runtime import environment
 from postier.errors import ConfigurationError
+from postier.pipeline.context import Environment
 
 
 def set_or_unset(monkeypatch: pytest.MonkeyPatch, name: str, value: str | None) -> None:
@@ -105,3 +108,38 @@ def test_a_bad_confirmation_wait_is_refused_in_french(value: str) -> None:
         "égal à 1 est attendu",
     ):
         env_settings.confirmation_timeout({"POSTIER_CONFIRMATION_MINUTES": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "production"),
+    [
+        (None, False),
+        ("", False),
+        ("development", False),
+        ("production", True),
+        (" Production ", True),
+        ("DEVELOPMENT", False),
+    ],
+)
+def test_production_mode_is_read_the_same_by_every_task_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, production: bool
+) -> None:
+    set_or_unset(monkeypatch, "POSTIER_ENV", value)
+    # An Airflow task's environment, and one built by the CLI or a test.
+    assert environment().production is production
+    assert Environment(dsn="", home=Path("/nonexistent")).production is production
+
+
+@pytest.mark.parametrize("value", ["prod", "dev", "production,", "1"])
+def test_an_unknown_postier_env_is_refused_in_french_not_read_as_development(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("POSTIER_ENV", value)
+    refusal = (
+        f"POSTIER_ENV « {value} » invalide : production ou development est attendu "
+        r"\(ou rien : development"
+    )
+    with pytest.raises(ConfigurationError, match=refusal):
+        environment()
+    with pytest.raises(ConfigurationError, match=refusal):
+        Environment(dsn="", home=Path("/nonexistent"))

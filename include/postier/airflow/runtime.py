@@ -19,7 +19,7 @@ from postier import env_settings
 from postier.airflow.preload import IMPORTED_CODE, PRELOADED_CODE, STARTUP_LOG, preloaded
 from postier.delivery.mail import SmtpConfig
 from postier.errors import ConfigurationError
-from postier.pipeline.context import Environment, production_mode
+from postier.pipeline.context import Environment
 from postier.service_url import ENCODING_HINT
 from postier.storage import GED, StorageConfig
 from postier.store import database
@@ -243,7 +243,7 @@ class TaskEnvironment(Environment):
         # Not the dataclass's __init__: it would set every field, connections included.
         object.__setattr__(self, "home", database.home())
         object.__setattr__(self, "workers", env_settings.workers())
-        object.__setattr__(self, "production", production_mode())
+        object.__setattr__(self, "production", env_settings.production_mode())
 
     dsn = _ReadOnce(_dsn)
     _signing = _ReadOnce(_signing)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import os
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from postier import env_settings
 from postier.errors import ConfigurationError
 from postier.storage import GED, RunFolder, Storage, StorageConfig, open_storage
 from postier.store.database import connect
@@ -24,19 +23,6 @@ if TYPE_CHECKING:
     from postier.delivery.mail import SmtpConfig
     from postier.delivery.plateforme import PlatformConfig
     from postier.documents import Signer
-
-
-def production_mode(environ: Mapping[str, str] = os.environ) -> bool:
-    """`POSTIER_ENV=production`: no demo fallback. A value we do not know is refused rather than
-    read as « not production » (« prod » must not silently sign with the demo key)."""
-    value = environ.get("POSTIER_ENV", "").strip().lower()
-    if value in ("", "development"):
-        return False
-    if value == "production":
-        return True
-    raise ConfigurationError(
-        f"POSTIER_ENV « {value} » inconnu : valeurs possibles production ou development"
-    )
 
 
 #: What production mode refuses, and what to configure instead (French, for the clerk's report).
@@ -74,7 +60,7 @@ class Environment:
     #: The directory (`postier_annuaire`), where buyers' e-invoicing addresses are looked up.
     annuaire: DirectoryConfig | None = None
     #: `POSTIER_ENV=production`: the demo key, the local GED and the local outbox are refused.
-    production: bool = field(default_factory=production_mode)
+    production: bool = field(default_factory=env_settings.production_mode)
     #: Where runs' files live (`POSTIER_STORAGE_URL`, `postier_storage`); `home` when unset.
     storage_config: StorageConfig = field(default_factory=StorageConfig.from_env)
     #: How an `sftp://` GED is reached (`POSTIER_GED_HOST_KEY`, `_KEY_FILE`, `_OPTIONS`, or the
