@@ -4,6 +4,8 @@ the ids asked (an unknown id left out)."""
 
 from __future__ import annotations
 
+import ast
+import inspect
 from datetime import UTC, date, datetime
 
 import psycopg
@@ -12,6 +14,7 @@ from psycopg.rows import dict_row
 
 from postier.domain.models import Address, CreditedInvoice, Delivery
 from postier.domain.states import Channel, InvoiceKind, PaymentMode, SendState
+from postier.store import invoices
 from postier.store.invoices import _HEADER, load_invoices
 
 
@@ -133,3 +136,24 @@ def test_every_header_column_lands_in_the_field_of_its_name(conn: psycopg.Connec
         Address(*(header[c] for c in DELIVERY_COLUMNS)),
     )
     assert loaded.payment_mode is PaymentMode(header["payment_mode"])
+
+
+def header_unpacking() -> list[str]:
+    """The names `load_invoices` unpacks each row of `_HEADER` into, in their order."""
+    source = inspect.getsource(invoices.load_invoices)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.For) and "_HEADER" in ast.unparse(node.iter):
+            assert isinstance(node.target, ast.Tuple)
+            return [name.id for name in node.target.elts if isinstance(name, ast.Name)]
+    raise AssertionError("load_invoices no longer loops over the rows of _HEADER")
+
+
+def test_the_header_is_unpacked_in_the_order_of_its_columns(conn: psycopg.Connection) -> None:
+    # A column added to `_HEADER` and to the unpacking at different places shifts every field
+    # after it into its neighbour's (of the same type, nothing fails): each name unpacked must
+    # be its column's, at its column's place.
+    with conn.cursor() as cur:
+        cur.execute(_HEADER, ([],))
+        assert cur.description is not None
+        columns = [column.name for column in cur.description]
+    assert header_unpacking() == columns

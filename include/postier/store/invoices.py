@@ -21,9 +21,9 @@ from postier.domain.models import (
 from postier.domain.states import Channel, InvoiceKind, LineNature, PaymentMode, SendState
 
 _HEADER = """
-SELECT i.id, i.number, i.kind, i.invoice_date, i.due_date, i.batch_number, i.created_by,
-       i.created_at, i.payment_mode, i.total_net, i.total_vat, i.total_gross, i.currency,
-       i.send_state, i.edited_at, i.edited_by, i.sent_at, i.sent_by, i.dematerialized,
+SELECT i.id AS invoice_id, i.number, i.kind, i.invoice_date, i.due_date, i.batch_number,
+       i.created_by, i.created_at, i.payment_mode, i.total_net, i.total_vat, i.total_gross,
+       i.currency, i.send_state, i.edited_at, i.edited_by, i.sent_at, i.sent_by, i.dematerialized,
        i.chorus_service_code, i.chorus_engagement_number,
        o.number AS credited_number, o.invoice_date AS credited_date,
        i.delivery_date, i.delivery_name, i.delivery_address_line1, i.delivery_address_line2,
@@ -79,16 +79,18 @@ def load_invoices(conn: psycopg.Connection, invoice_ids: Sequence[int]) -> list[
         due[r[0]].append(DueDate(r[1], r[2]))
     by_id: dict[int, Invoice] = {}
     # Plain tuples unpacked in the order of `_HEADER` (not a dict built per row) and the
-    # enumerations found in dicts (not four Enum calls per invoice).
+    # enumerations found in dicts (not four Enum calls per invoice). Each name is its column's
+    # in `_HEADER`, in its order: a test compares the two (`test_load_invoices`), so a column
+    # added to one and not at the same place in the other fails there, not in a document.
     for (
         invoice_id, number, kind, invoice_date, due_date, batch_number, created_by,
         created_at, payment_mode, total_net, total_vat, total_gross, currency,
         send_state, edited_at, edited_by, sent_at, sent_by, dematerialized,
         chorus_service_code, chorus_engagement_number,
         credited_number, credited_date,
-        delivery_date, delivery_name, delivery_line1, delivery_line2,
+        delivery_date, delivery_name, delivery_address_line1, delivery_address_line2,
         delivery_postal_code, delivery_city, delivery_country,
-        code, name, contact_name, line1, line2, postal_code, city,
+        code, name, contact_name, address_line1, address_line2, postal_code, city,
         country, emails, siren, siret, vat_number, channel,
         customer_service_code, chorus_service_required,
         chorus_engagement_required, iban, bic, einvoicing_address, einvoicing_scheme,
@@ -97,7 +99,7 @@ def load_invoices(conn: psycopg.Connection, invoice_ids: Sequence[int]) -> list[
             code=code,
             name=name,
             contact_name=contact_name,
-            address=Address(line1, line2, postal_code, city, country),
+            address=Address(address_line1, address_line2, postal_code, city, country),
             emails=tuple(emails or ()),
             channel=_CHANNELS.get(channel) or Channel(channel),
             siren=siren,
@@ -112,18 +114,18 @@ def load_invoices(conn: psycopg.Connection, invoice_ids: Sequence[int]) -> list[
             einvoicing_scheme=einvoicing_scheme,
         )
         delivery = None
-        if delivery_date is not None or delivery_line1 or delivery_name:
+        if delivery_date is not None or delivery_address_line1 or delivery_name:
             delivery = Delivery(
                 delivery_date,
                 delivery_name,
                 Address(
-                    delivery_line1,
-                    delivery_line2,
+                    delivery_address_line1,
+                    delivery_address_line2,
                     delivery_postal_code,
                     delivery_city,
                     delivery_country,
                 )
-                if delivery_line1
+                if delivery_address_line1
                 else None,
             )
         by_id[invoice_id] = Invoice(
