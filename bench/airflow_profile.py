@@ -124,7 +124,7 @@ def seed_and_enable(cluster: LocalCluster, invoices: int) -> str:
         conn.execute("ALTER SYSTEM SET track_io_timing = on")
     cluster.stop()
     # The restart may move the server to another port (`LocalCluster.start` takes a free one
-    # when the old one cannot be bound again at once): the DSN from before it is stale.
+    # when another program listens on the old one): the DSN from before it is then stale.
     dsn = cluster.start()
     with psycopg.connect(cluster.admin_dsn(), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

@@ -59,9 +59,15 @@ def free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether PostgreSQL can listen on `port`. It binds with SO_REUSEADDR, and so does this
+    probe: without it, the connections its last stop closed (TIME_WAIT, a minute) made the port
+    look taken, and a restart moved the cluster to another port, away from the DSNs handed out
+    before. Another socket listening there still makes the bind fail."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
+            s.listen()
         except OSError:
             return False
         return True
