@@ -215,10 +215,19 @@ class _Counted(threading.local):
         return seconds
 
 
+def _blocked_s() -> float:
+    """A clock of the seconds this thread spent blocked (neither on a core nor waiting for
+    one): the wall time less its CPU (`time.thread_time`) and its run-queue wait
+    (`_run_queue_s`). Over a block, its share of the thread's waits apart from the wait for a
+    core, which the chunk's line counts whole: a sync or a commit timed on the wall clock
+    counted again their CPU and the core they waited for once woken."""
+    return time.perf_counter() - time.thread_time() - _run_queue_s()
+
+
 #: The CPU seconds of the document step (render + sign) on each thread, since the chunk began.
 _document_cpu = _Counted(time.thread_time)
-#: The wall seconds a chunk's thread spent making its files durable (`files_sync`).
-_sync_wait = _Counted(time.perf_counter)
+#: The seconds a chunk's thread spent blocked making its files durable (`files_sync`).
+_sync_wait = _Counted(_blocked_s)
 
 
 def document_step() -> contextlib.AbstractContextManager[None]:
@@ -230,9 +239,10 @@ def document_step() -> contextlib.AbstractContextManager[None]:
 
 
 def files_sync() -> contextlib.AbstractContextManager[None]:
-    """Count the wall time of the block (a chunk's files made durable before its rows commit:
-    the GED's last batch of up to 15 files written, then its `syncfs`) in the chunk's log line,
-    apart from its statements and its commit."""
+    """Count the time the thread is blocked in the block (a chunk's files made durable before
+    its rows commit: the GED's last batch of up to 15 files written, then its `syncfs`) in the
+    chunk's log line, apart from its statements and its commit; its CPU and its wait for a core
+    are counted with the chunk's."""
     return _sync_wait.counting()
 
 
@@ -276,8 +286,9 @@ class Progress:
 
 #: A chunk's log line: its invoices, its time, the CPU of its document step (`document_step`),
 #: the run's progress, then where its time went: its thread's CPU, and the rest, its waits —
-#: for a core (runnable, the others' work running), for its files' sync (`files_sync`), for its
-#: commit (PostgreSQL's WAL flush) and for everything else (its statements' answers, mostly)
+#: for a core (runnable, the others' work running, whenever), then blocked: in its files' sync
+#: (`files_sync`), in its commit (PostgreSQL's WAL flush) and elsewhere (its statements'
+#: answers, mostly). Each second counted once: the four waits add up to the waits
 #: (`bench/airflow_bench.py` reads it).
 CHUNK_LOG = (
     "Paquet %d : %d facture(s) traitée(s) en %.2f s, dont documents %.2f s de CPU "
@@ -310,12 +321,14 @@ def _process_chunk(
     # Read in the chunk's own transaction (its items already done there), committed with it:
     # no transaction of its own, two round trips fewer per chunk.
     done, total = progress.after_chunk(conn)
-    committing = time.perf_counter()
+    committing = _blocked_s()
     conn.commit()
+    # Its three clocks are read one after the other: a few microseconds below 0 is 0.
+    commit = max(0.0, _blocked_s() - committing)
     ended = time.perf_counter()
     wall, cpu = ended - started, time.thread_time() - cpu
     waits = max(0.0, wall - cpu)
-    queued, sync, commit = _run_queue_s() - queued, _sync_wait.take(), ended - committing
+    queued, sync = _run_queue_s() - queued, max(0.0, _sync_wait.take())
     log.info(
         CHUNK_LOG,
         chunk,
