@@ -101,3 +101,25 @@ def test_a_task_killed_while_waiting_leaves_the_message_pending(
     assert statuses == [(mailing.SENT,), (mailing.PENDING,)]  # not `en_cours`, so not in doubt
     assert deliver_pending(env, sleep=lambda _: None)["envoyes"] == 1
     assert len({m.message["Message-ID"] for m in smtp_server.received}) == 2
+
+
+def test_the_rate_holds_from_the_last_message_of_the_delivery_before(
+    env: Environment,  # noqa: F811
+    owner_dsn: str,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    # Two deliveries one right after the other (a retried chunk task, `rapport`, another host):
+    # the second one's first message went out at once, 10 ms after the first one's last.
+    with psycopg.connect(owner_dsn) as conn:
+        conn.execute("UPDATE settings SET value = '120' WHERE key = 'COURRIELS_PAR_MINUTE'")
+    runs = []
+    for n in range(2):
+        with psycopg.connect(owner_dsn) as conn:
+            customer = insert_customer(conn, emails=[f"suite{n}@example.fr"])
+            insert_invoice(conn, customer, number=f"14089{n}", send_state="PRET")
+        runs.append(send(env, f"cadence-suite-{n}"))
+    first = deliver_pending(env, runs[0])
+    second = deliver_pending(env, runs[1])
+    assert (first["envoyes"], second["envoyes"]) == (1, 1)
+    before, after = (message.at for message in smtp_server.received)
+    assert after - before >= 0.45  # 0.5 s apart at 120 a minute, across the two deliveries

@@ -365,7 +365,7 @@ def _deliver(
     archive = env.archive()
     per_minute = settings.number("COURRIELS_PAR_MINUTE")  # 0: no limit
     interval = 60.0 / per_minute if mailer.throttled and per_minute > 0 else 0
-    last_sent: float | None = None
+    last_sent = _last_handed_over(conn) if interval else None
     sent = failed = 0
     try:
         for outbox_id in ids:
@@ -397,7 +397,8 @@ def _deliver(
                 # attachments read), which so does not lengthen the interval, and before its row
                 # is marked `en_cours`: a task killed while waiting rolls back, leaving it plainly
                 # pending, not in doubt. Counted from the server's answer to the previous message,
-                # whatever each one's work: none reaches the server sooner than `interval` after.
+                # whatever each one's work: none reaches the server sooner than `interval` after,
+                # the previous one sent by another delivery included (`_last_handed_over`).
                 if last_sent is not None and interval:
                     sleep(max(0.0, last_sent + interval - time.monotonic()))
                 # Committed before the server sees it: a task killed from here on leaves it
@@ -427,6 +428,23 @@ def _deliver(
     finally:
         mailer.close()
     return sent, failed
+
+
+def _last_handed_over(conn: psycopg.Connection) -> float | None:
+    """When (`time.monotonic`) the server accepted the last e-mail sent over SMTP by any
+    deliverer, None if never: the rate holds from it. A delivery right after another (a
+    retried chunk task, `rapport`, a re-send), in another process or on another host, sent its
+    first message at once. Its `sent_at` is stamped right after the server's answer; both
+    times are the database's clock, so the hosts' clocks do not matter."""
+    row = conn.execute(
+        "SELECT extract(epoch FROM clock_timestamp() - max(sent_at)) FROM outbox "
+        "WHERE sent_at IS NOT NULL AND transport LIKE %s",
+        (SMTP_TRANSPORT + "%",),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    # A clock set back since: at most one interval to wait, never more.
+    return time.monotonic() - max(0.0, float(row[0]))
 
 
 def _settle_interrupted(conn: psycopg.Connection) -> None:
