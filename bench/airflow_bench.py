@@ -50,6 +50,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -111,6 +112,16 @@ SELECTION = re.compile(
 )
 #: A task process ready to work, with its log line's time (the task logs are JSON lines).
 READY_AT = re.compile(r'"timestamp":"([^"]+)"[^\n]*"event":"Tâche prête en ')
+#: The run's selection line and each chunk's line, with their time (the end of the step they
+#: time; its seconds before: its start).
+SELECTION_AT = re.compile(
+    r'"timestamp":"([^"]+)"[^\n]*"event":"Sélection de l\'exécution \(critères, '
+    r"configuration, factures\) en ([0-9.]+) s"
+)
+CHUNK_AT = re.compile(
+    r'"timestamp":"([^"]+)"[^\n]*"event":"Paquet \d+ : \d+ facture\(s\) traitée\(s\) '
+    r"en ([0-9.]+) s"
+)
 #: A request in the api-server's access log (one line per request answered).
 ACCESS = re.compile(rb"request finished.* method=([A-Z]+) path=(\S+)")
 REQUEST_KINDS = (
@@ -156,6 +167,45 @@ def machine_cpu() -> dict[str, float]:
         fields = [int(f) / CLOCK_TICKS for f in stat.readline().split()[1:9]]
     user, nice, system, _idle, iowait, irq, softirq, steal = fields
     return {MACHINE_BUSY: user + nice + system + irq + softirq + steal, MACHINE_IOWAIT: iowait}
+
+
+#: A `cpu_account` (or `machine_cpu`) sample: (epoch seconds, CPU seconds by name).
+CpuSample = tuple[float, dict[str, float]]
+
+
+class MachineSampler:
+    """The machine's busy CPU seconds (`machine_cpu`) sampled every `interval` seconds on a
+    thread of this bench, from `start` to `stop`: fine enough to split a run's idle cores by
+    phase (the polls' `cpu_account` samples come every `POLL`, longer than a selection). One
+    read of /proc/stat each (≈ 0.05 ms)."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.samples: list[CpuSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="machine-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append((time.time(), machine_cpu()))
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def idle_core_s(samples: list[CpuSample], start: float, end: float) -> float:
+    """Core·seconds the machine left idle from `start` to `end` (epoch seconds): its cores × the
+    span less its busy CPU over it (`MACHINE_BUSY` interpolated between `samples`)."""
+    if end <= start:
+        return 0.0
+    busy = cpu_at(samples, end)[MACHINE_BUSY] - cpu_at(samples, start)[MACHINE_BUSY]
+    return CORES * (end - start) - busy
 
 
 def cpu_account(roots: dict[str, int]) -> dict[str, float]:
@@ -240,6 +290,16 @@ class RunTiming:
     #: The `cpu_account` samples taken at each poll (epoch seconds, account): the CPU over a
     #: part of the run (`cpu_at`), e.g. a send's deliveries.
     cpu_samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    #: The trigger's POST and the run's end as Airflow recorded it, epoch seconds; for a send,
+    #: the clerk's question (its task parked) and answer: the edges of the run's phases.
+    posted: float = 0.0
+    ended: float = 0.0
+    asked: float | None = None
+    answered: float | None = None
+    #: The run's selection (start, end), epoch seconds, from its log line.
+    selection_span: tuple[float, float] | None = None
+    #: Each chunk's (start, end), epoch seconds, by the task log it is in (a chunk task's attempt).
+    chunk_spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 def _when(value: str | None) -> datetime | None:
@@ -294,9 +354,6 @@ def api_requests(access_log: Path, spans: list[tuple[int, int]]) -> Counter[str]
                 route = path.decode(errors="replace")
                 kinds[next(kind for kind, match in REQUEST_KINDS if match.match(route))] += 1
     return kinds
-
-
-CpuSample = tuple[float, dict[str, float]]
 
 
 def cpu_at(samples: list[CpuSample], when: float) -> dict[str, float]:
@@ -436,6 +493,9 @@ def run_dag(
         }
     timing = RunTiming(dag_id, run_id, end - posted - recorded_clerk_s, recorded_clerk_s)
     timing.answered_at = answered_at.isoformat() if answered_at else None
+    timing.posted, timing.ended = posted, end
+    if dag_id == SEND and asked_at and answered_at:
+        timing.asked, timing.answered = asked_at.timestamp(), answered_at.timestamp()
     timing.polled_wall_s, timing.polled_clerk_s, timing.post_s = polled_wall_s, clerk_s, post_s
     timing.asked_to_parked_s = timing_parked_s
     timing.cpu_s = {name: cpu_end[name] - cpu_start.get(name, 0.0) for name in cpu_end}
@@ -464,6 +524,16 @@ def run_dag(
         if kind and kind.group(1) == CHUNK_TASK:
             timing.chunk_ready_at += READY_AT.findall(text)
         timing.delivery_s += sum(float(seconds) for seconds in DELIVERY.findall(text))
+        for at, seconds in SELECTION_AT.findall(text):
+            selected = _when(at)
+            assert selected is not None
+            timing.selection_span = (selected.timestamp() - float(seconds), selected.timestamp())
+        for at, seconds in CHUNK_AT.findall(text):
+            chunk_end = _when(at)
+            assert chunk_end is not None
+            timing.chunk_spans.setdefault(str(log_file.relative_to(folder)), []).append(
+                (chunk_end.timestamp() - float(seconds), chunk_end.timestamp())
+            )
         selection = sum(float(seconds) for seconds in SELECTION.findall(text))
         timing.selection_s += selection
         if kind and kind.group(1) == CHUNK_TASK:
@@ -567,6 +637,87 @@ def print_answer_path(run: RunTiming) -> None:
             f"{steps['chunk_starts_spread_s']:.2f} s après la première",
             flush=True,
         )
+
+
+#: A run's phases from its trigger to its end, in order (`edge_phases`), with their labels.
+PHASES = (
+    ("trigger", "déclenchement → début de la sélection (scheduler, démarrage de la tâche)"),
+    ("selection", "sélection (la tâche qui sélectionne seule au travail)"),
+    ("question", "fin de la sélection → question au commis (confirmation de l'envoi)"),
+    ("to_chunks", "fin de la sélection, ou réponse du commis → début du premier paquet"),
+    ("chunks", "paquets, jusqu'à la fin du dernier paquet de la première tâche finie"),
+    ("tail", "fin inégale des paquets : première tâche finie → dernier paquet fini"),
+    ("end", "dernier paquet fini → fin de l'exécution enregistrée"),
+)
+
+
+def edge_phases(run: RunTiming) -> dict[str, tuple[float, float]]:
+    """The phases of `run` (`PHASES`: start, end in epoch seconds), from the trigger's POST, its
+    selection's and chunks' log lines, the clerk's question and answer for a send, and the end
+    Airflow recorded: back to back, the clerk's time between `question` and `to_chunks` left
+    out. A phase the run does not have (`question` but in a send) is absent; an edge a log line
+    does not give (a run with no chunk, no selection line) makes its phases empty."""
+    chunk_starts = [start for spans in run.chunk_spans.values() for start, _end in spans]
+    first_chunk = min(chunk_starts, default=run.ended)
+    # Each chunk task's last chunk end; a task that got no chunk is no end of the chunks.
+    task_ends = [max(end for _start, end in spans) for spans in run.chunk_spans.values()]
+    last_chunk = max(task_ends, default=first_chunk)
+    first_done = min(task_ends, default=last_chunk)
+    selection = run.selection_span or (first_chunk, first_chunk)
+    phases: dict[str, tuple[float, float]] = {}
+    cursor = run.posted
+
+    def phase(name: str, end: float) -> None:
+        # Edges from two clocks' records (Airflow's, the task logs'), kept in order.
+        nonlocal cursor
+        end = min(max(end, cursor), run.ended)
+        phases[name], cursor = (cursor, end), end
+
+    phase("trigger", selection[0])
+    phase("selection", selection[1])
+    if run.asked is not None and run.answered is not None:
+        phase("question", run.asked)
+        cursor = min(max(run.answered, cursor), run.ended)  # the clerk's time left out
+    phase("to_chunks", first_chunk)
+    phase("chunks", first_done)
+    phase("tail", last_chunk)
+    phase("end", run.ended)
+    return phases
+
+
+def idle_by_phase(run: RunTiming, samples: list[CpuSample]) -> dict[str, tuple[float, float]]:
+    """Each phase of `run` (`edge_phases`): its seconds and the core·seconds the machine left
+    idle meanwhile (`idle_core_s` over the `MachineSampler`'s samples)."""
+    return {
+        name: (end - start, idle_core_s(samples, start, end))
+        for name, (start, end) in edge_phases(run).items()
+    }
+
+
+def print_idle_phases(figures: dict[str, Any], what: str = "") -> None:
+    """Where the idle cores of the prepare + send were (`idle_by_phase`): per phase of each run,
+    its seconds and idle core·seconds, and its part of their total."""
+    runs: dict[str, dict[str, tuple[float, float]]] = figures["idle_phases"]
+    total = sum(idle for phases in runs.values() for _s, idle in phases.values())
+    names = {PREPARE: "préparation", SEND: "envoi"}
+    print(
+        f"\nCœurs inactifs par phase{what} ({CORES} cœurs, /proc/stat lu toutes les 20 ms ; "
+        "la réponse du commis exclue)"
+    )
+    heads = " | ".join(f"{names.get(d, d)} : s | {names.get(d, d)} : cœur·s" for d in runs)
+    print(f"| phase | {heads} | cœur·s, les 2 | part |\n|---|{'---:|' * (2 * len(runs) + 2)}")
+    for name, label in PHASES:
+        cells = [runs[d].get(name) for d in runs]
+        if all(cell is None for cell in cells):
+            continue
+        idle = sum(cell[1] for cell in cells if cell)
+        shown = " | ".join(f"{c[0]:.2f} | {c[1]:.2f}" if c else "— | —" for c in cells)
+        print(f"| {label} | {shown} | {idle:.2f} | {idle / total if total else 0:.0%} |")
+    sums = " | ".join(
+        f"{sum(s for s, _i in p.values()):.2f} | {sum(i for _s, i in p.values()):.2f}"
+        for p in runs.values()
+    )
+    print(f"| **total** | {sums} | {total:.2f} | 100% |", flush=True)
 
 
 def latencies(run: RunTiming) -> tuple[float, list[float]]:
@@ -730,9 +881,14 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
         start_airflow(af, metadata)
         roots = account_roots(af, cluster)
         metadata_dsn = metadata.replace("postgresql+psycopg://", "postgresql://", 1)
-        with af.client(CLERK) as api, psycopg.connect(metadata_dsn, autocommit=True) as db:
-            prep = run_dag(af, api, db, PREPARE, timeout, roots)
-            send = run_dag(af, api, db, SEND, timeout, roots)
+        sampler = MachineSampler()
+        sampler.start()
+        try:
+            with af.client(CLERK) as api, psycopg.connect(metadata_dsn, autocommit=True) as db:
+                prep = run_dag(af, api, db, PREPARE, timeout, roots)
+                send = run_dag(af, api, db, SEND, timeout, roots)
+        finally:
+            sampler.stop()
         print_clocks(prep)
         print_clocks(send)
         print_answer_path(send)
@@ -790,6 +946,9 @@ def measure(invoices: int, workers: int, timeout: float, celery: bool = False) -
                 for key in (MACHINE_BUSY, MACHINE_IOWAIT)
             },
             "requests": prep.requests + send.requests,
+            "idle_phases": {
+                run.dag_id: idle_by_phase(run, sampler.samples) for run in (prep, send)
+            },
             "peak_mib": {
                 task_id: max(run.peak_mib.get(task_id, 0) for run in (prep, send))
                 for task_id in sorted(prep.peak_mib.keys() | send.peak_mib.keys())
@@ -1365,6 +1524,7 @@ def main() -> int:
             print(f"| {label} | {fmt.format(local[key])} |", flush=True)
         print_baseline(local)
         print_cpu_account(local)
+        print_idle_phases(local)
         print("\n| mémoire max d'un processus de tâche (VmHWM, Mio) | valeur |\n|---|---:|")
         for task_id, peak in local["peak_mib"].items():
             print(f"| {task_id} | {peak} |")
