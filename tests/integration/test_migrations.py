@@ -137,3 +137,54 @@ def test_a_migration_that_fails_leaves_none_of_the_migrations_of_its_call_applie
         ).fetchone()
     assert not [name for name in recorded if name[:4] in ("020_", "021_", "999_")]
     assert index == ("exchanges_invoice",) and column == (1,)
+
+
+def test_a_database_of_the_previous_release_keeps_its_run_items_indexed_without_their_status(
+    owner_dsn: str,
+) -> None:
+    # As the previous release left it: run items indexed on (run_id, chunk, status), pages
+    # packed, a run half done.
+    with psycopg.connect(owner_dsn) as conn:
+        conn.execute("DELETE FROM schema_migrations WHERE name LIKE '023\\_%'")
+        conn.execute("DROP INDEX run_items_run_chunk")
+        conn.execute("CREATE INDEX run_items_chunk ON run_items (run_id, chunk, status)")
+        conn.execute("ALTER TABLE run_items RESET (fillfactor)")
+        customer = insert_customer(conn, channel="papier")
+        conn.execute(
+            "INSERT INTO invoices (number, customer_id, invoice_date, due_date, batch_number, "
+            "created_by, payment_mode, total_net, total_vat, total_gross) "
+            "SELECT 'F' || g, %s, DATE '2026-11-01', DATE '2026-12-01', 1, 'mdupont', "
+            "'virement', 100, 20, 120 FROM generate_series(1, 400) g",
+            (customer,),
+        )
+        run = conn.execute(
+            "INSERT INTO runs (treatment, criteria, triggered_by) "
+            "VALUES ('factures_envoyer', '{}', 'jmartin') RETURNING id"
+        ).fetchone()
+        assert run is not None
+        conn.execute(
+            "INSERT INTO run_items (run_id, invoice_id, position, chunk, status, done_at) "
+            "SELECT %s, id, row_number() OVER (ORDER BY id), (row_number() OVER (ORDER BY id)"
+            " - 1) / 200, CASE WHEN id %% 2 = 0 THEN 'traitee' ELSE 'a_traiter' END,"
+            " CASE WHEN id %% 2 = 0 THEN now() END FROM invoices",
+            (run[0],),
+        )
+        items = "SELECT md5(string_agg(r::text, ',' ORDER BY r.position)) FROM run_items r"
+        before = conn.execute(items).fetchone()
+        conn.commit()
+        applied = migrate(conn)
+        after = conn.execute(items).fetchone()
+        indexes = dict(
+            conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'run_items'"
+            ).fetchall()
+        )
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = 'run_items'::regclass"
+        ).fetchone()
+    assert applied == [p.name for p in migration_files() if p.name.startswith("023_")] != []
+    assert "run_items_chunk" not in indexes
+    assert indexes["run_items_run_chunk"].endswith("(run_id, chunk)")
+    assert options == (["fillfactor=25"],)
+    # Every item of the run as it was.
+    assert after == before
