@@ -145,7 +145,7 @@ def test_a_database_of_the_previous_release_keeps_its_run_items_indexed_without_
     # As the previous release left it: run items indexed on (run_id, chunk, status), pages
     # packed, a run half done.
     with psycopg.connect(owner_dsn) as conn:
-        conn.execute("DELETE FROM schema_migrations WHERE name LIKE '023\\_%'")
+        conn.execute("DELETE FROM schema_migrations WHERE name LIKE '024\\_%'")
         conn.execute("DROP INDEX run_items_run_chunk")
         conn.execute("CREATE INDEX run_items_chunk ON run_items (run_id, chunk, status)")
         conn.execute("ALTER TABLE run_items RESET (fillfactor)")
@@ -182,7 +182,7 @@ def test_a_database_of_the_previous_release_keeps_its_run_items_indexed_without_
         options = conn.execute(
             "SELECT reloptions FROM pg_class WHERE oid = 'run_items'::regclass"
         ).fetchone()
-    assert applied == [p.name for p in migration_files() if p.name.startswith("023_")] != []
+    assert applied == [p.name for p in migration_files() if p.name.startswith("024_")] != []
     assert "run_items_chunk" not in indexes
     assert indexes["run_items_run_chunk"].endswith("(run_id, chunk)")
     assert options == (["fillfactor=25"],)

@@ -1,6 +1,6 @@
 """A chunk's outcomes rewrite its run items on their own pages, and read back right after a retry.
 
-Migration 023: the run items' index leaves `status` out and their pages keep room, so recording
+Migration 024: the run items' index leaves `status` out and their pages keep room, so recording
 a chunk's outcomes (one UPDATE) writes no index entry (HOT updates), while the chunk reads that
 drive the tasks still find a chunk's items by index.
 """
