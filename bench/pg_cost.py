@@ -8,7 +8,8 @@ seeded with `pipeline_bench`'s demo data, then VACUUM ANALYZE and a CHECKPOINT (
 database, the run's first change of each page paying its full-page image as in production), for
 the prepare run then the send run (`pipeline_bench.run_treatment`, `--workers` processes):
 - the CPU of every process of the cluster, sampled from /proc every 50 ms and grouped by its
-  title (the task role's backends, walwriter, checkpointer, autovacuum workers, …); what exited
+  title (the task role's backends, walwriter, checkpointer, autovacuum workers, …), the
+  autovacuum workers' split by the table and pass `pg_stat_activity` shows them on; what exited
   between two samples is the remainder of the cluster's total (postmaster tree, reaped included);
 - the WAL written (`pg_stat_wal`: records, full-page images, bytes) and per resource manager
   (`pg_walinspect`: Heap, Btree, …);
@@ -70,8 +71,12 @@ def _kind(pid: int) -> str | None:
 class Sampler:
     """The postmaster's children's CPU, by kind, sampled until `stop`."""
 
-    def __init__(self, postmaster: int) -> None:
+    def __init__(self, postmaster: int, admin_dsn: str) -> None:
         self.postmaster = postmaster
+        # What each autovacuum worker is doing (« autovacuum: VACUUM public.invoices »): its
+        # CPU since the previous sample goes to that table and pass.
+        self._activity = psycopg.connect(admin_dsn, autocommit=True)
+        self.autovacuum: dict[str, float] = defaultdict(float)
         self.first: dict[int, float] = {}
         self.last: dict[int, float] = {}
         self.kind: dict[int, str] = {}
@@ -87,7 +92,19 @@ class Sampler:
         return [int(p) for p in path.read_text().split()]
 
     def _sample(self, initial: bool = False) -> None:
-        for pid in self._children():
+        children = self._children()
+        workers = [p for p in children if self.kind.get(p) == "autovacuum worker"]
+        # Asked only while a worker runs: this connection's backend is the cluster's too.
+        doing = (
+            dict(
+                self._activity.execute(
+                    "SELECT pid, query FROM pg_stat_activity WHERE pid = ANY(%s)", (workers,)
+                ).fetchall()
+            )
+            if workers
+            else {}
+        )
+        for pid in children:
             cpu = _cpu(pid)
             if cpu is None:
                 continue
@@ -101,6 +118,9 @@ class Sampler:
                     self.first.pop(pid, None)
                     continue
                 self.kind[pid] = kind
+            if self.kind[pid] == "autovacuum worker" and pid in self.last:
+                what = doing.get(pid) or "?"
+                self.autovacuum[what.removeprefix("autovacuum: ")] += cpu - self.last[pid]
             self.last[pid] = cpu
 
     def _loop(self) -> None:
@@ -111,6 +131,7 @@ class Sampler:
         self._stop.set()
         self._thread.join()
         self._sample()
+        self._activity.close()
         by_kind: dict[str, float] = defaultdict(float)
         for pid, kind in self.kind.items():
             by_kind[kind] += self.last[pid] - self.first[pid]
@@ -161,6 +182,7 @@ def report(
     label: str,
     n: int,
     cpu: dict[str, float],
+    autovacuum: dict[str, float],
     w0: dict[str, Any],
     w1: dict[str, Any],
     rm: list[tuple[str, int, int, int]],
@@ -172,6 +194,8 @@ def report(
     print("| processus | CPU (s) | ms/facture |\n|---|---:|---:|")
     for kind, v in sorted(cpu.items(), key=lambda x: (x[0] == "total", -x[1])):
         print(f"| {kind} | {v:.2f} | {v * k:.4f} |")
+    for what, v in sorted(autovacuum.items(), key=lambda x: -x[1]):
+        print(f"| dont autovacuum : {what} | {v:.2f} | {v * k:.4f} |")
     records, fpi = w1["records"] - w0["records"], w1["fpi"] - w0["fpi"]
     size = w1["bytes"] - w0["bytes"]
     print(
@@ -225,7 +249,7 @@ def main() -> int:
         for treatment in ("factures_preparer_envoi", "factures_envoyer"):
             settle(admin)
             w0, t0 = wal(admin), tables(admin)
-            sampler = Sampler(postmaster)
+            sampler = Sampler(postmaster, cluster.admin_dsn("postier"))
             seconds, n, _ = run_treatment(env, treatment, args.workers)
             cpu = sampler.stop()
             settle(admin)
@@ -235,6 +259,7 @@ def main() -> int:
                 f"{treatment} ({seconds:.1f} s)",
                 n,
                 cpu,
+                sampler.autovacuum,
                 w0,
                 w1,
                 rmgr_stats(admin, w0["lsn"]),
@@ -242,7 +267,7 @@ def main() -> int:
                 t1,
             )
         w0, t0 = wal(admin), tables(admin)
-        sampler = Sampler(postmaster)
+        sampler = Sampler(postmaster, cluster.admin_dsn("postier"))
         admin.execute("VACUUM ANALYZE invoices, run_items, exchanges, documents, runs")
         admin.execute("CHECKPOINT")
         cpu = sampler.stop()
@@ -253,6 +278,7 @@ def main() -> int:
             "ou envoyée)",
             processed,
             cpu,
+            sampler.autovacuum,
             w0,
             w1,
             rmgr_stats(admin, w0["lsn"]),
