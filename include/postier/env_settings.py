@@ -88,7 +88,8 @@ def production_mode(environ: Mapping[str, str] = os.environ) -> bool:
     except KeyError:
         raise ConfigurationError(
             f"{ENV} « {raw} » invalide : production ou development est attendu (ou rien : "
-            "development, où les stand-ins de démonstration sont permis)"
+            "development, où la clé de signature, la GED et la boîte d'envoi de démonstration "
+            "sont permises)"
         ) from None
 
 

@@ -135,9 +135,11 @@ def test_an_unknown_postier_env_is_refused_in_french_not_read_as_development(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     monkeypatch.setenv("POSTIER_ENV", value)
+    # The whole message, as the clerk reads it in the task's log: French to its last word.
     refusal = (
-        f"POSTIER_ENV « {value} » invalide : production ou development est attendu "
-        r"\(ou rien : development"
+        f"^POSTIER_ENV « {value} » invalide : production ou development est attendu "
+        r"\(ou rien : development, où la clé de signature, la GED et la boîte d'envoi de "
+        r"démonstration sont permises\)$"
     )
     with pytest.raises(ConfigurationError, match=refusal):
         environment()
