@@ -4,8 +4,9 @@
 
 The LocalExecutor forks its workers from the scheduler when it starts; each task process is
 forked from a worker (see `preload`). This one imports the task code in the scheduler just before,
-once, so that no task process imports it again; and its workers free a slot as soon as the
-task process ends (`task_exit`). Anything else is Airflow's LocalExecutor.
+once, so that no task process imports it again; its workers free a slot as soon as the
+task process ends (`task_exit`); and the scheduler's idle sleep ends as soon as a task ends
+(`scheduler_wake`). Anything else is Airflow's LocalExecutor.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from airflow.executors.local_executor import LocalExecutor
 
 from postier.airflow.preload import preload
+from postier.airflow.scheduler_wake import wake_on_task_end
 from postier.airflow.task_exit import wait_for_task_exit
 
 
@@ -26,3 +28,5 @@ class PreloadingLocalExecutor(LocalExecutor):
             preload()
             wait_for_task_exit()
         super().start()
+        # After Airflow's start, which makes the result queue the scheduler's sleep waits on.
+        wake_on_task_end(self)
