@@ -1,6 +1,6 @@
 """The scheduler's idle sleep ends as soon as a task of its LocalExecutor ends, not after its whole
 `scheduler_idle_sleep_time` (`postier.airflow.scheduler_wake`); with nothing to read it sleeps as
-long as before."""
+long as before, longer while every worker is busy."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from postier.airflow.scheduler_wake import FULL_SLOTS_SLEEP_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,14 +43,31 @@ woken = timed_sleep(8.0)
 unread = timed_sleep(8.0)
 executor.result_queue.get()
 idle = timed_sleep(0.5)
+# Its one worker handed a task: the longer sleep, still woken when the task ends; the result
+# read as the scheduler's loop reads it (`sync`), the worker free again.
+executor._busy.add("une tâche")
+full = timed_sleep(0.5)
+threading.Thread(target=task_ends).start()
+full_woken = timed_sleep(0.5)
+executor.sync()
+freed = timed_sleep(0.5)
+# A worker killed with its task (nothing reported): no longer counted busy.
+executor._busy.add("une autre tâche")
+[worker] = executor.workers.values()
+worker.kill()
+worker.join()
+executor.sync()
+after_death = executor.slots_full()
 executor.end()
 stopped = timed_sleep(0.2)
-print(json.dumps({"woken": woken, "unread": unread, "idle": idle, "stopped": stopped,
+print(json.dumps({"woken": woken, "unread": unread, "idle": idle, "full": full,
+                  "full_woken": full_woken, "freed": freed, "after_death": after_death,
+                  "stopped": stopped,
                   "monotonic": scheduler_job_runner.time.monotonic is time.monotonic}))
 """
 
 
-def _run_as_scheduler(code: str) -> dict[str, float]:
+def _run_as_scheduler(code: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as home:
         out = subprocess.run(
             [sys.executable, "-c", code],
@@ -65,7 +85,7 @@ def _run_as_scheduler(code: str) -> dict[str, float]:
             check=True,
             timeout=120,
         )
-    result: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
     return result
 
 
@@ -77,7 +97,12 @@ def test_the_schedulers_idle_sleep_ends_when_a_task_ends() -> None:
     # Its result not yet read by the loop: no sleep at all, the loop reads it at once.
     assert got["unread"] < 1.0, got
     # Nothing to read: the whole idle sleep, as Airflow's.
-    assert got["idle"] >= 0.45, got
+    assert 0.45 <= got["idle"] < FULL_SLOTS_SLEEP_S, got
+    # Every worker busy: nothing to queue before a task ends, which wakes it; a longer sleep.
+    assert got["full"] >= FULL_SLOTS_SLEEP_S - 0.05, got
+    assert 0.25 <= got["full_woken"] < FULL_SLOTS_SLEEP_S - 0.5, got
+    assert 0.45 <= got["freed"] < FULL_SLOTS_SLEEP_S, got
+    assert got["after_death"] is False
     # The executor stopped (its queue closed): Airflow's plain sleep, not an error.
     assert got["stopped"] >= 0.18, got
     # The rest of the module's clock is the `time` module's.

@@ -15,14 +15,30 @@ sleeps its whole idle time: at rest, and while tasks run, the scheduler's pace i
 sleep that cannot wait on the queue (the executor not started, or stopped) is Airflow's plain
 sleep. What the api-server changes (a run triggered, a clerk's answer) still waits for the
 sleep's end: the scheduler reads it from Airflow's database.
+
+While every worker of the executor is busy (a run's chunk tasks at work, for minutes), a loop
+can queue nothing before a task ends, and a task's end now wakes the scheduler: its idle sleep
+is then `FULL_SLOTS_SLEEP_S` rather than 0.5 s. Each loop examines the running runs and queries
+Airflow's database (≈ 25–50 ms of scheduler and PostgreSQL CPU), CPU taken from the chunks;
+what waits longer meanwhile needs a free worker to go further anyway (a run triggered then
+started, its first task scheduled, a clerk's answer) or is one of the scheduler's timed checks
+(task heartbeats, timeouts: seconds to minutes apart), late by `FULL_SLOTS_SLEEP_S` at most.
+Only when the executor says so (`slots_full`) and is the scheduler's only one (another's events
+would not wake it).
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing.connection
 import time
 from collections.abc import Callable
 from typing import Any
+
+#: The scheduler's idle sleep while every worker of its executor is busy (the setting's 0.5 s
+#: otherwise): under its job heartbeat's 5 s (`[scheduler] scheduler_heartbeat_sec`), far under
+#: the health check's 30 s.
+FULL_SLOTS_SLEEP_S = 2.0
 
 #: The executors whose result queues wake the sleep, in the scheduler's process.
 _executors: list[Any] = []
@@ -32,8 +48,9 @@ class WakingClock:
     """The `time` module for Airflow's scheduler module: the same, but its `sleep` ends as soon
     as a watched executor's result queue has something to read."""
 
-    def __init__(self, readers: Callable[[], list[Any]]) -> None:
+    def __init__(self, readers: Callable[[], list[Any]], full: Callable[[], bool]) -> None:
         self._readers = readers
+        self._full = full
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
@@ -43,6 +60,8 @@ class WakingClock:
         if not readers:
             time.sleep(seconds)
             return
+        if seconds > 0 and self._full():
+            seconds = max(seconds, FULL_SLOTS_SLEEP_S)
         multiprocessing.connection.wait(readers, timeout=max(0.0, seconds))
 
 
@@ -57,6 +76,23 @@ def _result_readers() -> list[Any]:
     return readers
 
 
+def _slots_full() -> bool:
+    """Whether every watched executor has no free worker (its `slots_full()`), they being the
+    scheduler's only executors (`[core] executor` names one)."""
+    return (
+        _sole_executor()
+        and bool(_executors)
+        and all(getattr(executor, "slots_full", lambda: False)() for executor in _executors)
+    )
+
+
+@functools.cache
+def _sole_executor() -> bool:
+    from airflow.configuration import conf
+
+    return len(conf.get("core", "executor", fallback="").split(",")) == 1
+
+
 def wake_on_task_end(executor: Any) -> bool:
     """Make the scheduler's idle sleep end when `executor` (a started LocalExecutor) has a
     result to read; True when it does (also when it already did)."""
@@ -66,7 +102,7 @@ def wake_on_task_end(executor: Any) -> bool:
         return False
     clock = getattr(scheduler_job_runner, "time", None)
     if clock is time:
-        scheduler_job_runner.time = WakingClock(_result_readers)  # type: ignore[assignment]
+        scheduler_job_runner.time = WakingClock(_result_readers, _slots_full)  # type: ignore[assignment]
     elif not isinstance(clock, WakingClock):
         return False  # not Airflow's module as this was written for: left alone
     if not any(watched is executor for watched in _executors):
