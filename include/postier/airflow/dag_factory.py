@@ -271,16 +271,33 @@ def _reported_if_last(
     context: Any, env: Environment, counts: dict[str, int], parts: int
 ) -> dict[str, int]:
     """A chunk task that ends with nothing of its run left to process, in a DAG where the
-    chunks end the run's work, ends it (the first such task only); one that ends with invoices
-    still pending (a chunk failed elsewhere) does nothing more."""
+    chunks end the run's work, ends it (the first such task only) and, having reported a
+    success, skips `rapport`; one that ends with invoices still pending (a chunk failed
+    elsewhere) does nothing more."""
     from postier.store.runs import PENDING
 
-    if not counts[PENDING] and _ending_task(context) == CHUNK_TASK:
-        _end_run(context, env, parts)
+    ending = not counts[PENDING] and _ending_task(context) == CHUNK_TASK
+    if ending and _end_run(context, env, parts) and _report_task_untouched(context):
+        # The run's work done and reported a success: `rapport` has nothing to do. Skipped here, the
+        # scheduler ends the run at the loop that sees this task's end, rather than settling
+        # `rapport`'s trigger rule at that loop and ending the run at the next (Airflow's
+        # `DagRun.update_state` does not look again after a change), half a second later when
+        # the first read no executor event. Not once a failure has set it going.
+        raise DownstreamTasksSkipped(tasks=[("rapport", -1)])
     return counts
 
 
-def _end_run(context: Any, env: Environment, parts: int) -> None:
+def _report_task_untouched(context: Any) -> bool:
+    """Whether `rapport` has no state yet: no task of the run failed, which would have set it
+    going (it then runs, finds the report written, and says the run's outcome)."""
+    ti, run_id = context["ti"], context["run_id"]
+    states = ti.get_task_states(
+        dag_id=context["dag"].dag_id, task_ids=["rapport"], run_ids=[run_id]
+    ).get(run_id, {})
+    return all(state is None for state in states.values())
+
+
+def _end_run(context: Any, env: Environment, parts: int) -> bool:
     """The end of a run's work, in the task that ends it: a send delivers, then the report is
     written (`write_report`'s `again` false: once).
 
@@ -291,15 +308,16 @@ def _end_run(context: Any, env: Environment, parts: int) -> None:
     from whichever task pushed it). A PA refusing Postier's credentials (`ConfigurationError`,
     French message) fails the deliverer; its retries, or a « Clear » once the PA is fixed,
     deliver again (the mark outlives its XComs), and the report says what was delivered since;
-    failed for good, `rapport` delivers and reports."""
+    failed for good, `rapport` delivers and reports. True when this task wrote the report, the
+    run a success (not when it found it written: a retry, or another task's)."""
     if _is_send(context):
         from postier.airflow.runtime import external_id
         from postier.pipeline.mailing import end_send
 
         if not end_send(env, external_id(context), context["ti"].map_index, parts):
             log.info(DELIVERED_ELSEWHERE)
-            return
-    _report(context, env, again=False)
+            return False
+    return _report(context, env, again=False)
 
 
 def _report(
@@ -309,12 +327,12 @@ def _report(
     *,
     refused: bool = False,
     again: bool = True,
-) -> None:
+) -> bool:
     """Write the run's report from this task and put its note on the Airflow run (XCom read
     by `run_note`); with `again` false, a report already written is not written again
     (`write_report`'s `again`) but its note is put again (a retry of the task that wrote it
     starts without its XComs). A report that says the run failed fails this task at once: a
-    retry would process nothing."""
+    retry would process nothing. True when this task wrote it, saying the run succeeded."""
     from postier.airflow.runtime import external_id
     from postier.pipeline.reports import RunFailedError, write_report, written_report
 
@@ -329,6 +347,7 @@ def _report(
         except RunFailedError as error:
             written = error.summary
         context["ti"].xcom_push(key=NOTE_KEY, value=written["note"])
+    return summary is not None
 
 
 def _failing(context: Any, report: Callable[[], _R]) -> _R:
