@@ -9,7 +9,8 @@ task that ends the run's work writes its report (`finaliser`, else the chunk tas
 nothing to process, also when nothing was selected; the confirmation on « Ne pas envoyer » or
 when nothing is to send), and for a send first delivers (customer e-mails, then Plateforme
 Agréée deposits): no task process of its own for either. `rapport` runs only when a task
-failed, and is skipped by the scheduler, without a task process, otherwise. Tasks are
+failed, and is skipped otherwise, without a task process: by the chunk task that reports the
+run's success (`_reported_if_last`), else by the scheduler. Tasks are
 one-liners over `postier.pipeline`, imported inside the tasks so that parsing a DAG file loads
 no database driver and touches nothing outside Python.
 """
