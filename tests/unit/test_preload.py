@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
+from airflow_process import run_as_airflow
 
 from postier.airflow import preload
-
-ROOT = Path(__file__).resolve().parents[2]
 
 #: In a fresh interpreter, as the scheduler or the Celery worker: what `preload` leaves open
 #: (file descriptors and what they point to, threads), before and after.
@@ -41,27 +36,12 @@ print(json.dumps({"done": done, "before": before, "after": after,
 
 
 def _run_as_airflow(code: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    """`code` in a fresh interpreter with an Airflow home of its own and no Postier database;
-    `settings`, Airflow's, as environment variables."""
-    with tempfile.TemporaryDirectory() as home:
-        return subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env={
-                **{
-                    k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTIER_"))
-                },
-                "AIRFLOW_HOME": home,
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                # A database that is not there: preloading must not need one.
-                "POSTIER_DB_DSN": "postgresql://postier@127.0.0.1:1/absente",
-                **settings,
-            },
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )
+    """`code` in a fresh interpreter as Airflow runs it, with no Postier database; `settings`,
+    Airflow's, as environment variables."""
+    # A database that is not there: preloading must not need one.
+    return run_as_airflow(
+        code, POSTIER_DB_DSN="postgresql://postier@127.0.0.1:1/absente", **settings
+    )
 
 
 def test_preload_leaves_no_socket_file_or_thread_behind_to_fork() -> None:

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from postier.airflow.scheduler_wake import FULL_SLOTS_SLEEP_S
+from airflow_process import run_as_airflow
 
-ROOT = Path(__file__).resolve().parents[2]
+from postier.airflow.scheduler_wake import FULL_SLOTS_SLEEP_S
 
 #: In a fresh interpreter, as the scheduler: Postier's executor started (its preload made to fail
 #: at once: not what is tested), then the scheduler module's idle sleep timed three ways: a
@@ -68,23 +63,9 @@ print(json.dumps({"woken": woken, "unread": unread, "idle": idle, "full": full,
 
 
 def _run_as_scheduler(code: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as home:
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env={
-                **{
-                    k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTIER_"))
-                },
-                "AIRFLOW_HOME": home,
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "postier.airflow.executors.PreloadingLocalExecutor",
-            },
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )
+    out = run_as_airflow(
+        code, AIRFLOW__CORE__EXECUTOR="postier.airflow.executors.PreloadingLocalExecutor"
+    )
     result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
     return result
 
