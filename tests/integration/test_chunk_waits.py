@@ -31,6 +31,23 @@ LINE = re.compile(
 SLOW_SYNC_S = 0.2
 
 
+def _send_started(postier_env: str, tmp_path: Path, prefix: str) -> tuple[Environment, int, int]:
+    """Three ready invoices and a send started on them: its environment, run and one chunk."""
+    with psycopg.connect(postier_env) as conn:
+        for n in range(3):
+            insert_invoice(conn, number=f"{prefix}-{n}", send_state="PRET")
+    env = Environment(dsn=postier_env, home=tmp_path / "home")
+    summary = start_run(env, "factures_envoyer", {}, "jmartin", f"test/{prefix}")
+    return env, summary["run_id"], summary["chunks"][0]
+
+
+def _chunk_line(caplog: pytest.LogCaptureFixture) -> tuple[float, ...]:
+    """The one chunk's line: wall, CPU, waits, and its waits for a core, sync, commit, rest."""
+    found = [m for r in caplog.records if (m := LINE.search(r.getMessage()))]
+    assert len(found) == 1, caplog.text
+    return tuple(float(v) for v in found[0].groups())
+
+
 def test_a_send_chunks_line_counts_its_ged_sync_as_a_wait_apart_from_its_cpu(
     postier_env: str,
     tmp_path: Path,
@@ -44,17 +61,11 @@ def test_a_send_chunks_line_counts_its_ged_sync_as_a_wait_apart_from_its_cpu(
         real_syncfs(fd)
 
     monkeypatch.setattr(storage_module, "_syncfs", slow_syncfs)
-    with psycopg.connect(postier_env) as conn:
-        for n in range(3):
-            insert_invoice(conn, number=f"CW-{n}", send_state="PRET")
-    env = Environment(dsn=postier_env, home=tmp_path / "home")
-    summary = start_run(env, "factures_envoyer", {}, "jmartin", "test/chunk-waits")
+    env, run_id, chunk = _send_started(postier_env, tmp_path, "CW")
     with caplog.at_level(logging.INFO, logger="postier.pipeline.runs"):
-        process_chunk(env, summary["run_id"], summary["chunks"][0])
+        process_chunk(env, run_id, chunk)
 
-    found = [m for r in caplog.records if (m := LINE.search(r.getMessage()))]
-    assert len(found) == 1, caplog.text
-    wall, cpu, waits, core, sync, commit, rest = (float(v) for v in found[0].groups())
+    wall, cpu, waits, core, sync, commit, rest = _chunk_line(caplog)
     assert sync >= SLOW_SYNC_S  # the chunk's own sync, before its commit
     assert cpu < wall - SLOW_SYNC_S + 0.01  # the sleep is not CPU
     assert waits == pytest.approx(wall - cpu, abs=0.011)
@@ -109,18 +120,12 @@ def test_a_chunks_waits_count_each_second_once_with_a_sync_that_runs_and_waits_f
         real_syncfs(fd)
 
     monkeypatch.setattr(storage_module, "_syncfs", busy_syncfs)
-    with psycopg.connect(postier_env) as conn:
-        for n in range(3):
-            insert_invoice(conn, number=f"CB-{n}", send_state="PRET")
-    env = Environment(dsn=postier_env, home=tmp_path / "home")
-    summary = start_run(env, "factures_envoyer", {}, "jmartin", "test/chunk-busy-sync")
+    env, run_id, chunk = _send_started(postier_env, tmp_path, "CB")
     with caplog.at_level(logging.INFO, logger="postier.pipeline.runs"), a_busy_core() as cpu:
         busy_cpu = cpu
-        process_chunk(env, summary["run_id"], summary["chunks"][0])
+        process_chunk(env, run_id, chunk)
 
-    found = [m for r in caplog.records if (m := LINE.search(r.getMessage()))]
-    assert len(found) == 1, caplog.text
-    wall, cpu, waits, core, sync, commit, rest = (float(v) for v in found[0].groups())
+    wall, cpu, waits, core, sync, commit, rest = _chunk_line(caplog)
     assert cpu >= SPIN_CPU_S
     assert core >= SPIN_CPU_S / 3  # the sync's wait for the core, counted there only
     assert sync >= SLOW_SYNC_S  # blocked, apart from its CPU and its wait for the core
