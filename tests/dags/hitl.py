@@ -8,6 +8,12 @@ database; `Clerk` does that from a thread, with the same models and resume call 
 `within` seconds after it appeared (answered or not), or a clerk that could not answer, fails the
 test with the reason at once (the run is interrupted from the clerk's thread by a signal) instead
 of hanging until pytest-timeout.
+
+An answer can be undone by `dag.test()` itself: its task runner reports the wait through the
+execution API (the row turns awaiting input, which the clerk may answer at once), then writes the
+state it had returned over the row (`TaskInstance.set_state` merges the whole instance), putting
+back the wait and the old `next_kwargs`. A confirmation seen awaiting input after the clerk's answer
+is therefore resumed again with the same answer, as the API would on the clerk's second click.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class Clerk:
     ) -> None:
         self.dag_id, self.option, self.login, self.within = dag_id, option, login, within
         self.asked: list[dict[str, Any]] = []
+        self._answered: set[str] = set()  # task instance ids
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.error: BaseException | None = None
@@ -121,18 +128,23 @@ class Clerk:
             ).all()
             for ti in tis:
                 detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
-                if detail is None or detail.response_received:
+                if detail is None or self.option is None:  # away: sees nothing, answers nothing
                     continue
-                if self.option is None:  # away: sees nothing, answers nothing
-                    continue
-                self.asked.append(
-                    {"subject": detail.subject, "body": detail.body, "options": detail.options}
-                )
-                detail.responded_by = HITLUser(id=self.login, name=self.login)
-                detail.responded_at = datetime.now(UTC)
-                detail.chosen_options = [self.option]
-                detail.params_input = {}
-                session.add(detail)
+                if detail.response_received:
+                    if str(ti.id) not in self._answered:
+                        continue
+                    # Answered, yet awaiting input again: `dag.test()` wrote its stale wait over
+                    # the resume (above); resumed again with the answer already recorded.
+                else:
+                    self.asked.append(
+                        {"subject": detail.subject, "body": detail.body, "options": detail.options}
+                    )
+                    detail.responded_by = HITLUser(id=self.login, name=self.login)
+                    detail.responded_at = datetime.now(UTC)
+                    detail.chosen_options = [self.option]
+                    detail.params_input = {}
+                    session.add(detail)
+                    self._answered.add(str(ti.id))
                 handle_event_submit(
                     TriggerEvent(detail.as_resume_event_payload()),
                     task_instance=ti,

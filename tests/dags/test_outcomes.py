@@ -228,6 +228,35 @@ def test_a_confirmation_left_unanswered_fails_the_test_with_why_instead_of_hangi
     assert states(postier_env) == {"AWAY-1": "PRET"}
 
 
+def test_an_answer_given_before_dag_test_records_the_wait_still_sends(  # type: ignore[no-untyped-def]
+    run_dag, postier_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dag.test()` writes the task's wait over the row after the execution API did; a clerk who
+    answered in between (CI's loaded machine, once) must not leave the run awaiting for ever."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.state import TaskInstanceState
+
+    set_state = TaskInstance.set_state
+
+    def late_wait(self: Any, state: Any, **kwargs: Any) -> Any:
+        if state == TaskInstanceState.AWAITING_INPUT:
+            time.sleep(1.5)  # the clerk polls every 0.3 s: it answers in this gap
+        return set_state(self, state, **kwargs)
+
+    monkeypatch.setattr(TaskInstance, "set_state", late_wait)
+    with psycopg.connect(postier_env) as conn:
+        insert_invoice(conn, number="EARLY-1", send_state="PRET")
+    try:
+        with Clerk("factures_envoyer", "Envoyer", within=10) as clerk:
+            dag_run = run_dag("factures_envoyer")
+    finally:
+        _fail_awaiting_confirmations("factures_envoyer")
+
+    assert dag_run.state == "success"
+    assert len(clerk.asked) == 1  # asked once, resumed again without asking twice
+    assert states(postier_env) == {"EARLY-1": "ENVOYE"}
+
+
 def _fail_awaiting_confirmations(dag_id: str) -> None:
     """The interrupted run's confirmation, left awaiting input: failed, so that no later clerk
     of the session answers it."""
