@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import zlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -29,6 +30,7 @@ from reportlab.pdfbase.pdfdoc import (
     PDFName,
     PDFObject,
     PDFStream,
+    PDFStreamFilterZCompress,
     PDFString,
     PDFZCompress,
 )
@@ -526,6 +528,93 @@ def _constant(make: Callable[..., PDFObject], **refs: PDFObject) -> PDFObject:
     return _Preformatted(_template(make, tuple(refs)), refs)
 
 
+def _metadata_stream(xmp: bytes) -> PDFObject:
+    return _RawStream(PDFDictionary(_METADATA), xmp)
+
+
+_METADATA = {"Type": PDFName("Metadata"), "Subtype": PDFName("XML")}
+
+
+class _Metadata(PDFObject):
+    """`_metadata_stream(xmp)`, its dictionary formatted once per process."""
+
+    __RefOnly__ = 1
+
+    def __init__(self, xmp: bytes) -> None:
+        self.xmp = xmp
+
+    def format(self, document: object) -> bytes:
+        head = _stream_head("metadata").replace(b"@@length@@", b"%d" % len(self.xmp))
+        return head + b"\nstream\n" + self.xmp + b"\nendstream\n"
+
+
+class _FastFlate(PDFStreamFilterZCompress):
+    """Flate at zlib's fastest level: on the ≈ 12 KB CII it takes half the time of the default
+    level for ≈ 270 more bytes; readers inflate it the same way."""
+
+    def encode(self, text: bytes | str) -> bytes:
+        return zlib.compress(text.encode() if isinstance(text, str) else text, 1)
+
+
+_FAST_FLATE = _FastFlate()
+
+
+def _embedded_file_dictionary(
+    date: PDFObject, size: int | PDFObject, checksum: PDFObject
+) -> dict[str, object]:
+    return {
+        "Type": PDFName("EmbeddedFile"),
+        # PDFName does not escape "/", and the MIME type needs it: text#2Fxml.
+        "Subtype": "/text#2Fxml",
+        "Params": PDFDictionary({"ModDate": date, "Size": size, "CheckSum": checksum}),
+    }
+
+
+def _embedded_file_stream(xml: bytes, pdf_date: str) -> PDFObject:
+    """factur-x.xml as an /EmbeddedFile stream, formatted by reportlab."""
+    dictionary = _embedded_file_dictionary(
+        PDFString(pdf_date), len(xml), PDFString(hashlib.md5(xml).digest(), enc="raw")
+    )
+    return PDFStream(PDFDictionary(dictionary), xml, filters=[_FAST_FLATE])
+
+
+class _EmbeddedFile(PDFObject):
+    """`_embedded_file_stream(xml, pdf_date)` with its dictionary formatted once per process,
+    the length, date, size and checksum filled in (reportlab's formatting of the dictionary
+    took as long as compressing the XML)."""
+
+    __RefOnly__ = 1
+
+    def __init__(self, xml: bytes, pdf_date: str) -> None:
+        self.xml = xml
+        self.pdf_date = pdf_date
+
+    def format(self, document: object) -> bytes:
+        content = _FAST_FLATE.encode(self.xml)
+        checksum = PDFString(hashlib.md5(self.xml).digest(), enc="raw")
+        head = (
+            _stream_head("embedded_file")
+            .replace(b"@@length@@", b"%d" % len(content))
+            .replace(b"@@size@@", b"%d" % len(self.xml))
+            .replace(b"@@date@@", PDFString(self.pdf_date).format(document))
+            .replace(b"@@checksum@@", checksum.format(document))
+        )
+        return head + b"\nstream\n" + content + b"endstream\n"
+
+
+@cache
+def _stream_head(kind: str) -> bytes:
+    """A stream's dictionary as reportlab formats it (keys sorted, /Filter and /Length added),
+    with `@@name@@` where the per-document values go."""
+    if kind == "metadata":
+        dictionary: dict[str, object] = dict(_METADATA)
+    else:
+        dictionary = _embedded_file_dictionary(_Slot("date"), _Slot("size"), _Slot("checksum"))
+        dictionary["Filter"] = PDFArray([PDFName(_FAST_FLATE.pdfname)])
+    dictionary["Length"] = _Slot("length")
+    return bytes(PDFDictionary(dictionary).format(PDFDocument()))
+
+
 def _icc_stream() -> PDFObject:
     return PDFStream(PDFDictionary({"N": 3}), srgb_profile(), filters=[PDFZCompress])
 
@@ -575,29 +664,9 @@ def embed_facturx(canvas: Canvas, xml: bytes, *, moment: datetime) -> None:
     info = doc.info
     pdf_date = moment.strftime("D:%Y%m%d%H%M%S+00'00'")
     info._dateFormatter = lambda *_: pdf_date
-    xml_stream = PDFStream(
-        PDFDictionary(
-            {
-                "Type": PDFName("EmbeddedFile"),
-                # PDFName does not escape "/", and the MIME type needs it: text#2Fxml.
-                "Subtype": "/text#2Fxml",
-                "Params": PDFDictionary(
-                    {
-                        "ModDate": PDFString(pdf_date),
-                        "Size": len(xml),
-                        "CheckSum": PDFString(hashlib.md5(xml).digest(), enc="raw"),
-                    }
-                ),
-            }
-        ),
-        xml,
-        filters=[PDFZCompress],
-    )
+    xml_stream = _EmbeddedFile(xml, pdf_date)
     filespec_ref = doc.Reference(_constant(_filespec, xml=doc.Reference(xml_stream)))
-    metadata = _RawStream(
-        PDFDictionary({"Type": PDFName("Metadata"), "Subtype": PDFName("XML")}),
-        _xmp(info.title, info.author, info.subject, info.keywords, moment),
-    )
+    metadata = _Metadata(_xmp(info.title, info.author, info.subject, info.keywords, moment))
     catalog = doc.Catalog
     # reportlab writes only the catalog keys it knows; let it write these two as well.
     catalog.__NoDefault__ = [*PDFCatalog.__NoDefault__, "AF", "OutputIntents"]

@@ -246,3 +246,24 @@ def test_the_pdfa_objects_formatted_once_are_those_reportlab_formats_each_time(
     formatted_each_time = [render_final_invoice(i, seller, moment=moment) for i in invoices]
     assert cached == formatted_each_time
     assert b"/DestOutputProfile 5 0 R" in cached[0]
+
+
+def test_the_streams_written_from_templates_are_those_reportlab_formats(
+    seller: Seller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The factur-x.xml and XMP streams, their dictionaries formatted once per process: the
+    same bytes as reportlab's own stream objects, for every shape of CII and awkward text."""
+    monkeypatch.setattr(rl_config, "invariant", 1)  # a fixed /ID: two renders can be compared
+    moment = datetime(2026, 12, 6, 3, 4, 5, tzinfo=UTC)
+    cases = _awkward_invoices(seller)
+    templated = [render_final_invoice(i, own_seller, moment=moment) for i, own_seller in cases]
+    monkeypatch.setattr(postier_facturx, "_EmbeddedFile", postier_facturx._embedded_file_stream)
+    monkeypatch.setattr(postier_facturx, "_Metadata", postier_facturx._metadata_stream)
+    formatted_each_time = [
+        render_final_invoice(i, own_seller, moment=moment) for i, own_seller in cases
+    ]
+    assert templated == formatted_each_time
+    # The XML, compressed at zlib's fastest level, still reads back whole from every document.
+    for (invoice, own_seller), pdf in zip(cases, templated, strict=True):
+        _, embedded = facturx.get_xml_from_pdf(pdf, check_xsd=False)
+        assert embedded == build_facturx_xml(invoice, own_seller)
