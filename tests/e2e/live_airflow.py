@@ -103,9 +103,8 @@ PRODUCTION_SETTINGS = {
     # 300 s takes CPU from the chunks for nothing.
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3600",
-    # The scheduler sleeps this long when a loop had nothing to do (default 1 s): the wait before
-    # it sees a run triggered or a clerk's answer (on the LocalExecutor a task's end wakes it at
-    # once: `postier.airflow.scheduler_wake`; on Celery it waits too).
+    # The scheduler sleeps this long when a loop had nothing to do (default 1 s): a task's end, a
+    # run triggered or a clerk's answer wake it at once (the `postier_scheduler_wake` plugin).
     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
     # How long a send's deliverer retry (or `rapport`) waits for the run's delivery lock that an
     # attempt cut off on a dead host still holds, before failing to be retried (Postier's own).

@@ -417,6 +417,8 @@ def _airflow_wiring() -> tuple[
         )
         from airflow.utils.types import DagRunTriggeredByType
 
+        from postier.airflow.scheduler_notify import wake_scheduler
+
         allowed = get_auth_manager().is_authorized_dag(
             method="POST",
             access_entity=DagAccessEntity.RUN,
@@ -435,6 +437,8 @@ def _airflow_wiring() -> tuple[
             )
         except ValueError as error:  # the DAG's Params refused the conf
             raise HTTPException(status_code=400, detail=f"critères refusés : {error}") from None
+        # Committed by `trigger_dag`: the scheduler may start it now, not at its sleep's end.
+        wake_scheduler()
         return f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
     def environment() -> Environment:

@@ -1,4 +1,4 @@
-"""The scheduler's idle sleep ended as soon as one of its LocalExecutor's tasks ends.
+"""The scheduler's idle sleep ended as soon as there is something for it to act on.
 
 Airflow's scheduler loop (`SchedulerJobRunner._run_scheduler_loop`, Airflow 3.3) sleeps
 `[scheduler] scheduler_idle_sleep_time` (0.5 s in production) after a loop that queued no task
@@ -13,8 +13,16 @@ that module's loop, waits on the queue's pipe for no longer than it would have s
 reads the results itself as before (`LocalExecutor.sync`), and a loop with nothing to do still
 sleeps its whole idle time: at rest, and while tasks run, the scheduler's pace is Airflow's. A
 sleep that cannot wait on the queue (the executor not started, or stopped) is Airflow's plain
-sleep. What the api-server changes (a run triggered, a clerk's answer) still waits for the
-sleep's end: the scheduler reads it from Airflow's database.
+sleep.
+
+What the api-server changes (a task's end reported by its supervisor, whatever the executor; a
+run triggered; a clerk's answer; task instances cleared) the scheduler reads from Airflow's
+database, at the sleep's end. The api-server then sends `NOTIFY postier_scheduler_wake` on that
+database (`postier.airflow.scheduler_notify`), and the sleep also waits on a connection of the
+scheduler's that LISTENs on it (`WakeListener`, PostgreSQL only): opened at the first sleep,
+reopened at most every `RETRY_S` if it breaks, Airflow's plain sleep meanwhile. The
+`postier_scheduler_wake` plugin installs this clock when the scheduler's job starts, whatever
+its executor (Celery's too).
 
 While every worker of the executor is busy (a run's chunk tasks at work, for minutes), a loop
 can queue nothing before a task ends, and a task's end now wakes the scheduler: its idle sleep
@@ -30,10 +38,23 @@ would not wake it).
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing.connection
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from airflow.listeners import hookimpl
+
+log = logging.getLogger(__name__)
+
+#: The channel the api-server notifies when the scheduler has something to act on.
+CHANNEL = "postier_scheduler_wake"
+
+#: How long a scheduler whose LISTEN connection broke (or could not open) sleeps as Airflow does
+#: before opening it again: a database down is not retried twice a second.
+RETRY_S = 30.0
 
 #: The scheduler's idle sleep while every worker of its executor is busy (the setting's 0.5 s
 #: otherwise): under its job heartbeat's 5 s (`[scheduler] scheduler_heartbeat_sec`), far under
@@ -44,25 +65,144 @@ FULL_SLOTS_SLEEP_S = 2.0
 _executors: list[Any] = []
 
 
+def libpq_url(sqlalchemy_url: str) -> str | None:
+    """The libpq URL of Airflow's `[database] sql_alchemy_conn`; None if not PostgreSQL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(sqlalchemy_url)
+    except Exception:
+        return None
+    if url.get_backend_name() != "postgresql":
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def airflow_database_url() -> str | None:
+    """Airflow's metadata database as a libpq URL, None if it is not PostgreSQL."""
+    from airflow.configuration import conf
+
+    return libpq_url(conf.get("database", "sql_alchemy_conn", fallback=""))
+
+
+class WakeListener:
+    """A connection to Airflow's database that LISTENs on `CHANNEL`, opened when first needed;
+    none (Airflow's plain sleep) while it cannot be opened or after it broke, `retry_s` apart."""
+
+    def __init__(self, url: Callable[[], str | None], retry_s: float = RETRY_S) -> None:
+        self._url = url
+        self._retry_s = retry_s
+        self._conn: Any = None
+        self._next_try = 0.0
+
+    def waitable(self) -> Any:
+        """The connection to wait on (it has a `fileno`), or None."""
+        if self._conn is None and time.monotonic() >= self._next_try:
+            self._open()
+        return self._conn
+
+    def _open(self) -> None:
+        import psycopg
+
+        self._next_try = time.monotonic() + self._retry_s
+        url = self._url()
+        if url is None:
+            self._next_try = float("inf")  # not PostgreSQL: never
+            return
+        try:
+            conn = psycopg.connect(
+                url,
+                autocommit=True,
+                connect_timeout=5,
+                application_name="postier-scheduler-wake",
+            )
+            conn.execute(f'LISTEN "{CHANNEL}"')
+        except Exception as error:
+            # The class only: a connection error may name the host and user.
+            log.warning(
+                "Réveil du scheduler indisponible (%s) : veille ordinaire d'Airflow.",
+                type(error).__name__,
+            )
+            return
+        self._conn = conn
+
+    def drain(self) -> bool:
+        """Read what the connection received; True if it was a notification. A broken
+        connection is closed (`waitable` opens another `retry_s` later)."""
+        import psycopg
+
+        conn = self._conn
+        if conn is None:
+            return False
+        notified = False
+        try:
+            conn.pgconn.consume_input()
+            while conn.pgconn.notifies() is not None:
+                notified = True
+            if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+                raise ConnectionError
+        except Exception:
+            log.warning(
+                "Réveil du scheduler : connexion perdue, rouverte dans %.0f s.", self._retry_s
+            )
+            self.close()
+            self._next_try = time.monotonic() + self._retry_s
+        return notified
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
 class WakingClock:
     """The `time` module for Airflow's scheduler module: the same, but its `sleep` ends as soon
-    as a watched executor's result queue has something to read."""
+    as a watched executor's result queue has something to read, or the api-server notifies."""
 
-    def __init__(self, readers: Callable[[], list[Any]], full: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        readers: Callable[[], list[Any]],
+        full: Callable[[], bool],
+        listener: WakeListener | None = None,
+    ) -> None:
         self._readers = readers
         self._full = full
+        self._listener = listener
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
 
-    def sleep(self, seconds: float) -> None:
+    def _waitables(self) -> tuple[list[Any], Any]:
         readers = self._readers()
-        if not readers:
+        listen = self._listener.waitable() if self._listener is not None else None
+        return (readers + [listen] if listen is not None else readers), listen
+
+    def sleep(self, seconds: float) -> None:
+        waitables, listen = self._waitables()
+        if not waitables:
             time.sleep(seconds)
             return
         if seconds > 0 and self._full():
             seconds = max(seconds, FULL_SLOTS_SLEEP_S)
-        multiprocessing.connection.wait(readers, timeout=max(0.0, seconds))
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            ready = multiprocessing.connection.wait(
+                waitables, timeout=max(0.0, deadline - time.monotonic())
+            )
+            if not ready or any(r is not listen for r in ready):
+                return
+            assert self._listener is not None
+            if self._listener.drain():
+                return
+            # Readable without a notification: the connection broke (closed by `drain`) or
+            # the server said something else. The rest of the sleep without it if it broke.
+            waitables, listen = self._waitables()
+            if not waitables:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                return
 
 
 def _result_readers() -> list[Any]:
@@ -93,18 +233,35 @@ def _sole_executor() -> bool:
     return len(conf.get("core", "executor", fallback="").split(",")) == 1
 
 
-def wake_on_task_end(executor: Any) -> bool:
-    """Make the scheduler's idle sleep end when `executor` (a started LocalExecutor) has a
-    result to read; True when it does (also when it already did)."""
+def install_waking_clock() -> bool:
+    """Make the scheduler module's idle sleep a `WakingClock`'s, woken by the api-server's
+    notifications; True when it is (also when it already was)."""
     try:
         from airflow.jobs import scheduler_job_runner
     except ImportError:
         return False
     clock = getattr(scheduler_job_runner, "time", None)
     if clock is time:
-        scheduler_job_runner.time = WakingClock(_result_readers, _slots_full)  # type: ignore[assignment]
+        listener = WakeListener(airflow_database_url)
+        scheduler_job_runner.time = WakingClock(_result_readers, _slots_full, listener)  # type: ignore[assignment]
     elif not isinstance(clock, WakingClock):
         return False  # not Airflow's module as this was written for: left alone
+    return True
+
+
+def wake_on_task_end(executor: Any) -> bool:
+    """Make the scheduler's idle sleep end when `executor` (a started LocalExecutor) has a
+    result to read; True when it does (also when it already did)."""
+    if not install_waking_clock():
+        return False
     if not any(watched is executor for watched in _executors):
         _executors.append(executor)
     return True
+
+
+@hookimpl
+def on_starting(component: Any) -> None:
+    """Airflow listener (`postier_scheduler_wake` plugin), called as each job starts: in the
+    scheduler's process (its module imported by the `scheduler` command), its clock."""
+    if "airflow.jobs.scheduler_job_runner" in sys.modules:
+        install_waking_clock()
