@@ -58,7 +58,9 @@ T = TypeVar("T")
 #: The LocalExecutor of production: its task processes start with Postier's code imported
 #: (`postier.airflow.executors`, README § Performance).
 LOCAL = "postier.airflow.executors.PreloadingLocalExecutor"
-CELERY = "CeleryExecutor"
+#: Airflow's CeleryExecutor of production, its scheduler sleeping longer while tasks are with
+#: Celery (`postier.airflow.celery_executor`).
+CELERY = "postier.airflow.celery_executor.WakingCeleryExecutor"
 
 #: Celery settings of production (`docker/compose.yaml`, README § Performance), so measured.
 CELERY_SETTINGS = {

@@ -5,9 +5,14 @@ without the notification, or with its connection broken, the sleep is Airflow's 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -15,7 +20,7 @@ import pytest
 from fastapi import FastAPI, Response
 
 from postier.airflow.scheduler_notify import Notifier, WakeSchedulerMiddleware
-from postier.airflow.scheduler_wake import WakeListener, WakingClock
+from postier.airflow.scheduler_wake import FULL_SLOTS_SLEEP_S, WakeListener, WakingClock
 
 
 def _api_server(dsn: str) -> tuple[FastAPI, Notifier]:
@@ -155,3 +160,76 @@ def test_a_database_that_is_not_postgresql_is_airflows_sleep() -> None:
     started = time.monotonic()
     clock.sleep(0.3)
     assert time.monotonic() - started >= 0.28
+
+
+#: In a fresh interpreter, as a Celery scheduler whose Airflow database is the test's: Postier's
+#: CeleryExecutor started, then the scheduler module's idle sleep (0.5 s asked) timed: no task
+#: with Celery; a task with Celery (its end will wake it); that task's end notified after 0.3 s;
+#: the notifications' connection broken.
+CELERY_PROBE = """
+import json, sys, threading, time
+import psycopg
+from airflow.jobs import scheduler_job_runner
+from postier.airflow.celery_executor import WakingCeleryExecutor
+dsn = sys.argv[1]
+executor = WakingCeleryExecutor()
+executor.start()
+
+def timed(seconds=0.5):
+    started = time.monotonic()
+    scheduler_job_runner.time.sleep(seconds)
+    return time.monotonic() - started
+
+def task_ends():
+    time.sleep(0.3)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('NOTIFY "postier_scheduler_wake"')
+
+idle = timed()
+executor.workloads["une tâche"] = None
+full = timed()
+threading.Thread(target=task_ends).start()
+woken = timed()
+with psycopg.connect(dsn, autocommit=True) as conn:
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE application_name = 'postier-scheduler-wake'")
+time.sleep(0.2)
+broken = timed()
+after = timed()
+print(json.dumps({"idle": idle, "full": full, "woken": woken, "broken": broken, "after": after}))
+"""
+
+
+def test_a_celery_scheduler_sleeps_longer_while_its_tasks_run(
+    owner_dsn: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "POSTIER_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", CELERY_PROBE, owner_dsn],
+        env=env
+        | {
+            "AIRFLOW_HOME": str(tmp_path),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "postier.airflow.celery_executor.WakingCeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": owner_dsn.replace(
+                "postgresql://", "postgresql+psycopg://", 1
+            ),
+            # psycopg 3 for the async engine too (Airflow would pick asyncpg, not installed).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": owner_dsn.replace(
+                "postgresql://", "postgresql+psycopg_async://", 1
+            ),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.splitlines()[-1])
+    # Nothing with Celery: Airflow's 0.5 s (a run triggered would wake it anyway).
+    assert 0.45 <= got["idle"] < FULL_SLOTS_SLEEP_S, got
+    # A task with Celery: nothing to queue before it ends, which wakes it: the longer sleep.
+    assert got["full"] >= FULL_SLOTS_SLEEP_S - 0.05, got
+    assert 0.25 <= got["woken"] < FULL_SLOTS_SLEEP_S - 0.5, got
+    # Its end could no longer wake it: Airflow's sleep, not the longer one.
+    assert got["broken"] < FULL_SLOTS_SLEEP_S - 0.5 and 0.45 <= got["after"] < 1.0, got

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e.live_airflow import CELERY_SETTINGS, PRODUCTION_SETTINGS
+from e2e.live_airflow import CELERY, CELERY_SETTINGS, PRODUCTION_SETTINGS
 
 from postier.store.cluster import find_binaries
 
@@ -177,7 +177,7 @@ def test_every_airflow_component_runs_celery_in_production_mode_with_shared_keys
     values = {name: set() for name in shared}
     for name in AIRFLOW | MIGRATIONS:
         env = services[name]["environment"]
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CORE__EXECUTOR"] == CELERY, name
         assert env["POSTIER_ENV"] == "production", name
         assert all(value != "" for value in env.values()), name
         for key in shared:

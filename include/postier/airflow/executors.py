@@ -17,7 +17,7 @@ from typing import Any
 from airflow.executors.local_executor import LocalExecutor
 
 from postier.airflow.preload import preload
-from postier.airflow.scheduler_wake import wake_on_task_end
+from postier.airflow.scheduler_wake import watch_executor
 from postier.airflow.task_exit import wait_for_task_exit
 
 
@@ -35,7 +35,7 @@ class PreloadingLocalExecutor(LocalExecutor):
         self._busy: set[Any] = set()
         super().start()
         # After Airflow's start, which makes the result queue the scheduler's sleep waits on.
-        wake_on_task_end(self)
+        watch_executor(self)
 
     def _process_workloads(self, workload_list: Any) -> None:
         super()._process_workloads(workload_list)

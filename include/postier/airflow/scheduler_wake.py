@@ -7,7 +7,7 @@ by the api-server, its LocalExecutor worker's result already queued — waits fo
 before the scheduler sees it: then only are its downstream tasks queued (a send's chunk tasks after
 its confirmation), or its run marked done. At each of a run's edges, every core idles meanwhile.
 
-`wake_on_task_end(executor)` makes that sleep end when the executor's result queue has something
+`watch_executor(executor)` makes that sleep end when the executor's result queue has something
 to read (a worker took a task or finished one): the scheduler's `time.sleep`, the one call of
 that module's loop, waits on the queue's pipe for no longer than it would have slept. The loop
 reads the results itself as before (`LocalExecutor.sync`), and a loop with nothing to do still
@@ -25,14 +25,14 @@ reopened at most every `RETRY_S` if it breaks, Airflow's plain sleep meanwhile. 
 its executor (Celery's too).
 
 While every worker of the executor is busy (a run's chunk tasks at work, for minutes), a loop
-can queue nothing before a task ends, and a task's end now wakes the scheduler: its idle sleep
-is then `FULL_SLOTS_SLEEP_S` rather than 0.5 s. Each loop examines the running runs and queries
-Airflow's database (≈ 25–50 ms of scheduler and PostgreSQL CPU), CPU taken from the chunks;
-what waits longer meanwhile needs a free worker to go further anyway (a run triggered then
-started, its first task scheduled, a clerk's answer) or is one of the scheduler's timed checks
-(task heartbeats, timeouts: seconds to minutes apart), late by `FULL_SLOTS_SLEEP_S` at most.
-Only when the executor says so (`slots_full`) and is the scheduler's only one (another's events
-would not wake it).
+can queue nothing before a task ends, and a task's end wakes the scheduler: its idle sleep is
+then `FULL_SLOTS_SLEEP_S` rather than 0.5 s (on Celery, while it has tasks with Celery and the
+notifications' connection is open: `postier.airflow.celery_executor`). Each loop examines the
+running runs and queries Airflow's database (≈ 25–50 ms of scheduler and PostgreSQL CPU), CPU
+taken from the chunks; what waits longer meanwhile is what nobody notifies, the scheduler's
+timed checks (task heartbeats, retries, timeouts: seconds to minutes apart), late by
+`FULL_SLOTS_SLEEP_S` at most. Only when the executor says so (`slots_full`) and is the
+scheduler's only one (another's events would not wake it).
 """
 
 from __future__ import annotations
@@ -185,9 +185,11 @@ class WakingClock:
         if not waitables:
             time.sleep(seconds)
             return
+        started = time.monotonic()
+        asked = started + max(0.0, seconds)
         if seconds > 0 and self._full():
             seconds = max(seconds, FULL_SLOTS_SLEEP_S)
-        deadline = time.monotonic() + max(0.0, seconds)
+        deadline = started + max(0.0, seconds)
         while True:
             ready = multiprocessing.connection.wait(
                 waitables, timeout=max(0.0, deadline - time.monotonic())
@@ -198,10 +200,11 @@ class WakingClock:
             if self._listener.drain():
                 return
             # Readable without a notification: the connection broke (closed by `drain`) or
-            # the server said something else. The rest of the sleep without it if it broke.
+            # the server said something else. The rest of the sleep without it if it broke,
+            # no longer than asked if nothing else can wake it.
             waitables, listen = self._waitables()
             if not waitables:
-                time.sleep(max(0.0, deadline - time.monotonic()))
+                time.sleep(max(0.0, min(deadline, asked) - time.monotonic()))
                 return
 
 
@@ -249,9 +252,10 @@ def install_waking_clock() -> bool:
     return True
 
 
-def wake_on_task_end(executor: Any) -> bool:
-    """Make the scheduler's idle sleep end when `executor` (a started LocalExecutor) has a
-    result to read; True when it does (also when it already did)."""
+def watch_executor(executor: Any) -> bool:
+    """Make the scheduler's idle sleep end when `executor` (started) has a result to read (a
+    LocalExecutor's queue), and last `FULL_SLOTS_SLEEP_S` while it says `slots_full`; True when
+    it does (also when it already did)."""
     if not install_waking_clock():
         return False
     if not any(watched is executor for watched in _executors):
