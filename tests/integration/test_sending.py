@@ -113,6 +113,34 @@ def test_a_chunk_with_a_refused_invoice_stores_each_prepared_ones_own_fingerprin
     }
 
 
+def test_send_refuses_alone_in_its_chunk_an_invoice_whose_factur_x_is_refused(
+    env: Environment, conn: psycopg.Connection
+) -> None:
+    # The chunk makes its invoices' Factur-X XML before their documents: the ERP's unit « SAC »
+    # on KO-UNITE's second line (nothing the re-check looks at) refuses it there, between two
+    # invoices that are sent.
+    insert_invoice(conn, number="OK-1", send_state="PRET")
+    refused = insert_invoice(conn, number="KO-UNITE", send_state="PRET", lines=2)
+    insert_invoice(conn, number="OK-2", send_state="PRET")
+    conn.execute(
+        "UPDATE invoice_lines SET unit = 'SAC' WHERE invoice_id = %s AND position = 2", (refused,)
+    )
+    conn.commit()
+
+    report = run(env, "factures_envoyer")
+
+    chunks = conn.execute("SELECT count(DISTINCT chunk) FROM run_items").fetchone()
+    assert chunks == (1,)
+    assert states(conn) == {"OK-1": "ENVOYE", "KO-UNITE": "PRET", "OK-2": "ENVOYE"}
+    (anomaly,) = report["anomalies"]
+    assert anomaly["facture"] == "KO-UNITE"
+    assert "unité « SAC » de la ligne 2 absente de la table des unités" in anomaly["motif"]
+    left = conn.execute(
+        "SELECT count(*) FROM exchanges WHERE invoice_id = %s", (refused,)
+    ).fetchone()
+    assert left == (0,)
+
+
 # ------------------------------------------------------------------------------- 0 € invoices
 
 

@@ -11,6 +11,7 @@ from postier.documents.facturx import (
     build_facturx_xml,
     check_facturx_xml,
     check_invoice_fields,
+    checked_facturx_xml,
     render_final_invoice,
 )
 from postier.documents.invoice_pdf import render_invoice
@@ -40,6 +41,7 @@ __all__ = [
     "build_facturx_xml",
     "check_facturx_xml",
     "check_invoice_fields",
+    "checked_facturx_xml",
     "render_bills",
     "render_final_invoice",
     "render_invoice",

@@ -16,7 +16,7 @@ from postier.pipeline.annuaire import AddressResolver, BuyerAddress, record_addr
 from postier.pipeline.chorus import collect_chunk
 from postier.pipeline.context import Environment
 from postier.pipeline.export import export_chunk
-from postier.pipeline.runs import ChunkHandler, Run, document_step
+from postier.pipeline.runs import ChunkHandler, Run, document_step, facturx_first
 from postier.storage import WriteBatch
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
@@ -118,10 +118,13 @@ def prepare_chunk(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
             checked.append((invoice, found, fingerprint(invoice)))
         # The prepared PDFs written a few at a time, not each after its render (`WriteBatch`).
         files = WriteBatch(run.folder.write, batched=run.folder.storage.local)
+        cii = facturx_first((invoice for invoice, _, _ in checked), seller, outcomes)
         for invoice, found, print_ in checked:
+            if invoice.id not in cii:
+                continue
             try:
                 with document_step():
-                    pdf = render_final_invoice(invoice, seller)
+                    pdf = render_final_invoice(invoice, seller, xml=cii[invoice.id])
             except PostierError as error:  # a document error names the invoice and the field
                 outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
                 continue

@@ -6,13 +6,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 import psycopg
 
+from postier.domain.models import Invoice, Seller
 from postier.domain.selection import PARIS, Selection, shown
 from postier.domain.treatments import Treatment, TreatmentId, treatment
 from postier.errors import ConfigurationError, PostierError, SelectionError, SigningError
@@ -236,6 +237,26 @@ def document_step() -> contextlib.AbstractContextManager[None]:
     `postier.airflow.fresh_thread`), so the bench compares its one-core baseline with the
     document step where it really runs."""
     return _document_cpu.counting()
+
+
+def facturx_first(
+    invoices: Iterable[Invoice], seller: Seller, outcomes: list[run_store.ItemOutcome]
+) -> dict[int, bytes]:
+    """The checked Factur-X XML of a chunk's invoices, by id, made in one pass before their
+    renders (`render_final_invoice(..., xml=)`): run between two renders, whose fonts and
+    streams evict the CPU's caches, building and checking it cost about twice as much. An
+    invoice whose XML is refused gets its failed outcome (the document error names the invoice
+    and the field) and no XML. Counted in the document step."""
+    from postier.documents import checked_facturx_xml
+
+    made: dict[int, bytes] = {}
+    with document_step():
+        for invoice in invoices:
+            try:
+                made[invoice.id] = checked_facturx_xml(invoice, seller)
+            except PostierError as error:
+                outcomes.append(run_store.ItemOutcome(invoice.id, run_store.FAILED, str(error)))
+    return made
 
 
 def files_sync() -> contextlib.AbstractContextManager[None]:

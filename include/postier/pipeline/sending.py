@@ -21,7 +21,7 @@ from postier.domain.validation import sending_problems, zero_amount_note
 from postier.errors import ConfigurationError, PostierError
 from postier.pipeline.annuaire import BuyerAddress, recorded_addresses, with_address
 from postier.pipeline.context import Environment
-from postier.pipeline.runs import Run, document_step, files_sync
+from postier.pipeline.runs import Run, document_step, facturx_first, files_sync
 from postier.store.exchanges import Exchange, record_exchanges
 from postier.store.invoices import fingerprint, load_invoices
 from postier.store.runs import DONE, FAILED, SKIPPED, ItemOutcome, record_outcomes
@@ -151,10 +151,13 @@ def send_invoices(env: Environment, conn: psycopg.Connection, run: Run, ids: lis
                 outcomes.append(ItemOutcome(invoice.id, FAILED, " ; ".join(problems)))
                 continue
             checked.append((invoice, address))
+        cii = facturx_first((invoice for invoice, _ in checked), seller, outcomes)
         for invoice, address in checked:
+            if invoice.id not in cii:
+                continue
             try:
                 with document_step():
-                    pdf = signer.sign(render_final_invoice(invoice, seller))
+                    pdf = signer.sign(render_final_invoice(invoice, seller, xml=cii[invoice.id]))
             except PostierError as error:
                 outcomes.append(ItemOutcome(invoice.id, FAILED, str(error)))
                 continue

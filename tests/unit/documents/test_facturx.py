@@ -10,7 +10,12 @@ from lxml import etree
 from lxml.builder import ElementMaker
 from reportlab import rl_config
 
-from postier.documents import build_facturx_xml, check_facturx_xml, render_final_invoice
+from postier.documents import (
+    build_facturx_xml,
+    check_facturx_xml,
+    checked_facturx_xml,
+    render_final_invoice,
+)
 from postier.documents import facturx as postier_facturx
 from postier.documents.samples import sample_invoice
 from postier.documents.signing import Signer
@@ -267,3 +272,23 @@ def test_the_streams_written_from_templates_are_those_reportlab_formats(
     for (invoice, own_seller), pdf in zip(cases, templated, strict=True):
         _, embedded = facturx.get_xml_from_pdf(pdf, check_xsd=False)
         assert embedded == build_facturx_xml(invoice, own_seller)
+
+
+def test_a_document_rendered_from_its_xml_made_beforehand_is_the_same(
+    seller: Seller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk makes its invoices' XML first, then their documents: the same bytes as a
+    document that makes its own."""
+    monkeypatch.setattr(rl_config, "invariant", 1)  # a fixed /ID: two renders can be compared
+    moment = datetime(2026, 12, 6, 3, 4, 5, tzinfo=UTC)
+    for invoice, own_seller in _awkward_invoices(seller):
+        xml = checked_facturx_xml(invoice, own_seller)
+        assert render_final_invoice(invoice, own_seller, moment=moment, xml=xml) == (
+            render_final_invoice(invoice, own_seller, moment=moment)
+        )
+
+
+def test_the_xml_made_beforehand_is_checked_as_the_render_checks_it(seller: Seller) -> None:
+    invoice = dataclasses.replace(sample_invoice(1), total_vat=sample_invoice(1).total_vat + 1)
+    with pytest.raises(DocumentError, match=rf"{invoice.number}.*BT-110"):
+        checked_facturx_xml(invoice, seller)
