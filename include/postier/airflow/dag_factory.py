@@ -10,7 +10,7 @@ nothing to process, also when nothing was selected; the confirmation on « Ne pa
 when nothing is to send), and for a send first delivers (customer e-mails, then Plateforme
 Agréée deposits): no task process of its own for either. `rapport` runs only when a task
 failed, and is skipped otherwise, without a task process: by the chunk task that reports the
-run's success (`_reported_if_last`), else by the scheduler. Tasks are
+run's success (`_reported_if_last`) or by `finaliser`, else by the scheduler. Tasks are
 one-liners over `postier.pipeline`, imported inside the tasks so that parsing a DAG file loads
 no database driver and touches nothing outside Python.
 """
@@ -195,7 +195,11 @@ def finaliser(**context: Any) -> list[str]:
     files = finalize(env, external_id(context))
     # Written again on a retry or a « Clear » (e.g. after `rapport` reported the print file
     # missing): the file is made anew, and so is the report that lists it.
-    _report(context, env, files)
+    if _report(context, env, files) and _report_task_untouched(context):
+        # A success reported: `rapport` skipped from here, as by the chunk task that ends a run
+        # without `finaliser` (`_reported_if_last`). Its XCom pushed first: a skip returns none.
+        context["ti"].xcom_push(key="return_value", value=files)
+        raise DownstreamTasksSkipped(tasks=[("rapport", -1)])
     return files
 
 
