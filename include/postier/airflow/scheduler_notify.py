@@ -19,11 +19,10 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from postier.airflow.scheduler_wake import CHANNEL, RETRY_S, airflow_database_url
+from postier.airflow.scheduler_wake import CHANNEL, RETRY_S, DatabaseLink, airflow_database_url
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +47,8 @@ class Notifier:
     """Sends `NOTIFY` on `CHANNEL` from a thread of its own each time `wake` was called."""
 
     def __init__(self, url: Callable[[], str | None], retry_s: float = RETRY_S) -> None:
-        self._url = url
-        self._retry_s = retry_s
+        self._link = DatabaseLink(url, "postier-scheduler-notify", retry_s=retry_s)
         self._wanted = threading.Event()
-        self._conn: Any = None
-        self._next_try = 0.0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -80,35 +76,14 @@ class Notifier:
         import psycopg
 
         for _ in range(2):  # a connection found broken is reopened once at once
-            if self._conn is None:
-                if time.monotonic() < self._next_try:
-                    return
-                self._next_try = time.monotonic() + self._retry_s
-                url = self._url()
-                if url is None:
-                    self._next_try = float("inf")  # not PostgreSQL: never
-                    return
-                try:
-                    self._conn = psycopg.connect(
-                        url,
-                        autocommit=True,
-                        connect_timeout=5,
-                        application_name="postier-scheduler-notify",
-                    )
-                except psycopg.Error as error:
-                    # The class only: a connection error may name the host and user.
-                    log.warning("Réveil du scheduler indisponible (%s).", type(error).__name__)
-                    return
+            conn = self._link.get()
+            if conn is None:
+                return
             try:
-                self._conn.execute(f'NOTIFY "{CHANNEL}"')
+                conn.execute(f'NOTIFY "{CHANNEL}"')
                 return
             except psycopg.Error:
-                conn, self._conn = self._conn, None
-                self._next_try = 0.0
-                try:
-                    conn.close()
-                except psycopg.Error:
-                    pass
+                self._link.drop(retry_at_once=True)
 
 
 _notifier: tuple[int, Notifier] | None = None

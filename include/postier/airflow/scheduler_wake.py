@@ -85,21 +85,31 @@ def airflow_database_url() -> str | None:
     return libpq_url(conf.get("database", "sql_alchemy_conn", fallback=""))
 
 
-class WakeListener:
-    """A connection to Airflow's database that LISTENs on `CHANNEL`, opened when first needed;
-    none (Airflow's plain sleep) while it cannot be opened or after it broke, `retry_s` apart."""
+class DatabaseLink:
+    """An autocommit connection to Airflow's database, opened when first asked for and again
+    after it was `dropped`, at most every `retry_s`; none if that database is not PostgreSQL.
+    Shared by the scheduler's listener and the api-server's notifier."""
 
-    def __init__(self, url: Callable[[], str | None], retry_s: float = RETRY_S) -> None:
+    def __init__(
+        self,
+        url: Callable[[], str | None],
+        application_name: str,
+        *,
+        retry_s: float = RETRY_S,
+        setup: str | None = None,
+    ) -> None:
         self._url = url
+        self._application_name = application_name
         self._retry_s = retry_s
-        self._conn: Any = None
+        self._setup = setup
+        self.conn: Any = None
         self._next_try = 0.0
 
-    def waitable(self) -> Any:
-        """The connection to wait on (it has a `fileno`), or None."""
-        if self._conn is None and time.monotonic() >= self._next_try:
+    def get(self) -> Any:
+        """The connection, or None while it cannot be opened."""
+        if self.conn is None and time.monotonic() >= self._next_try:
             self._open()
-        return self._conn
+        return self.conn
 
     def _open(self) -> None:
         import psycopg
@@ -111,12 +121,10 @@ class WakeListener:
             return
         try:
             conn = psycopg.connect(
-                url,
-                autocommit=True,
-                connect_timeout=5,
-                application_name="postier-scheduler-wake",
+                url, autocommit=True, connect_timeout=5, application_name=self._application_name
             )
-            conn.execute(f'LISTEN "{CHANNEL}"')
+            if self._setup is not None:
+                conn.execute(self._setup)
         except Exception as error:
             # The class only: a connection error may name the host and user.
             log.warning(
@@ -124,14 +132,40 @@ class WakeListener:
                 type(error).__name__,
             )
             return
-        self._conn = conn
+        self.conn = conn
+
+    def drop(self, *, retry_at_once: bool = False) -> None:
+        """Close the connection (found broken, or no longer wanted); the next is opened at the
+        next `get` if `retry_at_once`, else `retry_s` later."""
+        conn, self.conn = self.conn, None
+        self._next_try = 0.0 if retry_at_once else time.monotonic() + self._retry_s
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+class WakeListener:
+    """A connection to Airflow's database that LISTENs on `CHANNEL`, opened when first needed;
+    none (Airflow's plain sleep) while it cannot be opened or after it broke, `retry_s` apart."""
+
+    def __init__(self, url: Callable[[], str | None], retry_s: float = RETRY_S) -> None:
+        self._retry_s = retry_s
+        self._link = DatabaseLink(
+            url, "postier-scheduler-wake", retry_s=retry_s, setup=f'LISTEN "{CHANNEL}"'
+        )
+
+    def waitable(self) -> Any:
+        """The connection to wait on (it has a `fileno`), or None."""
+        return self._link.get()
 
     def drain(self) -> bool:
         """Read what the connection received; True if it was a notification. A broken
         connection is closed (`waitable` opens another `retry_s` later)."""
         import psycopg
 
-        conn = self._conn
+        conn = self._link.conn
         if conn is None:
             return False
         notified = False
@@ -145,17 +179,11 @@ class WakeListener:
             log.warning(
                 "Réveil du scheduler : connexion perdue, rouverte dans %.0f s.", self._retry_s
             )
-            self.close()
-            self._next_try = time.monotonic() + self._retry_s
+            self._link.drop()
         return notified
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        self._link.drop()
 
 
 class WakingClock:
