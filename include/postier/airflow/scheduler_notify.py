@@ -22,7 +22,12 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from postier.airflow.scheduler_wake import CHANNEL, RETRY_S, DatabaseLink, airflow_database_url
+from postier.airflow.scheduler_wake import (
+    RETRY_S,
+    DatabaseLink,
+    airflow_database_url,
+    channel_statement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,7 @@ class Notifier:
             if conn is None:
                 return
             try:
-                conn.execute(f'NOTIFY "{CHANNEL}"')
+                conn.execute(channel_statement("NOTIFY"))
                 return
             except psycopg.Error:
                 self._link.drop(retry_at_once=True)

@@ -43,7 +43,7 @@ import multiprocessing.connection
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from airflow.listeners import hookimpl
 
@@ -85,6 +85,13 @@ def airflow_database_url() -> str | None:
     return libpq_url(conf.get("database", "sql_alchemy_conn", fallback=""))
 
 
+def channel_statement(command: Literal["LISTEN", "NOTIFY"]) -> Any:
+    """`LISTEN` or `NOTIFY` on `CHANNEL`, the channel quoted as an identifier."""
+    from psycopg import sql
+
+    return sql.SQL("{} {}").format(sql.SQL(command), sql.Identifier(CHANNEL))
+
+
 class DatabaseLink:
     """An autocommit connection to Airflow's database, opened when first asked for and again
     after it was `dropped`, at most every `retry_s`; none if that database is not PostgreSQL.
@@ -96,7 +103,7 @@ class DatabaseLink:
         application_name: str,
         *,
         retry_s: float = RETRY_S,
-        setup: str | None = None,
+        setup: Any = None,
     ) -> None:
         self._url = url
         self._application_name = application_name
@@ -153,7 +160,7 @@ class WakeListener:
     def __init__(self, url: Callable[[], str | None], retry_s: float = RETRY_S) -> None:
         self._retry_s = retry_s
         self._link = DatabaseLink(
-            url, "postier-scheduler-wake", retry_s=retry_s, setup=f'LISTEN "{CHANNEL}"'
+            url, "postier-scheduler-wake", retry_s=retry_s, setup=channel_statement("LISTEN")
         )
 
     def waitable(self) -> Any:
